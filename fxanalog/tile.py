@@ -1,0 +1,464 @@
+"""The analog tile computation in plain torch: the reference path.
+
+Every weight matmul that fxanalog converts becomes one call of
+``fxanalog::tile_mvm`` (see ``fxanalog.ops``) on a *tile array*:
+
+* ``x``: ``(G, B, K)``: G independent groups (1 for linear layers, ``groups``
+  for grouped convolutions), B input vectors, K inputs per group.
+* ``tiles``: ``(G, n_in, p_in, N)``: the group's weights, transposed and cut
+  along the input dimension into ``n_in`` pieces of the sizes ``in_sizes``
+  (the balanced split of the mapping), each padded with zero rows to
+  ``p_in = max(in_sizes)``. Along the N outputs the pieces are ``out_sizes``;
+  they need no padding, since each output column only meets its own inputs.
+  When the split is even the layout is a view of the weight, not a copy.
+
+Each (group, input piece, output piece) is one full tile with its own noise
+management, DAC, ADC, noise and bound management, as in
+``shared/reference/analog-semantics.md`` section 1. Partial sums over input
+pieces are added in digital; one column scale and one bias are applied at
+the end. Everything is batched over groups, pieces and rows: there is no
+Python loop over tiles.
+
+Internally the DAC works in input steps (``v = rint(x*s/dx)``, integers) and
+the ADC in output steps (``y/dy``): the step sizes fold into one GEMM factor
+``dx/dy``, and the output noise is added by the GEMM itself (``baddbmm``'s
+``beta``), so the common case costs one matmul, one draw of normals and a
+few passes over the output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from fxanalog.config import (
+    BoundManagementType,
+    IOParameters,
+    NoiseManagementType,
+    WeightNoiseType,
+    resolution_step,
+)
+
+__all__ = [
+    "split_sizes",
+    "TileIO",
+    "pack_io",
+    "unpack_io",
+    "layout_tiles",
+    "unlayout_tiles",
+    "tile_forward",
+    "tile_backward_input",
+]
+
+
+# --------------------------------------------------------------------------
+# Mapping helpers
+
+
+def split_sizes(size: int, max_size: int) -> list[int]:
+    """aihwkit's balanced split: ``n = ceil(size/max)`` pieces, the first
+    ``size % n`` one larger (1300 with max 512 -> [434, 433, 433])."""
+    if size <= 0:
+        raise ValueError(f"split_sizes: size = {size}: expected a positive size")
+    if max_size <= 0 or size <= max_size:
+        return [size]
+    n = -(-size // max_size)
+    base, extra = divmod(size, n)
+    return [base + 1] * extra + [base] * (n - extra)
+
+
+def _pad_index(sizes: Sequence[int], device) -> Optional[Tensor]:
+    """Index of each padded position into the unpadded dimension (``total``
+    marks a pad), or None when the pieces are equal and no padding is needed."""
+    p = max(sizes)
+    if all(s == p for s in sizes):
+        return None
+    total = sum(sizes)
+    idx = torch.full((len(sizes), p), total, dtype=torch.long)
+    start = 0
+    for k, s in enumerate(sizes):
+        idx[k, :s] = torch.arange(start, start + s)
+        start += s
+    return idx.reshape(-1).to(device)
+
+
+def layout_tiles(weight: Tensor, in_sizes: Sequence[int]) -> Tensor:
+    """``(G, N, K)`` weights to the ``(G, n_in, p_in, N)`` tile layout.
+
+    A view when the input pieces are equal; else a zero-padded copy
+    (differentiable either way).
+    """
+    G, N, K = weight.shape
+    n, p = len(in_sizes), max(in_sizes)
+    wt = weight.transpose(1, 2)  # (G, K, N)
+    idx = _pad_index(in_sizes, weight.device)
+    if idx is None:
+        return wt.reshape(G, n, p, N) if wt.is_contiguous() else wt.unflatten(1, (n, p))
+    padded = torch.cat([wt, wt.new_zeros(G, 1, N)], dim=1)
+    return padded.index_select(1, idx).reshape(G, n, p, N)
+
+
+def unlayout_tiles(tiles: Tensor, in_sizes: Sequence[int]) -> Tensor:
+    """Inverse of ``layout_tiles``: ``(G, n_in, p_in, N)`` to ``(G, N, K)``."""
+    G, n, p, N = tiles.shape
+    flat = tiles.reshape(G, n * p, N)
+    if any(s != p for s in in_sizes):
+        keep = torch.cat([torch.arange(k * p, k * p + s) for k, s in enumerate(in_sizes)]).to(tiles.device)
+        flat = flat.index_select(1, keep)
+    return flat.transpose(1, 2)
+
+
+# --------------------------------------------------------------------------
+# IOParameters as a flat tuple of floats (what the custom op's schema carries)
+
+_IO_FIELDS = (
+    "is_perfect",
+    "inp_bound",
+    "inp_res",
+    "inp_sto_round",
+    "inp_noise",
+    "out_bound",
+    "out_res",
+    "out_sto_round",
+    "out_noise",
+    "out_scale",
+    "w_noise",
+    "w_noise_type",
+    "noise_management",
+    "nm_thres",
+    "bound_management",
+    "max_bm_factor",
+    "max_bm_res",
+    "ir_drop",
+    "ir_drop_g_ratio",
+    "out_nonlinearity",
+)
+_ENUMS = {
+    "w_noise_type": list(WeightNoiseType),
+    "noise_management": list(NoiseManagementType),
+    "bound_management": list(BoundManagementType),
+}
+
+
+@dataclass(frozen=True)
+class TileIO:
+    """IOParameters resolved for computation (steps, levels, flags)."""
+
+    is_perfect: bool
+    inp_bound: float
+    dx: float  # input step, 0 = no quantization
+    inp_sto_round: bool
+    inp_noise: float
+    out_bound: float  # <= 0: unbounded
+    dy: float  # output step, 0 = no quantization
+    out_sto_round: bool
+    out_noise: float
+    out_scale: float
+    w_noise: float
+    w_noise_type: WeightNoiseType
+    noise_management: NoiseManagementType
+    nm_thres: float
+    bound_management: BoundManagementType
+    max_bm_factor: float
+    max_bm_res: float
+    ir_drop: float
+    ir_drop_g_ratio: float
+    out_nonlinearity: float
+
+    @property
+    def last_round_factor(self) -> float:
+        """Bound management stops after the round whose factor exceeds this."""
+        limit = float(self.max_bm_factor)
+        if self.dx > 0:
+            limit = min(limit, self.max_bm_res / self.dx)
+        return limit
+
+
+def pack_io(io: IOParameters) -> list[float]:
+    """IOParameters to the flat float list of the op schema (validated)."""
+    io.validate("IOParameters")
+    out = []
+    for name in _IO_FIELDS:
+        value = getattr(io, name)
+        if name in _ENUMS:
+            value = _ENUMS[name].index(value)
+        out.append(float(value))
+    return out
+
+
+def unpack_io(packed: Sequence[float]) -> TileIO:
+    v = dict(zip(_IO_FIELDS, packed))
+    for name, members in _ENUMS.items():
+        v[name] = members[int(v[name])]
+    inp_bound = v["inp_bound"]
+    out_bound = v["out_bound"]
+    dx = resolution_step(v.pop("inp_res")) * 2 * inp_bound
+    dy = resolution_step(v.pop("out_res")) * 2 * out_bound if out_bound > 0 else 0.0
+    for name in ("is_perfect", "inp_sto_round", "out_sto_round"):
+        v[name] = bool(v[name])
+    return TileIO(dx=dx, dy=dy, **v)
+
+
+# --------------------------------------------------------------------------
+# The forward pass
+
+
+def _input_scale(xp: Tensor, io: TileIO, pad_index: Optional[Tensor], x: Tensor) -> Tensor:
+    """Noise-management factor alpha per (group, row, input piece): (G, B, n_in)."""
+    nm = io.noise_management
+    G, B, n, p = xp.shape
+    if nm == NoiseManagementType.ABS_MAX:
+        alpha = torch.linalg.vector_norm(xp, ord=math.inf, dim=-1)
+        if io.nm_thres > 0:
+            alpha = alpha.clamp(max=io.nm_thres)
+    elif nm == NoiseManagementType.MAX:
+        if pad_index is None:
+            alpha = xp.amax(dim=-1)
+        else:  # pads must not count as zeros in a max
+            ext = torch.cat([x, x.new_full((G, B, 1), -math.inf)], dim=-1)
+            alpha = ext.index_select(2, pad_index).reshape(G, B, n, p).amax(dim=-1)
+        if io.nm_thres > 0:
+            alpha = alpha.clamp(max=io.nm_thres)
+    elif nm == NoiseManagementType.CONSTANT:
+        alpha = xp.new_full((G, B, n), io.nm_thres)
+    else:
+        alpha = xp.new_ones((G, B, n))
+    return alpha
+
+
+def _round(t: Tensor, stochastic: bool) -> Tensor:
+    """rint in place; stochastic rounding adds U(-1/2, 1/2) first."""
+    if stochastic:
+        t.add_(torch.rand_like(t).sub_(0.5))
+    return t.round_()
+
+
+def _mvm_steps(
+    xp: Tensor,
+    inv_in: Tensor,
+    tiles: Tensor,
+    io: TileIO,
+    piece_sizes: Tensor,
+) -> Tensor:
+    """One round of DAC -> MVM -> ADC for a set of rows.
+
+    xp: (G, M, n, p) inputs; inv_in: (G, M, n) factor 1/(alpha*r) of each row
+    and piece; piece_sizes: (G*n,) the true input count of each piece (for IR
+    drop). Returns the ADC result in output steps, (G, n, M, N), rounded
+    when quantized, not yet clipped.
+    """
+    G, M, n, p = xp.shape
+    N = tiles.shape[-1]
+    dx, dy = io.dx, io.dy
+    # DAC: v in input steps (integers) when quantized.
+    v = torch.empty((G, n, M, p), dtype=xp.dtype, device=xp.device)
+    scale = inv_in / dx if dx > 0 else inv_in
+    torch.mul(xp.transpose(1, 2), scale.transpose(1, 2).unsqueeze(-1), out=v)
+    if dx > 0:
+        _round(v, io.inp_sto_round)
+        bound = io.inp_bound / dx
+    else:
+        bound = io.inp_bound
+    needs_clip = not (io.noise_management == NoiseManagementType.ABS_MAX and io.nm_thres <= 0)
+    if needs_clip or io.inp_sto_round:
+        v.clamp_(-bound, bound)
+    if io.inp_noise > 0:
+        v.add_(torch.randn_like(v), alpha=io.inp_noise / (dx if dx > 0 else 1.0))
+    vin = v.view(G * n, M, p)
+    w = tiles.reshape(G * n, p, N)
+    ux = dx if dx > 0 else 1.0  # normalized input per step
+    uy = dy if dy > 0 else 1.0  # normalized output per step
+    simple = io.w_noise == 0 and io.ir_drop == 0 and io.out_nonlinearity == 0
+    if simple:
+        # y/dy = (dx/dy) W v + (out_noise/dy) xi, noise added inside the GEMM.
+        if io.out_noise > 0:
+            noise = torch.randn((G * n, M, N), dtype=xp.dtype, device=xp.device)
+            y = torch.baddbmm(noise, vin, w, beta=io.out_noise / uy, alpha=ux / uy)
+        else:
+            y = torch.bmm(vin, w).mul_(ux / uy)
+        if dy > 0:
+            _round(y, io.out_sto_round)
+        return y.view(G, n, M, N)
+    # General case, in normalized units.
+    vn = vin * ux
+    y = torch.bmm(vn, w)
+    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+        norm = torch.linalg.vector_norm(vn, dim=-1, keepdim=True)
+        y.add_(torch.randn_like(y) * norm * io.w_noise)
+    elif io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ:
+        std = torch.bmm(vn.square(), w.abs()).sqrt_()
+        y.add_(torch.randn_like(y) * std * io.w_noise)
+    if io.ir_drop > 0:
+        # C++-tile IR drop: each piece with its own n; positions j = 0..n-1.
+        sizes = piece_sizes.to(torch.float32)[:, None]
+        j = torch.arange(p, dtype=torch.float32, device=xp.device)
+        frac = (1 - (1 - j / sizes).square()) * (j < sizes)  # (G*n, p)
+        a = (sizes[:, :, None] / io.ir_drop_g_ratio) * torch.bmm(vn.abs(), w.abs())
+        c = a * (a * (0.05 * a - 0.2) + 0.5)
+        y.sub_(io.ir_drop * c * torch.bmm(vn * frac[:, None, :], w))
+    if io.out_nonlinearity > 0:
+        y = y / (1 + (io.out_nonlinearity * y).abs())
+    if io.out_noise > 0:
+        y.add_(torch.randn_like(y), alpha=io.out_noise)
+    y.div_(uy)
+    if dy > 0:
+        _round(y, io.out_sto_round)
+    return y.view(G, n, M, N)
+
+
+def _saturated_pieces(y: Tensor, bound: float, out_sizes: Sequence[int]) -> Tensor:
+    """(G, n, M, N) output steps -> (G, n, M, n_out) bool: the tile reached the bound."""
+    hit = y.abs() >= bound
+    if len(out_sizes) == 1:
+        return hit.any(dim=-1, keepdim=True)
+    ends = torch.tensor(list(out_sizes), device=y.device).cumsum(0)
+    counts = hit.to(torch.int32).cumsum(-1)
+    at_end = counts.index_select(-1, ends - 1)
+    per_piece = torch.diff(at_end, dim=-1, prepend=torch.zeros_like(at_end[..., :1]))
+    return per_piece > 0
+
+
+def tile_forward(
+    x: Tensor,
+    tiles: Tensor,
+    in_sizes: Sequence[int],
+    out_sizes: Sequence[int],
+    io: TileIO,
+    col_scale: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+) -> Tensor:
+    """The analog forward of a tile array, in float32. Returns (G, B, N).
+
+    ``col_scale`` (G*N or broadcastable) and ``bias`` (G*N) are digital and
+    applied last, with ``io.out_scale``.
+    """
+    G, B, K = x.shape
+    _, n, p, N = tiles.shape
+    ct = compute_dtype(x.dtype)
+    x = x.to(ct)
+    tiles = tiles.to(ct)
+    if io.is_perfect:
+        y = torch.matmul(x, unlayout_tiles(tiles, in_sizes).transpose(1, 2)) * io.out_scale
+        return _finish_digital(y, col_scale, bias)
+
+    pad_index = _pad_index(in_sizes, x.device)
+    if pad_index is None:
+        xp = x.reshape(G, B, n, p)
+    else:
+        xp = torch.cat([x, x.new_zeros(G, B, 1)], dim=-1).index_select(2, pad_index).view(G, B, n, p)
+
+    alpha = _input_scale(xp, io, pad_index, x)  # (G, B, n)
+    # An all-zero batch of a piece gives zero (aihwkit skips such a tile).
+    zero_piece = (alpha == 0).all(dim=1, keepdim=True) if io.inp_noise == 0 else None
+    alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+
+    sizes = torch.tensor(list(in_sizes), device=x.device).repeat(G)
+    y = _mvm_steps(xp, 1.0 / alpha, tiles, io, sizes)  # (G, n, B, N) output steps
+    bound = io.out_bound / (io.dy if io.dy > 0 else 1.0) if io.out_bound > 0 else math.inf
+
+    if bound < math.inf:
+        _bound_management(y, xp, alpha, tiles, io, sizes, out_sizes, bound)
+
+    # Digital: y_steps * dy * alpha * out_scale, summed over input pieces.
+    row = alpha * ((io.dy if io.dy > 0 else 1.0) * io.out_scale)  # (G, B, n)
+    if zero_piece is not None:
+        row = row.masked_fill(zero_piece, 0.0)
+    if n == 1:
+        out = y[:, 0].mul_(row[:, :, 0:1])
+    else:
+        out = torch.matmul(y.permute(0, 2, 3, 1), row.unsqueeze(-1)).squeeze(-1)
+    return _finish_digital(out, col_scale, bias)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64 (for gradcheck); everything else computes in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _finish_digital(y: Tensor, col_scale: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    G, B, N = y.shape
+    if col_scale is not None:
+        y = y.mul_(col_scale.to(y.dtype).reshape(-1, 1, N) if col_scale.numel() > 1 else col_scale.to(y.dtype))
+    if bias is not None:
+        y = y.add_(bias.to(y.dtype).reshape(G, 1, N))
+    return y
+
+
+def _bound_management(
+    y: Tensor,
+    xp: Tensor,
+    alpha: Tensor,
+    tiles: Tensor,
+    io: TileIO,
+    piece_sizes: Tensor,
+    out_sizes: Sequence[int],
+    bound: float,
+) -> None:
+    """Clip ``y`` (G, n, B, N, in output steps) in place; with iterative bound
+    management first redo, with the input scale halved each round, the rows
+    of each tile that reached the bound (only those rows, as aihwkit's CUDA
+    tile). A redone tile's values are stored times its factor r, so the
+    final scaling stays per (row, input piece)."""
+    G, n, B, N = y.shape
+    mn, mx = torch.aminmax(y, dim=-1)
+    if not bool(((mx >= bound) | (mn <= -bound)).any()):
+        return
+    limit = io.last_round_factor
+    if io.bound_management != BoundManagementType.ITERATIVE or limit < 1:
+        y.clamp_(-bound, bound)
+        return
+    piece_of_col = torch.repeat_interleave(
+        torch.arange(len(out_sizes), device=y.device), torch.tensor(list(out_sizes), device=y.device)
+    )
+    sat = _saturated_pieces(y, bound, out_sizes)  # (G, n, B, n_out): tiles to redo
+    r = 1.0
+    while True:
+        r *= 2
+        g, i, b = torch.nonzero(sat.any(dim=-1), as_tuple=True)
+        M = g.numel()
+        # Each row to redo is a one-piece tile array of its own.
+        ynew = _mvm_steps(
+            xp[g, b, i].view(M, 1, 1, -1),
+            (1.0 / (alpha[g, b, i] * r)).view(M, 1, 1),
+            tiles[g, i].unsqueeze(1),
+            io,
+            piece_sizes.view(G, n)[g, i],
+        ).view(M, N)
+        last = r > limit
+        if last:  # the last round is kept even if it clips
+            ynew.clamp_(-bound, bound)
+        take = sat[g, i, b]  # (M, n_out): the tiles that asked for this round
+        cols = take.index_select(1, piece_of_col)
+        y[g, i, b] = torch.where(cols, ynew * r, y[g, i, b])
+        if last:
+            return
+        new_sat = _saturated_pieces(ynew.view(1, 1, M, N), bound, out_sizes).view(M, -1)
+        sat = torch.zeros_like(sat)
+        sat[g, i, b] = take & new_sat
+        if not bool(sat.any()):
+            return
+
+
+# --------------------------------------------------------------------------
+# Backward
+
+
+def tile_backward_input(
+    grad: Tensor,
+    tiles: Tensor,
+    in_sizes: Sequence[int],
+    out_sizes: Sequence[int],
+    io: TileIO,
+) -> Tensor:
+    """Gradient for x of (G, B, N) ``grad``: the transposed MVM, noisy when
+    the backward IOParameters are not perfect. Returns (G, B, K)."""
+    ct = compute_dtype(grad.dtype)
+    w = unlayout_tiles(tiles.to(ct), in_sizes)  # (G, N, K)
+    if io.is_perfect:
+        return torch.matmul(grad.to(ct), w) * io.out_scale
+    wt = layout_tiles(w.transpose(1, 2), out_sizes)  # transposed array: N inputs in out pieces
+    return tile_forward(grad.to(ct), wt, out_sizes, in_sizes, io)
