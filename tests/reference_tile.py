@@ -1,0 +1,106 @@
+"""An independent, deliberately simple implementation of one tile's forward
+(shared/reference/analog-semantics.md, section 1), one input vector at a
+time, in float64, without noise. Tests compare fxanalog against it; it shares
+no code with fxanalog."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def _step(res: float, bound: float) -> float:
+    if res <= 0:
+        return 0.0
+    if res > 1:
+        res = 1.0 / res
+    return res * 2 * bound
+
+
+def reference_tile(x: torch.Tensor, w: torch.Tensor, io) -> torch.Tensor:
+    """x: (B, K), w: (N, K) -> (B, N), noise-free (noise fields must be 0)."""
+    assert io.inp_noise == 0 and io.out_noise == 0 and io.w_noise == 0
+    x = x.double()
+    w = w.double()
+    if io.is_perfect:
+        return x @ w.T * io.out_scale
+    nm = io.noise_management.name
+    dx = _step(io.inp_res, io.inp_bound)
+    dy = _step(io.out_res, io.out_bound) if io.out_bound > 0 else 0.0
+    limit = io.max_bm_factor if dx == 0 else min(io.max_bm_factor, io.max_bm_res / dx)
+    alphas = []
+    for row in x:
+        if nm == "ABS_MAX":
+            a = row.abs().max().item()
+            a = min(a, io.nm_thres) if io.nm_thres > 0 else a
+        elif nm == "MAX":
+            a = row.max().item()
+            a = min(a, io.nm_thres) if io.nm_thres > 0 else a
+        elif nm == "CONSTANT":
+            a = io.nm_thres
+        else:
+            a = 1.0
+        alphas.append(a)
+    if all(a == 0 for a in alphas):
+        return torch.zeros(x.shape[0], w.shape[0], dtype=torch.float64)
+    out = []
+    n = w.shape[1]
+    for row, a in zip(x, alphas):
+        a = a if a > 0 else 1.0
+        r = 1
+        while True:
+            v = row * (1.0 / (a * r))
+            if dx > 0:
+                v = torch.round(v / dx) * dx
+            v = v.clamp(-io.inp_bound, io.inp_bound)
+            y = w @ v
+            if io.ir_drop > 0:
+                j = torch.arange(n, dtype=torch.float64)
+                aa = (n / io.ir_drop_g_ratio) * (w.abs() @ v.abs())
+                c = aa * (aa * (0.05 * aa - 0.2) + 0.5)
+                y = y - io.ir_drop * c * (w @ (v * (1 - (1 - j / n) ** 2)))
+            if io.out_nonlinearity > 0:
+                y = y / (1 + (io.out_nonlinearity * y).abs())
+            if dy > 0:
+                y = torch.round(y / dy) * dy
+            saturated = False
+            if io.out_bound > 0:
+                saturated = bool((y.abs() >= io.out_bound).any())
+                y = y.clamp(-io.out_bound, io.out_bound)
+            last = r > limit
+            if io.bound_management.name == "ITERATIVE" and saturated and not last:
+                r *= 2
+                continue
+            break
+        out.append(y * io.out_scale * a * r)
+    return torch.stack(out)
+
+
+def balanced_split(size: int, max_size: int) -> list[int]:
+    """aihwkit's rule, written out again: n = ceil(size/max), remainder to the first pieces."""
+    if max_size <= 0 or size <= max_size:
+        return [size]
+    n = math.ceil(size / max_size)
+    return [size // n + (1 if k < size % n else 0) for k in range(n)]
+
+
+def reference_tile_array(x, w, io, max_in: int, max_out: int, bias=None) -> torch.Tensor:
+    """A layer as a loop over its tiles: partial sums over input pieces added
+    digitally, outputs of the output pieces concatenated, one bias."""
+    ins = balanced_split(w.shape[1], max_in)
+    outs = balanced_split(w.shape[0], max_out)
+    cols = []
+    o0 = 0
+    for no in outs:
+        acc = 0
+        i0 = 0
+        for ni in ins:
+            acc = acc + reference_tile(x[:, i0 : i0 + ni], w[o0 : o0 + no, i0 : i0 + ni], io)
+            i0 += ni
+        cols.append(acc)
+        o0 += no
+    y = torch.cat(cols, dim=1)
+    if bias is not None:
+        y = y + bias.double()
+    return y
