@@ -20,14 +20,18 @@ _PROG = "fxanalog"
 
 
 class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
+    """A user error: printed as one line (``PROG: error: MESSAGE``), exit code 2."""
+
+    def __init__(self, message: str, prog: str = _PROG):
+        super().__init__(message)
+        self.prog = prog
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a pointer to --help)."""
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
-        raise CLIError(f"{message} (see '{self.prog} --help')")
+        raise CLIError(f"{message} (see '{self.prog} --help')", prog=self.prog)
 
 
 # --------------------------------------------------------------------------
@@ -202,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"fxanalog {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.subcommands = sub.choices  # name -> parser, for errors in a subcommand's words
 
     demo = sub.add_parser(
         "demo",
@@ -257,13 +262,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 user error)."""
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            where = parser.subcommands.get(args.command, parser)
+            where.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help()
             return 2
         return args.func(args)
     except CLIError as e:
-        print(f"{_PROG}: error: {e}", file=sys.stderr)
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help / --version
         return e.code if isinstance(e.code, int) else 0

@@ -1,0 +1,237 @@
+"""The ``fxanalog`` command line: parsing, help, errors (one line, exit 2),
+presets and config files, and the summary/dump subcommands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fxanalog import cli
+from fxanalog.cli import CLIError, load_model, main, parse_shape
+from fxanalog.presets import PRESETS, get_preset, load_config
+
+# A module the tests import as MODEL: factories that work, raise, or return junk.
+FACTORIES = '''
+import torch
+from torch import nn
+
+def good():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+
+def raises():
+    raise RuntimeError("no weights here")
+
+def not_a_module():
+    return 42
+
+constant = 3
+'''
+
+
+@pytest.fixture
+def factories(tmp_path, monkeypatch):
+    (tmp_path / "cli_factories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("cli_factories", None)
+    yield "cli_factories"
+    sys.modules.pop("cli_factories", None)
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected a one-line error, got:\n{err}"
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------
+# Help and usage errors
+
+
+def test_help_of_each_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "summary", "dump"):
+        assert command in out
+    assert main(["demo", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--output", "--seed", "--draws", "--quick"):
+        assert option in out
+    assert main(["summary", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "MODEL" in out and "--input-shape" in out and "--config" in out
+    for name in PRESETS:
+        assert name in out
+    assert main(["dump", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--format" in out and "{text,json,dot}" in out and "-o" in out
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "usage: fxanalog" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["demo", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+        (["demo", "--draws", "0"], "--draws"),
+        (["demo", "--seed", "x"], "--seed"),
+        (["nonsense"], "invalid choice: 'nonsense'"),
+        (["summary", "fxanalog.presets:tiny_mlp"], "--input-shape"),
+        (["summary", "fxanalog.presets:tiny_mlp", "--input-shape", "1,a"], "--input-shape"),
+        (["dump", "fxanalog.presets:tiny_mlp", "--format", "svg"], "invalid choice: 'svg'"),
+    ],
+)
+def test_usage_errors_are_one_line(argv, expected, capsys):
+    assert main(argv) == 2
+    line = _err_line(capsys)
+    assert line.startswith("fxanalog")
+    assert expected in line
+
+
+def test_parse_shape():
+    assert parse_shape("1,3,32,32") == (1, 3, 32, 32)
+    assert parse_shape("2x16") == (2, 16)
+    assert parse_shape(" 4 ") == (4,)
+    for bad in ("", "1,0", "-1,3", "a,b", ","):
+        with pytest.raises(CLIError, match="--input-shape"):
+            parse_shape(bad)
+
+
+# --------------------------------------------------------------------------
+# MODEL
+
+
+def test_load_model_calls_the_factory(factories):
+    model = load_model(f"{factories}:good")
+    assert isinstance(model, nn.Sequential)
+    assert [type(m) for m in model] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert model[0].in_features == 6 and model[2].out_features == 3
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("cli_factories", "expected package.module:factory"),
+        ("cli_factories:", "expected package.module:factory"),
+        ("no_such_module_xyz:good", "cannot import 'no_such_module_xyz'"),
+        ("cli_factories:missing", "has no attribute 'missing'"),
+        ("cli_factories:raises", "the factory raised RuntimeError: no weights here"),
+        ("cli_factories:not_a_module", "returned a int, expected an nn.Module"),
+        ("cli_factories:constant", "is a int, expected a callable"),
+    ],
+)
+def test_bad_model_is_a_one_line_error_with_exit_2(spec, expected, factories, capsys):
+    with pytest.raises(CLIError, match=expected.replace("(", r"\(")):
+        load_model(spec)
+    assert main(["summary", spec, "--input-shape", "1,6"]) == 2
+    line = _err_line(capsys)
+    assert expected in line and repr(spec) in line
+
+
+def test_model_from_the_current_directory(tmp_path, monkeypatch):
+    """``examples.models:mlp``-style paths resolve against the working directory."""
+    pkg = tmp_path / "mypkg_cli_cwd"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text("from torch import nn\ndef net():\n    return nn.Linear(2, 2)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    try:
+        assert isinstance(load_model("mypkg_cli_cwd.models:net"), nn.Linear)
+    finally:
+        for name in ("mypkg_cli_cwd", "mypkg_cli_cwd.models"):
+            sys.modules.pop(name, None)
+
+
+# --------------------------------------------------------------------------
+# --config
+
+
+def test_presets():
+    from fxanalog.config import FloatingPointRPUConfig, InferenceRPUConfig, WeightModifierType
+    from fxanalog.noise import GlobalDriftCompensation, PCMLikeNoiseModel
+
+    pcm = get_preset("pcm")
+    assert isinstance(pcm, InferenceRPUConfig)
+    assert pcm.mapping.weight_scaling_omega == 1.0
+    assert isinstance(pcm.noise_model, PCMLikeNoiseModel)
+    assert isinstance(pcm.drift_compensation, GlobalDriftCompensation)
+    assert pcm.forward.out_noise == 0.06  # aihwkit's default periphery
+    assert get_preset("inference") == InferenceRPUConfig()
+    assert get_preset("floating-point") == FloatingPointRPUConfig()
+    assert get_preset("ideal").forward.is_perfect
+    assert get_preset("pcm-hwa").modifier.type == WeightModifierType.ADD_NORMAL
+    assert get_preset("pcm-hwa").modifier.std_dev == 0.05
+    # fresh objects: mutating one does not change the next
+    pcm.forward.out_noise = 0.0
+    assert get_preset("pcm").forward.out_noise == 0.06
+    for name in PRESETS:
+        get_preset(name).validate()
+    with pytest.raises(ValueError, match="unknown; expected one of inference, pcm"):
+        get_preset("pmc")
+
+
+def test_config_json_round_trip(tmp_path):
+    cfg = get_preset("pcm")
+    cfg.forward.out_noise = 0.02
+    cfg.mapping.max_input_size = 128
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg.to_dict()))
+    assert load_config(str(path)) == cfg
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ({"class": "InferenceRPUConfig", "forward": {"out_noize": 0.1}}, "unknown field 'out_noize'"),
+        ({"class": "InferenceRPUConfig", "mapping": {"weight_scaling_omega": -1}}, "weight_scaling_omega = -1"),
+        ({"class": "NoSuchConfig"}, "unknown config class 'NoSuchConfig'"),
+        ({"forward": {}}, 'no "class" entry'),
+        ([1, 2], "expected a JSON object"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_bad_config_file_is_a_one_line_error(content, expected, tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(")):
+        load_config(str(path))
+    assert main(["summary", "fxanalog.presets:tiny_mlp", "--input-shape", "1,16", "--config", str(path)]) == 2
+    line = _err_line(capsys)
+    assert expected in line and "bad.json" in line
+
+
+def test_unknown_preset_or_missing_file(tmp_path, capsys):
+    assert main(["dump", "fxanalog.presets:tiny_mlp", "--config", "pcm2"]) == 2
+    assert "not a preset (inference, pcm" in _err_line(capsys)
+    missing = tmp_path / "missing.json"
+    assert main(["dump", "fxanalog.presets:tiny_mlp", "--config", str(missing)]) == 2
+    assert "cannot read it" in _err_line(capsys)
+
+
+# --------------------------------------------------------------------------
+# The console script and python -m
+
+
+def test_console_script_and_module_agree(tmp_path):
+    script = Path(sys.executable).with_name("fxanalog")
+    assert script.exists(), "the console script `fxanalog` is not installed in this environment"
+    a = subprocess.run([str(script), "demo", "--bogus"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    b = subprocess.run([sys.executable, "-m", "fxanalog", "demo", "--bogus"], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    for proc in (a, b):
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == ("fxanalog demo: error: unrecognized arguments: --bogus "
+                                       "(see 'fxanalog demo --help')")
