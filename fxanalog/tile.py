@@ -72,8 +72,16 @@ def split_sizes(size: int, max_size: int) -> list[int]:
     return [base + 1] * extra + [base] * (n - extra)
 
 
-def _pad_index(sizes: Sequence[int], device) -> Optional[Tensor]:
-    return _pad_index_cached(tuple(sizes), torch.device(device))
+def _pad_index(sizes: Sequence[int], like: Tensor) -> Optional[Tensor]:
+    # Cached for plain tensors; built afresh while tracing (fake or functional
+    # tensors), where a cached real tensor must not leak into the graph.
+    plain = type(like) in (torch.Tensor, torch.nn.Parameter) and not _compiling()
+    fn = _pad_index_cached if plain else _pad_index_cached.__wrapped__
+    return fn(tuple(sizes), like.device)
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
 
 
 @functools.lru_cache(maxsize=256)
@@ -101,7 +109,7 @@ def layout_tiles(weight: Tensor, in_sizes: Sequence[int]) -> Tensor:
     G, N, K = weight.shape
     n, p = len(in_sizes), max(in_sizes)
     wt = weight.transpose(1, 2)  # (G, K, N)
-    idx = _pad_index(in_sizes, weight.device)
+    idx = _pad_index(in_sizes, weight)
     if idx is None:
         return wt.reshape(G, n, p, N) if wt.is_contiguous() else wt.unflatten(1, (n, p))
     padded = torch.cat([wt, wt.new_zeros(G, 1, N)], dim=1)
@@ -361,7 +369,7 @@ def tile_forward(
         y = torch.matmul(x, unlayout_tiles(tiles, in_sizes).transpose(1, 2)) * io.out_scale
         return _finish_digital(y, col_scale, bias)
 
-    pad_index = _pad_index(in_sizes, x.device)
+    pad_index = _pad_index(in_sizes, x)
     if pad_index is None:
         xp = x.reshape(G, B, n, p)
     else:
@@ -383,7 +391,8 @@ def tile_forward(
     row = alpha * ((io.dy if io.dy > 0 else 1.0) * io.out_scale)  # (G, B, n)
     if zero_piece is not None:
         row = row.masked_fill(zero_piece, 0.0)
-    out = y[:, 0].mul_(row[:, :, 0:1])
+    # (a fresh contiguous result when n > 1: y[:, 0] is then a strided view)
+    out = y[:, 0].mul_(row[:, :, 0:1]) if n == 1 else torch.mul(y[:, 0], row[:, :, 0:1])
     for i in range(1, n):  # the digital sum over input pieces, all tiles at once
         out.addcmul_(y[:, i], row[:, :, i : i + 1])
     return _finish_digital(out, col_scale, bias)

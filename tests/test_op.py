@@ -1,0 +1,85 @@
+"""The custom op fxanalog::tile_mvm under torch.library's checks, torch.compile and torch.export."""
+
+import pytest
+import torch
+
+import fxanalog
+from fxanalog import FloatingPointRPUConfig, InferenceRPUConfig, IOParameters
+from fxanalog.nn import AnalogConv2d, AnalogLinear
+from fxanalog.tile import layout_tiles, pack_io, split_sizes
+
+
+def _args(io: IOParameters, requires_grad=False):
+    torch.manual_seed(0)
+    ins, outs = split_sizes(10, 4), split_sizes(6, 4)
+    w = torch.randn(2, 6, 10)
+    x = torch.randn(2, 5, 10, requires_grad=requires_grad)
+    tiles = layout_tiles(w, ins).detach().requires_grad_(requires_grad)
+    bias = torch.randn(12, requires_grad=requires_grad)
+    return (x, tiles, ins, outs, torch.rand(12) + 0.5, bias, pack_io(io), pack_io(IOParameters(is_perfect=True)))
+
+
+def test_opcheck_schema_fake_and_autograd_registration():
+    # opcheck compares runs, so the forward must be deterministic here.
+    args = _args(IOParameters(is_perfect=True), requires_grad=True)
+    torch.library.opcheck(torch.ops.fxanalog.tile_mvm.default, args)
+    quiet = IOParameters(out_noise=0.0)
+    torch.library.opcheck(torch.ops.fxanalog.tile_mvm.default, _args(quiet, requires_grad=True))
+
+
+def test_fake_tensor_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    args = _args(InferenceRPUConfig().forward)
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+        out = torch.ops.fxanalog.tile_mvm(*fake)
+    assert out.shape == (2, 5, 6) and out.dtype == torch.float32
+
+
+def test_op_is_marked_random():
+    assert torch.Tag.nondeterministic_seeded in torch.ops.fxanalog.tile_mvm.default.tags
+
+
+def _model(cfg):
+    torch.manual_seed(1)
+    return torch.nn.Sequential(
+        AnalogConv2d(3, 4, 3, rpu_config=cfg), torch.nn.ReLU(), torch.nn.Flatten(), AnalogLinear(4 * 6 * 6, 5, rpu_config=cfg)
+    )
+
+
+def test_torch_compile_inductor_fullgraph():
+    model = _model(FloatingPointRPUConfig())
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model, backend="inductor", fullgraph=True)
+    y = compiled(x)
+    assert torch.allclose(y, model(x), atol=1e-5)
+    y.sum().backward()
+    assert model[3].weight.grad is not None and model[0].weight.grad is not None
+
+
+def test_torch_compile_keeps_noise_fresh():
+    model = _model(InferenceRPUConfig()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        a, b = compiled(x), compiled(x)
+        fxanalog.manual_seed(3)
+        c = compiled(x)
+        fxanalog.manual_seed(3)
+        d = model(x)
+    assert not torch.equal(a, b)  # noise drawn anew at every call
+    assert torch.equal(c, d)  # same generator, same draws as eager
+
+
+def test_torch_export_contains_the_tile_op():
+    model = _model(InferenceRPUConfig()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    ep = torch.export.export(model, (x,))
+    ops = [n.target for n in ep.graph.nodes if n.op == "call_function"]
+    assert ops.count(torch.ops.fxanalog.tile_mvm.default) == 2
+    fxanalog.manual_seed(4)
+    a = ep.module()(x)
+    fxanalog.manual_seed(4)
+    b = model(x)
+    assert torch.equal(a, b)
