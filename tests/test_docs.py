@@ -197,3 +197,32 @@ def test_missing_meaning_is_detected(monkeypatch):
     assert "IOParameters.out_noise" in _docgen.missing_meanings()
     with pytest.raises(ValueError, match="IOParameters.out_noise"):
         _docgen.generate()
+
+
+# --------------------------------------------------------------------------
+# examples/
+
+
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if p.name != "models.py")
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(script, tmp_path):
+    env = dict(os.environ, MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, f"examples/{script.name} failed:\n{proc.stderr[-4000:]}"
+    assert proc.stdout.strip(), f"examples/{script.name} printed nothing"
+
+
+def test_example_factories_build_modules():
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import models
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+        sys.modules.pop("models", None)
+    import torch
+
+    assert models.mlp()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert models.lenet()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
