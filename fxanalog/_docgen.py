@@ -129,6 +129,24 @@ MEANINGS: dict[str, dict[str, str]] = {
         "read_noise_scale": "Factor on the read (1/f) noise (0 turns it off).",
         "drift_scale": "Factor on the drift exponents nu (0 turns drift off).",
     },
+    "CustomDriftPCMLikeNoiseModel": {
+        "custom_drift_model": "Measured drift statistics: `g_lst` (target conductances in uS, ascending), "
+                              "`nu_mean_lst` and `nu_std_lst` (mean and spread of the drift exponent at each); "
+                              "interpolated linearly in the conductance, clamped at the ends.",
+    },
+    "StateIndependentNoiseModel": {
+        "g_converter": "Mapping of a weight to the conductance pair (g+, g-).",
+        "g_max": "Largest conductance in uS; the read noise is relative to it.",
+        "prog_coeff": "Polynomial c0 + c1 g/g_max + c2 (g/g_max)^2 of the programming-noise standard deviation "
+                      "in uS (default: a constant 0.2 uS).",
+        "prog_noise_scale": "Factor on the programming noise (0 turns it off).",
+        "drift_nu_mean": "Mean of the drift exponent nu, the same for every conductance.",
+        "drift_nu_std": "Device-to-device spread of nu: nu = |drift_nu_mean + drift_nu_std xi|.",
+        "drift_scale": "Factor on the drift exponents (0 turns drift off).",
+        "t_0": "Time in seconds between programming and the first read; drift is relative to it.",
+        "read_noise_scale": "Factor on the read noise, |g/g_max| sqrt(ln((t + t_read)/(2 t_read))) (0 turns it off).",
+        "t_read": "Duration of one read in seconds (read noise).",
+    },
     "SinglePairConductanceConverter": {
         "g_max": "Conductance in uS of the largest weight magnitude: g = w * g_max / max|W| on g+ "
                  "(positive w) or g- (negative w).",
@@ -185,8 +203,11 @@ _ORDER = [
     "WeightClipParameter",
     "WeightRemapParameter",
     "PCMLikeNoiseModel",
+    "CustomDriftPCMLikeNoiseModel",
+    "StateIndependentNoiseModel",
     "SinglePairConductanceConverter",
     "GlobalDriftCompensation",
+    "PerColumnDriftCompensation",
 ]
 
 _INTRO = """\
@@ -249,8 +270,16 @@ def config_enums() -> list[type]:
 
 
 def _meaning(cls: type, f: dataclasses.Field) -> str | None:
+    """The field's ``metadata["doc"]``, else ``MEANINGS`` of the class or of
+    the nearest base class that documents it (subclasses inherit meanings)."""
     doc = f.metadata.get("doc") if f.metadata else None
-    return doc or MEANINGS.get(cls.__name__, {}).get(f.name)
+    if doc:
+        return doc
+    for base in cls.__mro__:
+        text = MEANINGS.get(base.__name__, {}).get(f.name)
+        if text:
+            return text
+    return None
 
 
 def missing_meanings() -> list[str]:
@@ -311,7 +340,7 @@ def generate() -> str:
         out.append(f"- [{cls.__name__}](#{cls.__name__.lower()})")
     out.append("- [Enums](#enums)\n")
     for cls in classes:
-        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         out.append(f"## {cls.__name__}\n")
         out.append(f"`{cls.__module__}.{cls.__name__}`: {doc}\n")
         fields = dataclasses.fields(cls)

@@ -196,7 +196,10 @@ def _shape(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     from fxanalog.presets import PRESETS
 
-    presets = "; ".join(f"{name}: {desc}" for name, (desc, _) in PRESETS.items())
+    width = max(len(name) for name in PRESETS)
+    presets = "config presets (--config NAME):\n" + "\n".join(
+        f"  {name:<{width}}  {desc}" for name, (desc, _) in PRESETS.items()
+    )
     parser = _Parser(
         prog=_PROG,
         description="fxanalog: analog in-memory computing simulation for PyTorch, as a compiler.",
@@ -229,13 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
 
     model_help = "package.module:factory, a callable returning an nn.Module (e.g. fxanalog.presets:small_cnn)"
-    config_help = f"a preset name or a JSON file of config.to_dict() (default: InferenceRPUConfig()). Presets: {presets}"
+    config_help = "a preset name (below) or a JSON file of a config's to_dict() (default: InferenceRPUConfig())"
 
     summary = sub.add_parser(
         "summary",
         help="compile a model and print its analog layers and tiles",
-        description="Compiles MODEL with --config and prints a table of its analog layers, tiles and "
+        description="Compiles MODEL with --config and prints a table of its analog layers, tiles and\n"
                     "shapes (fxanalog.analog_summary).",
+        epilog=presets,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     summary.add_argument("model", metavar="MODEL", help=model_help)
     summary.add_argument("--input-shape", type=_shape, required=True, metavar="SHAPE",
@@ -247,9 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         "dump",
         help="compile a model and write its graph as text, JSON or Graphviz DOT",
         description="Compiles MODEL with --config and writes the rewritten graph (fxanalog.dump).",
+        epilog=presets,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     dump.add_argument("model", metavar="MODEL", help=model_help)
-    dump.add_argument("--format", choices=("text", "json", "dot"), default="text", help="default: %(default)s")
+    dump.add_argument("--format", choices=("text", "json", "dot"), default="text",
+                      help="text (readable), json (machine-readable) or dot (Graphviz); default: %(default)s")
     dump.add_argument("-o", "--output", default="-", metavar="FILE", help="output file ('-': stdout, the default)")
     dump.add_argument("--input-shape", type=_shape, default=None, metavar="SHAPE",
                       help="shape of one example input, to record tensor shapes (optional)")
