@@ -232,7 +232,8 @@ def _input_scale(xp: Tensor, io: TileIO, pad_index: Optional[Tensor], x: Tensor)
     nm = io.noise_management
     G, B, n, p = xp.shape
     if nm == NoiseManagementType.ABS_MAX:
-        alpha = xp.abs().amax(dim=-1)  # (vector_norm(inf) is 10x slower on CPU)
+        # max|x| without a temporary of x's size (vector_norm(inf) is 10x slower on CPU)
+        alpha = torch.maximum(xp.amax(dim=-1), xp.amin(dim=-1).neg_())
         if io.nm_thres > 0:
             alpha = alpha.clamp(max=io.nm_thres)
     elif nm == NoiseManagementType.MAX:
@@ -294,16 +295,18 @@ def _mvm_steps(
     uy = dy if dy > 0 else 1.0  # normalized output per step
     simple = io.w_noise == 0 and io.ir_drop == 0 and io.out_nonlinearity == 0
     if simple:
-        # y/dy = (dx/dy) W v + (out_noise/dy) xi. The factor goes on the
-        # (smaller) input; the noise is added after the GEMM: on CPU, baddbmm
-        # copies a strided weight view, which costs more than the add.
-        vin.mul_(ux / uy)
-        if G * n == 1:
-            y = torch.mm(vin[0], w[0]).unsqueeze(0)
+        # y/dy = (dx/dy) W v + (out_noise/dy) xi. One tile: addmm adds the
+        # noise and the factor inside the GEMM. Several: on CPU, baddbmm copies
+        # a strided weight view, which costs more than a separate add.
+        if G * n == 1 and io.out_noise > 0:
+            y = torch.randn((M, N), dtype=v.dtype, device=v.device)
+            y.addmm_(vin[0], w[0], beta=io.out_noise / uy, alpha=ux / uy)  # in place
+            y = y.unsqueeze(0)
         else:
+            vin.mul_(ux / uy)
             y = torch.bmm(vin, w)
-        if io.out_noise > 0:
-            y.add_(torch.randn_like(y), alpha=io.out_noise / uy)
+            if io.out_noise > 0:
+                _add_normal_(y, io.out_noise / uy)
         if dy > 0:
             _round(y, io.out_sto_round)
         return y.view(G, n, M, N)
@@ -332,6 +335,16 @@ def _mvm_steps(
     if dy > 0:
         _round(y, io.out_sto_round)
     return y.view(G, n, M, N)
+
+
+def _add_normal_(y: Tensor, std: float, chunk: int = 1 << 18) -> Tensor:
+    """y += std * xi in place, drawing the normals in chunks so that the
+    noise never needs a second buffer of y's size."""
+    flat = y.view(-1)
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start : start + chunk]
+        part.add_(torch.randn(part.shape, dtype=y.dtype, device=y.device), alpha=std)
+    return y
 
 
 def _saturated_pieces(y: Tensor, bound: float, out_sizes: Sequence[int]) -> Tensor:
@@ -391,6 +404,9 @@ def tile_forward(
     row = alpha * ((io.dy if io.dy > 0 else 1.0) * io.out_scale)  # (G, B, n)
     if zero_piece is not None:
         row = row.masked_fill(zero_piece, 0.0)
+    if n == 1 and col_scale is None and bias is not None:
+        y0 = y[:, 0]
+        return torch.addcmul(bias.to(y.dtype).reshape(G, 1, N), y0, row, out=y0)  # one pass, in place
     # (a fresh contiguous result when n > 1: y[:, 0] is then a strided view)
     out = y[:, 0].mul_(row[:, :, 0:1]) if n == 1 else torch.mul(y[:, 0], row[:, :, 0:1])
     for i in range(1, n):  # the digital sum over input pieces, all tiles at once
