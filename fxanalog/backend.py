@@ -1,0 +1,184 @@
+"""The torch.compile backend: ``torch.compile(model, backend="fxanalog")``.
+
+Registered through the ``torch_dynamo_backends`` entry point, so it works
+after ``pip install`` without importing fxanalog first. Options::
+
+    torch.compile(model, backend="fxanalog",
+                  options={"rpu_config": cfg, "mapped": True, "exclude": [...],
+                           "layer_config": fn, "inner": "inductor" | "eager"})
+    torch.compile(model, backend=fxanalog.backend(cfg, inner="eager"))
+
+How it works: dynamo hands over each captured graph with the module's
+parameters lifted to graph inputs (``inline_inbuilt_nn_modules``) and the
+example inputs, which for those placeholders are the ``nn.Parameter``
+objects themselves. The match pass (``fxanalog.passes.match``) runs with
+"a placeholder whose example input is a Parameter" as its notion of a
+weight, so ``F.linear``, ``F.conv*d``, ``x @ W (+ b)``, ``torch.addmm`` and
+``F.multi_head_attention_forward`` on parameters are found; each becomes an
+analog layer built around the model's own Parameter (no copy: gradients
+reach the model's parameters, and weight updates are seen). The analog
+layers are kept in a cache keyed by the Parameter (weakly referenced), so a
+layer's analog state survives recompiles and is shared across graph breaks.
+The rest of the graph goes to inductor (``inner="inductor"``, the default)
+or runs eagerly (``inner="eager"``).
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from typing import Callable, Optional
+
+import torch
+from torch import fx, nn
+
+from fxanalog.passes.layers import CompileOptions
+from fxanalog.passes.map_tiles import map_tiles
+from fxanalog.passes.match import Match, match
+from fxanalog.passes.rewrite import build_layer, rewrite
+
+__all__ = ["AnalogBackend", "backend", "fxanalog_backend"]
+
+_INNER = ("inductor", "eager")
+
+
+def _param_name(node: fx.Node) -> str:
+    """``fc1.weight`` from dynamo's source ``L['self']._modules['fc1']._parameters['weight']``."""
+    arg = node.meta.get("grapharg")
+    source = getattr(arg, "source", None)
+    name = getattr(source, "name", None)
+    name = name() if callable(name) else name
+    if isinstance(name, str):
+        parts = re.findall(r"\['([^']+)'\]|\.(\w+)", name)
+        keys = [a or b for a, b in parts if (a or b) not in ("_modules", "_parameters")]
+        if len(keys) > 1:
+            return ".".join(keys[1:])
+    return node.name
+
+
+class AnalogBackend:
+    """A torch.compile backend that puts the weight matmuls on analog tiles.
+
+    Attributes:
+        options: the compile options (config, mapping, exclusions).
+        inner: "inductor", "eager", or a backend callable for the rest.
+        graphs: how many graphs this backend compiled.
+    """
+
+    def __init__(self, rpu_config=None, *, mapped: bool = True, exclude=(), layer_config: Optional[Callable] = None,
+                 inner="inductor"):
+        self.options = CompileOptions.build(rpu_config, mapped=mapped, exclude=exclude, layer_config=layer_config)
+        if not (inner in _INNER or callable(inner)):
+            raise ValueError(f"fxanalog backend: inner = {inner!r}: expected 'inductor', 'eager' or a backend callable")
+        self.inner = inner
+        self.graphs = 0
+        self._cache: "weakref.WeakKeyDictionary[nn.Parameter, dict]" = weakref.WeakKeyDictionary()
+        self._records: dict[str, dict] = {}
+
+    # -- state ---------------------------------------------------------------
+
+    def analog_layers(self) -> list[tuple[str, nn.Module]]:
+        """(name, analog module) of every live layer this backend built."""
+        out = []
+        for per_param in list(self._cache.values()):
+            for name, ref in per_param.values():
+                layer = ref()
+                if layer is not None:
+                    out.append((name, layer))
+        return out
+
+    def analog_tiles(self):
+        """(name, tile layer) of every live analog tile layer (MHA counts two)."""
+        from fxanalog.model import analog_tiles
+
+        for name, layer in self.analog_layers():
+            for sub, tile in analog_tiles(layer):
+                yield (f"{name}.{sub}" if sub else name), tile
+
+    def records(self) -> list[dict]:
+        """The layer records of everything this backend converted or left digital."""
+        return list(self._records.values())
+
+    def reset(self) -> None:
+        """Forget every cached analog layer (called by ``torch._dynamo.reset``)."""
+        self._cache = weakref.WeakKeyDictionary()
+        self._records = {}
+
+    # -- compile ---------------------------------------------------------------
+
+    def _layer(self, m: Match, mapped: bool) -> nn.Module:
+        key = (m.kind, m.transposed, id(m.bias), repr(sorted((k, repr(v)) for k, v in m.params.items()
+                                                              if not isinstance(v, torch.Tensor))),
+               mapped, repr(m.rpu_config))
+        per_param = self._cache.setdefault(m.weight, {})
+        hit = per_param.get(key)
+        layer = hit[1]() if hit is not None else None
+        if layer is None:
+            layer = build_layer(m, mapped)
+            per_param[key] = (m.source, weakref.ref(layer))
+        return layer
+
+    def __call__(self, gm: fx.GraphModule, example_inputs):
+        self.graphs += 1
+        placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        params = {}
+        for node, value in zip(placeholders, example_inputs):
+            if isinstance(value, nn.Parameter):
+                params[node] = (value, _param_name(node))
+
+        def param_of(node):
+            return params.get(node) if isinstance(node, fx.Node) else None
+
+        opts = CompileOptions.build(self.options.rpu_config, mapped=self.options.mapped,
+                                    exclude=self.options.exclude, layer_config=self.options.layer_config)
+        matches = match(gm, opts, param_of)
+        for m in matches:
+            m.install, m.name = "add", "analog_" + re.sub(r"\W", "_", m.source)
+            k = 1
+            while hasattr(gm, m.name):
+                m.name, k = f"analog_{re.sub(r'[^0-9a-zA-Z_]', '_', m.source)}_{k}", k + 1
+        map_tiles(gm, matches, opts.mapped)
+        records = rewrite(gm, matches, opts.mapped, build=self._layer)
+        for r in records + opts.records:
+            r = dict(r, name=r["source"] if r["name"].startswith("analog_") else r["name"])
+            self._records[r["name"]] = r
+        return self._compile_rest(gm, example_inputs)
+
+    def _compile_rest(self, gm: fx.GraphModule, example_inputs):
+        if self.inner == "eager":
+            return gm.forward
+        if self.inner == "inductor":
+            from torch._inductor.compile_fx import compile_fx
+
+            return compile_fx(gm, example_inputs)
+        return self.inner(gm, example_inputs)
+
+
+def backend(rpu_config=None, *, mapped: bool = True, exclude=(), layer_config: Optional[Callable] = None,
+            inner="inductor") -> AnalogBackend:
+    """A backend callable for ``torch.compile(model, backend=...)``."""
+    return AnalogBackend(rpu_config, mapped=mapped, exclude=exclude, layer_config=layer_config, inner=inner)
+
+
+_SHARED: dict[str, AnalogBackend] = {}
+_OPTION_NAMES = ("rpu_config", "mapped", "exclude", "layer_config", "inner")
+
+
+def fxanalog_backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, mode=None):
+    """The registered backend ``"fxanalog"``: options as ``backend()``'s
+    arguments. One backend (and one layer cache) per distinct options."""
+    options = dict(options or {})
+    unknown = set(options) - set(_OPTION_NAMES)
+    if unknown:
+        raise ValueError(f"fxanalog backend: unknown option {sorted(unknown)[0]!r}; expected {', '.join(_OPTION_NAMES)}")
+    if mode not in (None, "default"):
+        raise ValueError(f"fxanalog backend: mode = {mode!r}: the analog backend has no modes; use options")
+    key = repr(sorted((k, repr(v)) for k, v in options.items()))
+    if key not in _SHARED:
+        _SHARED[key] = backend(**options)
+    return _SHARED[key](gm, example_inputs)
+
+
+def shared_backends() -> list[AnalogBackend]:
+    """The backends created for ``backend="fxanalog"`` (one per options)."""
+    return list(_SHARED.values())

@@ -1,0 +1,292 @@
+"""``fxanalog.dump``: the compiled graph as text, JSON, Graphviz or networkx.
+
+Formats:
+
+* ``"text"``: the Python code of the rewritten graph (the analog layers are
+  called by name, ``analog_<layer>``) and the table of analog layers with
+  their tile maps;
+* ``"json"``: the schema below, keys in a fixed order;
+* ``"dot"``: Graphviz source; analog nodes filled, each drawn with its tile
+  grid (pieces as cells) when it has at most 8 x 8 tiles, else labelled
+  with the grid's shape. No Graphviz binary is needed to produce it;
+* ``"networkx"``: a ``networkx.DiGraph`` with the same attributes.
+
+JSON schema (``"schema": "fxanalog.dump/1"``)::
+
+    {"schema", "model": class name, "graph": "fx" | "modules",
+     "nodes": [{"name", "op", "target", "inputs": [node names], "analog": bool,
+                "layer": analog layer name | null, "shape": [ints] | null,
+                "dtype": str | null}],
+     "edges": [{"src", "dst", "index"}],
+     "layers": [{"name", "kind", "converted_by", "source", "shape",
+                 "tiles": {"count", "grid": [G, n_out, n_in], "in_sizes",
+                           "out_sizes", "tile_size": [rows, cols], "utilization"} | null,
+                 "rpu_config": config dict | null, "config_diff": [str] | null,
+                 "programming_report": dict | null}],
+     "totals": {"analog_layers", "digital_layers", "tiles", "analog_weights",
+                "utilization", "macs"}}
+
+A model whose forward could not be traced has ``"graph": "modules"``: its
+nodes are its modules (op ``"module"``) and edges go from parent to child.
+
+``FXANALOG_DUMP_DIR=<folder>``: every ``fxanalog.compile`` writes the graph
+after each pass into ``<folder>/<Model>_<pid>_<n>/NN_<pass>.txt`` (code and
+the annotations of that pass), and the final model as ``.txt`` and ``.json``,
+as ``TORCH_COMPILE_DEBUG`` does for inductor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from typing import Any, Optional
+
+from torch import fx, nn
+
+from fxanalog.config import config_to_dict
+from fxanalog.model import analog_tiles
+from fxanalog.summary import analog_summary
+
+__all__ = ["dump", "dump_data", "StageDumper"]
+
+FORMATS = ("text", "json", "dot", "networkx")
+
+
+def _target(node: fx.Node) -> str:
+    t = node.target
+    if isinstance(t, str):
+        return t
+    mod = getattr(t, "__module__", None) or ""
+    name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or str(t)
+    return f"{mod}.{name}" if mod and not mod.startswith("_operator") else name
+
+
+def dump_data(model: nn.Module, example_inputs=None) -> dict:
+    """The dump as a plain dict (the JSON schema of the module docstring)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"dump: expected an nn.Module, got {type(model).__name__}")
+    if example_inputs is not None and isinstance(model, fx.GraphModule):
+        from fxanalog.passes.shapes import annotate_shapes
+
+        annotate_shapes(model, example_inputs)
+    report = analog_summary(model, example_inputs)
+    layers_by_name = dict(analog_tiles(model))
+    nodes, edges = [], []
+    if isinstance(model, fx.GraphModule):
+        graph_kind = "fx"
+        for node in model.graph.nodes:
+            layer = node.meta.get("fxanalog_layer")
+            analog = layer is not None or (node.op == "call_module" and _is_analog(model, node.target))
+            nodes.append({
+                "name": node.name, "op": node.op, "target": _target(node),
+                "inputs": [a.name for a in node.all_input_nodes], "analog": analog,
+                "layer": layer if layer is not None else (node.target if analog else None),
+                "shape": node.meta.get("fxanalog_shape"), "dtype": node.meta.get("fxanalog_dtype"),
+            })
+            for i, a in enumerate(node.all_input_nodes):
+                edges.append({"src": a.name, "dst": node.name, "index": i})
+    else:
+        graph_kind = "modules"
+        for name, mod in model.named_modules():
+            label = name or "(root)"
+            nodes.append({"name": label, "op": "module", "target": type(mod).__name__, "inputs": [],
+                          "analog": name in layers_by_name, "layer": name if name in layers_by_name else None,
+                          "shape": None, "dtype": None})
+            for i, (child, _) in enumerate(mod.named_children()):
+                edges.append({"src": label, "dst": f"{name}.{child}" if name else child, "index": i})
+    layers = []
+    for r in report.rows:
+        layer = layers_by_name.get(r["name"])
+        tiles = None
+        if r["tile_grid"] is not None:
+            tiles = {"count": r["tiles"], "grid": r["tile_grid"], "in_sizes": r["in_sizes"],
+                     "out_sizes": r["out_sizes"], "tile_size": r["tile_size"], "utilization": r["utilization"]}
+        layers.append({
+            "name": r["name"], "kind": r["kind"], "converted_by": r["converted_by"], "source": r["source"],
+            "shape": r["shape"], "tiles": tiles,
+            "rpu_config": config_to_dict(layer.rpu_config) if layer is not None else None,
+            "config_diff": r["config_diff"], "programming_report": _plain(r["programming_report"]),
+        })
+    return {"schema": "fxanalog.dump/1", "model": type(model).__name__, "graph": graph_kind,
+            "nodes": nodes, "edges": edges, "layers": layers, "totals": report.totals}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def _is_analog(model: nn.Module, target: str) -> bool:
+    from fxanalog.nn.modules import AnalogLayerBase
+
+    try:
+        mod = model.get_submodule(target)
+    except AttributeError:
+        return False
+    return any(isinstance(m, AnalogLayerBase) for m in mod.modules())
+
+
+def dump(model: nn.Module, format: str = "text", example_inputs=None):
+    """The model as ``"text"``, ``"json"``, ``"dot"`` (strings) or
+    ``"networkx"`` (a ``networkx.DiGraph``); see the module docstring."""
+    if format not in FORMATS:
+        raise ValueError(f"dump: format = {format!r}: expected one of {', '.join(FORMATS)}")
+    if format == "text":
+        return _text(model, example_inputs)
+    data = dump_data(model, example_inputs)
+    if format == "json":
+        return json.dumps(data, indent=2)
+    if format == "dot":
+        return _dot(data)
+    return _networkx(data)
+
+
+def _tile_lines(data: dict) -> list[str]:
+    out = []
+    for layer in data["layers"]:
+        t = layer["tiles"]
+        if t is None:
+            out.append(f"  {layer['name']}: {layer['kind']} [{layer['converted_by']}]")
+            continue
+        G, n_out, n_in = t["grid"]
+        groups = f"{G} groups x " if G > 1 else ""
+        out.append(
+            f"  {layer['name']}: {layer['kind']} {'x'.join(map(str, layer['shape']))} [{layer['converted_by']}]"
+            f" -> {groups}{n_out}x{n_in} tiles of {t['tile_size'][0]}x{t['tile_size'][1]}"
+            f" (outputs {t['out_sizes']}, inputs {t['in_sizes']}), utilization {t['utilization']:.2f}")
+    return out
+
+
+def _text(model: nn.Module, example_inputs=None) -> str:
+    data = dump_data(model, example_inputs)
+    lines = [f"# fxanalog dump of {data['model']}", ""]
+    if isinstance(model, fx.GraphModule):
+        lines += ["# graph code (analog layers are the analog_* calls)", model.code.strip(), ""]
+    else:
+        lines += ["# the forward of this model could not be traced: its modules were swapped", ""]
+    lines += ["# analog layers and their tile maps"] + _tile_lines(data) + [""]
+    lines.append(str(analog_summary(model, example_inputs)))
+    return "\n".join(lines) + "\n"
+
+
+def _q(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _html(s: str) -> str:
+    return str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _tile_label(node: dict, layer: Optional[dict]) -> str:
+    head = f"<B>{_html(node['name'])}</B><BR/>{_html(layer['kind'] if layer else node['target'])}"
+    t = layer["tiles"] if layer else None
+    if t is None:
+        return f"<{head}>"
+    G, n_out, n_in = t["grid"]
+    head += f"<BR/>{'x'.join(map(str, layer['shape']))}"
+    if n_out > 8 or n_in > 8:
+        cells = f'<TR><TD COLSPAN="1">{G}x{n_out}x{n_in} tiles of {t["tile_size"][0]}x{t["tile_size"][1]}</TD></TR>'
+        span = 1
+    else:
+        rows = []
+        for o in t["out_sizes"]:
+            rows.append("<TR>" + "".join(f"<TD>{o}x{i}</TD>" for i in t["in_sizes"]) + "</TR>")
+        cells = "".join(rows)
+        span = n_in
+        if G > 1:
+            head += f"<BR/>{G} groups of this grid"
+    return (f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0"><TR><TD COLSPAN="{span}">{head}</TD></TR>'
+            f"{cells}</TABLE>>")
+
+
+def _dot(data: dict) -> str:
+    layers = {layer["name"]: layer for layer in data["layers"]}
+    lines = [f"digraph {_q(data['model'])} {{", "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
+    for node in data["nodes"]:
+        shape = f"\\n{'x'.join(map(str, node['shape']))}" if node["shape"] and isinstance(node["shape"][0], int) else ""
+        if node["analog"]:
+            subs = [v for k, v in layers.items() if k == node["layer"] or k.startswith(f"{node['layer']}.")]
+            label = _tile_label(node, subs[0] if len(subs) == 1 else None)
+            if len(subs) > 1:
+                label = "<" + _html(node["name"]) + "<BR/>" + "<BR/>".join(
+                    f"{_html(s['name'])}: {s['tiles']['grid'][1]}x{s['tiles']['grid'][2]} tiles" for s in subs
+                    if s["tiles"]) + ">"
+            lines.append(f"  {_q(node['name'])} [label={label}, shape=plaintext, style=filled, "
+                         f'fillcolor="#ffd27f"];')
+        else:
+            label = _q(f"{node['name']}\\n{node['op']} {node['target']}".replace('"', "'") + shape)[1:-1]
+            lines.append(f'  {_q(node["name"])} [label="{label}"];')
+    for e in data["edges"]:
+        lines.append(f"  {_q(e['src'])} -> {_q(e['dst'])};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _networkx(data: dict):
+    import networkx as nx
+
+    g = nx.DiGraph(model=data["model"], schema=data["schema"], graph_kind=data["graph"],
+                   layers=data["layers"], totals=data["totals"])
+    for node in data["nodes"]:
+        g.add_node(node["name"], **{k: v for k, v in node.items() if k != "name"})
+    for e in data["edges"]:
+        g.add_edge(e["src"], e["dst"], index=e["index"])
+    return g
+
+
+# --------------------------------------------------------------------------
+# FXANALOG_DUMP_DIR
+
+_RUNS = itertools.count()
+
+
+class StageDumper:
+    """Writes the graph after each pass when ``FXANALOG_DUMP_DIR`` is set."""
+
+    def __init__(self, folder: Optional[str]):
+        self.folder = folder
+        self.index = 0
+
+    @classmethod
+    def from_env(cls, model_name: str) -> "StageDumper":
+        root = os.environ.get("FXANALOG_DUMP_DIR")
+        if not root:
+            return cls(None)
+        folder = os.path.join(root, f"{model_name}_{os.getpid()}_{next(_RUNS)}")
+        os.makedirs(folder, exist_ok=True)
+        return cls(folder)
+
+    def stage(self, name: str, module: nn.Module) -> None:
+        if self.folder is None:
+            return
+        base = os.path.join(self.folder, f"{self.index:02d}_{name.replace('.', '_')}")
+        self.index += 1
+        if name in ("final", "program"):
+            with open(base + ".txt", "w") as f:
+                f.write(dump(module, "text"))
+            with open(base + ".json", "w") as f:
+                f.write(dump(module, "json"))
+            return
+        lines = [f"# after pass '{name}'", module.code.strip() if isinstance(module, fx.GraphModule) else "", ""]
+        if isinstance(module, fx.GraphModule):
+            for node in module.graph.nodes:
+                notes = []
+                m = node.meta.get("fxanalog_match")
+                if m is not None:
+                    notes.append(f"match {m.kind} [{m.converted_by}] as {m.name!r} (source {m.source})")
+                for e in node.meta.get("fxanalog_plan") or []:
+                    t = e["tiles"]
+                    notes.append(f"plan {e['sub'] or '-'}: {'x'.join(map(str, t['grid']))} tiles of "
+                                 f"{t['tile_size'][0]}x{t['tile_size'][1]}, utilization {t['utilization']:.2f}")
+                if node.meta.get("fxanalog_shape") is not None:
+                    notes.append(f"shape {node.meta['fxanalog_shape']}")
+                if notes:
+                    lines.append(f"# {node.name}: " + "; ".join(notes))
+        with open(base + ".txt", "w") as f:
+            f.write("\n".join(lines) + "\n")

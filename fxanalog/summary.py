@@ -1,0 +1,173 @@
+"""``fxanalog.analog_summary``: the table of a model's layers.
+
+One row per analog tile layer and per weighted layer left digital (with its
+reason): name, kind, weight shape, how it was converted, number of tiles,
+tile grid and size, utilization (used cross-points over available ones),
+config differences from the defaults; with ``example_inputs``, the input and
+output shapes and the multiply-accumulates of each analog layer. Totals for
+the model.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from fxanalog.model import analog_tiles, layer_records
+from fxanalog.passes.layers import config_diff, tile_map, weight_dims
+
+__all__ = ["Report", "analog_summary"]
+
+_COLUMNS = [("name", "name"), ("kind", "kind"), ("shape", "shape"), ("converted_by", "converted by"),
+            ("tiles", "tiles"), ("tile_grid", "grid GxOxI"), ("tile_size", "tile"),
+            ("utilization", "util"), ("config_diff", "config (differences from default)")]
+
+
+def _fmt(key: str, value) -> str:
+    if value is None:
+        return "-"
+    if key == "shape" or key in ("in_shape", "out_shape"):
+        return "x".join(str(v) for v in value)
+    if key == "tile_grid":
+        return "x".join(str(v) for v in value)
+    if key == "tile_size":
+        return f"{value[0]}x{value[1]}"
+    if key == "utilization":
+        return f"{value:.2f}"
+    if key == "config_diff":
+        return ", ".join(value) if value else "default"
+    if key == "macs":
+        return f"{value:,}"
+    if key == "programming_report":
+        return f"{value.get('iterations', '?')} it, err {value.get('error', float('nan')):.3g}"
+    return str(value)
+
+
+class Report:
+    """A table of layers: ``str()`` is the table, ``.rows`` a list of dicts,
+    ``.totals`` a dict."""
+
+    def __init__(self, rows: list[dict], totals: dict, title: str = ""):
+        self.rows, self.totals, self.title = rows, totals, title
+
+    @classmethod
+    def from_records(cls, records: list[dict], title: str = "") -> "Report":
+        rows = [_row(r, None) for r in records]
+        return cls(rows, _totals(rows), title)
+
+    def __str__(self) -> str:
+        cols = list(_COLUMNS)
+        for extra, head in (("in_shape", "input"), ("out_shape", "output"), ("macs", "MACs"),
+                            ("programming_report", "programming")):
+            if any(r.get(extra) is not None for r in self.rows):
+                cols.append((extra, head))
+        table = [[head for _, head in cols]] + [[_fmt(k, r.get(k)) for k, _ in cols] for r in self.rows]
+        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+        lines = [self.title] if self.title else []
+        for j, row in enumerate(table):
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+            if j == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        t = self.totals
+        lines.append(
+            f"total: {t['analog_layers']} analog layers on {t['tiles']} tiles "
+            f"({t['analog_weights']:,} weights, utilization {t['utilization']:.2f}), "
+            f"{t['digital_layers']} digital layers"
+            + (f", {t['macs']:,} analog MACs per forward" if t.get("macs") is not None else "")
+        )
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+def _row(rec: dict, layer: Optional[nn.Module]) -> dict:
+    plan = rec.get("plan")
+    cfg = None
+    if layer is not None:
+        G, N, K = layer.groups, layer.tile_shape[0], layer.tile_shape[1]
+        plan = tile_map(G, N, K, layer.rpu_config, layer.mapped, layer.in_sizes, layer.out_sizes)
+        cfg = layer.rpu_config
+    analog = not rec["converted_by"].startswith("digital")
+    row = {
+        "name": rec["name"], "kind": rec["kind"], "shape": rec.get("shape"),
+        "converted_by": rec["converted_by"], "source": rec.get("source"), "analog": analog,
+        "tiles": plan["count"] if plan else (0 if not analog else None),
+        "tile_grid": plan["grid"] if plan else None,
+        "tile_size": plan["tile_size"] if plan else None,
+        "in_sizes": plan["in_sizes"] if plan else None,
+        "out_sizes": plan["out_sizes"] if plan else None,
+        "utilization": plan["utilization"] if plan else None,
+        "config_diff": config_diff(cfg) if cfg is not None else None,
+        "in_shape": None, "out_shape": None, "macs": None,
+        "programming_report": getattr(layer, "programming_report", None) if layer is not None else None,
+    }
+    return row
+
+
+def _totals(rows: list[dict]) -> dict:
+    analog = [r for r in rows if r["analog"]]
+    used = avail = 0
+    weights = 0
+    for r in analog:
+        if r["tile_grid"] is None:
+            continue
+        G, N, K = weight_dims(r["shape"], r["tile_grid"][0])
+        used += G * N * K
+        avail += r["tiles"] * r["tile_size"][0] * r["tile_size"][1]
+        weights += G * N * K
+    macs = [r["macs"] for r in analog if r["macs"] is not None]
+    return {
+        "analog_layers": len(analog),
+        "digital_layers": len(rows) - len(analog),
+        "tiles": sum(r["tiles"] or 0 for r in analog),
+        "analog_weights": weights,
+        "utilization": used / avail if avail else 0.0,
+        "macs": sum(macs) if macs else None,
+    }
+
+
+def analog_summary(model: nn.Module, example_inputs=None) -> Report:
+    """The table of a model's analog and digital layers (see the module
+    docstring). Works on any model: one compiled by fxanalog (with its
+    conversion records) or one built from fxanalog's analog layers."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"analog_summary: expected an nn.Module, got {type(model).__name__}")
+    layers = dict(analog_tiles(model))
+    records = layer_records(model)
+    known = {r["name"] for r in records}
+    for name, layer in layers.items():
+        if name not in known:
+            records.append({"name": name, "kind": type(layer).__name__, "converted_by": "module",
+                            "source": name, "shape": list(layer.weight.shape), "plan": None})
+    rows = [_row(r, layers.get(r["name"])) for r in records]
+    if example_inputs is not None:
+        _measure(model, layers, rows, example_inputs)
+    return Report(rows, _totals(rows), f"fxanalog.analog_summary: {type(model).__name__}")
+
+
+def _measure(model: nn.Module, layers: dict, rows: list[dict], example_inputs) -> None:
+    """Input/output shapes and MACs of each analog layer, from one forward
+    pass in eval mode without gradients (modes restored after)."""
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    seen: dict[str, tuple] = {}
+    hooks = []
+    for name, layer in layers.items():
+        def hook(mod, inp, out, name=name):
+            seen[name] = (list(inp[0].shape), list(out.shape), out.numel() * mod.tile_shape[1])
+        hooks.append(layer.register_forward_hook(hook))
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes:
+            m.training = mode
+    for r in rows:
+        if r["name"] in seen:
+            r["in_shape"], r["out_shape"], r["macs"] = seen[r["name"]]

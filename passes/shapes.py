@@ -1,0 +1,64 @@
+"""Pass 2 (when ``example_inputs`` are given), shapes: run the graph once on
+the example inputs and annotate every node with the shape and dtype of its
+output.
+
+``annotate_shapes(gm, example_inputs) -> gm``
+
+Sets ``node.meta["fxanalog_shape"]`` to a list of ints for tensor outputs
+(a list of such lists for tuples of tensors, None otherwise) and
+``node.meta["fxanalog_dtype"]``. Runs under ``torch.no_grad()``; the graph is
+not changed. When the model rejects the inputs the error is a ``ValueError``
+that names the node and module that failed and carries the model's message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import fx
+
+__all__ = ["annotate_shapes", "shape_of"]
+
+
+def shape_of(value: Any):
+    if isinstance(value, torch.Tensor):
+        return [int(s) for s in value.shape]
+    if isinstance(value, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in value):
+        return [shape_of(v) for v in value]
+    return None
+
+
+class _ShapeInterpreter(fx.Interpreter):
+    def run_node(self, n: fx.Node) -> Any:
+        try:
+            out = super().run_node(n)
+        except Exception as exc:
+            where = f"module '{n.target}'" if n.op == "call_module" else f"{n.op} {getattr(n.target, '__name__', n.target)}"
+            raise ValueError(f"example_inputs: the model failed at node '{n.name}' ({where}): "
+                             f"{type(exc).__name__}: {exc}") from exc
+        n.meta["fxanalog_shape"] = shape_of(out)
+        if isinstance(out, torch.Tensor):
+            n.meta["fxanalog_dtype"] = str(out.dtype).replace("torch.", "")
+        return out
+
+
+def annotate_shapes(gm: fx.GraphModule, example_inputs) -> fx.GraphModule:
+    """See the module docstring."""
+    if example_inputs is None:
+        return gm
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if not isinstance(example_inputs, (tuple, list)):
+        raise TypeError(f"example_inputs: expected a tensor or a tuple of inputs, got {type(example_inputs).__name__}")
+    # In eval mode, so that BatchNorm running statistics of the (possibly
+    # shared) modules are not updated by this run.
+    modes = [(m, m.training) for m in gm.modules()]
+    gm.eval()
+    try:
+        with torch.no_grad():
+            _ShapeInterpreter(gm).run(*example_inputs)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    return gm

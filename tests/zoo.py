@@ -1,0 +1,266 @@
+"""The model zoo of the compiler tests, written in code (no downloads).
+
+Each entry: a builder, example inputs, and the extra inputs that make every
+branch run (for models with data-dependent control flow). Models are small
+so that the whole zoo runs in seconds on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(20, 32), nn.Linear(32, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class LeNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(1, 6, 5), nn.Conv2d(6, 16, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(256, 120), nn.Linear(120, 84), nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.flatten(x, 1)
+        return self.fc3(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """Residual block: grouped 3x3, depthwise 3x3, pointwise 1x1, conv shortcut."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.grouped = nn.Conv2d(cin, cin, 3, stride, 1, groups=4, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.depthwise = nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False)
+        self.bn2 = nn.BatchNorm2d(cin)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.grouped(x)))
+        h = torch.relu(self.bn2(self.depthwise(h)))
+        h = self.bn3(self.pointwise(h))
+        return torch.relu(h + self.shortcut(x))
+
+
+class ResNetish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.block1 = Block(16, 16, 1)
+        self.block2 = Block(16, 32, 2)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.block2(self.block1(self.stem(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv1d(4, 8, 3)
+        self.c2 = nn.Conv1d(8, 8, 3, dilation=2, padding="same")
+        self.fc = nn.Linear(8 * 16, 5)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.c2(torch.relu(self.c1(x)))), 1))
+
+
+class Conv3dNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv3d(2, 4, 3)
+        self.c2 = nn.Conv3d(4, 4, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+        self.fc = nn.Linear(4 * 4 * 2 * 2, 3)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.c2(torch.relu(self.c1(x)))), 1))
+
+
+class EncoderBlock(nn.Module):
+    """Transformer encoder block: nn.MultiheadAttention and an FFN whose first
+    layer is a functional F.linear on the block's own parameters."""
+
+    def __init__(self, d=32, heads=4, ff=64):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.w1 = nn.Parameter(torch.randn(ff, d) / math.sqrt(d))
+        self.b1 = nn.Parameter(torch.zeros(ff))
+        self.fc2 = nn.Linear(ff, d)
+
+    def forward(self, x):
+        h = self.ln1(x)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        x = x + a
+        h = F.linear(self.ln2(x), self.w1, self.b1)
+        return x + self.fc2(F.gelu(h))
+
+
+class Conv1D(nn.Module):
+    """HuggingFace GPT-2's Conv1D: weight stored (in, out), addmm."""
+
+    def __init__(self, nf, nx):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nx, nf) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x):
+        size_out = x.size()[:-1] + (self.weight.size(-1),)
+        x = torch.addmm(self.bias, x.view(-1, x.size(-1)), self.weight)
+        return x.view(size_out)
+
+
+class GPTBlock(nn.Module):
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.w_qkv = nn.Parameter(torch.randn(d, 3 * d) * 0.05)
+        self.b_qkv = nn.Parameter(torch.zeros(3 * d))
+        self.c_proj = Conv1D(d, d)
+        self.w_fc = nn.Parameter(torch.randn(d, 4 * d) * 0.05)
+        self.b_fc = nn.Parameter(torch.zeros(4 * d))
+        self.w_out = nn.Parameter(torch.randn(4 * d, d) * 0.05)
+        self.b_out = nn.Parameter(torch.zeros(d))
+
+    def forward(self, x):
+        B, T, C = x.shape
+        qkv = self.ln1(x) @ self.w_qkv + self.b_qkv
+        q, k, v = qkv.split(C, dim=-1)
+        q = q.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+        k = k.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+        v = v.view(B, T, self.heads, C // self.heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        h = F.gelu(self.ln2(x) @ self.w_fc + self.b_fc)
+        return x + (h @ self.w_out + self.b_out)
+
+
+class GPT(nn.Module):
+    """GPT-2 style: token embedding tied to the output head."""
+
+    def __init__(self, vocab=50, d=32, T=8):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.wpe = nn.Parameter(torch.randn(T, d) * 0.02)
+        self.block = GPTBlock(d)
+        self.ln_f = nn.LayerNorm(d)
+
+    def forward(self, idx):
+        x = self.wte(idx) + self.wpe[: idx.shape[1]]
+        x = self.ln_f(self.block(x))
+        return x @ self.wte.weight.t()
+
+
+class Gate(nn.Module):
+    """Data-dependent control flow: fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16, 16), nn.Linear(16, 8), nn.Linear(16, 8)
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if h.sum() > 0:
+            return self.fc2(h)
+        return -self.fc3(h)
+
+
+class ControlFlowNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(10, 16)
+        self.gate = Gate()
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(self.gate(self.inp(x)))
+
+
+class LSTMNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(6, 12, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1])
+
+
+def _gpt_inputs(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 50, (2, 8), generator=g),)
+
+
+def _randn(*shape):
+    def make(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        return (torch.randn(*shape, generator=g),)
+    return make
+
+
+def _control_flow_inputs(model: nn.Module):
+    """Inputs that take each branch of the gate (found by trying seeds)."""
+    found = {}
+    with torch.no_grad():
+        for seed in range(200):
+            x = _randn(4, 10)(seed)[0]
+            h = torch.relu(model.gate.fc1(model.inp(x)))
+            found.setdefault(bool(h.sum() > 0), x)
+            if len(found) == 2:
+                break
+    return [(x,) for x in found.values()]
+
+
+# name -> (builder, make_inputs(seed)). Every model is built after
+# torch.manual_seed(0) by the tests.
+ZOO = {
+    "mlp": (MLP, _randn(5, 20)),
+    "lenet": (LeNet, _randn(2, 1, 28, 28)),
+    "resnet": (ResNetish, _randn(2, 3, 8, 8)),
+    "conv1d": (Conv1dNet, _randn(2, 4, 18)),
+    "conv3d": (Conv3dNet, _randn(2, 2, 6, 6, 6)),
+    "encoder": (EncoderBlock, _randn(2, 5, 32)),
+    "gpt": (GPT, _gpt_inputs),
+    "control_flow": (ControlFlowNet, _randn(4, 10)),
+    "lstm": (LSTMNet, _randn(3, 7, 6)),
+}
+
+
+def build(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = ZOO[name][0]()
+    if name == "resnet":  # non-trivial BatchNorm statistics
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.uniform_(-0.2, 0.2)
+                    m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def inputs(name: str, seed: int = 1):
+    return ZOO[name][1](seed)
+
+
+def all_branch_inputs(name: str, model: nn.Module):
+    """Input tuples that together run every weight matmul of the model."""
+    if name == "control_flow":
+        return _control_flow_inputs(model)
+    return [inputs(name)]
