@@ -16,6 +16,11 @@ from fxanalog.config import (
     WeightRemapType,
 )
 from fxanalog import ops as _ops  # noqa: F401  (registers fxanalog::tile_mvm)
+from fxanalog.compiler import compile, explain
+from fxanalog.dump import dump
+from fxanalog.summary import analog_summary
+from fxanalog.nn.conversion import convert_to_analog, convert_to_analog_mapped, convert_to_digital
+from fxanalog.backend import backend  # noqa: E402  (the function; the module stays importable by name)
 
 __version__ = "0.1.0"
 
@@ -28,6 +33,14 @@ def manual_seed(seed: int) -> None:
 
 
 __all__ = [
+    "compile",
+    "explain",
+    "analog_summary",
+    "dump",
+    "backend",
+    "convert_to_analog",
+    "convert_to_analog_mapped",
+    "convert_to_digital",
     "BoundManagementType",
     "FloatingPointRPUConfig",
     "InferenceRPUConfig",
