@@ -31,6 +31,7 @@ from typing import Callable, Optional
 
 import torch
 from torch import fx, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from fxanalog.passes.layers import CompileOptions
 from fxanalog.passes.map_tiles import map_tiles
@@ -66,13 +67,17 @@ class AnalogBackend:
     """
 
     def __init__(self, rpu_config=None, *, mapped: bool = True, exclude=(), layer_config: Optional[Callable] = None,
-                 inner="inductor"):
+                 inner="inductor", model: Optional[nn.Module] = None):
+        self._names: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        if model is not None:
+            for name, p in model.named_parameters(remove_duplicate=False):
+                self._names.setdefault(p, name)
         self.options = CompileOptions.build(rpu_config, mapped=mapped, exclude=exclude, layer_config=layer_config)
         if not (inner in _INNER or callable(inner)):
             raise ValueError(f"fxanalog backend: inner = {inner!r}: expected 'inductor', 'eager' or a backend callable")
         self.inner = inner
         self.graphs = 0
-        self._cache: "weakref.WeakKeyDictionary[nn.Parameter, dict]" = weakref.WeakKeyDictionary()
+        self._cache: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._records: dict[str, dict] = {}
 
     # -- state ---------------------------------------------------------------
@@ -101,7 +106,7 @@ class AnalogBackend:
 
     def reset(self) -> None:
         """Forget every cached analog layer (called by ``torch._dynamo.reset``)."""
-        self._cache = weakref.WeakKeyDictionary()
+        self._cache = WeakIdKeyDictionary()
         self._records = {}
 
     # -- compile ---------------------------------------------------------------
@@ -115,7 +120,9 @@ class AnalogBackend:
         layer = hit[1]() if hit is not None else None
         if layer is None:
             layer = build_layer(m, mapped)
-            per_param[key] = (m.source, weakref.ref(layer))
+            owner, _, pname = m.source.rpartition(".")
+            per_param[key] = (owner if owner and pname in ("weight", "in_proj_weight") else m.source,
+                              weakref.ref(layer))
         return layer
 
     def __call__(self, gm: fx.GraphModule, example_inputs):
@@ -124,7 +131,7 @@ class AnalogBackend:
         params = {}
         for node, value in zip(placeholders, example_inputs):
             if isinstance(value, nn.Parameter):
-                params[node] = (value, _param_name(node))
+                params[node] = (value, self._names.get(value) or _param_name(node))
 
         def param_of(node):
             return params.get(node) if isinstance(node, fx.Node) else None
@@ -132,15 +139,21 @@ class AnalogBackend:
         opts = CompileOptions.build(self.options.rpu_config, mapped=self.options.mapped,
                                     exclude=self.options.exclude, layer_config=self.options.layer_config)
         matches = match(gm, opts, param_of)
+        display = {}
         for m in matches:
-            m.install, m.name = "add", "analog_" + re.sub(r"\W", "_", m.source)
-            k = 1
-            while hasattr(gm, m.name):
-                m.name, k = f"analog_{re.sub(r'[^0-9a-zA-Z_]', '_', m.source)}_{k}", k + 1
+            base = "analog_" + re.sub(r"\W", "_", m.source)
+            m.install, m.name, k = "add", base, 1
+            while hasattr(gm, m.name) or m.name in display:
+                m.name, k = f"{base}_{k}", k + 1
+            owner, _, pname = m.source.rpartition(".")
+            display[m.name] = owner if owner and pname in ("weight", "in_proj_weight") else m.source
         map_tiles(gm, matches, opts.mapped)
         records = rewrite(gm, matches, opts.mapped, build=self._layer)
-        for r in records + opts.records:
-            r = dict(r, name=r["source"] if r["name"].startswith("analog_") else r["name"])
+        for r in records:
+            head, dot, sub = r["name"].partition(".")
+            r["name"] = display.get(head, head) + dot + sub
+            self._records[r["name"]] = r
+        for r in opts.records:
             self._records[r["name"]] = r
         return self._compile_rest(gm, example_inputs)
 
@@ -155,13 +168,18 @@ class AnalogBackend:
 
 
 def backend(rpu_config=None, *, mapped: bool = True, exclude=(), layer_config: Optional[Callable] = None,
-            inner="inductor") -> AnalogBackend:
-    """A backend callable for ``torch.compile(model, backend=...)``."""
-    return AnalogBackend(rpu_config, mapped=mapped, exclude=exclude, layer_config=layer_config, inner=inner)
+            inner="inductor", model: Optional[nn.Module] = None) -> AnalogBackend:
+    """A backend callable for ``torch.compile(model, backend=...)``.
+
+    ``model``, when given, names the layers by their full parameter paths
+    (dynamo only knows paths relative to the frame it compiles, which after
+    a graph break may be a submodule)."""
+    return AnalogBackend(rpu_config, mapped=mapped, exclude=exclude, layer_config=layer_config, inner=inner,
+                         model=model)
 
 
 _SHARED: dict[str, AnalogBackend] = {}
-_OPTION_NAMES = ("rpu_config", "mapped", "exclude", "layer_config", "inner")
+_OPTION_NAMES = ("rpu_config", "mapped", "exclude", "layer_config", "inner", "model")
 
 
 def fxanalog_backend(gm: fx.GraphModule, example_inputs, options: Optional[dict] = None, mode=None):

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .layers import CompileOptions, builtin_class_for, digital_reason, record
+from .layers import DIGITAL_REASONS, CompileOptions, builtin_class_for, digital_reason, record
 
 __all__ = ["Match", "match", "get_attr_param"]
 
@@ -41,6 +41,7 @@ _CONV = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3, torch.conv1d: 1, torch.conv2d: 2
 _MATMUL = {operator.matmul, torch.matmul, torch.mm}
 _MATMUL_METHODS = {"matmul", "mm", "__matmul__"}
 _ADD = {operator.add, torch.add}
+_RECURRENT = {torch.lstm: "LSTM", torch.gru: "GRU", torch.rnn_tanh: "RNN", torch.rnn_relu: "RNN"}
 _OTHER_MATMULS = {torch.bmm, torch.einsum, torch.baddbmm, F.bilinear, torch.addmv, torch.mv}
 
 
@@ -306,6 +307,15 @@ def _match_functional(gm, node, options: CompileOptions, param_of, prefix: str) 
     if fn and t is torch._native_multi_head_attention:
         return _unsupported(node, options, param_of, prefix, "fused attention fast path (eval without "
                             "gradients); run with gradients enabled, or convert with fxanalog.compile")
+    if fn and t in _RECURRENT:
+        for a in node.args:
+            if isinstance(a, (list, tuple)) and a and param_of(a[0]) is not None:
+                path = param_of(a[0])[1]
+                name = prefix + path.rpartition(".")[0]
+                options.all_names.append(name)
+                options.records.append(record(name, _RECURRENT[t], f"digital: {DIGITAL_REASONS[0][1]}",
+                                              prefix + path, param_of(a[0])[0].shape))
+        return None
     if fn and t in _OTHER_MATMULS:
         return _unsupported(node, options, param_of, prefix, f"{getattr(t, '__name__', t)} is not converted")
     return None
