@@ -105,6 +105,7 @@ def rewrite(gm: fx.GraphModule, matches: list[Match], mapped: bool, prefix: str 
     module (the torch.compile backend passes its cached builder)."""
     records: list[dict] = []
     graph = gm.graph
+    replaced: dict[fx.Node, fx.Node] = {}  # earlier rewrites, for arguments the matches captured
     for m in matches:
         layer = build(m, mapped)
         if m.module is None and "training" not in m.params:
@@ -120,6 +121,7 @@ def rewrite(gm: fx.GraphModule, matches: list[Match], mapped: bool, prefix: str 
             args, kwargs = m.node.args, m.node.kwargs
         else:
             args, kwargs = (m.x,), {}
+        args, kwargs = fx.node.map_arg((args, kwargs), lambda n: replaced.get(n, n))
         node_name = m.name.replace(".", "_")
         node_name = node_name if node_name.startswith("analog_") else "analog_" + node_name
         with graph.inserting_before(m.node):
@@ -127,6 +129,7 @@ def rewrite(gm: fx.GraphModule, matches: list[Match], mapped: bool, prefix: str 
         new.meta = {k: v for k, v in m.node.meta.items() if k != "fxanalog_match"}
         new.meta["fxanalog_layer"] = prefix + m.name
         m.node.replace_all_uses_with(new)
+        replaced[m.node] = new
         for old in reversed(m.erase):
             if getattr(old, "_erased", False) or (old is not m.node and old.users):
                 continue

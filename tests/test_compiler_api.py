@@ -1,0 +1,311 @@
+"""fxanalog.compile's options, bad input, in-place semantics, state dicts,
+torch.compile and torch.export of an analog model, explain."""
+
+from __future__ import annotations
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fxanalog
+from fxanalog.nn import AnalogLinear, AnalogMultiheadAttention
+from tests import zoo
+
+
+def fp():
+    return fxanalog.FloatingPointRPUConfig()
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}, repr(model)
+
+
+def assert_unchanged(model, snap):
+    state, text = snap
+    assert repr(model) == text
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+# -- bad input ---------------------------------------------------------------
+
+
+def test_bad_model_and_config():
+    with pytest.raises(TypeError, match="expected a torch.nn.Module, got builtins.str"):
+        fxanalog.compile("model")
+    with pytest.raises(TypeError, match="expected an RPU config.*got builtins.dict"):
+        fxanalog.compile(zoo.build("mlp"), {"forward": {}})
+
+
+def test_bad_conversion_map():
+    model = zoo.build("mlp")
+    with pytest.raises(TypeError, match="conversion_map: expected a dict"):
+        fxanalog.compile(model, conversion_map=[(nn.Linear, AnalogLinear)])
+
+    class NoFromDigital(nn.Module):
+        pass
+
+    with pytest.raises(TypeError, match=r"conversion_map\[Linear\].*from_digital"):
+        fxanalog.compile(model, conversion_map={nn.Linear: NoFromDigital})
+
+
+def test_exclude_matching_nothing_lists_the_layers():
+    model = zoo.build("mlp")
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match=r"'fc9' matches no layer; the layers are: fc1, fc2, fc3"):
+        fxanalog.compile(model, exclude=["fc9"], inplace=True)
+    assert_unchanged(model, snap)
+
+
+def test_example_inputs_the_model_rejects():
+    model = zoo.build("mlp")
+    with pytest.raises(ValueError, match=r"failed at node 'fc1' \(module 'fc1'\).*mat1 and mat2"):
+        fxanalog.compile(model, example_inputs=(torch.randn(3, 7),))
+
+
+def test_no_convertible_layer_returns_the_model_with_a_warning():
+    model = nn.Sequential(nn.ReLU(), nn.LayerNorm(4))
+    with pytest.warns(UserWarning, match="no layer to convert"):
+        out = fxanalog.compile(model)
+    assert out is model
+
+
+def test_config_errors_leave_the_model_unchanged():
+    model = zoo.build("lenet")
+    snap = snapshot(model)
+    cfg = fxanalog.InferenceRPUConfig()
+    cfg.forward.out_noise = -1.0
+    with pytest.raises(ValueError, match="out_noise = -1.0"):
+        fxanalog.compile(model, cfg, inplace=True)
+
+    def bad_layer_config(name, module, rpu_config):
+        return "not a config"
+
+    with pytest.raises(TypeError, match=r"layer_config\('conv1'\) result"):
+        fxanalog.compile(model, layer_config=bad_layer_config, inplace=True)
+    assert_unchanged(model, snap)
+
+
+# -- options -----------------------------------------------------------------
+
+
+def test_exclude_and_layer_config():
+    model = zoo.build("lenet")
+    seen = []
+
+    def layer_config(name, module, rpu_config):
+        seen.append((name, type(module).__name__))
+        cfg = fxanalog.InferenceRPUConfig()
+        cfg.forward.out_noise = 0.0 if name.startswith("fc") else 0.06
+        return cfg
+
+    analog = fxanalog.compile(model, exclude=["conv*"], layer_config=layer_config)
+    tiles = dict(analog.analog_tiles())
+    assert sorted(tiles) == ["fc1", "fc2", "fc3"]
+    assert seen == [("fc1", "Linear"), ("fc2", "Linear"), ("fc3", "Linear")]
+    assert tiles["fc1"].rpu_config.forward.out_noise == 0.0
+    rows = {r["name"]: r for r in fxanalog.analog_summary(analog).rows}
+    assert rows["conv1"]["converted_by"] == "digital: excluded by 'conv*'"
+    assert rows["fc1"]["config_diff"] == ["forward.out_noise=0.0"]
+    assert isinstance(analog.conv1, nn.Conv2d)
+
+
+def test_mapped_splits_layers_into_tiles():
+    model = nn.Sequential(nn.Linear(1300, 600))
+    cfg = fp()
+    mapped = fxanalog.compile(model, cfg)
+    one = fxanalog.compile(model, cfg, mapped=False)
+    m0, o0 = getattr(mapped, "0"), getattr(one, "0")
+    assert m0.in_sizes == [434, 433, 433] and m0.out_sizes == [300, 300]
+    assert o0.in_sizes == [1300] and o0.out_sizes == [600]
+    row = fxanalog.analog_summary(mapped).rows[0]
+    assert row["tiles"] == 6 and row["tile_grid"] == [1, 2, 3] and row["tile_size"] == [512, 512]
+    assert row["utilization"] == pytest.approx(1300 * 600 / (6 * 512 * 512))
+    x = torch.randn(4, 1300)
+    with torch.no_grad():
+        torch.testing.assert_close(mapped(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_conversion_map_takes_precedence():
+    class MyAnalogLinear(AnalogLinear):
+        pass
+
+    model = zoo.build("mlp")
+    analog = fxanalog.compile(model, fp(), conversion_map={nn.Linear: MyAnalogLinear})
+    assert all(type(layer) is MyAnalogLinear for _, layer in analog.analog_tiles())
+    assert {r["converted_by"] for r in analog.analog_layers()} == {"conversion_map"}
+
+
+def test_linear_subclasses_are_matched():
+    class Scaled(nn.Linear):  # keeps Linear.forward: a leaf, matched as a module
+        pass
+
+    class Overridden(nn.Linear):  # own forward: traced through, F.linear matched
+        def forward(self, x):
+            return 2.0 * F.linear(x, self.weight, self.bias)
+
+    model = nn.Sequential(Scaled(4, 5), Overridden(5, 3))
+    analog = fxanalog.compile(model, fp())
+    by = {r["name"]: r["converted_by"] for r in analog.analog_layers()}
+    assert by == {"0": "module", "1": "functional"}
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(analog(x), model(x))
+
+
+def test_torch_transformer_encoder_layer():
+    """nn.TransformerEncoderLayer's forward has data-dependent checks (its
+    fused fast path): fallback-swap of its attention and linears, and the
+    fast path is not taken (the result must carry the analog noise)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
+    analog = fxanalog.compile(layer, fp())
+    assert isinstance(analog.self_attn, AnalogMultiheadAttention)
+    assert sorted(n for n, _ in analog.analog_tiles()) == ["linear1", "linear2", "self_attn.in_proj",
+                                                             "self_attn.out_proj"]
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(analog(x), layer(x), rtol=1e-4, atol=1e-5)
+        noisy = fxanalog.compile(layer, fxanalog.InferenceRPUConfig())
+        assert (noisy(x) - layer(x)).abs().max() > 1e-3
+
+
+def test_attention_masks_and_cross_attention():
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, batch_first=True, kdim=6, vdim=5, add_bias_kv=True).eval()
+    amha = AnalogMultiheadAttention.from_digital(mha, fp())
+    q, k, v = torch.randn(2, 3, 8), torch.randn(2, 4, 6), torch.randn(2, 4, 5)
+    kpm = torch.tensor([[False, False, True, False], [False, False, False, False]])
+    mask = torch.randn(3, 4)
+    with torch.no_grad():
+        ref = mha(q, k, v, key_padding_mask=kpm, attn_mask=mask, average_attn_weights=False)
+        out = amha(q, k, v, key_padding_mask=kpm, attn_mask=mask, average_attn_weights=False)
+    torch.testing.assert_close(out[0], ref[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-5, atol=1e-5)
+    back = amha.to_digital()
+    with torch.no_grad():
+        torch.testing.assert_close(back(q, k, v)[0], mha(q, k, v)[0], rtol=1e-5, atol=1e-6)
+
+
+# -- in place, copies, state dicts ---------------------------------------------
+
+
+def test_inplace_shares_tensors_and_keeps_ties():
+    model = zoo.build("gpt")
+    snap = snapshot(model)
+    analog = fxanalog.compile(model, inplace=True)
+    own = {id(p) for p in model.parameters()}
+    assert {id(p) for p in analog.parameters()} <= own | {id(b) for b in analog.buffers()}
+    assert analog.analog_wte_weight.weight is model.wte.weight
+    assert analog.block.c_proj.weight is model.block.c_proj.weight
+    assert_unchanged(model, snap)  # the modules themselves are not modified
+    with torch.no_grad():
+        model.wte.weight[0, 0] = 5.0  # a weight update is seen by both users
+    assert analog.analog_wte_weight.weight[0, 0] == 5.0 and analog.wte.weight[0, 0] == 5.0
+
+
+def test_copy_leaves_the_original_alone():
+    model = zoo.build("resnet").train()
+    snap = snapshot(model)
+    analog = fxanalog.compile(model, example_inputs=zoo.inputs("resnet"))
+    assert not ({id(p) for p in analog.parameters()} & {id(p) for p in model.parameters()})
+    analog(*zoo.inputs("resnet"))  # training-mode forward: BatchNorm statistics of the copy move
+    assert_unchanged(model, snap)
+    assert model.training and analog.training
+
+
+def test_state_dict_round_trip():
+    model = zoo.build("encoder")
+    cfg = fxanalog.InferenceRPUConfig()
+    cfg.mapping.weight_scaling_omega = 1.0
+    analog = fxanalog.compile(model, cfg)
+    with torch.no_grad():
+        for p in analog.parameters():
+            p.add_(0.01)  # the state to carry over is not the original one
+    buf = io.BytesIO()
+    torch.save(analog.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    fresh = fxanalog.compile(model, cfg)
+    fresh.load_state_dict(state)
+    x = zoo.inputs("encoder")
+    fresh.eval(), analog.eval()
+    with torch.no_grad():
+        torch.manual_seed(7)
+        a = analog(*x)
+        torch.manual_seed(7)
+        b = fresh(*x)
+    assert torch.equal(a, b)
+
+
+def test_deepcopy_and_modes_of_the_analog_model():
+    analog = fxanalog.compile(zoo.build("mlp"), fp())
+    twin = copy.deepcopy(analog)
+    assert twin.analog_layers() == analog.analog_layers()
+    assert not twin.eval().training and all(not m.training for m in twin.modules())
+    assert analog.to(torch.float64).fc1.weight.dtype == torch.float64
+
+
+# -- torch.compile / torch.export of the analog model ----------------------------
+
+
+def test_analog_model_under_inductor_fullgraph():
+    model = zoo.build("mlp")
+    analog = fxanalog.compile(model, fp()).eval()
+    x = zoo.inputs("mlp")[0]
+    torch._dynamo.reset()
+    compiled = torch.compile(analog, backend="inductor", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torch_export_of_an_analog_model():
+    model = zoo.build("lenet")
+    analog = fxanalog.compile(model, fp()).eval()
+    x = zoo.inputs("lenet")
+    ep = torch.export.export(analog, x)
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert sum("fxanalog.tile_mvm" in o for o in ops) >= 1
+    assert sum(1 for n in ep.graph.nodes if "tile_mvm" in str(n.target)) == 5
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(*x), model(*x), rtol=1e-5, atol=1e-5)
+
+
+# -- explain -----------------------------------------------------------------
+
+
+def test_explain_is_a_dry_run():
+    model = zoo.build("control_flow")
+    snap = snapshot(model)
+    report = fxanalog.explain(model, exclude=["head"])
+    assert_unchanged(model, snap)
+    assert all(type(m) is not AnalogLinear for m in model.modules())
+    by = {r["name"]: r["converted_by"] for r in report.rows}
+    assert by == {"gate.fc1": "fallback-swap", "gate.fc2": "fallback-swap", "gate.fc3": "fallback-swap",
+                  "inp": "module", "head": "digital: excluded by 'head'"}
+    assert report.totals["analog_layers"] == 4 and report.totals["digital_layers"] == 1
+    assert "dry run" in str(report)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lstm = fxanalog.explain(zoo.build("lstm"))
+    assert any(r["converted_by"].startswith("digital: recurrent") for r in lstm.rows)
+
+
+# -- realistic writing (inference physics) ----------------------------------------
+
+
+def test_realistic_read_write_programs_every_layer():
+    pytest.importorskip("fxanalog.inference")
+    model = zoo.build("mlp")
+    torch.manual_seed(0)
+    analog = fxanalog.compile(model, realistic_read_write=True)
+    reports = {name: getattr(layer, "programming_report", None) for name, layer in analog.analog_tiles()}
+    assert set(reports) == {"fc1", "fc2", "fc3"} and all(r is not None for r in reports.values())
+    rows = fxanalog.analog_summary(analog).rows
+    assert all(r["programming_report"] is not None for r in rows)
+    assert "programming" in str(fxanalog.analog_summary(analog))
