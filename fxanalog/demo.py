@@ -92,17 +92,17 @@ def load_digits_data(seed: int = 0, test_fraction: float = 0.25) -> Digits:
 
 
 class DigitsCNN(nn.Module):
-    """conv(1->16) -> conv(16->32) -> max-pool -> linear(512->64) -> linear(64->10)."""
+    """conv(1->16) -> pool -> conv(16->32) -> pool -> linear(128->64) -> linear(64->10)."""
 
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
         self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 4 * 4, 64)
+        self.fc1 = nn.Linear(32 * 2 * 2, 64)
         self.fc2 = nn.Linear(64, 10)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = F.relu(self.fc1(torch.flatten(x, 1)))
         return self.fc2(x)
@@ -311,7 +311,7 @@ def _configs():
     from fxanalog.config import WeightModifierType
 
     hwa.modifier.type = WeightModifierType.ADD_NORMAL
-    hwa.modifier.std_dev = 0.06
+    hwa.modifier.std_dev = 0.08
     hwa.drift_compensation = None
     return eval_comp, eval_plain, hwa
 
@@ -336,7 +336,8 @@ def run_demo(
     if draws is not None and (not isinstance(draws, int) or draws < 1):
         raise DemoError(f"draws = {draws!r}: expected a whole number >= 1")
     draws = draws or (2 if quick else 5)
-    epochs, hwa_epochs = (6, 1) if quick else (20, 4)
+    # (epochs, learning rate) of the digital training, epochs of the fine-tuning
+    epochs, lr, hwa_epochs = (5, 1e-2, 1) if quick else (20, 3e-3, 3)
     out_dir = check_output_dir(output)
     labels = [label for label, _ in TIMES]
     times = [t for _, t in TIMES]
@@ -349,7 +350,7 @@ def run_demo(
 
     # 1. digital training
     model = DigitsCNN()
-    train(model, data.x_train, data.y_train, epochs=epochs, lr=3e-3, seed=seed,
+    train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, seed=seed,
           desc="digital training", progress=progress)
     digital_acc = accuracy(model, data.x_test, data.y_test)
     say(f"digital training: test accuracy {100 * digital_acc:.1f}%")

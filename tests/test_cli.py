@@ -235,3 +235,66 @@ def test_console_script_and_module_agree(tmp_path):
         assert proc.returncode == 2
         assert proc.stderr.strip() == ("fxanalog demo: error: unrecognized arguments: --bogus "
                                        "(see 'fxanalog demo --help')")
+
+
+# --------------------------------------------------------------------------
+# summary and dump, for real
+
+
+def test_summary_of_small_cnn(capsys):
+    assert main(["summary", "fxanalog.presets:small_cnn", "--input-shape", "1,3,32,32", "--config", "pcm"]) == 0
+    out = capsys.readouterr().out
+    # three weight matmuls, each small enough for one 512x512 tile
+    assert "3 analog layers on 3 tiles" in out
+    # MACs for a 1x3x32x32 input, by hand: conv 3->8 (k=27) on 32x32 outputs,
+    # conv 8->16 (k=72) on 16x16, linear 16->10
+    macs = 8 * 32 * 32 * 27 + 16 * 16 * 16 * 72 + 16 * 10
+    assert f"{macs:,}" in out
+    assert "weight_scaling_omega" in out  # the pcm preset differs from the default there
+
+
+def test_summary_input_shape_reaches_the_model(capsys):
+    # a shape the model cannot take is a one-line error, not a traceback
+    assert main(["summary", "fxanalog.presets:tiny_mlp", "--input-shape", "2,15"]) == 2
+    line = _err_line(capsys)
+    assert "fxanalog.presets:tiny_mlp" in line
+
+
+def test_dump_formats(tmp_path, capsys):
+    path = tmp_path / "mlp.json"
+    assert main(["dump", "fxanalog.presets:tiny_mlp", "--format", "json", "-o", str(path)]) == 0
+    assert str(path) in capsys.readouterr().out
+    data = json.loads(path.read_text())
+    tiles = {layer["name"]: layer["tiles"]["count"] for layer in data["layers"] if layer["tiles"]}
+    assert tiles == {"0": 1, "2": 1}
+    assert [layer["shape"] for layer in data["layers"]] == [[32, 16], [4, 32]]
+
+    dot = tmp_path / "mlp.dot"
+    assert main(["dump", "fxanalog.presets:tiny_mlp", "--format", "dot", "-o", str(dot),
+                 "--input-shape", "2,16"]) == 0
+    assert dot.read_text().lstrip().startswith("digraph")
+
+    capsys.readouterr()
+    assert main(["dump", "fxanalog.presets:tiny_mlp", "--config", "floating-point"]) == 0
+    text = capsys.readouterr().out
+    assert "analog" in text and "def forward" in text
+
+
+def test_dump_to_an_unwritable_file(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["dump", "fxanalog.presets:tiny_mlp", "-o", str(blocker / "x.txt")]) == 2
+    assert "cannot write it" in _err_line(capsys)
+
+
+def test_examples_models_from_the_repository_root(monkeypatch, capsys):
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    try:
+        assert main(["summary", "examples.models:mlp", "--input-shape", "1,1,28,28"]) == 0
+    finally:
+        for name in ("examples", "examples.models"):
+            sys.modules.pop(name, None)
+    out = capsys.readouterr().out
+    # 784 inputs at max_input_size 512: two pieces of 392 -> 2 tiles; 256 -> 10: 1 tile
+    assert "3 tiles" in out

@@ -178,3 +178,49 @@ def test_output_folder_is_created(tmp_path):
     target = tmp_path / "x" / "y"
     assert demo.check_output_dir(str(target)) == str(target)
     assert target.is_dir() and list(target.iterdir()) == []
+
+
+# --------------------------------------------------------------------------
+# The whole demo, --quick
+
+
+def test_quick_demo_end_to_end(tmp_path, capsys):
+    out_dir = tmp_path / "demo-out"
+    assert main(["demo", "--quick", "--draws", "2", "--seed", "0", "--output", str(out_dir), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+
+    files = {p.name for p in out_dir.iterdir()}
+    assert files == {"accuracy_vs_time.png", "results.txt", "results.json", "analog_summary.txt",
+                     "graph.txt", "graph.dot"}
+    assert str(out_dir) in printed  # it says where the files are
+
+    data = json.loads((out_dir / "results.json").read_text())
+    assert data["draws"] == 2 and data["quick"] is True
+    assert data["time_labels"] == ["1 s", "1 h", "1 day", "1 month", "1 year"]
+    rows = data["accuracy"]
+    assert list(rows) == ["digital training, no compensation", "digital training, drift compensation",
+                          "HWA training, no compensation", "HWA training, drift compensation"]
+    for name, acc in rows.items():
+        acc = torch.tensor(acc, dtype=torch.float64)
+        assert acc.shape == (2, 5), name
+        # accuracies are whole counts of the 450 test images
+        counts = acc * 450
+        assert torch.allclose(counts, counts.round(), atol=1e-6), name
+        # the table printed is the mean and spread of these numbers
+        mean, std = acc.mean(0), acc.std(0)
+        line = next(ln for ln in printed.splitlines() if ln.startswith(name))
+        for m, s in zip(mean.tolist(), std.tolist()):
+            assert f"{100 * m:5.1f} ± {100 * s:4.1f}" in line, (name, line)
+    # the two draws are different programmings: not every accuracy repeats
+    assert any(a[0] != a[1] for a in rows["digital training, no compensation"])
+    # the trained network works, digitally and right after programming on PCM
+    assert data["digital_accuracy"] > 0.9
+    assert min(rows["digital training, drift compensation"][d][0] for d in range(2)) > 0.8
+
+    assert (out_dir / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out_dir / "graph.dot").read_text().lstrip().startswith("digraph")
+    graph = (out_dir / "graph.txt").read_text()
+    summary = (out_dir / "analog_summary.txt").read_text()
+    for layer in ("conv1", "conv2", "fc1", "fc2"):
+        assert layer in graph and layer in summary
+    assert "4 analog layers" in summary
