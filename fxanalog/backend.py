@@ -57,6 +57,12 @@ def _param_name(node: fx.Node) -> str:
     return node.name
 
 
+def _display(source: str) -> str:
+    """A layer's name from its weight's path: the owner module for ``weight``."""
+    owner, _, pname = source.rpartition(".")
+    return owner if owner and pname in ("weight", "in_proj_weight") else source
+
+
 class AnalogBackend:
     """A torch.compile backend that puts the weight matmuls on analog tiles.
 
@@ -79,6 +85,8 @@ class AnalogBackend:
         self.graphs = 0
         self._cache: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._records: dict[str, dict] = {}
+        self._keys: set[int] = set()
+        weakref.finalize(self, _forget, self._keys)
 
     # -- state ---------------------------------------------------------------
 
@@ -86,10 +94,7 @@ class AnalogBackend:
         """(name, analog module) of every live layer this backend built."""
         out = []
         for per_param in list(self._cache.values()):
-            for name, ref in per_param.values():
-                layer = ref()
-                if layer is not None:
-                    out.append((name, layer))
+            out += list(per_param.values())
         return out
 
     def analog_tiles(self):
@@ -106,6 +111,7 @@ class AnalogBackend:
 
     def reset(self) -> None:
         """Forget every cached analog layer (called by ``torch._dynamo.reset``)."""
+        _forget(self._keys)
         self._cache = WeakIdKeyDictionary()
         self._records = {}
 
@@ -117,12 +123,10 @@ class AnalogBackend:
                mapped, repr(m.rpu_config))
         per_param = self._cache.setdefault(m.weight, {})
         hit = per_param.get(key)
-        layer = hit[1]() if hit is not None else None
+        layer = hit[1] if hit is not None else None
         if layer is None:
             layer = build_layer(m, mapped)
-            owner, _, pname = m.source.rpartition(".")
-            per_param[key] = (owner if owner and pname in ("weight", "in_proj_weight") else m.source,
-                              weakref.ref(layer))
+            per_param[key] = (_display(m.source), layer)
         return layer
 
     def __call__(self, gm: fx.GraphModule, example_inputs):
@@ -145,17 +149,34 @@ class AnalogBackend:
             m.install, m.name, k = "add", base, 1
             while hasattr(gm, m.name) or m.name in display:
                 m.name, k = f"{base}_{k}", k + 1
-            owner, _, pname = m.source.rpartition(".")
-            display[m.name] = owner if owner and pname in ("weight", "in_proj_weight") else m.source
+            display[m.name] = _display(m.source)
         map_tiles(gm, matches, opts.mapped)
-        records = rewrite(gm, matches, opts.mapped, build=self._layer)
+        records = rewrite(gm, matches, opts.mapped, build=self._layer,
+                          emit=lambda *a: self._emit(params, *a))
         for r in records:
             head, dot, sub = r["name"].partition(".")
             r["name"] = display.get(head, head) + dot + sub
             self._records[r["name"]] = r
         for r in opts.records:
+            r["name"] = _display(r["source"])
             self._records[r["name"]] = r
         return self._compile_rest(gm, example_inputs)
+
+    def _emit(self, params: dict, graph: fx.Graph, m: Match, layer: nn.Module, args, kwargs, name: str):
+        """A call of the layer with its weights taken from the graph's inputs
+        (the placeholders of the model's Parameters), so that inductor and
+        autograd see them as inputs: ``_analog_call(key, names, n, *args, *weights)``."""
+        placeholder_of = {id(p): node for node, (p, _) in params.items()}
+        names, nodes = [], []
+        for pname, p in layer.named_parameters(remove_duplicate=False):
+            if id(p) in placeholder_of:
+                names.append(pname)
+                nodes.append(placeholder_of[id(p)])
+        key = id(layer)
+        _LAYERS[key] = layer
+        self._keys.add(key)
+        return graph.create_node("call_function", _analog_call, (key, tuple(names), len(args), *args, *nodes),
+                                 dict(kwargs), name=name)
 
     def _compile_rest(self, gm: fx.GraphModule, example_inputs):
         if self.inner == "eager":
@@ -165,6 +186,25 @@ class AnalogBackend:
 
             return compile_fx(gm, example_inputs)
         return self.inner(gm, example_inputs)
+
+
+# Analog layers called from compiled graphs, by key (id of the layer). Held
+# by their backend's cache too; dropped when the backend is reset or dies.
+_LAYERS: dict[int, nn.Module] = {}
+
+
+def _forget(keys: set) -> None:
+    for key in keys:
+        _LAYERS.pop(key, None)
+    keys.clear()
+
+
+def _analog_call(key: int, names: tuple, n_inputs: int, *args, **kwargs):
+    """Run analog layer ``key`` on ``args[:n_inputs]`` with its parameters
+    ``names`` bound to ``args[n_inputs:]`` (the graph's weight inputs)."""
+    layer = _LAYERS[key]
+    inputs, weights = args[:n_inputs], args[n_inputs:]
+    return torch.func.functional_call(layer, dict(zip(names, weights)), inputs, kwargs)
 
 
 def backend(rpu_config=None, *, mapped: bool = True, exclude=(), layer_config: Optional[Callable] = None,
@@ -195,6 +235,15 @@ def fxanalog_backend(gm: fx.GraphModule, example_inputs, options: Optional[dict]
     if key not in _SHARED:
         _SHARED[key] = backend(**options)
     return _SHARED[key](gm, example_inputs)
+
+
+def _reset_shared() -> None:
+    for be in _SHARED.values():
+        be.reset()
+    _SHARED.clear()
+
+
+fxanalog_backend.reset = _reset_shared  # torch._dynamo.reset() calls it
 
 
 def shared_backends() -> list[AnalogBackend]:

@@ -59,6 +59,8 @@ def _target(node: fx.Node) -> str:
         return t
     mod = getattr(t, "__module__", None) or ""
     name = getattr(t, "__qualname__", None) or getattr(t, "__name__", None) or str(t)
+    if name.startswith("_VariableFunctionsClass.") or mod == "torch._C._nn":
+        return "torch." + getattr(t, "__name__", name)
     return f"{mod}.{name}" if mod and not mod.startswith("_operator") else name
 
 
@@ -176,7 +178,8 @@ def _text(model: nn.Module, example_inputs=None) -> str:
 
 
 def _q(s: str) -> str:
-    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT double-quoted string (backslashes, quotes and newlines escaped)."""
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def _html(s: str) -> str:
@@ -209,7 +212,7 @@ def _dot(data: dict) -> str:
     layers = {layer["name"]: layer for layer in data["layers"]}
     lines = [f"digraph {_q(data['model'])} {{", "  rankdir=TB;", '  node [shape=box, fontname="Helvetica"];']
     for node in data["nodes"]:
-        shape = f"\\n{'x'.join(map(str, node['shape']))}" if node["shape"] and isinstance(node["shape"][0], int) else ""
+        shape = f"\n{'x'.join(map(str, node['shape']))}" if node["shape"] and isinstance(node["shape"][0], int) else ""
         if node["analog"]:
             subs = [v for k, v in layers.items() if k == node["layer"] or k.startswith(f"{node['layer']}.")]
             label = _tile_label(node, subs[0] if len(subs) == 1 else None)
@@ -220,8 +223,8 @@ def _dot(data: dict) -> str:
             lines.append(f"  {_q(node['name'])} [label={label}, shape=plaintext, style=filled, "
                          f'fillcolor="#ffd27f"];')
         else:
-            label = _q(f"{node['name']}\\n{node['op']} {node['target']}".replace('"', "'") + shape)[1:-1]
-            lines.append(f'  {_q(node["name"])} [label="{label}"];')
+            label = _q(f"{node['name']}\n{node['op']} {node['target']}" + shape)
+            lines.append(f"  {_q(node['name'])} [label={label}];")
     for e in data["edges"]:
         lines.append(f"  {_q(e['src'])} -> {_q(e['dst'])};")
     lines.append("}")

@@ -99,7 +99,7 @@ def _row(rec: dict, layer: Optional[nn.Module]) -> dict:
         "in_sizes": plan["in_sizes"] if plan else None,
         "out_sizes": plan["out_sizes"] if plan else None,
         "utilization": plan["utilization"] if plan else None,
-        "config_diff": config_diff(cfg) if cfg is not None else None,
+        "config_diff": config_diff(cfg) if cfg is not None else rec.get("config_diff"),
         "in_shape": None, "out_shape": None, "macs": None,
         "programming_report": getattr(layer, "programming_report", None) if layer is not None else None,
     }

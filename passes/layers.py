@@ -233,10 +233,14 @@ def config_diff(rpu_config) -> list[str]:
     return out
 
 
-def record(name: str, kind: str, converted_by: str, source: str, shape, plan=None) -> dict:
-    """One layer record (see the module docstring)."""
-    return {"name": name, "kind": kind, "converted_by": converted_by, "source": source,
-            "shape": None if shape is None else [int(s) for s in shape], "plan": plan}
+def record(name: str, kind: str, converted_by: str, source: str, shape, plan=None, rpu_config=None) -> dict:
+    """One layer record (see the module docstring); ``config_diff`` when a
+    config is given (dry runs: the built layer holds its config otherwise)."""
+    out = {"name": name, "kind": kind, "converted_by": converted_by, "source": source,
+           "shape": None if shape is None else [int(s) for s in shape], "plan": plan}
+    if rpu_config is not None:
+        out["config_diff"] = config_diff(rpu_config)
+    return out
 
 
 def weight_dims(shape, groups: int = 1) -> tuple[int, int, int]:

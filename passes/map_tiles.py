@@ -72,11 +72,12 @@ def plan_records(matches: list[Match], prefix: str = "") -> list[dict]:
     out = []
     for m in matches:
         if not m.plan:
-            out.append(record(prefix + m.name, m.kind, m.converted_by, prefix + m.source, None))
+            out.append(record(prefix + m.name, m.kind, m.converted_by, prefix + m.source, None,
+                              rpu_config=m.rpu_config))
             continue
         for e in m.plan:
             name = prefix + m.name + (f".{e['sub']}" if e["sub"] else "")
             kind = m.kind + (f".{e['sub']}" if e["sub"] else "")
-            out.append(record(name, kind, m.converted_by, prefix + m.source, e["shape"], e["tiles"]))
+            out.append(record(name, kind, m.converted_by, prefix + m.source, e["shape"], e["tiles"], m.rpu_config))
     return out
 

@@ -314,7 +314,7 @@ def _match_functional(gm, node, options: CompileOptions, param_of, prefix: str) 
                 name = prefix + path.rpartition(".")[0]
                 options.all_names.append(name)
                 options.records.append(record(name, _RECURRENT[t], f"digital: {DIGITAL_REASONS[0][1]}",
-                                              prefix + path, param_of(a[0])[0].shape))
+                                              name, param_of(a[0])[0].shape))
         return None
     if fn and t in _OTHER_MATMULS:
         return _unsupported(node, options, param_of, prefix, f"{getattr(t, '__name__', t)} is not converted")

@@ -100,9 +100,12 @@ def _is_view(n: fx.Node) -> bool:
 
 
 def rewrite(gm: fx.GraphModule, matches: list[Match], mapped: bool, prefix: str = "",
-            build=build_layer) -> list[dict]:
+            build=build_layer, emit=None) -> list[dict]:
     """See the module docstring. ``build(match, mapped)`` makes the analog
-    module (the torch.compile backend passes its cached builder)."""
+    module; ``emit(graph, match, layer, args, kwargs, name)`` inserts the node
+    that calls it instead of installing it as a submodule (the torch.compile
+    backend passes both: a cached builder, and calls with the weights as
+    graph inputs)."""
     records: list[dict] = []
     graph = gm.graph
     replaced: dict[fx.Node, fx.Node] = {}  # earlier rewrites, for arguments the matches captured
@@ -110,9 +113,9 @@ def rewrite(gm: fx.GraphModule, matches: list[Match], mapped: bool, prefix: str 
         layer = build(m, mapped)
         if m.module is None and "training" not in m.params:
             layer.train(gm.training)
-        if m.install == "add":
+        if emit is None and m.install == "add":
             gm.add_submodule(m.name, layer)
-        else:
+        elif emit is None:
             set_submodule(gm, m.name, layer)
         records += layer_records(layer, prefix + m.name, m.kind, m.converted_by, prefix + m.source)
         if m.new_args is not None:
@@ -125,7 +128,10 @@ def rewrite(gm: fx.GraphModule, matches: list[Match], mapped: bool, prefix: str 
         node_name = m.name.replace(".", "_")
         node_name = node_name if node_name.startswith("analog_") else "analog_" + node_name
         with graph.inserting_before(m.node):
-            new = graph.create_node("call_module", m.name, args, kwargs, name=node_name)
+            if emit is None:
+                new = graph.create_node("call_module", m.name, args, kwargs, name=node_name)
+            else:
+                new = emit(graph, m, layer, args, kwargs, node_name)
         new.meta = {k: v for k, v in m.node.meta.items() if k != "fxanalog_match"}
         new.meta["fxanalog_layer"] = prefix + m.name
         m.node.replace_all_uses_with(new)
