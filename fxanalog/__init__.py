@@ -21,6 +21,17 @@ from fxanalog.dump import dump
 from fxanalog.summary import analog_summary
 from fxanalog.nn.conversion import convert_to_analog, convert_to_analog_mapped, convert_to_digital
 from fxanalog.backend import backend  # noqa: E402  (the function; the module stays importable by name)
+from fxanalog.noise import (
+    BaseDriftCompensation,
+    BaseNoiseModel,
+    CustomDriftPCMLikeNoiseModel,
+    GlobalDriftCompensation,
+    PCMLikeNoiseModel,
+    PerColumnDriftCompensation,
+    SinglePairConductanceConverter,
+    StateIndependentNoiseModel,
+)
+from fxanalog.inference import drift_analog_weights, program_analog_weights
 
 __version__ = "0.1.0"
 
@@ -55,4 +66,14 @@ __all__ = [
     "WeightRemapParameter",
     "WeightRemapType",
     "manual_seed",
+    "SinglePairConductanceConverter",
+    "BaseNoiseModel",
+    "PCMLikeNoiseModel",
+    "CustomDriftPCMLikeNoiseModel",
+    "StateIndependentNoiseModel",
+    "BaseDriftCompensation",
+    "GlobalDriftCompensation",
+    "PerColumnDriftCompensation",
+    "program_analog_weights",
+    "drift_analog_weights",
 ]

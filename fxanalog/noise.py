@@ -1,40 +1,196 @@
 """Inference noise models (programming noise, drift, read noise) and drift compensation.
 
-The formulas are those of ``shared/reference/analog-semantics.md``, section 3.
+The formulas are those of ``shared/reference/analog-semantics.md``, section 3
+(aihwkit's facts, our own code). Everything here works on tensors of any
+shape, elementwise, so one call covers every tile of a layer:
+
+* a *conductance converter* maps weights to a pair of conductances
+  ``(g+, g-)`` in micro-siemens and back;
+* a *noise model* draws the programming noise of target conductances, the
+  drift exponent of each device, and the drifted, read-noisy conductance at
+  an inference time;
+* a *drift compensation* turns a read of the tile on the identity input
+  into a digital output factor.
+
+How these act on the tiles of a model (``program_analog_weights``,
+``drift_analog_weights``) is in ``fxanalog.inference``.
+
+Own models: subclass ``BaseNoiseModel`` as a dataclass decorated with
+``@register_config_class`` (so configs holding it still round-trip through
+``to_dict`` / ``from_dict``), give it a ``g_converter`` field and override the
+three conductance methods (the defaults are those of a noise-free device).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Optional
 
-from fxanalog.config import _Config, register_config_class
+import torch
+from torch import Tensor
+
+from fxanalog.config import _Config, _nonneg, register_config_class
 
 __all__ = [
     "SinglePairConductanceConverter",
     "BaseNoiseModel",
     "PCMLikeNoiseModel",
+    "CustomDriftPCMLikeNoiseModel",
+    "StateIndependentNoiseModel",
     "BaseDriftCompensation",
     "GlobalDriftCompensation",
+    "PerColumnDriftCompensation",
 ]
+
+_ZERO_CLIP = 1e-7  # smallest relative conductance in the drift-exponent formulas
+_READOUT_MIN = 1e-4  # smallest readout of a drift compensation (no division by 0)
+
+
+# --------------------------------------------------------------------------
+# Conductances
 
 
 @register_config_class
 @dataclass(repr=False)
 class SinglePairConductanceConverter(_Config):
-    """Weights to a pair of conductances (g+, g-) in micro-siemens, and back."""
+    """Weights to a pair of conductances (g+, g-) in micro-siemens, and back.
+
+    With ``s = (g_max - g_min) / w_max`` (``w_max = max|W|`` unless given):
+    ``g+ = clip(s W, 0, g_max - g_min) + g_min``,
+    ``g- = clip(-s W, 0, g_max - g_min) + g_min``, and ``W = (g+ - g-) / s``.
+    """
 
     g_max: float = 25.0
     g_min: float = 0.0
 
+    def _check(self, where: str) -> None:
+        _nonneg(where, "g_min", self.g_min)
+        if not (isinstance(self.g_max, (int, float)) and self.g_max > self.g_min):
+            raise ValueError(f"{where}.g_max = {self.g_max!r}: expected a number > g_min = {self.g_min!r}")
+
+    def scale_ratio(self, w_max: Tensor) -> Tensor:
+        """Conductance per unit weight, ``(g_max - g_min) / w_max``; a zero
+        ``w_max`` counts as 1 (an all-zero tile maps to ``g_min``)."""
+        w_max = torch.where(w_max > 0, w_max, torch.ones_like(w_max))
+        return (self.g_max - self.g_min) / w_max
+
+    def convert_to_conductances(self, weights: Tensor, w_max: Optional[Tensor] = None) -> tuple[Tensor, dict]:
+        """``weights`` to a ``(2, *weights.shape)`` tensor ``[g+, g-]`` and the
+        parameters needed to convert back (``{"scale_ratio": s}``).
+
+        ``w_max`` (broadcastable to ``weights``) gives one range per tile;
+        by default the whole tensor is one tile.
+        """
+        if w_max is None:
+            w_max = weights.detach().abs().amax()
+        s = self.scale_ratio(torch.as_tensor(w_max, dtype=weights.dtype, device=weights.device))
+        span = self.g_max - self.g_min
+        sw = weights * s
+        g = torch.stack([sw.clamp(0.0, span), (-sw).clamp(0.0, span)]) + self.g_min
+        return g, {"scale_ratio": s}
+
+    def convert_back_to_weights(self, conductances: Tensor, params: dict) -> Tensor:
+        """``(g+ - g-) / s``: the inverse of ``convert_to_conductances``."""
+        return (conductances[0] - conductances[1]) / params["scale_ratio"]
+
+
+# --------------------------------------------------------------------------
+# Noise models
+
 
 class BaseNoiseModel(_Config):
-    """Base class of the noise models of ``InferenceRPUConfig.noise_model``."""
+    """Base class of ``InferenceRPUConfig.noise_model``; its default methods
+    are those of a noise-free device.
+
+    Subclasses override (all elementwise, conductances in micro-siemens):
+
+    * ``apply_programming_noise_to_conductance(g_target) -> g_prog``
+    * ``generate_drift_coefficients(g_target) -> nu``
+    * ``apply_drift_noise_to_conductance(g_prog, nu, t_inference) -> g``
+
+    and have a ``g_converter`` field (``SinglePairConductanceConverter``).
+    """
+
+    @property
+    def converter(self) -> SinglePairConductanceConverter:
+        return getattr(self, "g_converter", None) or SinglePairConductanceConverter()
+
+    def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
+        return g_target.clone()
+
+    def generate_drift_coefficients(self, g_target: Tensor) -> Tensor:
+        return torch.zeros_like(g_target)
+
+    def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
+        return g_prog.clone()
+
+    # -- on weights (one matrix is one tile) ----------------------------------
+
+    @torch.no_grad()
+    def apply_programming_noise(self, weights: Tensor) -> Tensor:
+        """Weights as programmed (map to conductances, add programming noise, map back)."""
+        g, params = self.converter.convert_to_conductances(weights)
+        return self.converter.convert_back_to_weights(self.apply_programming_noise_to_conductance(g), params)
+
+    @torch.no_grad()
+    def apply_noise(self, weights: Tensor, t_inference: float) -> Tensor:
+        """Weights programmed, then drifted and read ``t_inference`` seconds later."""
+        g, params = self.converter.convert_to_conductances(weights)
+        nu = self.generate_drift_coefficients(g)
+        g_prog = self.apply_programming_noise_to_conductance(g)
+        g_now = self.apply_drift_noise_to_conductance(g_prog, nu, t_inference)
+        return self.converter.convert_back_to_weights(g_now, params)
+
+
+def _poly_sigma(coeffs, g: Tensor, g_max: float) -> Tensor:
+    """``c0 + c1 (g/g_max) + c2 (g/g_max)^2 + ...``"""
+    gh = g / g_max
+    sigma = torch.full_like(g, float(coeffs[0]))
+    power = torch.ones_like(g)
+    for c in coeffs[1:]:
+        power = power * gh
+        sigma = sigma + float(c) * power
+    return sigma
+
+
+def _drift(g_prog: Tensor, nu: Tensor, t_inference: float, t_0: float) -> Tensor:
+    """``g_prog (t/t_0)^-nu`` with ``t = t_inference + t_0`` (no drift at t <= t_0)."""
+    t = t_inference + t_0
+    if t > t_0:
+        return g_prog * torch.pow(t / t_0, -nu)
+    return g_prog.clone()
+
+
+def _check_model(where: str, model) -> None:
+    for name in ("t_read", "t_0", "g_max"):
+        value = getattr(model, name)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"{where}.{name} = {value!r}: expected a number > 0")
+    for name in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
+        _nonneg(where, name, getattr(model, name))
+    coeffs = model.prog_coeff
+    if not (isinstance(coeffs, (list, tuple)) and coeffs and all(isinstance(c, (int, float)) for c in coeffs)):
+        raise ValueError(f"{where}.prog_coeff = {coeffs!r}: expected a non-empty list of numbers")
 
 
 @register_config_class
 @dataclass(repr=False)
 class PCMLikeNoiseModel(BaseNoiseModel):
-    """PCM statistical model of Nandakumar et al., ICECS 2019."""
+    """PCM statistical model of Nandakumar et al., ICECS 2019.
+
+    Per device (g in micro-siemens, xi standard normal, fresh per draw):
+
+    * programming: ``sigma_p = (c0 + c1 g/g_max + c2 (g/g_max)^2) g_max/25``,
+      ``g_p = max(0, g + prog_noise_scale sigma_p xi)``;
+    * drift exponent: ``gr = max(|g/g_max|, 1e-7)``,
+      ``mu = clip(-0.0155 ln gr + 0.0244, 0.049, 0.1)``,
+      ``sd = clip(-0.0125 ln gr - 0.0059, 0.008, 0.045)``,
+      ``nu = |mu + sd xi| drift_scale``;
+    * at ``t = t_inference + t_0``: ``g_d = g_p (t/t_0)^-nu``,
+      ``Q = min(0.0088 / max((|g_p|/g_max)^0.65, 1e-3), 0.2)``,
+      ``g = max(0, g_d + |g_d| read_noise_scale Q sqrt(ln((t + t_read)/(2 t_read))) xi)``.
+    """
 
     prog_coeff: list = field(default_factory=lambda: [0.26348, 1.9650, -1.1731])
     g_converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
@@ -45,12 +201,168 @@ class PCMLikeNoiseModel(BaseNoiseModel):
     read_noise_scale: float = 1.0
     drift_scale: float = 1.0
 
+    # The default coefficients are a fit at g_max = 25 uS.
+    prog_coeff_g_max_reference = 25.0
+
+    def _check(self, where: str) -> None:
+        _check_model(where, self)
+
+    def programming_sigma(self, g_target: Tensor) -> Tensor:
+        """Standard deviation of the programming noise (before prog_noise_scale)."""
+        return _poly_sigma(self.prog_coeff, g_target, self.g_max) * (self.g_max / self.prog_coeff_g_max_reference)
+
+    def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
+        sigma = self.programming_sigma(g_target) * self.prog_noise_scale
+        return (g_target + sigma * torch.randn_like(g_target)).clamp_(min=0.0)
+
+    def drift_statistics(self, g_target: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, sd) of the drift exponent before folding and drift_scale."""
+        gr = (g_target / self.g_max).abs().clamp(min=_ZERO_CLIP).log()
+        mu = (-0.0155 * gr + 0.0244).clamp(0.049, 0.1)
+        sd = (-0.0125 * gr - 0.0059).clamp(0.008, 0.045)
+        return mu, sd
+
+    def generate_drift_coefficients(self, g_target: Tensor) -> Tensor:
+        mu, sd = self.drift_statistics(g_target)
+        return (mu + sd * torch.randn_like(mu)).abs_() * self.drift_scale
+
+    def read_sigma(self, g_prog: Tensor, t_inference: float) -> Tensor:
+        """Relative 1/f read noise ``Q sqrt(ln((t + t_read)/(2 t_read)))`` (before read_noise_scale)."""
+        t = t_inference + self.t_0
+        q = (0.0088 / (g_prog.abs() / self.g_max).pow(0.65).clamp(min=1e-3)).clamp(max=0.2)
+        return q * math.sqrt(math.log((t + self.t_read) / (2 * self.t_read)))
+
+    def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
+        g_d = _drift(g_prog, nu, t_inference, self.t_0)
+        if self.read_noise_scale > 0:
+            sigma = self.read_sigma(g_prog, t_inference) * self.read_noise_scale
+            g_d = g_d + g_d.abs() * sigma * torch.randn_like(g_d)
+        return g_d.clamp_(min=0.0)
+
+
+@register_config_class
+@dataclass(repr=False)
+class CustomDriftPCMLikeNoiseModel(PCMLikeNoiseModel):
+    """``PCMLikeNoiseModel`` with a measured drift model: the mean and the
+    spread of the drift exponent are interpolated linearly in the target
+    conductance from ``custom_drift_model = {"g_lst": [...] (uS, ascending),
+    "nu_mean_lst": [...], "nu_std_lst": [...]}``, clamped at the ends of
+    ``g_lst``; ``nu = |mean + std xi| drift_scale``."""
+
+    custom_drift_model: dict = field(
+        default_factory=lambda: {"g_lst": [0.0, 25.0], "nu_mean_lst": [0.05, 0.05], "nu_std_lst": [0.01, 0.01]}
+    )
+
+    def _check(self, where: str) -> None:
+        super()._check(where)
+        m = self.custom_drift_model
+        keys = ("g_lst", "nu_mean_lst", "nu_std_lst")
+        if not isinstance(m, dict) or set(m) != set(keys):
+            raise ValueError(f"{where}.custom_drift_model = {m!r}: expected a dict with exactly the keys {keys}")
+        lengths = {len(m[k]) if isinstance(m[k], (list, tuple)) else -1 for k in keys}
+        if len(lengths) != 1 or min(lengths) < 2:
+            raise ValueError(f"{where}.custom_drift_model: expected three lists of the same length >= 2, got {m!r}")
+        g = [float(v) for v in m["g_lst"]]
+        if any(b <= a for a, b in zip(g, g[1:])):
+            raise ValueError(f"{where}.custom_drift_model['g_lst'] = {m['g_lst']!r}: expected ascending values")
+        if any(float(v) < 0 for v in m["nu_std_lst"]):
+            raise ValueError(f"{where}.custom_drift_model['nu_std_lst'] = {m['nu_std_lst']!r}: expected values >= 0")
+
+    def drift_statistics(self, g_target: Tensor) -> tuple[Tensor, Tensor]:
+        m = self.custom_drift_model
+        g_lst = torch.tensor(m["g_lst"], dtype=g_target.dtype, device=g_target.device)
+        g = g_target.clamp(float(g_lst[0]), float(g_lst[-1]))
+        # Linear interpolation: segment k holds g_lst[k] <= g <= g_lst[k+1].
+        k = torch.searchsorted(g_lst, g.contiguous(), right=True).clamp_(1, len(g_lst) - 1) - 1
+        frac = (g - g_lst[k]) / (g_lst[k + 1] - g_lst[k])
+
+        def interp(values) -> Tensor:
+            v = torch.tensor(values, dtype=g_target.dtype, device=g_target.device)
+            return v[k] + frac * (v[k + 1] - v[k])
+
+        return interp(m["nu_mean_lst"]), interp(m["nu_std_lst"])
+
+
+@register_config_class
+@dataclass(repr=False)
+class StateIndependentNoiseModel(BaseNoiseModel):
+    """Noise independent of the programmed state (aihwkit's model of that name).
+
+    * programming: ``sigma_p = c0 + c1 g/g_max + c2 (g/g_max)^2`` (default
+      constant 0.2 uS), ``g_p = max(0, g + prog_noise_scale sigma_p xi)``;
+    * drift exponent: ``nu = |drift_nu_mean + drift_nu_std xi| drift_scale``;
+    * at ``t = t_inference + t_0``: ``g_d = g_p (t/t_0)^-nu``,
+      ``g = max(0, g_d + read_noise_scale |g_d/g_max| sqrt(ln((t + t_read)/(2 t_read))) xi)``.
+    """
+
+    g_converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
+    g_max: float = 25.0
+    prog_coeff: list = field(default_factory=lambda: [0.2, 0.0, 0.0])
+    prog_noise_scale: float = 1.0
+    drift_nu_mean: float = 0.1
+    drift_nu_std: float = 0.05
+    drift_scale: float = 1.0
+    t_0: float = 20.0
+    read_noise_scale: float = 1.0
+    t_read: float = 250.0e-9
+
+    def _check(self, where: str) -> None:
+        _check_model(where, self)
+        _nonneg(where, "drift_nu_std", self.drift_nu_std)
+
+    def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
+        sigma = _poly_sigma(self.prog_coeff, g_target, self.g_max) * self.prog_noise_scale
+        return (g_target + sigma * torch.randn_like(g_target)).clamp_(min=0.0)
+
+    def generate_drift_coefficients(self, g_target: Tensor) -> Tensor:
+        nu = self.drift_nu_mean + self.drift_nu_std * torch.randn_like(g_target)
+        return nu.abs_() * self.drift_scale
+
+    def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
+        g_d = _drift(g_prog, nu, t_inference, self.t_0)
+        if self.read_noise_scale > 0:
+            t = t_inference + self.t_0
+            sigma = self.read_noise_scale * math.sqrt(math.log((t + self.t_read) / (2 * self.t_read)))
+            g_d = g_d + (g_d / self.g_max).abs() * sigma * torch.randn_like(g_d)
+        return g_d.clamp_(min=0.0)
+
+
+# --------------------------------------------------------------------------
+# Drift compensation
+
 
 class BaseDriftCompensation(_Config):
-    """Base class of the drift compensations of ``InferenceRPUConfig.drift_compensation``."""
+    """Base class of ``InferenceRPUConfig.drift_compensation``.
+
+    At programming time the tile is read with its full noisy forward on the
+    identity input and ``readout`` of that read is kept as the reference; after
+    drift, the tile output is multiplied (in digital) by ``apply(read, reference)``.
+    A read is ``(..., rows, columns)``: one row per identity input. Subclasses
+    override ``readout``; its result broadcasts over the read's columns.
+    """
+
+    def readout(self, y: Tensor) -> Tensor:
+        raise TypeError(f"{type(self).__name__}: a drift compensation must define readout(y)")
+
+    def apply(self, y: Tensor, reference: Tensor) -> Tensor:
+        """The digital factor ``reference / readout(y)``."""
+        return reference / self.readout(y)
 
 
 @register_config_class
 @dataclass(repr=False)
 class GlobalDriftCompensation(BaseDriftCompensation):
     """One digital factor per tile: mean|F(I)| at programming over mean|F(I)| now."""
+
+    def readout(self, y: Tensor) -> Tensor:
+        return y.abs().mean(dim=(-2, -1), keepdim=True).clamp(min=_READOUT_MIN)
+
+
+@register_config_class
+@dataclass(repr=False)
+class PerColumnDriftCompensation(BaseDriftCompensation):
+    """One digital factor per output column: the column's mean|F(I)| at
+    programming over its mean|F(I)| now."""
+
+    def readout(self, y: Tensor) -> Tensor:
+        return y.abs().mean(dim=-2, keepdim=True).clamp(min=_READOUT_MIN)

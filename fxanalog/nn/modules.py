@@ -22,9 +22,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
-from fxanalog.tile import layout_tiles, pack_io, split_sizes
+from fxanalog.tile import compute_dtype, layout_tiles, pack_io, split_sizes
 
 __all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d"]
+
+# Buffers of the programmed state (see AnalogLayerBase and fxanalog.inference).
+ANALOG_STATE = (
+    "programmed_conductances",
+    "drift_exponents",
+    "conductance_scales",
+    "drift_reference",
+    "analog_weight",
+    "drift_scales",
+)
 
 
 def _tuple(v, n: int) -> tuple:
@@ -44,6 +54,15 @@ class AnalogLayerBase(nn.Module):
             or None.
         out_scaling_alpha: learnable output scales (``learn_out_scaling``).
         analog_name: the layer's name in the model, used in messages.
+
+    Analog state (buffers, in ``state_dict()`` once set; see
+    ``fxanalog.inference``): ``programmed_conductances`` and
+    ``drift_exponents`` ``(2, G, N, K)`` for g+ and g-,
+    ``conductance_scales`` ``(G, n_out, n_in)`` (uS per tile unit of each
+    tile), ``drift_reference`` ``(G, N)``, ``analog_weight`` ``(G, N, K)``
+    (the tile weights now, used in eval) and ``drift_scales`` ``(G*N,)``
+    (the drift compensation, folded into the digital column scales in eval).
+    ``programming_report`` holds the closed-loop write's result.
     """
 
     groups: int
@@ -56,12 +75,16 @@ class AnalogLayerBase(nn.Module):
         self.mapped = mapped
         self.analog_name = type(self).__name__
         self._tiles_cache: Optional[tuple] = None
+        self._io_cache: Optional[tuple] = None
         N, K = self.tile_shape
         m = self.rpu_config.mapping
         self.in_sizes = split_sizes(K, m.max_input_size if mapped else 0)
         self.out_sizes = split_sizes(N, m.max_output_size if mapped else 0)
         self.register_buffer("mapping_scales", None)
         self.out_scaling_alpha = None
+        for name in ANALOG_STATE:
+            self.register_buffer(name, None)
+        self.programming_report: Optional[dict] = None
         self.reset_mapping_scales()
 
     # -- shapes ------------------------------------------------------------
@@ -110,7 +133,15 @@ class AnalogLayerBase(nn.Module):
     # -- tiles -------------------------------------------------------------
 
     def tile_weight(self) -> Tensor:
-        """The conductance-equivalent weights on the tiles, (G, N, K), in tile units."""
+        """The conductance-equivalent weights on the tiles, (G, N, K), in tile
+        units: in eval, once programmed, the programmed (or drifted) weights;
+        else the target weights."""
+        if not self.training and self.analog_weight is not None:
+            return self.analog_weight
+        return self.target_tile_weight()
+
+    def target_tile_weight(self) -> Tensor:
+        """The digital weights in tile units (divided by the mapping scales), (G, N, K)."""
         w = self.digital_weight_matrix()
         if self.mapping_scales is not None:
             s = self.mapping_scales.to(w.dtype)
@@ -118,25 +149,44 @@ class AnalogLayerBase(nn.Module):
         return w
 
     def tiles(self) -> Tensor:
-        """The tile array, (G, n_in, p_in, N). Cached while the weights don't
-        change and no gradient is recorded."""
-        cacheable = not (torch.is_grad_enabled() and self.weight.requires_grad) and not _compiling()
+        """The tile array, (G, n_in, p_in, N): a view of the weights when the
+        pieces are even and nothing is scaled, else a copy. In eval mode
+        without autograd the copy is cached while the weight tensor and its
+        version are unchanged (writes through ``weight.data`` bypass version
+        tracking: use ``set_weights`` or call ``invalidate_tiles()``)."""
+        cacheable = not self.training and not torch.is_grad_enabled() and not _compiling()
         if cacheable:
-            key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.weight.device)
+            key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.weight.device,
+                   self.training, _tensor_key(self.mapping_scales), _tensor_key(self.analog_weight))
             if self._tiles_cache is not None and self._tiles_cache[0] == key:
                 return self._tiles_cache[1]
-        t = layout_tiles(self.tile_weight().float(), self.in_sizes)
-        if cacheable:
-            self._tiles_cache = (key, t)
+        w = self.tile_weight()
+        t = layout_tiles(w.to(compute_dtype(w.dtype)), self.in_sizes)
+        self._tiles_cache = (key, t) if cacheable else None
         return t
 
+    def invalidate_tiles(self) -> None:
+        """Forget the cached tile array (after writing the weights behind autograd's back)."""
+        self._tiles_cache = None
+
     # -- compute -----------------------------------------------------------
+
+    def packed_io(self) -> tuple[list[float], list[float]]:
+        """The forward and backward IOParameters, validated and packed for the
+        op. Re-validated whenever a field changed since the last call, so a
+        config mutated after conversion is checked at its next use."""
+        cfg = self.rpu_config
+        fwd, bwd = cfg.forward, cfg.backward
+        snapshot = (type(cfg), tuple(fwd.__dict__.values()), tuple(bwd.__dict__.values()))
+        if self._io_cache is None or self._io_cache[0] != snapshot:
+            cfg.check_tile_config(f"{self.analog_name}.rpu_config")
+            self._io_cache = (snapshot, pack_io(fwd), pack_io(bwd))
+        return self._io_cache[1], self._io_cache[2]
 
     def analog_matmul(self, x: Tensor) -> Tensor:
         """(G, B, K) inputs -> (G, B, N) outputs of the tile array, with the
         digital output scales and bias."""
-        cfg = self.rpu_config
-        cfg.check_tile_config(f"{self.analog_name}.rpu_config")
+        forward_io, backward_io = self.packed_io()
         G = self.groups
         N, K = self.tile_shape
         if not torch.is_floating_point(x):
@@ -150,13 +200,13 @@ class AnalogLayerBase(nn.Module):
         bias = None if (self.bias is None or learn) else self.bias
         y = torch.ops.fxanalog.tile_mvm(
             x,
-            self.tiles(),
+            self.forward_tiles(),
             self.in_sizes,
             self.out_sizes,
-            self.mapping_scales,
+            self.digital_col_scale(),
             bias,
-            pack_io(cfg.forward),
-            pack_io(cfg.backward),
+            forward_io,
+            backward_io,
         )
         if learn:
             a = self.out_scaling_alpha.to(y.dtype)
@@ -165,20 +215,86 @@ class AnalogLayerBase(nn.Module):
                 y = y + self.bias.to(y.dtype).reshape(G, 1, N)
         return y
 
+    def forward_tiles(self) -> Tensor:
+        """The tiles of this forward pass: ``tiles()``, with the weight
+        modifier (``rpu_config.modifier``) applied in training (and in eval
+        with ``enable_during_test``); the stored weights are not changed."""
+        modifier = getattr(self.rpu_config, "modifier", None)
+        if modifier is not None and (self.training or modifier.enable_during_test):
+            from fxanalog.inference import modified_tile_weight, modifier_active
+
+            if modifier_active(modifier):
+                return layout_tiles(modified_tile_weight(self).float(), self.in_sizes)
+        return self.tiles()
+
+    def digital_col_scale(self) -> Optional[Tensor]:
+        """The digital factor per output passed to the op: the mapping scales,
+        times the drift compensation in eval once drifted."""
+        s = self.mapping_scales
+        d = None if self.training else self.drift_scales
+        if d is None:
+            return s
+        return d if s is None else s * d
+
+    # -- analog state --------------------------------------------------------
+
+    def clear_analog_state(self) -> None:
+        """Forget the programmed state (back to the digital weights in eval)."""
+        for name in ANALOG_STATE:
+            setattr(self, name, None)
+        self._tiles_cache = None
+
+    @torch.no_grad()
+    def set_tile_weight(self, w: Tensor) -> None:
+        """Set the digital weights from (G, N, K) tile-unit weights (times the
+        mapping scales); the mapping scales stay."""
+        if self.mapping_scales is not None:
+            s = self.mapping_scales.to(w.dtype)
+            w = w * (s.reshape(self.groups, -1, 1) if s.numel() > 1 else s)
+        self.weight.copy_(self.matrix_to_weight(w).to(self.weight.dtype))
+        self._tiles_cache = None
+
+    def matrix_to_weight(self, w: Tensor) -> Tensor:
+        """(G, N, K) matrices to the shape of ``weight``."""
+        return w.reshape(self.weight.shape)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The analog state exists only once programmed (and the mapping scales
+        # only with weight scaling or remapping): take them from the state
+        # dict when there, drop them when a full state of this layer lacks them.
+        full = (prefix + "weight") in state_dict
+        for name in ("mapping_scales",) + ANALOG_STATE:
+            key = prefix + name
+            if key in state_dict:
+                v = state_dict[key]
+                setattr(self, name, torch.empty_like(v, device=self.weight.device))
+            elif full:
+                setattr(self, name, None)
+        self._tiles_cache = None
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     # -- weights -----------------------------------------------------------
 
     @torch.no_grad()
-    def get_weights(self) -> tuple[Tensor, Optional[Tensor]]:
+    def get_weights(self, realistic: bool = False) -> tuple[Tensor, Optional[Tensor]]:
         """The effective digital weights (tile weights times the digital
-        scales) in the digital layer's shape, and the bias."""
+        scales) in the digital layer's shape, and the bias. ``realistic=True``
+        estimates them from noisy forward passes instead
+        (``fxanalog.inference.read_weights``)."""
+        if realistic:
+            from fxanalog.inference import read_weights
+
+            return read_weights(self)
         w = self.tile_weight().float()
-        if self.mapping_scales is not None:
-            s = self.mapping_scales
+        s = self.digital_col_scale()
+        if s is not None:
             w = w * (s.reshape(self.groups, -1, 1) if s.numel() > 1 else s)
         if self.out_scaling_alpha is not None:
             a = self.out_scaling_alpha.detach()
             w = w * (a.reshape(self.groups, -1, 1) if a.numel() > 1 else a)
-        w = w.reshape(self.weight.shape).to(self.weight.dtype)
+        w = self.matrix_to_weight(w).to(self.weight.dtype)
         b = None if self.bias is None else self.bias.detach().clone()
         return w.clone(), b
 
@@ -195,6 +311,7 @@ class AnalogLayerBase(nn.Module):
             if self.bias is None:
                 raise ValueError(f"{self.analog_name}.set_weights: the layer has no bias")
             self.bias.copy_(bias)
+        self.clear_analog_state()
         self.reset_mapping_scales()
 
     def extra_repr(self) -> str:
@@ -204,6 +321,10 @@ class AnalogLayerBase(nn.Module):
             f"{super().extra_repr()}, tiles={tiles}{len(self.out_sizes)}x{len(self.in_sizes)} "
             f"of <= {max(self.out_sizes)}x{max(self.in_sizes)}, rpu_config={type(self.rpu_config).__name__}"
         ).lstrip(", ")
+
+
+def _tensor_key(t: Optional[Tensor]):
+    return None if t is None else (t._version, t.data_ptr())
 
 
 def _compiling() -> bool:
@@ -253,6 +374,9 @@ class AnalogLinear(AnalogLayerBase):
     def digital_weight_matrix(self) -> Tensor:
         w = self.weight.t() if self.transposed else self.weight
         return w.unsqueeze(0)
+
+    def matrix_to_weight(self, w: Tensor) -> Tensor:
+        return w[0].t() if self.transposed else w[0]
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 0 or x.shape[-1] != self.in_features:
