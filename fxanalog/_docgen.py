@@ -96,9 +96,10 @@ MEANINGS: dict[str, dict[str, str]] = {
     },
     "WeightModifierParameter": {
         "std_dev": "Noise strength of `ADD_NORMAL`, `MULT_NORMAL`, `DISCRETIZE_ADD_NORMAL` and `POLY`, "
-                   "relative to amax (max|W| or `assumed_wmax`).",
-        "per_batch_sample": "Draw a separate perturbation for each sample of the batch instead of one "
-                            "per forward pass.",
+                   "relative to amax (each tile's max|W|, or `assumed_wmax`); for `PCM_NOISE` the factor on "
+                   "the PCM programming noise.",
+        "per_batch_sample": "aihwkit: a separate perturbation per sample of the batch. Not supported: "
+                            "`True` raises an error (one draw per forward pass).",
         "res": "`DISCRETIZE`, `DISCRETIZE_ADD_NORMAL`: resolution of the weight discretization, as a "
                "fraction of amax (a value > 1 is a number of steps).",
         "sto_round": "Stochastic rounding in the discretization.",
@@ -112,8 +113,9 @@ MEANINGS: dict[str, dict[str, str]] = {
     },
     "WeightRemapParameter": {
         "remapped_wmax": "The weight value mapped to the largest conductance after remapping.",
-        "max_scale_range": "Largest allowed range of the remapping scales (0: no limit).",
-        "max_scale_ref": "Reference (smallest) scale for `max_scale_range`.",
+        "max_scale_range": "aihwkit: largest allowed range of the remapping scales. Only 0 (no limit) is "
+                           "supported.",
+        "max_scale_ref": "aihwkit: reference (smallest) scale for `max_scale_range`. Only 0 is supported.",
         "type": "Kind of remapping: `LAYERWISE_SYMMETRIC` (one scale), `CHANNELWISE_SYMMETRIC` (per output) "
                 "or `NONE`.",
     },
@@ -184,7 +186,8 @@ ENUM_MEANINGS: dict[str, dict[str, str]] = {
         "ADD_NORMAL": "w += std_dev * amax * xi.",
         "DISCRETIZE_ADD_NORMAL": "`DISCRETIZE`, then `ADD_NORMAL`.",
         "POLY": "w += amax * std_dev * sum_k coeffs[k] (|w|/amax)^k * xi.",
-        "PCM_NOISE": "The PCM programming noise of the noise model.",
+        "PCM_NOISE": "The PCM programming noise of the config's noise model, scaled by `std_dev`, on each "
+                     "tile's conductance pairs.",
         "DROP_CONNECT": "Set a fraction `pdrop` of the weights to 0.",
     },
     "WeightRemapType": {
