@@ -437,6 +437,8 @@ def _encode(value: Any) -> Any:
         return value.name
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _encode(v) for k, v in value.items()}  # e.g. a custom drift model table
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot put a {type(value).__name__} into a config dict: {value!r}")
