@@ -1,0 +1,402 @@
+"""Programming, drift, compensation, clipping, modifiers, remapping and
+realistic read/write on analog layers (analog-semantics.md sections 3, 4).
+
+Expected values are computed here by hand or from the formulas; statistical
+checks state their tolerance next to the sample size.
+"""
+
+import io
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fxanalog import FloatingPointRPUConfig, InferenceRPUConfig
+from fxanalog.config import (
+    BoundManagementType,
+    NoiseManagementType,
+    WeightClipType,
+    WeightModifierParameter,
+    WeightModifierType,
+    WeightRemapType,
+)
+from fxanalog.inference import (
+    apply_weight_modifier,
+    clip_weights,
+    drift_analog_weights,
+    install_weight_clipping,
+    program_analog_weights,
+    read_weights,
+    realistic_write,
+    remap_weights,
+)
+from fxanalog.nn.modules import AnalogConv2d, AnalogLinear
+from fxanalog.noise import GlobalDriftCompensation, PCMLikeNoiseModel, PerColumnDriftCompensation
+
+T_YEAR = 365 * 24 * 3600.0
+
+
+def pcm_sigma(g: float) -> float:
+    gh = g / 25.0
+    return 0.26348 + 1.9650 * gh - 1.1731 * gh * gh
+
+
+def quiet_config(**noise) -> InferenceRPUConfig:
+    """A config whose forward is exact, so the tile weights are what is seen."""
+    cfg = InferenceRPUConfig()
+    cfg.forward.is_perfect = True
+    cfg.noise_model = PCMLikeNoiseModel(**noise)
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# Programming
+
+
+def test_program_needs_eval_and_analog_layers():
+    layer = AnalogLinear(8, 4)
+    with pytest.raises(ValueError, match="training mode"):
+        program_analog_weights(layer)
+    with pytest.raises(ValueError, match="training mode"):
+        drift_analog_weights(layer, 10.0)
+    with pytest.raises(ValueError, match="no analog layers"):
+        program_analog_weights(nn.Linear(3, 3).eval())
+    with pytest.raises(ValueError, match="t_inference"):
+        drift_analog_weights(layer.eval(), -1.0)
+
+
+def test_programming_per_tile_conductance_scale():
+    cfg = quiet_config()
+    cfg.mapping.max_input_size = 2
+    layer = AnalogLinear(4, 2, bias=False, rpu_config=cfg).eval()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.5, -1.0, 0.1, 0.2], [0.25, 0.0, -0.4, 0.0]]))
+    program_analog_weights(layer)
+    # tile 1: inputs 0-1, max 1.0 -> 25 uS per unit; tile 2: inputs 2-3, max 0.4 -> 62.5
+    assert torch.allclose(layer.conductance_scales, torch.tensor([[[25.0, 62.5]]]))
+    assert layer.programmed_conductances.shape == (2, 1, 2, 4)
+
+
+def test_programming_noise_of_layer_weights():
+    """Weights 0.5 max|W| on g+ = 12.5 uS, g- = 0: the weight error in uS is
+    sigma(12.5) xi - max(0, sigma(0) xi'), std sqrt(s1^2 + s0^2 (1/2 - 1/(2 pi)))."""
+    torch.manual_seed(0)
+    cfg = quiet_config(read_noise_scale=0.0)
+    cfg.mapping.max_input_size = 0
+    layer = AnalogLinear(400, 250, bias=False, rpu_config=cfg).eval()
+    with torch.no_grad():
+        layer.weight.fill_(0.5)
+        layer.weight[:, 0] = 1.0  # max 1 -> s = 25 uS per unit
+    program_analog_weights(layer)
+    err = (layer.analog_weight[0, :, 1:] - 0.5) * 25.0  # 99 750 devices
+    s1, s0 = pcm_sigma(12.5), pcm_sigma(0.0)
+    expected = math.sqrt(s1 * s1 + s0 * s0 * (0.5 - 1 / (2 * math.pi)))
+    assert abs(err.std().item() / expected - 1) < 0.02
+    assert abs(err.mean().item() + s0 / math.sqrt(2 * math.pi)) < 0.02
+
+
+def test_drift_of_noise_free_devices_is_exact():
+    torch.manual_seed(1)
+    cfg = quiet_config(prog_noise_scale=0.0, read_noise_scale=0.0)
+    cfg.drift_compensation = None
+    cfg.mapping.max_input_size = 16
+    layer = AnalogLinear(40, 8, rpu_config=cfg).eval()
+    target = layer.target_tile_weight().detach()
+    program_analog_weights(layer)
+    assert torch.allclose(layer.analog_weight, target, atol=1e-7)
+    g, nu = layer.programmed_conductances, layer.drift_exponents
+    scale = layer.conductance_scales.repeat_interleave(torch.tensor(layer.in_sizes), dim=2)
+    for t in (3600.0, T_YEAR):
+        drift_analog_weights(layer, t)
+        f = ((t + 20.0) / 20.0) ** (-nu)
+        expected = (g[0] * f[0] - g[1] * f[1]) / scale
+        assert torch.allclose(layer.analog_weight, expected, rtol=1e-5, atol=1e-7)
+        x = torch.randn(5, 40)
+        assert torch.allclose(layer(x), x @ expected[0].t() + layer.bias, rtol=1e-4, atol=1e-5)
+
+
+def test_drift_is_recomputed_from_the_programmed_state():
+    cfg = InferenceRPUConfig()
+    layer = AnalogLinear(30, 10, rpu_config=cfg).eval()
+    drift_analog_weights(layer, 3600.0)  # programs first
+    assert layer.programmed_conductances is not None
+    torch.manual_seed(7)
+    drift_analog_weights(layer, 3600.0)
+    one_hour = layer.analog_weight.clone()
+    drift_analog_weights(layer, 86400.0)
+    torch.manual_seed(7)
+    drift_analog_weights(layer, 3600.0)
+    assert torch.equal(layer.analog_weight, one_hour)
+
+
+def test_training_mode_uses_the_digital_weights():
+    layer = AnalogLinear(6, 3, rpu_config=quiet_config()).eval()
+    program_analog_weights(layer)
+    drift_analog_weights(layer, 1e5)
+    assert not torch.equal(layer.tile_weight(), layer.target_tile_weight())
+    layer.train()
+    assert torch.equal(layer.tile_weight(), layer.target_tile_weight())
+    x = torch.randn(4, 6)
+    assert torch.allclose(layer(x), x @ layer.weight.t() + layer.bias, atol=1e-6)
+
+
+def test_floating_point_layers_are_not_programmed():
+    layer = AnalogLinear(6, 3, rpu_config=FloatingPointRPUConfig()).eval()
+    program_analog_weights(layer)
+    drift_analog_weights(layer, 100.0)
+    assert layer.analog_weight is None
+
+
+@pytest.mark.parametrize("comp", [GlobalDriftCompensation(), PerColumnDriftCompensation()])
+def test_compensation_restores_the_mean_output(comp):
+    torch.manual_seed(2)
+    cfg = InferenceRPUConfig(drift_compensation=comp)
+    cfg.mapping.weight_scaling_omega = 1.0
+    cfg.mapping.max_input_size = 128
+    layer = AnalogLinear(256, 64, bias=False, rpu_config=cfg).eval()
+    x = torch.randn(512, 256)
+    program_analog_weights(layer)
+    level0 = layer(x).abs().mean().item()
+    drift_analog_weights(layer, T_YEAR)
+    compensated = layer(x).abs().mean().item()
+    assert abs(compensated / level0 - 1) < 0.05
+    layer.drift_scales = None  # the same drifted weights, uncompensated
+    drifted = layer(x).abs().mean().item()
+    assert drifted / level0 < 0.6  # (1.6e6)^-nu with nu ~ 0.05
+
+
+def test_state_dict_round_trip_weights_only():
+    torch.manual_seed(3)
+    cfg = InferenceRPUConfig()
+    cfg.mapping.max_input_size = 20
+    a = AnalogConv2d(3, 4, 3, rpu_config=cfg).eval()
+    program_analog_weights(a)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    b = AnalogConv2d(3, 4, 3, rpu_config=cfg).eval()
+    b.load_state_dict(state)
+    x = torch.randn(2, 3, 6, 6)
+    outs = []
+    for layer in (a, b):
+        torch.manual_seed(11)
+        drift_analog_weights(layer, 1000.0)
+        outs.append(layer(x))
+    assert torch.equal(outs[0], outs[1])
+    # an unprogrammed state loads back into a programmed layer
+    a.load_state_dict(AnalogConv2d(3, 4, 3, rpu_config=cfg).state_dict())
+    assert a.analog_weight is None
+
+
+# --------------------------------------------------------------------------
+# Clipping, remapping
+
+
+def _layer_with(w, **cfg_fields):
+    cfg = InferenceRPUConfig()
+    for name, value in cfg_fields.items():
+        obj, field = name.split("__")
+        setattr(getattr(cfg, obj), field, value)
+    layer = AnalogLinear(w.shape[1], w.shape[0], bias=False, rpu_config=cfg)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    return layer
+
+
+def test_clip_fixed_value_after_optimizer_step():
+    layer = _layer_with(torch.tensor([[0.5, -2.0, 1.5]]), clip__type=WeightClipType.FIXED_VALUE,
+                        clip__fixed_value=1.0)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.0)
+    handle = install_weight_clipping(opt, layer)
+    layer(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    assert torch.equal(layer.weight.detach(), torch.tensor([[0.5, -1.0, 1.0]]))
+    handle.remove()
+
+
+def test_clip_layer_gaussian_and_average_channel_max():
+    # values 1, 2, 3, 4, 10: mean 4, population std sqrt(50/5)
+    layer = _layer_with(torch.tensor([[1.0, 2.0, 3.0, 4.0, 10.0]]), clip__type=WeightClipType.LAYER_GAUSSIAN,
+                        clip__sigma=1.0)
+    clip_weights(layer)
+    b = math.sqrt(10.0)
+    assert torch.allclose(layer.weight.detach(), torch.tensor([[1.0, 2.0, 3.0, b, b]]))
+    layer = _layer_with(torch.tensor([[1.0, -4.0], [2.0, 0.5]]), clip__type=WeightClipType.AVERAGE_CHANNEL_MAX)
+    clip_weights(layer)  # row maxima 4 and 2 -> bound 3
+    assert torch.equal(layer.weight.detach(), torch.tensor([[1.0, -3.0], [2.0, 0.5]]))
+
+
+def test_remap_layerwise_and_channelwise():
+    w = torch.tensor([[1.0, -2.0], [0.5, 0.25]])
+    layer = _layer_with(w, remap__type=WeightRemapType.LAYERWISE_SYMMETRIC)
+    remap_weights(layer)
+    assert torch.equal(layer.mapping_scales, torch.tensor([2.0]))
+    assert torch.equal(layer.target_tile_weight()[0].detach(), w / 2)
+    assert torch.allclose(layer.get_weights()[0], w)
+    layer = _layer_with(w, remap__type=WeightRemapType.CHANNELWISE_SYMMETRIC, remap__remapped_wmax=0.5)
+    remap_weights(layer)
+    assert torch.equal(layer.mapping_scales, torch.tensor([4.0, 1.0]))
+    assert torch.allclose(layer.get_weights()[0], w)
+    layer = _layer_with(w, remap__type=WeightRemapType.LAYERWISE_SYMMETRIC, remap__max_scale_range=2.0)
+    with pytest.raises(ValueError, match="max_scale_range"):
+        remap_weights(layer)
+
+
+# --------------------------------------------------------------------------
+# Weight modifiers
+
+
+def _mod(**kw) -> WeightModifierParameter:
+    return WeightModifierParameter(**kw)
+
+
+def test_modifier_discretize_by_hand():
+    w = torch.tensor([[0.3, -1.0, 0.74, 0.1]])
+    out = apply_weight_modifier(w, _mod(type=WeightModifierType.DISCRETIZE, res=0.25))
+    assert torch.equal(out, torch.tensor([[0.25, -1.0, 0.75, 0.0]]))  # rint(0.4) = 0
+    out = apply_weight_modifier(w, _mod(type=WeightModifierType.DISCRETIZE, res=0.25,
+                                        rel_to_actual_wmax=False, assumed_wmax=2.0))
+    assert torch.equal(out, torch.tensor([[0.5, -1.0, 0.5, 0.0]]))  # steps of 0.5
+
+
+def test_modifier_noise_statistics():
+    torch.manual_seed(4)
+    n = 200_000
+    w = torch.full((1, n), 0.5)
+    w[0, 0] = 2.0  # amax = 2
+    rest = slice(1, None)
+    d = apply_weight_modifier(w, _mod(type=WeightModifierType.ADD_NORMAL, std_dev=0.1)) - w
+    assert abs(d[0, rest].std().item() / (0.1 * 2.0) - 1) < 0.02
+    d = apply_weight_modifier(w, _mod(type=WeightModifierType.MULT_NORMAL, std_dev=0.1)) - w
+    assert abs(d[0, rest].std().item() / (0.5 * 0.1 * 2.0) - 1) < 0.02
+    d = apply_weight_modifier(w, _mod(type=WeightModifierType.POLY, std_dev=0.1, coeffs=[0.2, 0.4, 0.8])) - w
+    a = 0.25
+    assert abs(d[0, rest].std().item() / (2.0 * 0.1 * (0.2 + 0.4 * a + 0.8 * a * a)) - 1) < 0.02
+    d = apply_weight_modifier(w, _mod(type=WeightModifierType.DISCRETIZE_ADD_NORMAL, std_dev=0.1, res=0.3)) - w
+    # 0.5/2 = 0.25 -> rint(0.8333) * 0.3 = 0.3 -> 0.6: shift 0.1, then noise 0.2
+    assert abs(d[0, rest].mean().item() - 0.1) < 0.005
+    assert abs(d[0, rest].std().item() / 0.2 - 1) < 0.02
+    # PCM: weight 0.25 amax on g+ = 6.25 uS (s = 12.5 uS per unit), std_dev scales the noise
+    d = (apply_weight_modifier(w, _mod(type=WeightModifierType.PCM_NOISE, std_dev=2.0)) - w) * 12.5
+    s1, s0 = pcm_sigma(6.25), pcm_sigma(0.0)
+    assert abs(d[0, rest].std().item() / (2.0 * math.sqrt(s1 * s1 + s0 * s0 * (0.5 - 1 / (2 * math.pi)))) - 1) < 0.02
+
+
+def test_modifier_drop_connect():
+    torch.manual_seed(5)
+    w = torch.rand(400, 500) + 0.5
+    out = apply_weight_modifier(w, _mod(type=WeightModifierType.DROP_CONNECT, pdrop=0.3))
+    dropped = out == 0
+    assert abs(dropped.float().mean().item() - 0.3) < 0.005  # 200 000 draws: 5 sd = 0.005
+    assert torch.equal(out[~dropped], w[~dropped])
+
+
+def test_modifier_per_batch_sample_is_refused():
+    with pytest.raises(ValueError, match="per_batch_sample"):
+        apply_weight_modifier(torch.ones(2, 2), _mod(type=WeightModifierType.ADD_NORMAL, per_batch_sample=True))
+
+
+def test_modifier_only_in_training_forward():
+    torch.manual_seed(6)
+    cfg = InferenceRPUConfig()
+    cfg.forward.is_perfect = True
+    cfg.modifier.type = WeightModifierType.DROP_CONNECT
+    cfg.modifier.pdrop = 0.5
+    layer = AnalogLinear(64, 16, bias=False, rpu_config=cfg)
+    stored = layer.weight.detach().clone()
+    x = torch.randn(8, 64)
+    y = layer(x)
+    exact = x @ stored.t()
+    assert not torch.allclose(y, exact, atol=1e-3)
+    y.sum().backward()  # straight through: dL/dW = sum over rows of x
+    assert torch.allclose(layer.weight.grad, x.sum(0).expand(16, 64), atol=1e-5)
+    assert torch.equal(layer.weight.detach(), stored)
+    layer.eval()
+    assert torch.allclose(layer(x), exact, atol=1e-5)
+    cfg2 = layer.rpu_config
+    cfg2.modifier.enable_during_test = True
+    assert not torch.allclose(layer(x), exact, atol=1e-3)
+
+
+# --------------------------------------------------------------------------
+# Realistic write and read
+
+
+def test_realistic_write_512_tile_reaches_tolerance():
+    torch.manual_seed(7)
+    cfg = InferenceRPUConfig()
+    cfg.mapping.weight_scaling_omega = 1.0
+    layer = AnalogLinear(512, 512, rpu_config=cfg)
+    target = layer.target_tile_weight().detach().clone()
+    report = realistic_write(layer)
+    r = report["AnalogLinear"]
+    assert layer.programming_report == r
+    assert r["iterations"] < 100 and r["error"] < 0.01
+    true_error = (layer.target_tile_weight().detach() - target).abs().mean() / target.abs().max()
+    assert true_error < 0.01
+
+
+def test_realistic_write_tile_array_reaches_tolerance():
+    torch.manual_seed(8)
+    cfg = InferenceRPUConfig()
+    cfg.mapping.weight_scaling_omega = 1.0
+    cfg.mapping.max_input_size = 128
+    cfg.mapping.max_output_size = 64
+    model = nn.Sequential(AnalogLinear(300, 100, rpu_config=cfg))  # 3 x 2 tiles
+    layer = model[0]
+    target = layer.target_tile_weight().detach().clone()
+    report = realistic_write(model)
+    assert set(report) == {"0"} and report["0"]["error"] < 0.01
+    err = (layer.target_tile_weight().detach() - target).abs()
+    for rows in err.split(layer.out_sizes, dim=1):
+        for tile, t in zip(rows.split(layer.in_sizes, dim=2), target.split(layer.in_sizes, dim=2)):
+            assert tile.mean() / t.abs().max() < 0.01  # every tile (max of its own target)
+
+
+def test_realistic_write_floating_point_is_exact_up_to_the_band():
+    torch.manual_seed(9)
+    layer = AnalogLinear(100, 20, rpu_config=FloatingPointRPUConfig())
+    target = layer.weight.detach().clone()
+    report = realistic_write(layer, tolerance=1e-3)
+    assert report["AnalogLinear"]["iterations"] == 1
+    # devices left alone are within the band; the others are exact
+    assert ((layer.weight.detach() - target).abs() <= 1e-3 * target.abs().max() + 1e-7).all()
+
+
+def test_read_weights_noise_free_tile_array():
+    torch.manual_seed(10)
+    cfg = FloatingPointRPUConfig()
+    cfg.mapping.max_input_size = 30
+    cfg.mapping.max_output_size = 7
+    layer = AnalogConv2d(4, 10, 3, groups=2, rpu_config=cfg)  # 2 groups, 18 inputs each
+    layer2 = AnalogLinear(70, 12, rpu_config=cfg)  # 3 x 2 tiles of 24/23/23 inputs
+    for lay in (layer, layer2):
+        w, b = lay.get_weights(realistic=True)
+        assert torch.allclose(w, lay.weight.detach(), rtol=1e-5, atol=1e-6)
+        assert torch.equal(b, lay.bias.detach())
+
+
+def test_read_weights_noisy_tile_within_predicted_error():
+    """Output noise 0.06 alpha per read (alpha = max|x|, nothing else): the
+    least-squares error covariance is (X'X)^-1 X' diag(0.06^2 alpha^2) X (X'X)^-1,
+    evaluated here on independent draws of X."""
+    torch.manual_seed(11)
+    K, Nout = 64, 32
+    cfg = InferenceRPUConfig()
+    f = cfg.forward
+    f.inp_res, f.out_res, f.out_bound = 0.0, 0.0, 0.0
+    f.bound_management = BoundManagementType.NONE
+    f.noise_management = NoiseManagementType.ABS_MAX
+    layer = AnalogLinear(K, Nout, rpu_config=cfg).eval()
+    errors = torch.cat([(read_weights(layer)[0] - layer.weight.detach()).reshape(-1) for _ in range(4)])
+    measured = errors.square().mean().sqrt().item()
+    pred = []
+    for _ in range(8):
+        x = torch.randn(10 * K, K, dtype=torch.float64)
+        inv = torch.linalg.inv(x.t() @ x)
+        d = 0.06**2 * x.abs().amax(dim=1) ** 2
+        pred.append(torch.diagonal(inv @ (x.t() * d) @ x @ inv).mean().item())
+    predicted = math.sqrt(sum(pred) / len(pred))
+    assert abs(measured / predicted - 1) < 0.08  # 8192 estimates: ~1 % standard error
