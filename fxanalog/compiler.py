@@ -75,7 +75,7 @@ def compile(
         return model
     if not hasattr(result, "analog_tiles"):
         result.__class__ = analog_class(type(result))
-    set_layer_records(result, opts.records)
+    set_layer_records(result, _in_model_order(opts.records, model))
     if realistic_read_write:
         passes.program(result)
     dumper.stage("program" if realistic_read_write else "final", result)
@@ -98,7 +98,23 @@ def explain(model: nn.Module, rpu_config=None, example_inputs=None, **kwargs):
                     kwargs.get("exclude", ()), kwargs.get("layer_config"), dry_run=True)
     _convert(model, opts, "", example_inputs, StageDumper(None))
     opts.check_excludes()
-    return Report.from_records(opts.records, title=f"fxanalog.explain: {type(model).__name__} (dry run)")
+    return Report.from_records(_in_model_order(opts.records, model),
+                               title=f"fxanalog.explain: {type(model).__name__} (dry run)")
+
+
+def _in_model_order(records: list[dict], model: nn.Module) -> list[dict]:
+    """Records sorted by the position of their source (module or parameter
+    path) in the model's module order; a record whose source is a parameter
+    of the root stays after the record before it (graph order)."""
+    order = {name: i for i, (name, _) in enumerate(model.named_modules()) if name}
+    keys, last = [], 0
+    for rec in records:
+        path = rec.get("source") or rec["name"]
+        while path not in order and "." in path:
+            path = path.rpartition(".")[0]
+        last = order.get(path, last)
+        keys.append(last)
+    return [rec for _, _, rec in sorted(zip(keys, range(len(records)), records), key=lambda t: t[:2])]
 
 
 def _options(model, rpu_config, mapped, conversion_map, exclude, layer_config, dry_run) -> CompileOptions:

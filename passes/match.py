@@ -190,11 +190,11 @@ def match(gm: fx.GraphModule, options: CompileOptions, param_of: Optional[Callab
 
 
 def _module_shape(module):
-    w = getattr(module, "weight", None)
-    if isinstance(w, torch.Tensor):
-        return w.shape
-    w = getattr(module, "in_proj_weight", None)
-    return w.shape if isinstance(w, torch.Tensor) else None
+    for attr in ("weight", "in_proj_weight", "weight_ih_l0", "weight_ih"):
+        w = getattr(module, attr, None)
+        if isinstance(w, torch.Tensor):
+            return w.shape
+    return None
 
 
 def _owner_module(gm: fx.GraphModule, path: str):
