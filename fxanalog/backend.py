@@ -231,7 +231,9 @@ def fxanalog_backend(gm: fx.GraphModule, example_inputs, options: Optional[dict]
         raise ValueError(f"fxanalog backend: unknown option {sorted(unknown)[0]!r}; expected {', '.join(_OPTION_NAMES)}")
     if mode not in (None, "default"):
         raise ValueError(f"fxanalog backend: mode = {mode!r}: the analog backend has no modes; use options")
-    key = repr(sorted((k, repr(v)) for k, v in options.items()))
+    # Modules and functions by identity; configs by value (equal configs share a cache).
+    key = repr(sorted((k, id(v) if isinstance(v, nn.Module) or callable(v) else repr(v))
+                      for k, v in options.items()))
     if key not in _SHARED:
         _SHARED[key] = backend(**options)
     return _SHARED[key](gm, example_inputs)

@@ -309,3 +309,27 @@ def test_realistic_read_write_programs_every_layer():
     rows = fxanalog.analog_summary(analog).rows
     assert all(r["programming_report"] is not None for r in rows)
     assert "programming" in str(fxanalog.analog_summary(analog))
+
+
+def test_program_and_drift_methods_are_the_inference_functions():
+    inference = pytest.importorskip("fxanalog.inference")
+    model = zoo.build("lenet")
+    x = zoo.inputs("lenet")
+    outs = []
+    for use_methods in (True, False):
+        analog = fxanalog.compile(model).eval()
+        torch.manual_seed(11)
+        if use_methods:
+            analog.program_analog_weights()
+            analog.drift_analog_weights(3600.0)
+        else:
+            inference.program_analog_weights(analog)
+            inference.drift_analog_weights(analog, 3600.0)
+        torch.manual_seed(12)
+        with torch.no_grad():
+            outs.append(analog(*x))
+    assert torch.equal(outs[0], outs[1])
+    fresh = fxanalog.compile(model).eval()
+    torch.manual_seed(12)
+    with torch.no_grad():
+        assert not torch.equal(fresh(*x), outs[0])  # programming and drift changed the weights
