@@ -272,6 +272,8 @@ def _match_functional(gm, node, options: CompileOptions, param_of, prefix: str) 
         if w is None or w[0].dim() != 2:
             if _weight(node.args[0], param_of) is not None:
                 return _unsupported(node, options, param_of, prefix, "the parameter is the left operand")
+            if _derived_param(node.args[1], param_of) is not None:
+                return _unsupported(node, options, param_of, prefix)
             return None
         param, path, flipped, chain = w
         # x @ W: W stored (in, out) unless seen through a transpose.
@@ -358,12 +360,31 @@ def _match_attention(node, options, param_of, prefix) -> Optional[Match]:
     return m
 
 
+def _derived_param(node: Any, param_of: Callable, depth: int = 3):
+    """A >= 2-D parameter that ``node`` is computed from (within ``depth``
+    ops, e.g. ``W * mask``), or None."""
+    found = _weight(node, param_of)
+    if found is not None:
+        return found if found[0].dim() >= 2 else None
+    if depth == 0 or not isinstance(node, fx.Node) or node.op not in ("call_function", "call_method"):
+        return None
+    for a in node.all_input_nodes:
+        found = _derived_param(a, param_of, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
 def _unsupported(node, options, param_of, prefix, why: str = "") -> None:
     """Record a matmul with a parameter operand that stays digital."""
     for a in list(node.args) + list(node.kwargs.values()):
         found = _weight(a, param_of)
+        derived = found is None
+        if derived:
+            found = _derived_param(a, param_of)
         if found is not None and found[0].dim() >= 2:
-            what = why or f"weight of shape {tuple(found[0].shape)} cannot be put on a tile"
+            what = why or (f"weight computed from parameter {found[1]} (not the parameter itself)" if derived
+                           else f"weight of shape {tuple(found[0].shape)} cannot be put on a tile")
             fname = getattr(node.target, "__name__", str(node.target))
             options.all_names.append(prefix + found[1])
             options.records.append(record(prefix + found[1], fname, f"digital: {what}", prefix + found[1],

@@ -333,3 +333,29 @@ def test_program_and_drift_methods_are_the_inference_functions():
     torch.manual_seed(12)
     with torch.no_grad():
         assert not torch.equal(fresh(*x), outs[0])  # programming and drift changed the weights
+
+
+def test_shared_weight_and_unsupported_matmuls_are_reported():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(6, 4))
+            self.mask = nn.Parameter(torch.ones(6, 4), requires_grad=False)
+            self.v = nn.Parameter(torch.randn(3, 6))
+
+        def forward(self, x, y):
+            a = F.linear(x, self.w) + F.linear(y, self.w)  # one weight, two matmuls
+            b = F.linear(x, self.w * self.mask)  # a computed weight: stays digital
+            return self.v @ (a + b).t()  # the parameter as left operand: stays digital
+
+    model = Net()
+    analog = fxanalog.compile(model, fp())
+    layers = dict(analog.analog_tiles())
+    assert sorted(layers) == ["analog_w", "analog_w_1"]
+    assert layers["analog_w"].weight is layers["analog_w_1"].weight  # shared, not copied
+    digital = {r["name"]: r["converted_by"] for r in analog.analog_layers() if r["converted_by"].startswith("dig")}
+    assert digital == {"w": "digital: weight computed from parameter w (not the parameter itself)",
+                       "v": "digital: the parameter is the left operand"}
+    x, y = torch.randn(2, 4), torch.randn(2, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(analog(x, y), model(x, y))
