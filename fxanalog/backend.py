@@ -251,3 +251,11 @@ fxanalog_backend.reset = _reset_shared  # torch._dynamo.reset() calls it
 def shared_backends() -> list[AnalogBackend]:
     """The backends created for ``backend="fxanalog"`` (one per options)."""
     return list(_SHARED.values())
+
+
+# ``fxanalog.backend`` is this module's ``backend`` function (the public
+# name), which shadows the module as an attribute of the package: the
+# module's other names are reachable from the function too, so that
+# ``import fxanalog.backend as b; b.fxanalog_backend`` works either way.
+for _name in ("AnalogBackend", "fxanalog_backend", "shared_backends"):
+    setattr(backend, _name, globals()[_name])
