@@ -24,7 +24,7 @@ from torch import fx, nn
 
 from fxanalog.nn.modules import AnalogLayerBase, AnalogLinear
 
-from .layers import call_from_digital, is_builtin, record, tile_map, weight_dims
+from .layers import call_from_digital, is_builtin, record, tile_map
 from .match import Match
 
 __all__ = ["rewrite", "build_layer", "layer_records", "set_submodule"]
@@ -67,7 +67,7 @@ def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, so
             continue
         full = name + (f".{sub}" if sub else "")
         layer.analog_name = full
-        G, N, K = weight_dims((layer.tile_shape[0] * layer.groups, layer.tile_shape[1]), layer.groups)
+        N, K = layer.tile_shape
         plan = tile_map(layer.groups, N, K, layer.rpu_config, layer.mapped, layer.in_sizes, layer.out_sizes)
         out.append(record(full, kind + (f".{sub}" if sub else ""), converted_by, source,
                           layer.weight.shape, plan))
