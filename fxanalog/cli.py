@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder for the plot, dumps and summary (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0, help="seed of the data split, training and draws (default: 0)")
     demo.add_argument("--draws", type=_positive_int, default=None, metavar="N",
-                      help="programming draws averaged per point (default: 5, or 2 with --quick)")
+                      help="programming draws averaged per point (default: 10, or 2 with --quick)")
     demo.add_argument("--quick", action="store_true", help="fewer epochs, draws and test samples (seconds)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(func=_cmd_demo)
