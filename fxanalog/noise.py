@@ -86,13 +86,17 @@ class SinglePairConductanceConverter(_Config):
             w_max = weights.detach().abs().amax()
         s = self.scale_ratio(torch.as_tensor(w_max, dtype=weights.dtype, device=weights.device))
         span = self.g_max - self.g_min
-        sw = weights * s
-        g = torch.stack([sw.clamp(0.0, span), (-sw).clamp(0.0, span)]) + self.g_min
+        g = torch.empty((2, *weights.shape), dtype=weights.dtype, device=weights.device)
+        torch.mul(weights, s, out=g[0])
+        torch.neg(g[0], out=g[1])
+        g.clamp_(0.0, span)
+        if self.g_min:
+            g.add_(self.g_min)
         return g, {"scale_ratio": s}
 
     def convert_back_to_weights(self, conductances: Tensor, params: dict) -> Tensor:
         """``(g+ - g-) / s``: the inverse of ``convert_to_conductances``."""
-        return (conductances[0] - conductances[1]) / params["scale_ratio"]
+        return torch.sub(conductances[0], conductances[1]).div_(params["scale_ratio"])
 
 
 # --------------------------------------------------------------------------
@@ -144,13 +148,11 @@ class BaseNoiseModel(_Config):
 
 
 def _poly_sigma(coeffs, g: Tensor, g_max: float) -> Tensor:
-    """``c0 + c1 (g/g_max) + c2 (g/g_max)^2 + ...``"""
+    """``c0 + c1 (g/g_max) + c2 (g/g_max)^2 + ...`` (Horner's scheme)."""
     gh = g / g_max
-    sigma = torch.full_like(g, float(coeffs[0]))
-    power = torch.ones_like(g)
-    for c in coeffs[1:]:
-        power = power * gh
-        sigma = sigma + float(c) * power
+    sigma = torch.full_like(g, float(coeffs[-1]))
+    for c in reversed(coeffs[:-1]):
+        sigma.mul_(gh).add_(float(c))
     return sigma
 
 
@@ -158,7 +160,7 @@ def _drift(g_prog: Tensor, nu: Tensor, t_inference: float, t_0: float) -> Tensor
     """``g_prog (t/t_0)^-nu`` with ``t = t_inference + t_0`` (no drift at t <= t_0)."""
     t = t_inference + t_0
     if t > t_0:
-        return g_prog * torch.pow(t / t_0, -nu)
+        return torch.mul(nu, -math.log(t / t_0)).exp_().mul_(g_prog)
     return g_prog.clone()
 
 
@@ -212,31 +214,33 @@ class PCMLikeNoiseModel(BaseNoiseModel):
         return _poly_sigma(self.prog_coeff, g_target, self.g_max) * (self.g_max / self.prog_coeff_g_max_reference)
 
     def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
-        sigma = self.programming_sigma(g_target) * self.prog_noise_scale
-        return (g_target + sigma * torch.randn_like(g_target)).clamp_(min=0.0)
+        sigma = self.programming_sigma(g_target).mul_(self.prog_noise_scale)
+        return torch.randn_like(g_target).mul_(sigma).add_(g_target).clamp_(min=0.0)
 
     def drift_statistics(self, g_target: Tensor) -> tuple[Tensor, Tensor]:
         """(mu, sd) of the drift exponent before folding and drift_scale."""
-        gr = (g_target / self.g_max).abs().clamp(min=_ZERO_CLIP).log()
-        mu = (-0.0155 * gr + 0.0244).clamp(0.049, 0.1)
-        sd = (-0.0125 * gr - 0.0059).clamp(0.008, 0.045)
+        gr = torch.abs(g_target).div_(self.g_max).clamp_(min=_ZERO_CLIP).log_()
+        mu = torch.mul(gr, -0.0155).add_(0.0244).clamp_(0.049, 0.1)
+        sd = gr.mul_(-0.0125).sub_(0.0059).clamp_(0.008, 0.045)
         return mu, sd
 
     def generate_drift_coefficients(self, g_target: Tensor) -> Tensor:
         mu, sd = self.drift_statistics(g_target)
-        return (mu + sd * torch.randn_like(mu)).abs_() * self.drift_scale
+        nu = torch.randn_like(mu).mul_(sd).add_(mu).abs_()
+        return nu.mul_(self.drift_scale) if self.drift_scale != 1 else nu
 
     def read_sigma(self, g_prog: Tensor, t_inference: float) -> Tensor:
         """Relative 1/f read noise ``Q sqrt(ln((t + t_read)/(2 t_read)))`` (before read_noise_scale)."""
         t = t_inference + self.t_0
-        q = (0.0088 / (g_prog.abs() / self.g_max).pow(0.65).clamp(min=1e-3)).clamp(max=0.2)
-        return q * math.sqrt(math.log((t + self.t_read) / (2 * self.t_read)))
+        q = torch.abs(g_prog).div_(self.g_max).pow_(0.65).clamp_(min=1e-3).reciprocal_().mul_(0.0088).clamp_(max=0.2)
+        return q.mul_(math.sqrt(math.log((t + self.t_read) / (2 * self.t_read))))
 
     def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
         g_d = _drift(g_prog, nu, t_inference, self.t_0)
         if self.read_noise_scale > 0:
-            sigma = self.read_sigma(g_prog, t_inference) * self.read_noise_scale
-            g_d = g_d + g_d.abs() * sigma * torch.randn_like(g_d)
+            # g_d (1 + sigma xi) has the law of g_d + |g_d| sigma xi (xi is symmetric)
+            sigma = self.read_sigma(g_prog, t_inference).mul_(self.read_noise_scale)
+            g_d.mul_(torch.randn_like(g_d).mul_(sigma).add_(1.0))
         return g_d.clamp_(min=0.0)
 
 
