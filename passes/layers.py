@@ -82,6 +82,14 @@ def is_builtin(cls: type) -> bool:
     return cls in (AnalogLinear, AnalogConv1d, AnalogConv2d, AnalogConv3d, AnalogMultiheadAttention)
 
 
+def is_analog(module: nn.Module) -> bool:
+    """An fxanalog analog layer (left as it is by the compiler)."""
+    from fxanalog.nn.attention import AnalogMultiheadAttention
+    from fxanalog.nn.modules import AnalogLayerBase
+
+    return isinstance(module, (AnalogLayerBase, AnalogMultiheadAttention))
+
+
 @dataclass
 class CompileOptions:
     """The validated arguments of one compile, and what the passes collect."""
@@ -135,10 +143,10 @@ class CompileOptions:
         return None
 
     def is_matmul_leaf(self, module: nn.Module) -> bool:
-        """Modules the tracer keeps whole: the ones converted as modules and the
-        weighted ones that stay digital."""
+        """Modules the tracer keeps whole: the ones converted as modules, the
+        weighted ones that stay digital, and layers that are analog already."""
         return (self.mapped_class(module) is not None or builtin_class_for(module) is not None
-                or digital_reason(module) is not None)
+                or digital_reason(module) is not None or is_analog(module))
 
     def excluded_by(self, *names: str) -> Optional[str]:
         self.all_names.extend(n for n in names if n)

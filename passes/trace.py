@@ -5,7 +5,8 @@
 * Weight-matmul modules (``nn.Linear``/``nn.Conv*`` and subclasses that keep
   their parent's ``forward``, ``nn.MultiheadAttention``, the classes of the
   ``conversion_map``) and weighted modules that stay digital (``nn.LSTM``,
-  ``nn.Embedding``, ...) are leaves: they appear as ``call_module`` nodes.
+  ``nn.Embedding``, ...) are leaves: they appear as ``call_module`` nodes;
+  so are fxanalog's analog layers (a model compiled again keeps them).
   Every other module, ``torch.nn`` containers included
   (``nn.TransformerEncoderLayer``, ``nn.Sequential``), is traced through, so
   the functional matmuls inside are seen.

@@ -359,3 +359,13 @@ def test_shared_weight_and_unsupported_matmuls_are_reported():
     x, y = torch.randn(2, 4), torch.randn(2, 4)
     with torch.no_grad():
         torch.testing.assert_close(analog(x, y), model(x, y))
+
+
+def test_layers_that_are_analog_already_are_kept():
+    model = nn.Sequential(AnalogLinear(4, 5, rpu_config=fp()), nn.ReLU(), nn.Linear(5, 3))
+    analog = fxanalog.compile(model, fp(), inplace=True)
+    assert getattr(analog, "0") is model[0]  # kept as it is, not traced into
+    assert [r["name"] for r in analog.analog_layers()] == ["2"]
+    assert sorted(n for n, _ in analog.analog_tiles()) == ["0", "2"]
+    with pytest.warns(UserWarning, match="no layer to convert"):
+        assert fxanalog.compile(analog, fp()) is analog
