@@ -81,7 +81,9 @@ def test_python_blocks_run(path, tmp_path):
     blocks = python_blocks(path.read_text(encoding="utf-8"))
     if not blocks:
         pytest.skip(f"{_rel(path)} has no python block")
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
+    # one torch thread: the blocks are small, and threads waiting for each other
+    # on a busy machine cost more than they gain
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-c", _RUNNER, str(path)],
         input=json.dumps(blocks),
@@ -208,7 +210,7 @@ EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if p.name != "mode
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs(script, tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg")
+    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
                           env=env, timeout=300)
     assert proc.returncode == 0, f"examples/{script.name} failed:\n{proc.stderr[-4000:]}"
