@@ -442,10 +442,18 @@ def test_bad_shapes_raise_clear_errors():
 def test_precision_setting():
     from fxanalog.triton_kernels.tile_mvm import get_precision, set_precision
 
-    assert get_precision() in ("fp32", "tf32", "ieee")
-    set_precision("tf32")
+    if "FXANALOG_TRITON_PRECISION" not in os.environ:
+        before = torch.get_float32_matmul_precision()
+        try:  # follows torch's float32 matmul setting, like cuBLAS
+            torch.set_float32_matmul_precision("highest")
+            assert get_precision() == "fp32"
+            torch.set_float32_matmul_precision("high")
+            assert get_precision() == "tf32"
+        finally:
+            torch.set_float32_matmul_precision(before)
+    set_precision("ieee")
     try:
-        assert get_precision() == "tf32"
+        assert get_precision() == "ieee"
     finally:
         set_precision(None)
     with pytest.raises(ValueError, match="expected one of"):

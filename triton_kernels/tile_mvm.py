@@ -59,13 +59,17 @@ _PRECISION: Optional[str] = None
 def set_precision(name: Optional[str]) -> None:
     """How ``tl.dot`` multiplies float32 on tensor cores:
 
-    - ``"fp32"`` (default): the weights are split into two TF32 parts
-      (``w = w_hi + w_lo``), two TF32 products: float32-level accuracy (the
-      DAC output is a whole number of steps, exact in TF32);
+    - ``"fp32"``: the weights are split into two TF32 parts (``w = w_hi +
+      w_lo``), two TF32 products: float32-level accuracy (the DAC output is
+      a whole number of steps, exact in TF32);
     - ``"tf32"``: one TF32 product (weights rounded to 10 mantissa bits);
     - ``"ieee"``: float32 FMA, no tensor cores (slowest).
 
-    None: the environment variable ``FXANALOG_TRITON_PRECISION`` decides.
+    None (the default): the environment variable
+    ``FXANALOG_TRITON_PRECISION`` if set, else torch's own setting for
+    float32 matmuls, as cuBLAS follows it for the digital layers:
+    ``torch.get_float32_matmul_precision() == "highest"`` (torch's default)
+    gives ``"fp32"``, ``"high"`` or ``"medium"`` give ``"tf32"``.
     """
     global _PRECISION
     if name is not None and name not in PRECISIONS:
@@ -74,7 +78,9 @@ def set_precision(name: Optional[str]) -> None:
 
 
 def get_precision() -> str:
-    name = _PRECISION or os.environ.get("FXANALOG_TRITON_PRECISION", "fp32")
+    name = _PRECISION or os.environ.get("FXANALOG_TRITON_PRECISION")
+    if name is None:
+        return "fp32" if torch.get_float32_matmul_precision() == "highest" else "tf32"
     if name not in PRECISIONS:
         raise ValueError(f"FXANALOG_TRITON_PRECISION = {name!r}: expected one of {PRECISIONS}")
     return name
@@ -422,6 +428,7 @@ if triton_available():
                     if HAS_CS:
                         d = d * tl.load(cs_ptr + g * scg + cols * scn, mask=cm, other=1.0)
                     tl.store(out_row + cols, tl.load(out_row + cols, mask=cm, other=0.0) + d, mask=cm)
+                tl.debug_barrier()  # step 2 overwrites s_row, maybe from other threads
 
                 # 2. rounds r = 2, 4, ..., each with fresh noise, until no output reaches the bound
                 done = 0

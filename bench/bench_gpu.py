@@ -1,0 +1,247 @@
+"""GPU benchmark of the fused Triton tile forward against cuBLAS and the torch path.
+
+For (in, out, batch) = (4096, 4096, 4096), (8192, 8192, 2048), a
+BERT-base-shaped encoder (12 layers, hidden 768, FFN 3072, 16 x 128 tokens)
+and a ResNet-50-shaped CNN (bottlenecks [3, 4, 6, 3], 16 x 3 x 224 x 224),
+with the default InferenceRPUConfig (7-bit DAC, 9-bit ADC, output noise,
+abs-max noise management, iterative bound management), eval mode under
+torch.no_grad(), two mappings: one tile per layer, and 512 x 512 tiles.
+It prints, measured in the same run on the same GPU:
+
+- digital: the plain torch model / F.linear (cuBLAS), in ms;
+- triton: the analog model on the Triton path, as a ratio to digital
+  (target <= 1.3);
+- torch: the analog model on the torch path (``set_force_torch(True)``), as a
+  ratio to the Triton path (target >= 3).
+
+Times are medians of CUDA-event timings after warm-up (the warm-up compiles
+the kernels). torch's default float32 matmul precision ("highest") applies to
+both sides; a last line repeats the first layer with
+``torch.set_float32_matmul_precision("high")`` (TF32 in cuBLAS and in the
+kernel).
+
+Run: python bench/bench_gpu.py [--repeat 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def fail(msg: str) -> None:
+    print(f"bench_gpu.py: {msg}", file=sys.stderr)
+    sys.exit(2)
+
+
+# ----------------------------------------------------------------------------
+# Models (plain torch modules)
+
+
+class EncoderLayer(nn.Module):
+    """A BERT-base encoder layer: q, k, v, o projections, FFN, two LayerNorms."""
+
+    def __init__(self, d=768, heads=12, ffn=3072):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, ffn), nn.Linear(ffn, d)
+
+    def forward(self, x):
+        B, T, D = x.shape
+
+        def split(t):
+            return t.view(B, T, self.heads, D // self.heads).transpose(1, 2)
+
+        a = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)))
+        x = self.ln1(x + self.o(a.transpose(1, 2).reshape(B, T, D)))
+        return self.ln2(x + self.fc2(F.gelu(self.fc1(x))))
+
+
+def bert_base() -> nn.Module:
+    return nn.Sequential(*[EncoderLayer() for _ in range(12)])
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, cin, width, stride):
+        super().__init__()
+        cout = width * 4
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.skip(x))
+
+
+def resnet50() -> nn.Module:
+    layers = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for b in range(blocks):
+            layers.append(Bottleneck(cin, width, stride if b == 0 else 1))
+            cin = width * 4
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 1000)]
+    return nn.Sequential(*layers)
+
+
+def to_analog(model: nn.Module, rpu_config) -> nn.Module:
+    """A copy with every nn.Linear / nn.Conv2d replaced by its analog layer."""
+    from fxanalog.nn import AnalogConv2d, AnalogLinear
+
+    model = copy.deepcopy(model)
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Linear):
+            setattr(model, name, AnalogLinear.from_digital(child, rpu_config))
+        elif isinstance(child, nn.Conv2d):
+            setattr(model, name, AnalogConv2d.from_digital(child, rpu_config))
+        else:
+            setattr(model, name, to_analog(child, rpu_config))
+    return model
+
+
+# ----------------------------------------------------------------------------
+# Timing
+
+
+def cuda_time(fn, repeat: int, warmup: int = 2) -> float:
+    """Median seconds of fn() by CUDA events."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def configs():
+    import fxanalog
+
+    one = fxanalog.InferenceRPUConfig()
+    one.mapping.max_input_size = one.mapping.max_output_size = 0
+    return [("1 tile", one), ("512-tiles", fxanalog.InferenceRPUConfig())]
+
+
+def measure(name: str, digital: nn.Module, x: torch.Tensor, repeat: int, rows: list) -> None:
+    from fxanalog.triton_kernels import set_force_torch
+
+    digital = digital.cuda().eval()
+    with torch.no_grad():
+        t_dig = cuda_time(lambda: digital(x), repeat)
+        for label, cfg in configs():
+            analog = to_analog(digital, cfg).eval()
+            t0 = time.perf_counter()
+            analog(x)  # compiles the kernels for these shapes
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            t_tri = cuda_time(lambda: analog(x), repeat)
+            set_force_torch(True)
+            try:
+                t_torch = cuda_time(lambda: analog(x), max(3, repeat // 3), warmup=1)
+            finally:
+                set_force_torch(None)
+            rows.append((name, label, t_dig, t_tri, t_torch))
+            print(
+                f"{name:>26} | {label:>9} | {t_dig * 1e3:10.3f} | {t_tri * 1e3:10.3f} | {t_tri / t_dig:7.2f}x | "
+                f"{t_torch * 1e3:10.3f} | {t_torch / t_tri:7.2f}x | {first:6.1f}",
+                flush=True,
+            )
+            del analog
+            torch.cuda.empty_cache()
+
+
+def kernel_report() -> None:
+    """Registers and spills of the compiled kernels (Triton's cache; best effort)."""
+    from fxanalog.triton_kernels import tile_mvm
+
+    for kname in ("_dac_kernel", "_tile_forward_kernel", "_bound_management_kernel"):
+        kern = getattr(tile_mvm, kname)
+        seen = []
+        try:
+            for caches in getattr(kern, "device_caches", {}).values():
+                table = caches[0] if isinstance(caches, tuple) else caches
+                for compiled in getattr(table, "values", lambda: [])():
+                    regs, spills = getattr(compiled, "n_regs", "?"), getattr(compiled, "n_spills", "?")
+                    warps = getattr(getattr(compiled, "metadata", None), "num_warps", "?")
+                    seen.append(f"regs {regs} spills {spills} warps {warps}")
+        except Exception as exc:  # the cache layout differs between Triton versions
+            seen.append(f"(not readable: {exc!r})")
+        print(f"  {kname}: {len(seen)} compiled; " + "; ".join(sorted(set(seen))[:6]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="the two layer shapes only")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        fail("no CUDA device: this benchmark needs a GPU (see docs/triton.md; bench/bench_tile.py is the CPU one)")
+    from fxanalog.triton_kernels.dispatch import triton_available
+    from fxanalog.triton_kernels.tile_mvm import get_precision, triton_tile_forward
+
+    if not triton_available() or triton_tile_forward is None:
+        fail("triton cannot be imported: the Triton path is not available")
+    import triton
+
+    import fxanalog
+
+    fxanalog.manual_seed(0)
+    dev = torch.cuda.get_device_name(0)
+    print(f"{dev}, torch {torch.__version__}, triton {triton.__version__}, kernel precision {get_precision()}, "
+          f"median of {args.repeat}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    header = (
+        f"{'case':>26} | {'mapping':>9} | {'digital ms':>10} | {'triton ms':>10} | {'tri/dig':>8} | "
+        f"{'torch ms':>10} | {'tor/tri':>8} | {'1st s':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    rows: list = []
+    for n_in, n_out, batch in ((4096, 4096, 4096), (8192, 8192, 2048)):
+        lin = nn.Linear(n_in, n_out)
+        measure(f"linear {n_in}x{n_out}x{batch}", lin, torch.randn(batch, n_in, device="cuda"), args.repeat, rows)
+    if not args.quick:
+        measure("BERT-base 16x128 tokens", bert_base(), torch.randn(16, 128, 768, device="cuda"), args.repeat, rows)
+        measure("ResNet-50 16x3x224x224", resnet50(), torch.randn(16, 3, 224, 224, device="cuda"), args.repeat, rows)
+
+    # TF32 on both sides
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        print(f"with torch.set_float32_matmul_precision('high'): kernel precision {get_precision()}")
+        measure("linear 4096x4096x4096 tf32", nn.Linear(4096, 4096), torch.randn(4096, 4096, device="cuda"),
+                args.repeat, rows)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+    print("targets: tri/dig <= 1.3 (Triton path within 1.3x of the digital model); tor/tri >= 3 (Triton >= 3x torch path)")
+    worst_dig = max(r[3] / r[2] for r in rows)
+    worst_tor = min(r[4] / r[3] for r in rows)
+    print(f"worst tri/dig {worst_dig:.2f}x ({'met' if worst_dig <= 1.3 else 'MISSED'}), "
+          f"worst tor/tri {worst_tor:.2f}x ({'met' if worst_tor >= 3 else 'MISSED'})")
+    print("compiled kernels:")
+    kernel_report()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The GPU check of the Triton tile kernels, in one call on a CUDA machine
+# (see docs/triton.md). Under 5 minutes on an H200, most of it Triton
+# compiling the kernels on first use:
+#   1. installs the project (pip install --no-deps -e .; if that fails, a
+#      shadow of the source tree on PYTHONPATH, with the package-dir mapping
+#      of pyproject.toml: triton_kernels/ -> fxanalog.triton_kernels);
+#   2. runs the GPU variants of tests/test_triton_tile.py: the compiled
+#      kernels (not interpreted) against the torch path and the noise formulas;
+#   3. runs bench/bench_gpu.py (ratios against cuBLAS and the torch path).
+# Exit status: 0 if everything ran and passed, 1 if a test or the benchmark
+# failed, 2 if the machine cannot run the check. If $OUT is set, the whole
+# output is also written to $OUT/gpu_check.log.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$(pwd)
+if [ -n "${OUT:-}" ] && [ -d "$OUT" ]; then
+    exec > >(tee "$OUT/gpu_check.log") 2>&1
+fi
+PY=${PYTHON:-$(command -v python3 || command -v python)}
+unset TRITON_INTERPRET FXANALOG_FORCE_TORCH FXANALOG_TRITON_PRECISION
+start=$SECONDS
+
+echo "== environment ($(date -u '+%Y-%m-%d %H:%M UTC'))"
+if ! "$PY" - <<'EOF'
+import sys
+import torch
+print("python", sys.version.split()[0], "| torch", torch.__version__)
+import triton
+print("triton", triton.__version__)
+if not torch.cuda.is_available():
+    sys.exit("gpu_check: no CUDA device visible to torch")
+print("device:", torch.cuda.get_device_name(0))
+EOF
+then
+    echo "gpu_check: this machine cannot run the GPU check (see above)"
+    exit 2
+fi
+
+echo "== install"
+if "$PY" -m pip install --no-deps --no-build-isolation -q -e . ; then
+    echo "installed with pip install --no-deps -e ."
+else
+    echo "pip install failed: running from the source tree"
+    shadow=$(mktemp -d)
+    mkdir "$shadow/fxanalog"
+    for f in "$root"/fxanalog/*; do ln -s "$f" "$shadow/fxanalog/"; done
+    ln -s "$root/triton_kernels" "$shadow/fxanalog/triton_kernels"
+    ln -s "$root/passes" "$shadow/fxanalog/passes"
+    export PYTHONPATH="$shadow${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if ! "$PY" -c "import fxanalog.triton_kernels.tile_mvm as m; assert m.triton_tile_forward is not None; print('fxanalog from', m.__file__)"; then
+    echo "gpu_check: fxanalog's Triton path does not import"
+    exit 2
+fi
+
+status=0
+echo "== GPU tests (compiled kernels)"
+if "$PY" -c "import pytest" 2>/dev/null; then
+    timeout 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_triton_tile.py \
+        -k "gpu or heuristic or precision or fall_back or bad_shapes or several_rounds" || status=1
+else
+    echo "(pytest not installed: running the GPU tests with a minimal runner)"
+    timeout 150 "$PY" - <<'EOF' || status=1
+import sys, traceback, types
+sys.path.insert(0, "tests")
+
+
+class _Mark:  # pytest.mark.* as plain decorators
+    def __getattr__(self, name):
+        return lambda *a, **k: (lambda f: f)
+
+
+stub = types.ModuleType("pytest")
+stub.mark = _Mark()
+stub.fixture = lambda *a, **k: (lambda f: f)
+sys.modules["pytest"] = stub
+import test_triton_tile as T
+
+calls = [(f"noise_free[{n}]", T.test_noise_free_matches_torch_path_gpu, (n,)) for n in T.CASES]
+calls += [(f"stats[{n}]", T.test_noise_statistics_gpu, (n,)) for n in T.STATS]
+calls += [("seeded", T.test_seeded_and_fresh_draws_gpu, ()), ("dispatch", T.test_gpu_default_blocks_and_dispatch, ())]
+failed = 0
+for name, fn, args in calls:
+    try:
+        fn(*args)
+        print("PASS", name, flush=True)
+    except Exception:
+        failed += 1
+        print("FAIL", name, flush=True)
+        traceback.print_exc()
+print(f"{len(calls) - failed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+EOF
+fi
+echo "tests done after $((SECONDS - start)) s"
+
+echo "== benchmark"
+timeout 240 "$PY" bench/bench_gpu.py || status=1
+echo "gpu_check: done after $((SECONDS - start)) s, status $status"
+exit $status
