@@ -98,7 +98,7 @@ def main() -> None:
         report("realistic write, ResNet-18", seconds, 60.0, randn, "4 draws/weight")
         worst = max(m.programming_report["error"] for m in net)
         most = max(m.programming_report["iterations"] for m in net)
-        print(f"    worst layer error {worst:.4f}, most iterations {most}")
+        print(f"    worst layer error {worst:.5f}, most iterations {most}")
 
 
 if __name__ == "__main__":

@@ -323,21 +323,37 @@ def _probe_read(layer, w: Tensor, k: int, R: int) -> Tensor:
     2^ceil(log2 p_in) rows, ``X_r = (I (x) H_k) D_r`` (Hadamard blocks of size
     k, random column signs D_r, entries +-a: a = 1, or inp_bound without noise
     management). ``X^T X = R k a^2 I``, so ``W^T = X^T Y / (R k a^2)`` is the
-    least-squares estimate, exact for a noise-free tile."""
+    least-squares estimate, exact for a noise-free tile.
+
+    A probe row drives only the k inputs of its block; without input noise
+    and IR drop (which involve the idle inputs) the tile's forward on it is
+    the forward of the k-input sub-tile, which is what is computed then."""
     G, N, K = w.shape
     n, p = len(layer.in_sizes), max(layer.in_sizes)
     P = 1 << (p - 1).bit_length()
     fwd = layer.rpu_config.forward
     amp = fwd.inp_bound if fwd.noise_management == NoiseManagementType.NONE else 1.0
     h = _hadamard(k, w.device)
-    blockdiag = torch.block_diag(*([h] * (P // k)))[:, :p]  # (P, p)
-    signs = torch.randint(0, 2, (G * n, R, 1, p), device=w.device).mul_(2).sub_(1).float()
-    signs = signs * (_pad_mask(layer, w.device).repeat(G, 1).reshape(G * n, 1, 1, p) * amp)
-    x = (blockdiag * signs).reshape(G * n, R * P, p)
-    y = _tile_mvm(layer, x, _tile_stack(layer, w))  # (G*n, R*P, N)
-    # X^T Y block by block: H_k (symmetric) on each block of k rows, then D_r.
-    z = torch.matmul(h, y.reshape(G * n, R, P // k, k, N)).reshape(G * n, R, P, N)[:, :, :p]
-    est = (z * signs.transpose(2, 3)).sum(dim=1).div_(R * k * amp * amp * fwd.out_scale)  # (G*n, p, N)
+    real = torch.zeros(n, P, dtype=torch.bool, device=w.device)
+    real[:, :p] = _pad_mask(layer, w.device)
+    signs = torch.randint(0, 2, (G * n, R, P), device=w.device).mul_(2).sub_(1).float()
+    signs.mul_(real.repeat(G, 1).unsqueeze(1) * amp)
+    if fwd.inp_noise == 0 and fwd.ir_drop == 0:
+        B = G * n * (P // k)  # sub-tiles of k inputs
+        tiles = torch.zeros(G * n, P, N, device=w.device)
+        tiles[:, :p] = layout_tiles(w.float(), layer.in_sizes).reshape(G * n, p, N)
+        tiles = tiles.reshape(B, 1, k, N)
+        d = signs.reshape(G * n, R, P // k, k).transpose(1, 2).reshape(B, R, 1, k)
+        x = (h * d).reshape(B, R * k, k)
+        y = _tile_mvm(layer, x, tiles).reshape(B, R, k, N)
+        est = (torch.matmul(h, y) * d.transpose(2, 3)).sum(dim=1)  # (B, k, N)
+        est = est.reshape(G * n, P, N)[:, :p]
+    else:
+        x = (torch.block_diag(*([h] * (P // k))) * signs.unsqueeze(2))[..., :p].reshape(G * n, R * P, p)
+        y = _tile_mvm(layer, x, _tile_stack(layer, w)).reshape(G * n, R, P // k, k, N)
+        z = torch.matmul(h, y).reshape(G * n, R, P, N)[:, :, :p]  # H_k symmetric: X^T Y by blocks
+        est = (z * signs[..., :p].unsqueeze(-1)).sum(dim=1)
+    est = est.div_(R * k * amp * amp * fwd.out_scale)  # (G*n, p, N)
     return unlayout_tiles(est.reshape(G, n, p, N), layer.in_sizes)
 
 
@@ -385,12 +401,14 @@ def _write_layer(layer, tolerance: float, max_iterations: int) -> dict:
     band = tolerance * t_max_e
     w = torch.empty_like(target).uniform_(-0.01, 0.01)
     done = torch.zeros_like(t_max, dtype=torch.bool)
+    final = torch.zeros_like(t_max)  # each tile's error when it was found done (or the last one)
     verified = torch.zeros_like(target, dtype=torch.bool)
     k, R = _probe_plan(layer, target, tolerance)
     iterations = 0
     while True:
         e = _probe_read(layer, w, k, R) - target
         err = blocks.mean(e.abs()) / t_max
+        final = torch.where(done, final, err)
         done |= err < tolerance
         if bool(done.all()) or iterations >= max_iterations:
             break
@@ -403,7 +421,7 @@ def _write_layer(layer, tolerance: float, max_iterations: int) -> dict:
         iterations += 1
     layer.clear_analog_state()
     layer.set_tile_weight(w)
-    return {"iterations": iterations, "error": float(err.max())}
+    return {"iterations": iterations, "error": float(final.max())}
 
 
 def realistic_write(model: nn.Module, tolerance: float = 0.01, max_iterations: int = 100) -> dict[str, dict]:
@@ -418,7 +436,8 @@ def realistic_write(model: nn.Module, tolerance: float = 0.01, max_iterations: i
     the layer's digital weights (the programmed state is cleared).
 
     Returns ``{layer name: {"iterations": writes, "error": max over tiles of
-    the last measured relative error}}`` and stores each on the layer as
+    the measured relative error when the tile was found done (or the last
+    one)}}`` and stores each on the layer as
     ``layer.programming_report``.
     """
     if not (isinstance(tolerance, (int, float)) and tolerance > 0):
