@@ -1,10 +1,12 @@
 """The docs cannot go stale: every ```python block of README.md and docs/*.md
 runs, and the config reference matches the dataclasses.
 
-Each Markdown file is one test: its blocks run in order in one fresh
-interpreter (a subprocess, in a temporary directory), as a reader would paste
-them. A failure names the file and the line of the block, and the traceback
-points at the line inside the Markdown file.
+Each Markdown file is one test: its blocks run in order, in one fresh
+namespace, in a process of their own (forked from a runner subprocess that
+imported torch and fxanalog once), in a temporary directory, as a reader
+would paste them. A failure names the file and the line of the block, and the
+traceback points at the line inside the Markdown file. The scripts of
+examples/ run the same way.
 """
 
 from __future__ import annotations
@@ -54,48 +56,107 @@ def python_blocks(text: str) -> list[tuple[int, str]]:
     return blocks
 
 
-# The runner executes the blocks of one file, each compiled with the Markdown
-# file as its file name and padded so that line numbers are the file's own.
+# The runner gets [[path, [[line, code], ...]], ...] on stdin and writes
+# {path: {"exit": status, "log": output}} to the file named by argv[1]. Each
+# Markdown file runs in its own process, in a fresh temporary directory, its
+# blocks in order in one namespace, each block compiled with the Markdown file
+# as its file name and padded so that traceback line numbers are the file's
+# own. Where fork exists, torch and fxanalog are imported once and every file
+# runs in a forked child (a fresh process without paying the imports again).
 _RUNNER = r"""
-import sys, traceback
-path, blocks = sys.argv[1], __import__("json").loads(sys.stdin.read())
-namespace = {"__name__": "__main__"}
-for line, code in blocks:
+import json, os, sys, tempfile, traceback
+
+def run(path, blocks):
+    namespace = {"__name__": "__main__", "__file__": path}
+    if path.endswith(".py"):  # a script: its folder is importable, as with `python script.py`
+        sys.path.insert(0, os.path.dirname(path))
+    for line, code in blocks:
+        try:
+            exec(compile("\n" * line + code, path, "exec"), namespace)
+        except SystemExit as e:
+            if e.code in (None, 0):
+                return 0
+            sys.stderr.write(f"{path}: the python block at line {line} called sys.exit({e.code!r})\n")
+            return 1
+        except BaseException:
+            sys.stderr.write(f"{path}: the python block at line {line} failed:\n" + traceback.format_exc())
+            return 1
+    return 0
+
+jobs = json.loads(sys.stdin.read())
+fork = hasattr(os, "fork")
+if fork:
     try:
-        exec(compile("\n" * line + code, path, "exec"), namespace)
+        import torch, fxanalog  # noqa: F401  (inherited by every child)
     except BaseException:
-        print(f"{path}: the python block at line {line} failed:", file=sys.stderr)
-        traceback.print_exc()
-        sys.exit(1)
+        pass  # each child then reports the error where its blocks import them
+results = {}
+for path, blocks in jobs:
+    fd, log = tempfile.mkstemp(suffix=".log")
+    workdir = tempfile.mkdtemp()
+    sys.stdout.flush(); sys.stderr.flush()
+    pid = os.fork() if fork else 0
+    if pid == 0:
+        status = 1
+        try:
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.chdir(workdir)
+            status = run(path, blocks)
+        finally:
+            sys.stdout.flush(); sys.stderr.flush()
+            if fork:
+                os._exit(status)
+        code = status
+    else:
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    os.close(fd)
+    with open(log, encoding="utf-8", errors="replace") as f:
+        results[path] = {"exit": code, "log": f.read()[-6000:]}
+    os.remove(log)
+with open(sys.argv[1], "w") as f:
+    json.dump(results, f)
 """
+
+
+def run_markdown(paths, tmp_dir: Path) -> dict:
+    """Run the python blocks of each Markdown file, or each ``.py`` script as
+    one block (see ``_RUNNER``); returns ``{str(path): {"exit": status,
+    "log": output}}``."""
+    import json
+
+    jobs = [[str(p), [[0, Path(p).read_text(encoding="utf-8")]] if str(p).endswith(".py")
+             else python_blocks(Path(p).read_text(encoding="utf-8"))] for p in paths]
+    out = tmp_dir / "results.json"
+    # one torch thread: the blocks are small, and threads waiting for each other
+    # on a busy machine cost more than they gain
+    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, str(out)], input=json.dumps(jobs), capture_output=True,
+                          text=True, cwd=tmp_dir, env=env, timeout=900)
+    assert proc.returncode == 0 and out.exists(), f"the docs runner itself failed:\n{proc.stderr[-4000:]}"
+    return json.loads(out.read_text())
 
 
 def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-@pytest.mark.parametrize("path", DOC_FILES, ids=_rel)
-def test_python_blocks_run(path, tmp_path):
-    import json
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if p.name != "models.py")
 
-    blocks = python_blocks(path.read_text(encoding="utf-8"))
-    if not blocks:
+
+@pytest.fixture(scope="session")
+def doc_results(tmp_path_factory):
+    """Every Markdown file's blocks and every example script, run once per session."""
+    files = [p for p in DOC_FILES if python_blocks(p.read_text(encoding="utf-8"))]
+    return run_markdown(files + EXAMPLES, tmp_path_factory.mktemp("docs"))
+
+
+@pytest.mark.parametrize("path", DOC_FILES, ids=_rel)
+def test_python_blocks_run(path, doc_results):
+    if not python_blocks(path.read_text(encoding="utf-8")):
         pytest.skip(f"{_rel(path)} has no python block")
-    # one torch thread: the blocks are small, and threads waiting for each other
-    # on a busy machine cost more than they gain
-    env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUNNER, str(path)],
-        input=json.dumps(blocks),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, (
-        f"{_rel(path)}: a python block failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
-    )
+    result = doc_results[str(path)]
+    assert result["exit"] == 0, f"{_rel(path)}: a python block failed (exit {result['exit']}):\n{result['log']}"
 
 
 def test_readme_gives_the_two_commands():
@@ -134,22 +195,23 @@ def test_python_blocks_rejects_an_unclosed_fence():
 
 
 def test_a_failing_block_is_reported_with_file_and_line(tmp_path):
-    md = tmp_path / "bad.md"
-    md.write_text("# bad\n\n```python\nx = 1\n```\n\n```python\ny = x + 1\nraise RuntimeError('boom')\n```\n")
-    import json
-
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUNNER, str(md)],
-        input=json.dumps(python_blocks(md.read_text())),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 1
-    assert f"{md}: the python block at line 7 failed" in proc.stderr
+    good = tmp_path / "good.md"
+    good.write_text("```python\nimport os\nprint('cwd', os.getcwd())\nopen('scratch.txt', 'w').write('x')\n```\n")
+    bad = tmp_path / "bad.md"
+    bad.write_text("# bad\n\n```python\nx = 1\n```\n\n```python\ny = x + 1\nraise RuntimeError('boom')\n```\n")
+    again = tmp_path / "again.md"  # a fresh namespace: x from bad.md is not defined here
+    again.write_text("```python\nprint(x)\n```\n")
+    results = run_markdown([good, bad, again], tmp_path)
+    assert results[str(good)]["exit"] == 0
+    assert "cwd" in results[str(good)]["log"]
+    assert not (tmp_path / "scratch.txt").exists()  # files go to a temporary directory
+    log = results[str(bad)]["log"]
+    assert results[str(bad)]["exit"] == 1
+    assert f"{bad}: the python block at line 7 failed" in log
     # the traceback points at line 9 of the Markdown file (the raise)
-    assert f'File "{md}", line 9' in proc.stderr
-    assert "RuntimeError: boom" in proc.stderr
+    assert f'File "{bad}", line 9' in log
+    assert "RuntimeError: boom" in log
+    assert results[str(again)]["exit"] == 1 and "NameError" in results[str(again)]["log"]
 
 
 # --------------------------------------------------------------------------
@@ -205,16 +267,11 @@ def test_missing_meaning_is_detected(monkeypatch):
 # examples/
 
 
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if p.name != "models.py")
-
-
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
-def test_example_runs(script, tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg", OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, f"examples/{script.name} failed:\n{proc.stderr[-4000:]}"
-    assert proc.stdout.strip(), f"examples/{script.name} printed nothing"
+def test_example_runs(script, doc_results):
+    result = doc_results[str(script)]
+    assert result["exit"] == 0, f"examples/{script.name} failed:\n{result['log']}"
+    assert result["log"].strip(), f"examples/{script.name} printed nothing"
 
 
 def test_example_factories_build_modules():
