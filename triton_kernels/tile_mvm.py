@@ -204,10 +204,11 @@ if triton_available():
 
     @triton.jit
     def _dac_kernel(
-        x_ptr, v_ptr, alpha_ptr, nonzero_ptr, ssq_ptr, seed_ptr, starts_ptr, sizes_ptr,
-        B, n_in, p_in, GN, sxg, sxb, sxk,
+        x_ptr, v_ptr, alpha_ptr, nonzero_ptr, ssq_ptr, flags_ptr, seed_ptr, starts_ptr, sizes_ptr,
+        B, n_in, n_out, p_in, GN, sxg, sxb, sxk,
         ux, alpha_const, nm_thres, inp_bound, inp_noise,
         ALPHA_PER_ROW: tl.constexpr, SIGNED_MAX: tl.constexpr, CAP: tl.constexpr, SSQ: tl.constexpr,
+        ZERO_FLAGS: tl.constexpr,
         CLIP_IN: tl.constexpr, QUANT_IN: tl.constexpr, STO_IN: tl.constexpr, INP_NOISE: tl.constexpr,
         RANDOM: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
     ):
@@ -217,7 +218,9 @@ if triton_available():
         nm_thres when CAP, non-positive -> 1 (or the constant alpha);
         nonzero (G, n_in): some row of the batch has a non-zero alpha;
         v (G, B, n_in * p_in): the DAC output in input steps, each piece
-        starting at i * p_in, zero in the pads; ssq (G, B, n_in): sum v^2."""
+        starting at i * p_in, zero in the pads; ssq (G, B, n_in): sum v^2.
+        ZERO_FLAGS: clear the bound-management marks (G, B, n_in, n_out) of
+        these rows and piece for the GEMM kernel that follows."""
         pid_r = tl.program_id(0)
         i = tl.program_id(1)
         g = tl.program_id(2).to(tl.int64)
@@ -265,6 +268,10 @@ if triton_available():
             tl.store(v_rows + cols[None, :], v, mask=rmask[:, None] & (cols < p_in)[None, :])
         if SSQ:
             tl.store(ssq_ptr + (g * B + rows) * n_in + i, ssq, mask=rmask)
+        if ZERO_FLAGS:
+            flag_rows = flags_ptr + ((g * B + rows) * n_in + i) * n_out
+            for o in range(0, n_out):
+                tl.store(flag_rows + o, tl.zeros((BLOCK_R,), dtype=tl.int32), mask=rmask)
 
     @triton.jit
     def _tile_forward_kernel(
@@ -586,16 +593,24 @@ if triton_available():
         nonzero = torch.zeros((G, n), dtype=torch.int32, device=dev) if per_row else tab.in_starts
         ssq = torch.empty((G, B, n), dtype=torch.float32, device=dev) if w_noise_type == 1 else out
         common = dict(ALPHA_PER_ROW=per_row, QUANT_IN=quant_in, STO_IN=sto_in, INP_NOISE=inp_noise > 0, RANDOM=random)
+        if bm_iter:  # round-1 ADC values and the marks of the tiles that reached the bound
+            s_int16 = quant_out and float(out_bound).is_integer() and out_bound <= _INT16_MAX
+            s_buf = torch.empty((G, n, B, N), dtype=torch.int16 if s_int16 else torch.float32, device=dev)
+            flags = torch.empty((G, B, n, len(out_sizes)), dtype=torch.int32, device=dev)  # zeroed by the DAC
+        else:
+            s_int16 = False
+            s_buf = flags = out  # unused
         if perfect:
             a, a_strides = x, (x.stride(0), x.stride(1), x.stride(2))
         else:
             a = torch.empty((G, B, n * p), dtype=torch.float32, device=dev)
             a_strides = (B * n * p, n * p, 1)
             _dac_kernel[(triton.cdiv(B, blocks.dac_block_r), n, G)](
-                x, a, alpha, nonzero, ssq, seed, tab.in_starts, tab.in_sizes,
-                B, n, p, G * n, x.stride(0), x.stride(1), x.stride(2),
+                x, a, alpha, nonzero, ssq, flags, seed, tab.in_starts, tab.in_sizes,
+                B, n, len(out_sizes), p, G * n, x.stride(0), x.stride(1), x.stride(2),
                 ux, alpha_const, float(io.nm_thres), inp_bound, inp_noise,
                 SIGNED_MAX=nm == NoiseManagementType.MAX, CAP=io.nm_thres > 0, SSQ=w_noise_type == 1, CLIP_IN=True,
+                ZERO_FLAGS=bm_iter,
                 BLOCK_R=blocks.dac_block_r, BLOCK_C=blocks.dac_block_c, num_warps=4,
                 **common,
             )
@@ -605,14 +620,6 @@ if triton_available():
             if bias.numel() != G * N:
                 raise ValueError(f"triton_tile_forward: bias of {bias.numel()} elements: expected G*N = {G * N}")
             bias = bias.detach().reshape(-1).to(device=dev, dtype=torch.float32).contiguous()
-        if bm_iter:
-            s_int16 = quant_out and float(out_bound).is_integer() and out_bound <= _INT16_MAX
-            s_buf = torch.empty((G, n, B, N), dtype=torch.int16 if s_int16 else torch.float32, device=dev)
-            flags = torch.zeros((G, B, n, len(out_sizes)), dtype=torch.int32, device=dev)
-        else:
-            s_int16 = False
-            s_buf = flags = out  # unused
-
         precision = {"ieee": 0, "tf32": 1, "fp32": 2}[get_precision()]
         a_exact = quant_in and inp_noise == 0 and inp_bound <= 2048  # whole numbers, exact in TF32
         out_flags = dict(
