@@ -400,3 +400,35 @@ def test_read_weights_noisy_tile_within_predicted_error():
         pred.append(torch.diagonal(inv @ (x.t() * d) @ x @ inv).mean().item())
     predicted = math.sqrt(sum(pred) / len(pred))
     assert abs(measured / predicted - 1) < 0.08  # 8192 estimates: ~1 % standard error
+
+
+@pytest.mark.parametrize("inp_noise", [0.0, 1e-9])
+def test_identity_and_probe_reads_of_an_exact_tile(inp_noise):
+    """Both code paths (row by row, and whole tiles when idle inputs carry
+    input noise) read an exact tile array's weights back exactly."""
+    from fxanalog.inference import _identity_read, _probe_read
+
+    torch.manual_seed(12)
+    cfg = InferenceRPUConfig()
+    cfg.forward.is_perfect = True
+    cfg.forward.inp_noise = inp_noise
+    cfg.mapping.max_input_size = 24
+    cfg.mapping.max_output_size = 5
+    layer = AnalogLinear(70, 12, rpu_config=cfg)
+    w = layer.target_tile_weight().detach()
+    assert torch.allclose(_identity_read(layer, w), w.transpose(1, 2), atol=1e-7)
+    for k, R in ((4, 2), (32, 1)):
+        assert torch.allclose(_probe_read(layer, w, k, R), w, atol=1e-6)
+
+
+def test_compensation_with_input_noise_uses_the_full_identity():
+    torch.manual_seed(13)
+    cfg = InferenceRPUConfig()
+    cfg.forward.inp_noise = 0.01
+    cfg.mapping.weight_scaling_omega = 1.0
+    layer = AnalogLinear(128, 32, bias=False, rpu_config=cfg).eval()
+    x = torch.randn(256, 128)
+    program_analog_weights(layer)
+    level0 = layer(x).abs().mean().item()
+    drift_analog_weights(layer, T_YEAR)
+    assert abs(layer(x).abs().mean().item() / level0 - 1) < 0.05
