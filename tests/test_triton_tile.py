@@ -25,6 +25,7 @@ wrong constant, a missing alpha or a shared draw moves std z by > 20%).
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import subprocess
@@ -319,15 +320,49 @@ def _repro_runs(c: dict, device: str) -> list:
     return [a.cpu(), b.cpu(), again.cpu()]
 
 
+def analog_layers() -> dict:
+    """Analog layers (several tiles, weight scaling, bias; a grouped conv)
+    and inputs, noise-free: the op -> dispatch -> launcher integration."""
+    import fxanalog
+    from fxanalog.nn import AnalogConv2d, AnalogLinear
+
+    cfg = fxanalog.InferenceRPUConfig()
+    cfg.forward.out_noise = 0.0
+    cfg.forward.inp_res = 1 / 128
+    cfg.mapping.weight_scaling_omega = 1.0
+    cfg.mapping.max_input_size = cfg.mapping.max_output_size = 16
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    lin = AnalogLinear.from_digital(torch.nn.Linear(40, 30), cfg).eval()
+    conv = AnalogConv2d.from_digital(torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), cfg).eval()
+    return {
+        "linear": (lin, torch.randn(3, 7, 40, generator=gen)),
+        "conv-groups": (conv, torch.randn(2, 4, 5, 5, generator=gen)),
+    }
+
+
+LAYERS = analog_layers()
+
+
 def _worker(inp: str, outp: str) -> None:
     """Subprocess entry: run every case through the interpreted kernels."""
     import fxanalog.triton_kernels.tile_mvm as kernels
 
     jobs = torch.load(inp, weights_only=False)
     results = {"interpreted": type(kernels._tile_forward_kernel).__name__ == "InterpretedFunction"}
+    use_triton_orig = kernels.use_triton
     torch.manual_seed(0)
     for key, c in jobs.items():
-        results[key] = _repro_runs(c, "cpu") if key.startswith("repro:") else _launch(c, "cpu")
+        if key.startswith("layer:"):  # through the op, with the dispatch sending CPU tensors to Triton
+            launches = []
+            launcher = kernels.triton_tile_forward
+            kernels.use_triton = lambda t: True
+            kernels.triton_tile_forward = lambda *a, **k: launches.append(1) or launcher(*a, **k)
+            with torch.no_grad():
+                results[key] = (c[0](c[1]), len(launches))
+            kernels.use_triton, kernels.triton_tile_forward = use_triton_orig, launcher
+        else:
+            results[key] = _repro_runs(c, "cpu") if key.startswith("repro:") else _launch(c, "cpu")
     torch.save(results, outp)
 
 
@@ -336,6 +371,7 @@ def interpreted():
     jobs = {f"eq:{k}": v for k, v in CASES.items()}
     jobs.update({f"stats:{k}": v for k, v in STATS.items()})
     jobs["repro:out-noise"] = STATS["out-noise"]
+    jobs.update({f"layer:{k}": v for k, v in LAYERS.items()})
     with tempfile.TemporaryDirectory() as tmp:
         inp, outp = os.path.join(tmp, "in.pt"), os.path.join(tmp, "out.pt")
         torch.save(jobs, inp)
@@ -365,6 +401,26 @@ def test_seeded_and_fresh_draws_interpreted(interpreted):
     a, b, again = interpreted["repro:out-noise"]
     assert torch.equal(a, again)  # torch.manual_seed reproduces a call
     assert not torch.allclose(a, b, atol=1e-3)  # every call draws anew
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_analog_layers_through_the_op_interpreted(name, interpreted):
+    layer, x = LAYERS[name]
+    with torch.no_grad():
+        ref = layer(x)  # CPU tensors: the torch path
+    out, launches = interpreted[f"layer:{name}"]
+    assert launches == 1  # one launcher call per layer (the kernels, not the torch path)
+    check_close(name, out, ref, max_frac=0.0025)
+
+
+@gpu
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_analog_layers_through_the_op_gpu(name):
+    layer, x = LAYERS[name]
+    with torch.no_grad():
+        ref = layer(x)
+        out = copy.deepcopy(layer).cuda()(x.cuda())
+    check_close(name, out, ref, max_frac=0.005)
 
 
 @gpu
