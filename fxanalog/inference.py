@@ -104,9 +104,8 @@ class _Blocks:
     def __init__(self, in_sizes: Sequence[int], out_sizes: Sequence[int], device):
         self.in_sizes = list(in_sizes)
         self.out_sizes = list(out_sizes)
-        dev = device
-        self._in = torch.tensor(self.in_sizes, device=dev)
-        self._out = torch.tensor(self.out_sizes, device=dev)
+        self._in = torch.tensor(self.in_sizes, device=device)
+        self._out = torch.tensor(self.out_sizes, device=device)
         self.single = len(self.in_sizes) == 1 and len(self.out_sizes) == 1
 
     def reduce(self, x: Tensor, op: Callable[[Tensor, tuple], Tensor]) -> Tensor:
@@ -186,10 +185,6 @@ def _identity_read(layer, w: Tensor) -> Tensor:
 # Programming and drift
 
 
-def _conductance_ranges(layer, target: Tensor, blocks: _Blocks) -> Tensor:
-    return blocks.amax(target.abs())
-
-
 def _compensation(layer, w: Tensor, reference: Optional[Tensor]) -> Tensor:
     """With ``reference=None``: the readout of each column block, (G, N).
     Else the compensation factor ``reference / readout`` now, (G, N)."""
@@ -213,7 +208,7 @@ def _program_layer(layer, model: BaseNoiseModel) -> None:
     target = layer.target_tile_weight().detach().float()
     blocks = _blocks(layer)
     conv = model.converter
-    w_max = _conductance_ranges(layer, target, blocks)
+    w_max = blocks.amax(target.abs())  # each tile maps its own max|W| to g_max
     scale = conv.scale_ratio(w_max)
     g, _ = conv.convert_to_conductances(target, blocks.expand(w_max))
     nu = model.generate_drift_coefficients(g)
