@@ -150,31 +150,53 @@ if triton_available():
         return v
 
     @triton.jit
+    def _normal(key, offs, TILE_M: tl.constexpr, TILE_N: tl.constexpr):
+        """Standard normals. TILE_M = 0: one per counter in ``offs``. Else a
+        (TILE_M, TILE_N) block from (TILE_M, TILE_N // 4) counters: each
+        Philox call gives 4 normals (columns 4q .. 4q + 3)."""
+        if TILE_M == 0:
+            z = tl.randn(key, offs)
+        else:
+            n0, n1, n2, n3 = tl.randn4x(key, offs)
+            z = tl.reshape(tl.join(tl.join(n0, n1), tl.join(n2, n3)), (TILE_M, TILE_N))
+        return z
+
+    @triton.jit
+    def _uniform(key, offs, TILE_M: tl.constexpr, TILE_N: tl.constexpr):
+        """U(0, 1) draws, laid out as in ``_normal``."""
+        if TILE_M == 0:
+            u = tl.rand(key, offs)
+        else:
+            u0, u1, u2, u3 = tl.rand4x(key, offs)
+            u = tl.reshape(tl.join(tl.join(u0, u1), tl.join(u2, u3)), (TILE_M, TILE_N))
+        return u
+
+    @triton.jit
     def _adc(acc, wvar, offs, seed, rnd, GN, gi, ux, uy, out_noise, w_noise, nl,
              OUT_NOISE: tl.constexpr, W_NOISE: tl.constexpr, NONLIN: tl.constexpr,
-             QUANT_OUT: tl.constexpr, STO_OUT: tl.constexpr):
+             QUANT_OUT: tl.constexpr, STO_OUT: tl.constexpr, TILE_M: tl.constexpr, TILE_N: tl.constexpr):
         """Accumulated W v (input steps) -> ADC output in output steps, rounded,
         not clipped. ``wvar``: sum v^2 (additive weight noise) or sum |w| v^2
-        (PCM read noise), in input steps squared; ``offs``: int32 counter
-        (row * N + column)."""
+        (PCM read noise), in input steps squared; ``offs``: int32 counters
+        (see ``_normal``)."""
         y = acc * ux  # normalized output
         if NONLIN:
             if W_NOISE != 0:
-                y = y + (w_noise * ux) * tl.sqrt(wvar) * tl.randn(_key(seed, rnd, 3, GN, gi), offs)
+                y = y + (w_noise * ux) * tl.sqrt(wvar) * _normal(_key(seed, rnd, 3, GN, gi), offs, TILE_M, TILE_N)
             y = y / (1.0 + tl.abs(nl * y))
             if OUT_NOISE:
-                y = y + out_noise * tl.randn(_key(seed, rnd, 2, GN, gi), offs)
+                y = y + out_noise * _normal(_key(seed, rnd, 2, GN, gi), offs, TILE_M, TILE_N)
         else:
             if W_NOISE != 0:
                 # weight and output noise are independent normals: one draw
                 std = tl.sqrt((w_noise * ux) * (w_noise * ux) * wvar + out_noise * out_noise)
-                y = y + std * tl.randn(_key(seed, rnd, 2, GN, gi), offs)
+                y = y + std * _normal(_key(seed, rnd, 2, GN, gi), offs, TILE_M, TILE_N)
             elif OUT_NOISE:
-                y = y + out_noise * tl.randn(_key(seed, rnd, 2, GN, gi), offs)
+                y = y + out_noise * _normal(_key(seed, rnd, 2, GN, gi), offs, TILE_M, TILE_N)
         y = y / uy
         if QUANT_OUT:
             if STO_OUT:
-                y = y + (tl.rand(_key(seed, rnd, 4, GN, gi), offs) - 0.5)
+                y = y + (_uniform(_key(seed, rnd, 4, GN, gi), offs, TILE_M, TILE_N) - 0.5)
             y = _rint(y)
         return y
 
@@ -318,6 +340,9 @@ if triton_available():
             offs = rows64[:, None] * N + cols[None, :]
         else:
             offs = rows[:, None] * N + cols[None, :]
+        # Random counters: (row, group of 4 columns), 4 draws per Philox call.
+        quads = pid_n * (BLOCK_N // 4) + tl.arange(0, BLOCK_N // 4)
+        offs4 = rows[:, None] * ((N + 3) // 4) + quads[None, :]
         if BM_ITER:
             cpiece = tl.load(piece_of_col_ptr + cols, mask=cmask, other=0)
             o_first = tl.load(piece_of_col_ptr + pid_n * BLOCK_N)
@@ -355,8 +380,8 @@ if triton_available():
                 wvar = tl.load(ssq_ptr + (g * B + rows64) * n_in + i, mask=rmask, other=0.0)[:, None]
             else:
                 wvar = accp
-            y = _adc(acc, wvar, offs.to(tl.int32), seed, 0, GN, gi, ux, uy, out_noise, w_noise, nl,
-                     OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT)
+            y = _adc(acc, wvar, offs4, seed, 0, GN, gi, ux, uy, out_noise, w_noise, nl,
+                     OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT, BLOCK_M, BLOCK_N)
             if BOUNDED:
                 if BM_ITER:
                     # mark (row, piece i, output piece o) where an output reached the bound
@@ -472,7 +497,7 @@ if triton_available():
                             else:
                                 wvar = accp
                             y = _adc(acc, wvar, tl.cast(b, tl.int32) * N + cols, seed, tl.cast(rnd, tl.int64), GN, gi, ux, uy,
-                                     out_noise, w_noise, nl, OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT)
+                                     out_noise, w_noise, nl, OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT, 0, 0)
                             sat = (tl.abs(y) >= out_bound) & cm
                             sat_any = tl.maximum(sat_any, tl.max(sat.to(tl.int32), axis=0))
                             if last:
