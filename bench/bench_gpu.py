@@ -234,7 +234,8 @@ def main() -> None:
     finally:
         torch.set_float32_matmul_precision(before)
 
-    print("targets: tri/dig <= 1.3 (Triton path within 1.3x of the digital model); tor/tri >= 3 (Triton >= 3x torch path)")
+    print("targets: tri/dig <= 1.3 (Triton path within 1.3x of the digital model); "
+          "tor/tri >= 3 (Triton >= 3x torch path)")
     worst_dig = max(r[3] / r[2] for r in rows)
     worst_tor = min(r[4] / r[3] for r in rows)
     print(f"worst tri/dig {worst_dig:.2f}x ({'met' if worst_dig <= 1.3 else 'MISSED'}), "

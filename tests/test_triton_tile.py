@@ -120,7 +120,9 @@ CASES.update(
         "batch-1": case(quiet(), G=1, B=1, col_w=piece_cols(factor=20.0), w_scale=1.0),
         "one-tile": case(quiet(), G=1, B=20, K=20, N=30, max_in=0, max_out=0, block=None),
         "even-split-view": case(quiet(), G=1, B=20, K=32, N=20, max_in=16, max_out=0),
-        "scales-bias": case(quiet(out_scale=0.5), B=19, col_scale=True, bias=True, col_w=piece_cols(factor=8.0), w_scale=1.0),
+        "scales-bias": case(
+            quiet(out_scale=0.5), B=19, col_scale=True, bias=True, col_w=piece_cols(factor=8.0), w_scale=1.0
+        ),
         "zero-piece": case(quiet(), zero_piece=(1, slice(None))),
         "nonlinearity": case(quiet(out_nonlinearity=0.3, inp_res=0.0)),
         "perfect": case(dict(is_perfect=True), col_scale=True, bias=True),
@@ -141,7 +143,8 @@ def check_close(name: str, out: torch.Tensor, ref: torch.Tensor, max_frac: float
 
 
 def check_equal(name: str, c: dict, out: torch.Tensor, max_frac: float) -> None:
-    ref = tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], unpack_io(c["io"]), c["col_scale"], c["bias"])
+    io = unpack_io(c["io"])
+    ref = tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], io, c["col_scale"], c["bias"])
     check_close(name, out, ref, max_frac)
 
 

@@ -469,6 +469,7 @@ if triton_available():
                 for rnd in range(1, n_rounds + 1):
                     if done == 0:
                         r = r * 2.0
+                        rnd64 = tl.cast(rnd, tl.int64)
                         s = (1.0 / (alpha * r)) / ux
                         last = rnd == n_rounds
                         sat_any = 0
@@ -482,7 +483,7 @@ if triton_available():
                                 ks = k0 + tl.arange(0, BLOCK_K)
                                 kmask = ks < size
                                 xv = tl.load(x_row + (start + ks).to(tl.int64) * sxk, mask=kmask, other=0.0)
-                                v = _dac(xv.to(tl.float32), s, in_offs + ks, seed, tl.cast(rnd, tl.int64), GN, gi, inp_bound,
+                                v = _dac(xv.to(tl.float32), s, in_offs + ks, seed, rnd64, GN, gi, inp_bound,
                                          inp_noise, CLIP_IN, QUANT_IN, STO_IN, INP_NOISE)
                                 v = tl.where(kmask, v, 0.0)
                                 wv = tl.load(w_piece + ks.to(tl.int64)[:, None] * swk + cols[None, :] * swn,
@@ -496,7 +497,7 @@ if triton_available():
                                 wvar = ssq
                             else:
                                 wvar = accp
-                            y = _adc(acc, wvar, tl.cast(b, tl.int32) * N + cols, seed, tl.cast(rnd, tl.int64), GN, gi, ux, uy,
+                            y = _adc(acc, wvar, tl.cast(b, tl.int32) * N + cols, seed, rnd64, GN, gi, ux, uy,
                                      out_noise, w_noise, nl, OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT, 0, 0)
                             sat = (tl.abs(y) >= out_bound) & cm
                             sat_any = tl.maximum(sat_any, tl.max(sat.to(tl.int32), axis=0))
