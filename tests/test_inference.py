@@ -96,9 +96,16 @@ def test_programming_noise_of_layer_weights():
     assert abs(err.mean().item() + s0 / math.sqrt(2 * math.pi)) < 0.02
 
 
-def test_drift_of_noise_free_devices_is_exact():
+@pytest.mark.parametrize("model", ["pcm", "state_independent", "custom"])
+def test_drift_of_noise_free_devices_is_exact(model):
+    from fxanalog.noise import CustomDriftPCMLikeNoiseModel, StateIndependentNoiseModel
+
     torch.manual_seed(1)
     cfg = quiet_config(prog_noise_scale=0.0, read_noise_scale=0.0)
+    if model == "state_independent":
+        cfg.noise_model = StateIndependentNoiseModel(prog_noise_scale=0.0, read_noise_scale=0.0)
+    elif model == "custom":
+        cfg.noise_model = CustomDriftPCMLikeNoiseModel(prog_noise_scale=0.0, read_noise_scale=0.0)
     cfg.drift_compensation = None
     cfg.mapping.max_input_size = 16
     layer = AnalogLinear(40, 8, rpu_config=cfg).eval()
