@@ -461,30 +461,34 @@ def _bound_management(
         torch.arange(len(out_sizes), device=y.device), torch.tensor(list(out_sizes), device=y.device)
     )
     sat = _saturated_pieces(y, bound, out_sizes)  # (G, n, B, n_out): tiles to redo
+    xq = xp.transpose(1, 2)  # (G, n, B, p): rows by piece
+    aq = alpha.transpose(1, 2)  # (G, n, B)
     r = 1.0
     while True:
         r *= 2
-        g, i, b = torch.nonzero(sat.any(dim=-1), as_tuple=True)
-        M = g.numel()
-        # Each row to redo is a one-piece tile array of its own.
-        ynew = _mvm_steps(
-            xp[g, b, i].view(M, 1, 1, -1),
-            (1.0 / (alpha[g, b, i] * r)).view(M, 1, 1),
-            tiles[g, i].unsqueeze(1),
-            io,
-            piece_sizes.view(G, n)[g, i],
-        ).view(M, N)
+        # The rows to redo, gathered per (group, piece) and padded to the
+        # largest count M, so that one bmm over all pieces redoes them with
+        # the pieces' own tiles (no copy of any tile).
+        redo = sat.any(dim=-1)  # (G, n, B)
+        count = redo.sum(dim=-1)  # (G, n)
+        M = int(count.max())
+        rows = torch.sort((~redo).to(torch.int8), dim=-1, stable=True).indices[..., :M]  # (G, n, M)
+        valid = torch.arange(M, device=y.device) < count.unsqueeze(-1)  # (G, n, M)
+        x_sub = xq.gather(2, rows.unsqueeze(-1).expand(-1, -1, -1, xq.shape[-1]))
+        a_sub = aq.gather(2, rows)
+        ynew = _mvm_steps(x_sub.transpose(1, 2), (1.0 / (a_sub * r)).transpose(1, 2), tiles, io, piece_sizes)
         last = r > limit
         if last:  # the last round is kept even if it clips
             ynew.clamp_(-bound, bound)
-        take = sat[g, i, b]  # (M, n_out): the tiles that asked for this round
-        cols = take.index_select(1, piece_of_col)
-        y[g, i, b] = torch.where(cols, ynew * r, y[g, i, b])
+        idx = rows.unsqueeze(-1)
+        take = sat.gather(2, idx.expand(-1, -1, -1, sat.shape[-1])) & valid.unsqueeze(-1)  # (G, n, M, n_out)
+        cols = take.index_select(-1, piece_of_col)  # (G, n, M, N)
+        idx_n = idx.expand(-1, -1, -1, N)
+        y.scatter_(2, idx_n, torch.where(cols, ynew * r, y.gather(2, idx_n)))
         if last:
             return
-        new_sat = _saturated_pieces(ynew.view(1, 1, M, N), bound, out_sizes).view(M, -1)
-        sat = torch.zeros_like(sat)
-        sat[g, i, b] = take & new_sat
+        still = take & _saturated_pieces(ynew, bound, out_sizes)
+        sat = torch.zeros_like(sat).scatter_(2, idx.expand(-1, -1, -1, sat.shape[-1]), still)
         if not bool(sat.any()):
             return
 
