@@ -529,3 +529,35 @@ def test_errors_name_layer_shape_and_dtype():
     conv = AnalogConv2d(3, 4, 3)
     with pytest.raises(ValueError, match=r"input of shape \(2, 5, 8, 8\).*\(batch, 3"):
         conv(torch.randn(2, 5, 8, 8))
+
+
+@pytest.mark.parametrize("max_in, max_out", [(16, 10), (12, 4)])
+def test_tile_array_with_many_bound_management_rounds_matches_loop(max_in, max_out):
+    # Large weights: most tiles clip and need 1 to 4 extra rounds, each piece
+    # with its own rows. No DAC quantization, so no half-step ties at r = 2.
+    torch.manual_seed(16)
+    cfg = quiet(inp_res=0.0)
+    cfg.mapping.max_input_size, cfg.mapping.max_output_size = max_in, max_out
+    w = torch.randn(23, 37) * 6.0
+    x = torch.randn(31, 37)
+    got = linear(w, cfg=cfg)(x)
+    want = reference_tile_array(x, w, cfg.forward, max_in, max_out)
+    assert torch.allclose(got.double(), want, atol=1e-3, rtol=1e-5)
+
+
+def test_grouped_conv_with_bound_management_matches_loop():
+    torch.manual_seed(17)
+    conv = torch.nn.Conv2d(4, 6, 3, groups=2, bias=False)
+    with torch.no_grad():
+        conv.weight.mul_(40.0)
+    cfg = quiet(inp_res=0.0)
+    cfg.mapping.max_input_size = 7  # 18 inputs per group -> 6, 6, 6
+    a = AnalogConv2d.from_digital(conv, cfg)
+    x = torch.randn(2, 4, 5, 5)
+    cols = F.unfold(x, 3)  # (B, 4*9, 9)
+    got = a(x)
+    for g in range(2):
+        xg = cols[:, g * 18 : (g + 1) * 18].transpose(1, 2).reshape(-1, 18)
+        wg = conv.weight[g * 3 : (g + 1) * 3].reshape(3, 18).detach()
+        want = reference_tile_array(xg, wg, cfg.forward, 7, 512).reshape(2, 9, 3).permute(0, 2, 1)
+        assert torch.allclose(got[:, g * 3 : (g + 1) * 3].reshape(2, 3, 9).double(), want, atol=1e-3, rtol=1e-5)
