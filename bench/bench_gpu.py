@@ -21,6 +21,10 @@ both sides; a last line repeats the first layer with
 kernel).
 
 Run: python bench/bench_gpu.py [--repeat 10] [--quick]
+
+Without a GPU, ``--compile-only`` compiles the kernels of the default
+configuration for sm_90 (Triton's compiler and ptxas, no device needed) and
+prints their registers and spill stack per thread.
 """
 
 from __future__ import annotations
@@ -190,11 +194,81 @@ def kernel_report() -> None:
         print(f"  {kname}: {len(seen)} compiled; " + "; ".join(sorted(set(seen))[:6]))
 
 
+# Argument types of the kernels for an offline compile (pointers by name).
+_PTR_TYPES = {
+    "x_ptr": "*fp32", "a_ptr": "*fp32", "v_ptr": "*fp32", "w_ptr": "*fp32", "out_ptr": "*fp32", "alpha_ptr": "*fp32",
+    "ssq_ptr": "*fp32", "cs_ptr": "*fp32", "bias_ptr": "*fp32", "s_ptr": "*i16", "nonzero_ptr": "*i32",
+    "flags_ptr": "*i32", "seed_ptr": "*i64", "starts_ptr": "*i32", "sizes_ptr": "*i32", "piece_of_col_ptr": "*i32",
+    "out_starts_ptr": "*i32", "out_sizes_ptr": "*i32",
+}
+_FLOAT_ARGS = {"ux", "uy", "alpha_const", "nm_thres", "inp_bound", "inp_noise", "out_noise", "w_noise", "nl",
+               "out_bound", "out_scale"}
+
+
+def compile_only(arch: int) -> None:
+    """Compile the default-configuration kernels for sm_<arch> without a GPU
+    and print registers / spill stack (cuobjdump of the cubin)."""
+    import os
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fxanalog.triton_kernels import tile_mvm
+
+    flags = dict(ALPHA_PER_ROW=True, GATE=True, QUANT_IN=True, STO_IN=False, INP_NOISE=False, RANDOM=True,
+                 OUT_NOISE=True, W_NOISE=0, NONLIN=False, QUANT_OUT=True, STO_OUT=False, S_INT16=True, HAS_CS=False)
+    kernels = [
+        ("_dac_kernel", dict(flags, SIGNED_MAX=False, CAP=False, SSQ=False, CLIP_IN=True, ZERO_FLAGS=True,
+                             BLOCK_R=32, BLOCK_C=128), 4),
+        ("_tile_forward_kernel", dict(flags, A_PADDED=True, BOUNDED=True, BM_ITER=True, HAS_BIAS=True, PRECISION=2,
+                                      A_EXACT=True, BIG=False, BLOCK_M=128, BLOCK_N=64, BLOCK_K=32, GROUP_M=8), 8),
+        ("_bound_management_kernel", dict(flags, CLIP_IN=True, BLOCK_N=128, BLOCK_K=32), 4),
+    ]
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    counts = {"n_in", "n_out", "GN", "n_rounds", "p_in"}
+    for (name, consts, warps), aligned in [(k, True) for k in kernels] + [(kernels[1], False)]:
+        kern = getattr(tile_mvm, name)
+        sig, constexprs, attrs = {}, {}, {}
+        for idx, arg in enumerate(kern.arg_names):
+            if arg in consts:
+                sig[arg], constexprs[arg] = "constexpr", consts[arg]
+            elif arg in ("sxk", "sak", "swn", "scn"):
+                sig[arg], constexprs[arg] = "constexpr", 1  # unit strides, as Triton specializes them
+            elif arg in _PTR_TYPES:
+                sig[arg] = _PTR_TYPES[arg]
+                attrs[(idx,)] = [["tt.divisibility", 16]]
+            else:
+                sig[arg] = "fp32" if arg in _FLOAT_ARGS else "i32"
+                if aligned and sig[arg] == "i32" and arg not in counts:  # sizes, strides multiples of 16
+                    attrs[(idx,)] = [["tt.divisibility", 16]]
+        t0 = time.perf_counter()
+        compiled = triton.compile(
+            ASTSource(kern, sig, constexprs=constexprs, attrs=attrs),
+            target=GPUTarget("cuda", arch, 32),
+            options=dict(num_warps=warps, num_stages=3),
+        )
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(compiled.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+        res = " ".join(w for line in usage.splitlines() if "REG" in line for w in line.split()[:2])
+        shapes = "sizes multiple of 16" if aligned else "unaligned sizes"
+        print(f"{name} ({shapes}): sm_{arch}, {warps} warps, {time.perf_counter() - t0:.1f} s: {res}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="the two layer shapes only")
+    ap.add_argument("--compile-only", action="store_true", help="compile for sm_<arch> offline, no GPU needed")
+    ap.add_argument("--arch", type=int, default=90)
     args = ap.parse_args()
+    if args.compile_only:
+        compile_only(args.arch)
+        return
     if not torch.cuda.is_available():
         fail("no CUDA device: this benchmark needs a GPU (see docs/triton.md; bench/bench_tile.py is the CPU one)")
     from fxanalog.triton_kernels.dispatch import triton_available

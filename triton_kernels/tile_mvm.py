@@ -227,7 +227,7 @@ if triton_available():
     @triton.jit
     def _dac_kernel(
         x_ptr, v_ptr, alpha_ptr, nonzero_ptr, ssq_ptr, flags_ptr, seed_ptr, starts_ptr, sizes_ptr,
-        B, n_in, n_out, p_in, GN, sxg, sxb, sxk,
+        B, n_in, n_out, p_in, p_a, GN, sxg, sxb, sxk,
         ux, alpha_const, nm_thres, inp_bound, inp_noise,
         ALPHA_PER_ROW: tl.constexpr, SIGNED_MAX: tl.constexpr, CAP: tl.constexpr, SSQ: tl.constexpr,
         ZERO_FLAGS: tl.constexpr,
@@ -239,8 +239,9 @@ if triton_available():
         alpha (G, B, n_in): max|x| (or max x) of each row's piece, capped at
         nm_thres when CAP, non-positive -> 1 (or the constant alpha);
         nonzero (G, n_in): some row of the batch has a non-zero alpha;
-        v (G, B, n_in * p_in): the DAC output in input steps, each piece
-        starting at i * p_in, zero in the pads; ssq (G, B, n_in): sum v^2.
+        v (G, B, n_in * p_a): the DAC output in input steps, each piece
+        starting at i * p_a (p_in rounded up to a multiple of 16, for aligned
+        loads in the GEMM), zero in the pads; ssq (G, B, n_in): sum v^2.
         ZERO_FLAGS: clear the bound-management marks (G, B, n_in, n_out) of
         these rows and piece for the GEMM kernel that follows."""
         pid_r = tl.program_id(0)
@@ -276,9 +277,9 @@ if triton_available():
         else:
             seed = 0
         s = (1.0 / alpha) / ux
-        v_rows = v_ptr + (g * B + rows.to(tl.int64))[:, None] * (n_in * p_in) + i * p_in
+        v_rows = v_ptr + (g * B + rows.to(tl.int64))[:, None] * (n_in * p_a) + i * p_a
         ssq = tl.zeros((BLOCK_R,), dtype=tl.float32)
-        for c0 in range(0, p_in, BLOCK_C):
+        for c0 in range(0, p_a, BLOCK_C):
             cols = c0 + tl.arange(0, BLOCK_C)
             valid = rmask[:, None] & (cols < size)[None, :]
             xv = tl.load(x_rows + (start + cols).to(tl.int64)[None, :] * sxk, mask=valid, other=0.0)
@@ -287,7 +288,7 @@ if triton_available():
             v = tl.where(valid, v, 0.0)
             if SSQ:
                 ssq += tl.sum(v * v, axis=1)
-            tl.store(v_rows + cols[None, :], v, mask=rmask[:, None] & (cols < p_in)[None, :])
+            tl.store(v_rows + cols[None, :], v, mask=rmask[:, None] & (cols < p_a)[None, :])
         if SSQ:
             tl.store(ssq_ptr + (g * B + rows) * n_in + i, ssq, mask=rmask)
         if ZERO_FLAGS:
@@ -299,7 +300,7 @@ if triton_available():
     def _tile_forward_kernel(
         a_ptr, w_ptr, out_ptr, alpha_ptr, nonzero_ptr, ssq_ptr, seed_ptr, starts_ptr, sizes_ptr, piece_of_col_ptr,
         cs_ptr, bias_ptr, s_ptr, flags_ptr,
-        B, N, n_in, n_out, p_in, GN,
+        B, N, n_in, n_out, p_in, p_a, GN,
         sag, sab, sak, swg, swi, swk, swn, scg, scn, sbg,
         ux, uy, alpha_const, out_noise, w_noise, nl, out_bound, out_scale,
         A_PADDED: tl.constexpr, ALPHA_PER_ROW: tl.constexpr, GATE: tl.constexpr, OUT_NOISE: tl.constexpr,
@@ -312,7 +313,7 @@ if triton_available():
         """The GEMM of every input piece with the ADC as its epilogue.
 
         ``a``: the DAC output of ``_dac_kernel`` (A_PADDED: piece i at
-        i * p_in) or, for perfect tiles, x itself (pieces at their starts)."""
+        i * p_a) or, for perfect tiles, x itself (pieces at their starts)."""
         pid = tl.program_id(0)
         g = tl.program_id(1).to(tl.int64)
         # Grouped order: GROUP_M row blocks sweep the columns together (L2 reuse of W).
@@ -352,7 +353,7 @@ if triton_available():
         for i in range(0, n_in):
             gi = g * n_in + i
             if A_PADDED:
-                start = tl.cast(i, tl.int32) * p_in
+                start = tl.cast(i, tl.int32) * p_a
                 size = p_in
             else:
                 start = tl.load(starts_ptr + i)
@@ -627,13 +628,14 @@ if triton_available():
             s_int16 = False
             s_buf = flags = out  # unused
         if perfect:
-            a, a_strides = x, (x.stride(0), x.stride(1), x.stride(2))
+            a, a_strides, p_a = x, (x.stride(0), x.stride(1), x.stride(2)), p
         else:
-            a = torch.empty((G, B, n * p), dtype=torch.float32, device=dev)
-            a_strides = (B * n * p, n * p, 1)
+            p_a = -(-p // 16) * 16
+            a = torch.empty((G, B, n * p_a), dtype=torch.float32, device=dev)
+            a_strides = (B * n * p_a, n * p_a, 1)
             _dac_kernel[(triton.cdiv(B, blocks.dac_block_r), n, G)](
                 x, a, alpha, nonzero, ssq, flags, seed, tab.in_starts, tab.in_sizes,
-                B, n, len(out_sizes), p, G * n, x.stride(0), x.stride(1), x.stride(2),
+                B, n, len(out_sizes), p, p_a, G * n, x.stride(0), x.stride(1), x.stride(2),
                 ux, alpha_const, float(io.nm_thres), inp_bound, inp_noise,
                 SIGNED_MAX=nm == NoiseManagementType.MAX, CAP=io.nm_thres > 0, SSQ=w_noise_type == 1, CLIP_IN=True,
                 ZERO_FLAGS=bm_iter,
@@ -656,7 +658,7 @@ if triton_available():
         _tile_forward_kernel[grid](
             a, tiles, out, alpha, nonzero, ssq, seed, tab.in_starts, tab.in_sizes, tab.piece_of_col,
             cs if cs is not None else out, bias if bias is not None else out, s_buf, flags,
-            B, N, n, len(out_sizes), p, G * n,
+            B, N, n, len(out_sizes), p, p_a, G * n,
             *a_strides, tiles.stride(0), tiles.stride(1), tiles.stride(2), tiles.stride(3), scg, scn, N,
             ux, uy, alpha_const, out_noise, float(io.w_noise), nl, out_bound, float(io.out_scale),
             A_PADDED=not perfect, BOUNDED=bounded, BM_ITER=bm_iter, HAS_BIAS=bias is not None,
