@@ -300,20 +300,16 @@ class DemoResult:
 
 
 def _configs():
+    """(evaluation with drift compensation, evaluation without, fine-tuning):
+    the ``pcm`` preset, the same without compensation, and ``pcm-hwa`` (the
+    noisy forward plus additive Gaussian weight noise, relative to each tile's
+    max|W|, in every training forward pass)."""
     from fxanalog.presets import get_preset
 
     eval_comp = get_preset("pcm")
     eval_plain = get_preset("pcm")
     eval_plain.drift_compensation = None
-    hwa = get_preset("pcm")
-    # Hardware-aware training: the noisy forward of the config, plus additive
-    # Gaussian weight noise (relative to max|W|) in every training forward.
-    from fxanalog.config import WeightModifierType
-
-    hwa.modifier.type = WeightModifierType.ADD_NORMAL
-    hwa.modifier.std_dev = 0.08
-    hwa.drift_compensation = None
-    return eval_comp, eval_plain, hwa
+    return eval_comp, eval_plain, get_preset("pcm-hwa")
 
 
 def run_demo(

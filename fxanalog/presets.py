@@ -50,7 +50,7 @@ def _pcm() -> InferenceRPUConfig:
 def _pcm_hwa() -> InferenceRPUConfig:
     cfg = _pcm()
     cfg.modifier.type = WeightModifierType.ADD_NORMAL
-    cfg.modifier.std_dev = 0.05
+    cfg.modifier.std_dev = 0.08
     return cfg
 
 
@@ -72,7 +72,7 @@ PRESETS: dict[str, tuple[str, Callable]] = {
         _pcm,
     ),
     "pcm-hwa": (
-        "'pcm' plus an ADD_NORMAL weight modifier (std_dev 0.05) for hardware-aware training",
+        "'pcm' plus an ADD_NORMAL weight modifier (std_dev 0.08) for hardware-aware training (the demo's)",
         _pcm_hwa,
     ),
     "ideal": (
