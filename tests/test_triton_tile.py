@@ -129,6 +129,10 @@ CASES.update(
     }
 )
 
+# half-precision inputs are read as they are and computed in float32
+CASES["bf16-input"] = case(quiet(), G=1, B=19, col_w=piece_cols(factor=8.0), w_scale=1.0)
+CASES["bf16-input"]["x"] = CASES["bf16-input"]["x"].to(torch.bfloat16)
+
 
 def check_close(name: str, out: torch.Tensor, ref: torch.Tensor, max_frac: float) -> None:
     out, ref = out.cpu(), ref.cpu()
