@@ -318,7 +318,7 @@ def run_demo(
     draws: Optional[int] = None,
     quick: bool = False,
     progress: bool = True,
-    stream: TextIO = None,
+    stream: Optional[TextIO] = None,
 ) -> DemoResult:
     """Run the demo (see the module docstring); print to ``stream`` (stdout).
 
@@ -369,6 +369,9 @@ def _run_demo(output, seed, draws, quick, progress, stream) -> DemoResult:
     results: dict[str, Tensor] = {}
 
     def measure(trained: nn.Module, name: str) -> None:
+        # Every row uses the same programming seeds (1000 * seed + draw): the
+        # rows differ by the weights and the compensation, not by the luck of
+        # the draws.
         for cfg, suffix in ((eval_plain, "no compensation"), (eval_comp, "drift compensation")):
             analog = fxanalog.compile(trained, cfg, example_inputs=example)
             results[f"{name}, {suffix}"] = accuracy_over_time(
