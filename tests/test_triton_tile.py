@@ -340,9 +340,10 @@ def analog_layers() -> dict:
     cfg.mapping.weight_scaling_omega = 1.0
     cfg.mapping.max_input_size = cfg.mapping.max_output_size = 16
     gen = torch.Generator().manual_seed(5)
-    torch.manual_seed(5)
-    lin = AnalogLinear.from_digital(torch.nn.Linear(40, 30), cfg).eval()
-    conv = AnalogConv2d.from_digital(torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), cfg).eval()
+    with torch.random.fork_rng(devices=[]):  # leave the global generator as it was
+        torch.manual_seed(5)
+        lin = AnalogLinear.from_digital(torch.nn.Linear(40, 30), cfg).eval()
+        conv = AnalogConv2d.from_digital(torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), cfg).eval()
     return {
         "linear": (lin, torch.randn(3, 7, 40, generator=gen)),
         "conv-groups": (conv, torch.randn(2, 4, 5, 5, generator=gen)),
