@@ -20,6 +20,10 @@ fi
 PY=${PYTHON:-$(command -v python3 || command -v python)}
 unset TRITON_INTERPRET FXANALOG_FORCE_TORCH FXANALOG_TRITON_PRECISION
 start=$SECONDS
+# Python runs from a scratch directory: with the repository root as the
+# working directory, its fxanalog/ (without triton_kernels/) would shadow the
+# installed package.
+work=$(mktemp -d)
 
 echo "== environment ($(date -u '+%Y-%m-%d %H:%M UTC'))"
 if ! "$PY" - <<'EOF'
@@ -49,7 +53,7 @@ else
     ln -s "$root/passes" "$shadow/fxanalog/passes"
     export PYTHONPATH="$shadow${PYTHONPATH:+:$PYTHONPATH}"
 fi
-if ! "$PY" -c "import fxanalog.triton_kernels.tile_mvm as m; assert m.triton_tile_forward is not None; print('fxanalog from', m.__file__)"; then
+if ! (cd "$work" && "$PY" -c "import fxanalog.triton_kernels.tile_mvm as m; assert m.triton_tile_forward is not None; print('fxanalog from', m.__file__)"); then
     echo "gpu_check: fxanalog's Triton path does not import"
     exit 2
 fi
@@ -60,16 +64,15 @@ if "$PY" -c "import pytest" 2>/dev/null; then
     # Compiling the ~50 kernel variants of the tests dominates: run the tests
     # in 6 parallel shards (Triton's on-disk cache is safe to share).
     sel="gpu or heuristic or precision or fall_back or bad_shapes or several_rounds"
-    work=$(mktemp -d)
-    "$PY" -m pytest -q --collect-only -p no:cacheprovider tests/test_triton_tile.py -k "$sel" \
-        | grep '::' > "$work/ids" || true
+    (cd "$work" && "$PY" -m pytest -q --collect-only -p no:cacheprovider "$root/tests/test_triton_tile.py" -k "$sel") \
+        | grep '::' | sed "s|^.*tests/test_triton_tile.py::|$root/tests/test_triton_tile.py::|" > "$work/ids" || true
     echo "$(wc -l < "$work/ids") tests in 6 shards"
     split -n r/6 -d "$work/ids" "$work/shard."
     pids=()
     for shard in "$work"/shard.*; do
         [ -s "$shard" ] || continue
         mapfile -t ids < "$shard"
-        timeout 170 "$PY" -m pytest -q -p no:cacheprovider "${ids[@]}" > "$shard.log" 2>&1 &
+        (cd "$work" && timeout 170 "$PY" -m pytest -q -p no:cacheprovider "${ids[@]}") > "$shard.log" 2>&1 &
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || status=1; done
@@ -80,9 +83,9 @@ if "$PY" -c "import pytest" 2>/dev/null; then
     [ -s "$work/ids" ] || { echo "gpu_check: no test collected"; status=1; }
 else
     echo "(pytest not installed: running the GPU tests with a minimal runner)"
-    timeout 170 "$PY" - <<'EOF' || status=1
-import sys, traceback, types
-sys.path.insert(0, "tests")
+    (cd "$work" && ROOT="$root" timeout 170 "$PY" - <<'EOF') || status=1
+import os, sys, traceback, types
+sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests"))
 
 
 class _Mark:  # pytest.mark.* as plain decorators
@@ -116,6 +119,6 @@ fi
 echo "tests done after $((SECONDS - start)) s"
 
 echo "== benchmark"
-timeout 230 "$PY" bench/bench_gpu.py || status=1
+(cd "$work" && timeout 230 "$PY" "$root/bench/bench_gpu.py") || status=1
 echo "gpu_check: done after $((SECONDS - start)) s, status $status"
 exit $status
