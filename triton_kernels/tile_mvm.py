@@ -38,8 +38,9 @@ path (``kernel_supports``).
 
 from __future__ import annotations
 
-import math
+import functools
 import os
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -529,6 +530,80 @@ if triton_available():
             k += 1
         return k
 
+    @dataclass(frozen=True)
+    class _Plan:
+        """What a call derives from its TileIO alone (cached per TileIO)."""
+
+        perfect: bool
+        per_row: bool  # alpha per (row, piece) from the DAC kernel (ABS_MAX, MAX)
+        bm_iter: bool  # iterative bound management runs
+        s_int16: bool  # round-1 ADC values fit int16
+        w_noise_type: int  # 0 none, 1 additive constant, 2 PCM read
+        dac_flags: dict  # constexprs of _dac_kernel
+        gemm_flags: dict  # constexprs of _tile_forward_kernel (but HAS_CS, HAS_BIAS, BIG, blocks)
+        bm_flags: dict  # constexprs of _bound_management_kernel (but HAS_CS, blocks)
+        dac_params: tuple  # ux, alpha_const, nm_thres, inp_bound, inp_noise
+        params: tuple  # ux, uy, alpha_const, inp_bound, inp_noise, out_noise, w_noise, nl, out_bound, out_scale
+        n_rounds: int
+
+    @functools.lru_cache(maxsize=256)
+    def _plan(io: TileIO, precision: str) -> _Plan:
+        perfect = io.is_perfect
+        nm = io.noise_management
+        ux = io.dx if (io.dx > 0 and not perfect) else 1.0
+        uy = io.dy if (io.dy > 0 and not perfect) else 1.0
+        quant_in = io.dx > 0 and not perfect
+        quant_out = io.dy > 0 and not perfect
+        inp_bound = io.inp_bound / ux
+        inp_noise = 0.0 if perfect else io.inp_noise / ux
+        out_noise = 0.0 if perfect else io.out_noise
+        w_noise_type = 0
+        if not perfect and io.w_noise > 0:
+            w_noise_type = {WeightNoiseType.ADDITIVE_CONSTANT: 1, WeightNoiseType.PCM_READ: 2}.get(io.w_noise_type, 0)
+        nl = 0.0 if perfect else io.out_nonlinearity
+        bounded = io.out_bound > 0 and not perfect
+        out_bound = io.out_bound / uy if bounded else 0.0
+        bm_iter = bounded and io.bound_management == BoundManagementType.ITERATIVE and io.last_round_factor >= 1
+        s_int16 = bm_iter and quant_out and float(out_bound).is_integer() and out_bound <= _INT16_MAX
+        sto_in = quant_in and io.inp_sto_round
+        sto_out = quant_out and io.out_sto_round
+        random = inp_noise > 0 or out_noise > 0 or w_noise_type != 0 or sto_in or sto_out
+        per_row = not perfect and nm in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX)
+        alpha_const = 1.0
+        if not perfect and nm == NoiseManagementType.CONSTANT:
+            alpha_const = io.nm_thres if io.nm_thres > 0 else 1.0
+        common = dict(ALPHA_PER_ROW=per_row, QUANT_IN=quant_in, STO_IN=sto_in, INP_NOISE=inp_noise > 0, RANDOM=random)
+        out_flags = dict(
+            OUT_NOISE=out_noise > 0, W_NOISE=w_noise_type, NONLIN=nl > 0, QUANT_OUT=quant_out, STO_OUT=sto_out,
+            S_INT16=s_int16, GATE=per_row and io.inp_noise == 0,  # a piece zero for the whole batch gives 0
+        )
+        dac_flags = dict(
+            common, SIGNED_MAX=nm == NoiseManagementType.MAX, CAP=io.nm_thres > 0, SSQ=w_noise_type == 1,
+            CLIP_IN=True, ZERO_FLAGS=bm_iter,
+        )
+        gemm_flags = dict(
+            out_flags, A_PADDED=not perfect, BOUNDED=bounded, BM_ITER=bm_iter, ALPHA_PER_ROW=per_row, RANDOM=random,
+            PRECISION={"ieee": 0, "tf32": 1, "fp32": 2}[precision],
+            A_EXACT=quant_in and inp_noise == 0 and inp_bound <= 2048,  # whole numbers, exact in TF32
+        )
+        return _Plan(
+            perfect=perfect,
+            per_row=per_row,
+            bm_iter=bm_iter,
+            s_int16=s_int16,
+            w_noise_type=w_noise_type,
+            dac_flags=dac_flags,
+            gemm_flags=gemm_flags,
+            bm_flags=dict(common, **out_flags, CLIP_IN=True),
+            dac_params=(ux, alpha_const, float(io.nm_thres), inp_bound, inp_noise),
+            params=(ux, uy, alpha_const, inp_bound, inp_noise, out_noise, float(io.w_noise), nl, out_bound,
+                    float(io.out_scale)),
+            n_rounds=_n_rounds(io.last_round_factor) if bm_iter else 0,
+        )
+
+    def _cdiv(a: int, b: int) -> int:
+        return -(-a // b)
+
     def _col_scale_args(col_scale: Optional[Tensor], G: int, N: int, device):
         """A float32 pointer and (group, column) strides for col_scale."""
         if col_scale is None:
@@ -581,66 +656,36 @@ if triton_available():
             return tile_forward(x, tiles, in_sizes, out_sizes, io, col_scale, bias)
 
         dev = x.device
+        plan = _plan(io, get_precision())
         tab = piece_tables(in_sizes, out_sizes, dev)
         blocks = tile_blocks(B, N, p, max(out_sizes), block_m, block_n, block_k)
+        n_out = len(out_sizes)
         out = torch.empty((G, B, N), dtype=torch.float32, device=dev)
-
-        perfect = io.is_perfect
-        nm = io.noise_management
-        ux = io.dx if (io.dx > 0 and not perfect) else 1.0
-        uy = io.dy if (io.dy > 0 and not perfect) else 1.0
-        quant_in = io.dx > 0 and not perfect
-        quant_out = io.dy > 0 and not perfect
-        inp_bound = io.inp_bound / ux
-        inp_noise = 0.0 if perfect else io.inp_noise / ux
-        out_noise = 0.0 if perfect else io.out_noise
-        w_noise_type = 0
-        if not perfect and io.w_noise > 0:
-            w_noise_type = {WeightNoiseType.ADDITIVE_CONSTANT: 1, WeightNoiseType.PCM_READ: 2}.get(io.w_noise_type, 0)
-        nl = 0.0 if perfect else io.out_nonlinearity
-        bounded = io.out_bound > 0 and not perfect
-        out_bound = io.out_bound / uy if bounded else 0.0
-        bm_iter = (
-            bounded and io.bound_management == BoundManagementType.ITERATIVE and io.last_round_factor >= 1
-        )
-        sto_in = quant_in and io.inp_sto_round
-        sto_out = quant_out and io.out_sto_round
-        random = inp_noise > 0 or out_noise > 0 or w_noise_type != 0 or sto_in or sto_out
-
-        # Noise management: alpha per row from the DAC kernel (ABS_MAX, MAX) or one constant.
-        per_row = not perfect and nm in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX)
-        alpha_const = 1.0
-        if not perfect and nm == NoiseManagementType.CONSTANT:
-            alpha_const = io.nm_thres if io.nm_thres > 0 else 1.0
-        gate = per_row and io.inp_noise == 0
         seed = (
-            torch.randint(0, 2**31 - 1, (1,), device=dev, dtype=torch.int64) if random else tab.in_starts
+            torch.randint(0, 2**31 - 1, (1,), device=dev, dtype=torch.int64)
+            if plan.gemm_flags["RANDOM"]
+            else tab.in_starts
         )
-        alpha = torch.empty((G, B, n), dtype=torch.float32, device=dev) if per_row else out
-        nonzero = torch.zeros((G, n), dtype=torch.int32, device=dev) if per_row else tab.in_starts
-        ssq = torch.empty((G, B, n), dtype=torch.float32, device=dev) if w_noise_type == 1 else out
-        common = dict(ALPHA_PER_ROW=per_row, QUANT_IN=quant_in, STO_IN=sto_in, INP_NOISE=inp_noise > 0, RANDOM=random)
-        if bm_iter:  # round-1 ADC values and the marks of the tiles that reached the bound
-            s_int16 = quant_out and float(out_bound).is_integer() and out_bound <= _INT16_MAX
-            s_buf = torch.empty((G, n, B, N), dtype=torch.int16 if s_int16 else torch.float32, device=dev)
-            flags = torch.empty((G, B, n, len(out_sizes)), dtype=torch.int32, device=dev)  # zeroed by the DAC
+        alpha = torch.empty((G, B, n), dtype=torch.float32, device=dev) if plan.per_row else out
+        nonzero = torch.zeros((G, n), dtype=torch.int32, device=dev) if plan.per_row else tab.in_starts
+        ssq = torch.empty((G, B, n), dtype=torch.float32, device=dev) if plan.w_noise_type == 1 else out
+        if plan.bm_iter:  # round-1 ADC values and the marks of the tiles that reached the bound
+            s_buf = torch.empty((G, n, B, N), dtype=torch.int16 if plan.s_int16 else torch.float32, device=dev)
+            flags = torch.empty((G, B, n, n_out), dtype=torch.int32, device=dev)  # zeroed by the DAC kernel
         else:
-            s_int16 = False
             s_buf = flags = out  # unused
-        if perfect:
+        if plan.perfect:
             a, a_strides, p_a = x, (x.stride(0), x.stride(1), x.stride(2)), p
         else:
             p_a = -(-p // 16) * 16
             a = torch.empty((G, B, n * p_a), dtype=torch.float32, device=dev)
             a_strides = (B * n * p_a, n * p_a, 1)
-            _dac_kernel[(triton.cdiv(B, blocks.dac_block_r), n, G)](
+            _dac_kernel[(_cdiv(B, blocks.dac_block_r), n, G)](
                 x, a, alpha, nonzero, ssq, flags, seed, tab.in_starts, tab.in_sizes,
-                B, n, len(out_sizes), p, p_a, G * n, x.stride(0), x.stride(1), x.stride(2),
-                ux, alpha_const, float(io.nm_thres), inp_bound, inp_noise,
-                SIGNED_MAX=nm == NoiseManagementType.MAX, CAP=io.nm_thres > 0, SSQ=w_noise_type == 1, CLIP_IN=True,
-                ZERO_FLAGS=bm_iter,
+                B, n, n_out, p, p_a, G * n, x.stride(0), x.stride(1), x.stride(2),
+                *plan.dac_params,
                 BLOCK_R=blocks.dac_block_r, BLOCK_C=blocks.dac_block_c, num_warps=4,
-                **common,
+                **plan.dac_flags,
             )
 
         cs, scg, scn = _col_scale_args(col_scale, G, N, dev)
@@ -648,36 +693,28 @@ if triton_available():
             if bias.numel() != G * N:
                 raise ValueError(f"triton_tile_forward: bias of {bias.numel()} elements: expected G*N = {G * N}")
             bias = bias.detach().reshape(-1).to(device=dev, dtype=torch.float32).contiguous()
-        precision = {"ieee": 0, "tf32": 1, "fp32": 2}[get_precision()]
-        a_exact = quant_in and inp_noise == 0 and inp_bound <= 2048  # whole numbers, exact in TF32
-        out_flags = dict(
-            OUT_NOISE=out_noise > 0, W_NOISE=w_noise_type, NONLIN=nl > 0, QUANT_OUT=quant_out, STO_OUT=sto_out,
-            S_INT16=s_int16, HAS_CS=cs is not None, GATE=gate,
-        )
-        grid = (triton.cdiv(B, blocks.block_m) * triton.cdiv(N, blocks.block_n), G)
+        w_strides = (tiles.stride(0), tiles.stride(1), tiles.stride(2), tiles.stride(3))
+        ux, uy, alpha_const, _, _, out_noise, w_noise, nl, out_bound, out_scale = plan.params
+        grid = (_cdiv(B, blocks.block_m) * _cdiv(N, blocks.block_n), G)
         _tile_forward_kernel[grid](
             a, tiles, out, alpha, nonzero, ssq, seed, tab.in_starts, tab.in_sizes, tab.piece_of_col,
             cs if cs is not None else out, bias if bias is not None else out, s_buf, flags,
-            B, N, n, len(out_sizes), p, p_a, G * n,
-            *a_strides, tiles.stride(0), tiles.stride(1), tiles.stride(2), tiles.stride(3), scg, scn, N,
-            ux, uy, alpha_const, out_noise, float(io.w_noise), nl, out_bound, float(io.out_scale),
-            A_PADDED=not perfect, BOUNDED=bounded, BM_ITER=bm_iter, HAS_BIAS=bias is not None,
-            PRECISION=precision, A_EXACT=a_exact, ALPHA_PER_ROW=per_row, RANDOM=random, BIG=B * N >= 2**31,
+            B, N, n, n_out, p, p_a, G * n,
+            *a_strides, *w_strides, scg, scn, N,
+            ux, uy, alpha_const, out_noise, w_noise, nl, out_bound, out_scale,
+            HAS_CS=cs is not None, HAS_BIAS=bias is not None, BIG=B * N >= 2**31,
             BLOCK_M=blocks.block_m, BLOCK_N=blocks.block_n, BLOCK_K=blocks.block_k, GROUP_M=blocks.group_m,
             num_warps=blocks.num_warps, num_stages=blocks.num_stages,
-            **out_flags,
+            **plan.gemm_flags,
         )
-        params = (ux, uy, alpha_const, inp_bound, inp_noise, out_noise, float(io.w_noise), nl, out_bound,
-                  float(io.out_scale))
-        if bm_iter:
-            _bound_management_kernel[(B, len(out_sizes), G)](
+        if plan.bm_iter:
+            _bound_management_kernel[(B, n_out, G)](
                 x, tiles, out, alpha, nonzero, seed, tab.in_starts, tab.in_sizes, tab.out_starts, tab.out_sizes,
                 cs if cs is not None else out, s_buf, flags,
-                B, N, n, len(out_sizes), p, G * n, _n_rounds(io.last_round_factor),
-                x.stride(0), x.stride(1), x.stride(2),
-                tiles.stride(0), tiles.stride(1), tiles.stride(2), tiles.stride(3), scg, scn,
-                *params,
-                CLIP_IN=True, BLOCK_N=blocks.bm_block_n, BLOCK_K=blocks.bm_block_k, num_warps=4,
-                **common, **out_flags,
+                B, N, n, n_out, p, G * n, plan.n_rounds,
+                x.stride(0), x.stride(1), x.stride(2), *w_strides, scg, scn,
+                *plan.params,
+                HAS_CS=cs is not None, BLOCK_N=blocks.bm_block_n, BLOCK_K=blocks.bm_block_k, num_warps=4,
+                **plan.bm_flags,
             )
         return out

@@ -29,6 +29,7 @@ class TileBlocks:
     dac_block_c: int
 
 
+@functools.lru_cache(maxsize=1024)
 def tile_blocks(B: int, N: int, p_in: int, p_out: int, block_m=None, block_n=None, block_k=None) -> TileBlocks:
     """The block-size heuristic (see docs/triton.md).
 
