@@ -7,17 +7,17 @@ everything else goes to ``fxanalog.tile.tile_forward``, the reference.
 ``triton_tile_forward`` computes exactly the semantics of ``tile_forward``
 (``shared/reference/analog-semantics.md`` sections 1-2) with three kernels:
 
-1. ``_input_scale_kernel`` (ABS_MAX / MAX noise management only): the scale
-   alpha of every (group, row, input piece) and whether a piece is zero for
-   the whole batch.
+1. ``_dac_kernel``: per (row block, input piece, group), the noise-management
+   scale alpha of every row (ABS_MAX / MAX), whether the piece is zero for
+   the whole batch, and the round-1 DAC output (scale, rint, clip, input
+   noise) in input steps, written as aligned fixed-size pieces.
 2. ``_tile_forward_kernel``: one program per (row block, column block,
-   group) runs, for every input piece, the DAC on the loaded input block (the
-   GEMM prologue), ``tl.dot`` over the piece (float32 accumulation), the ADC
-   with its noise, rounding and clipping (the epilogue), and adds the piece
-   times alpha * dy * out_scale to a float32 sum; then column scales and bias.
-   With iterative bound management it also stores the clipped round-1
-   value of every piece and marks the (row, input piece, output piece)
-   tiles whose output reached the bound.
+   group) runs, for every input piece, ``tl.dot`` over the piece (float32
+   accumulation), the ADC with its noise, rounding and clipping as the
+   epilogue, and adds the piece times alpha * dy * out_scale to a float32
+   sum; then column scales and bias. With iterative bound management it
+   also stores the clipped round-1 value of every piece and marks the (row,
+   input piece, output piece) tiles whose output reached the bound.
 3. ``_bound_management_kernel`` (iterative bound management only): one
    program per (row, output piece, group) redoes, for the marked tiles, the
    rounds r = 2, 4, ... with fresh noise until nothing reaches the bound (the
@@ -25,10 +25,10 @@ everything else goes to ``fxanalog.tile.tile_forward``, the reference.
    replaces the round-1 contribution in the output. Unmarked programs exit
    at once; there is no host synchronisation.
 
-Random numbers come from Triton's Philox generator (``tl.randn`` /
-``tl.rand``) keyed by one seed per call drawn from torch's generator of the
+Random numbers come from Triton's Philox generator (``tl.randn``,
+``tl.rand`` and their 4x forms) keyed by one seed per call drawn from torch's generator of the
 tensor's device, so ``torch.manual_seed`` makes calls reproducible and every
-call draws anew. The counter of each draw names what it is for (round,
+call draws anew. The key and counter of each draw name what it is for (round,
 kind, group, piece, row, input or column), so the input noise of a row is the
 same in every column block that reads it.
 
