@@ -117,6 +117,7 @@ CASES.update(
         # the round past max_bm_factor is the last and stays clipped
         "bm-last-round": case(quiet(max_bm_factor=2), G=1, B=19, col_w=piece_cols(factor=40.0), w_scale=1.0),
         "bm-dac-off": case(quiet(inp_res=0.0), G=1, B=19, col_w=piece_cols(factor=8.0), w_scale=1.0),
+        "bm-adc-off": case(quiet(out_res=0.0), G=1, B=19, col_w=piece_cols(factor=8.0), w_scale=1.0),
         "nm-thres-cap": case(quiet(nm_thres=0.5)),
         "batch-1": case(quiet(), G=1, B=1, col_w=piece_cols(factor=20.0), w_scale=1.0),
         "one-tile": case(quiet(), G=1, B=20, K=20, N=30, max_in=0, max_out=0, block=None),
@@ -173,7 +174,7 @@ def round1_overdrive(c: dict) -> float:
 def test_bound_management_cases_need_several_rounds():
     # The bound-management cases really saturate: rounds up to r >= 8 (or
     # the clipped last round) are needed, and only in some output pieces.
-    for name in ("bm-rounds-absmax", "bm-dac-off", "batch-1", "scales-bias"):
+    for name in ("bm-rounds-absmax", "bm-dac-off", "bm-adc-off", "batch-1", "scales-bias"):
         assert round1_overdrive(CASES[name]) > 4.0, name
     assert round1_overdrive(CASES["bm-last-round"]) > 16.0
     assert round1_overdrive(CASES["ABS_MAX-ITERATIVE"]) < 1.0  # the plain cases do not
