@@ -139,6 +139,24 @@ def cuda_time(fn, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
+def count_launches(fn) -> int:
+    """Calls of the Triton launcher while fn() runs."""
+    from fxanalog.triton_kernels import tile_mvm
+
+    launcher, calls = tile_mvm.triton_tile_forward, []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return launcher(*args, **kwargs)
+
+    tile_mvm.triton_tile_forward = counted
+    try:
+        fn()
+    finally:
+        tile_mvm.triton_tile_forward = launcher
+    return len(calls)
+
+
 def configs():
     import fxanalog
 
@@ -156,9 +174,11 @@ def measure(name: str, digital: nn.Module, x: torch.Tensor, repeat: int, rows: l
         for label, cfg in configs():
             analog = to_analog(digital, cfg).eval()
             t0 = time.perf_counter()
-            analog(x)  # compiles the kernels for these shapes
+            launches = count_launches(lambda: analog(x))  # also compiles the kernels for these shapes
             torch.cuda.synchronize()
             first = time.perf_counter() - t0
+            if launches == 0:
+                fail(f"{name}, {label}: the analog model did not reach the Triton kernels (forced torch path?)")
             t_tri = cuda_time(lambda: analog(x), repeat)
             set_force_torch(True)
             try:
