@@ -108,14 +108,12 @@ def to_analog(model: nn.Module, rpu_config) -> nn.Module:
     """A copy with every nn.Linear / nn.Conv2d replaced by its analog layer."""
     from fxanalog.nn import AnalogConv2d, AnalogLinear
 
-    model = copy.deepcopy(model)
-    for name, child in list(model.named_children()):
-        if isinstance(child, nn.Linear):
-            setattr(model, name, AnalogLinear.from_digital(child, rpu_config))
-        elif isinstance(child, nn.Conv2d):
-            setattr(model, name, AnalogConv2d.from_digital(child, rpu_config))
-        else:
-            setattr(model, name, to_analog(child, rpu_config))
+    if isinstance(model, nn.Linear):
+        return AnalogLinear.from_digital(model, rpu_config)
+    if isinstance(model, nn.Conv2d):
+        return AnalogConv2d.from_digital(model, rpu_config)
+    model = copy.copy(model)  # a shallow copy with its own table of children
+    model._modules = {name: to_analog(child, rpu_config) for name, child in model._modules.items()}
     return model
 
 
