@@ -79,7 +79,9 @@ def _backward(ctx, grad):
         g = g * (col_scale.to(ct).reshape(-1, 1, N) if col_scale.numel() > 1 else col_scale.to(ct))
     grad_x = grad_tiles = grad_bias = None
     if ctx.needs_input_grad[0]:
-        grad_x = tile_backward_input(g, tiles, ctx.in_sizes, ctx.out_sizes, bio).to(x.dtype)
+        from fxanalog.triton_kernels.tile_mvm import tile_mvm_forward
+
+        grad_x = tile_backward_input(g, tiles, ctx.in_sizes, ctx.out_sizes, bio, tile_mvm_forward).to(x.dtype)
     if ctx.needs_input_grad[1]:
         from fxanalog.tile import layout_tiles
 

@@ -503,12 +503,15 @@ def tile_backward_input(
     in_sizes: Sequence[int],
     out_sizes: Sequence[int],
     io: TileIO,
+    forward=None,
 ) -> Tensor:
     """Gradient for x of (G, B, N) ``grad``: the transposed MVM, noisy when
-    the backward IOParameters are not perfect. Returns (G, B, K)."""
+    the backward IOParameters are not perfect, computed by ``forward``
+    (``tile_forward`` by default; the op passes its dispatch, so CUDA
+    tensors use the Triton kernel). Returns (G, B, K)."""
     ct = compute_dtype(grad.dtype)
     w = unlayout_tiles(tiles.to(ct), in_sizes)  # (G, N, K)
     if io.is_perfect:
         return torch.matmul(grad.to(ct), w) * io.out_scale
-    wt = layout_tiles(w.transpose(1, 2), out_sizes)  # transposed array: N inputs in out pieces
-    return tile_forward(grad.to(ct), wt, out_sizes, in_sizes, io)
+    wt = layout_tiles(w.transpose(1, 2).contiguous(), out_sizes)  # transposed array: N inputs in out pieces
+    return (forward or tile_forward)(grad.to(ct), wt, out_sizes, in_sizes, io)
