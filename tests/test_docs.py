@@ -285,3 +285,28 @@ def test_example_factories_build_modules():
 
     assert models.mlp()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert models.lenet()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_meanings_from_metadata_and_base_classes(monkeypatch):
+    """A field documents itself with metadata["doc"]; a subclass inherits the
+    meanings of its base class's fields; a field with neither is reported."""
+    from dataclasses import dataclass, field
+
+    from fxanalog import _docgen
+    from fxanalog.config import _REGISTRY
+    from fxanalog.noise import PCMLikeNoiseModel
+
+    @dataclass(repr=False)
+    class MyNoiseModel(PCMLikeNoiseModel):
+        documented: float = field(default=2.5, metadata={"doc": "A documented knob."})
+        undocumented: int = 3
+
+    monkeypatch.setitem(_REGISTRY, "MyNoiseModel", MyNoiseModel)
+    assert _docgen.missing_meanings() == ["MyNoiseModel.undocumented"]
+    monkeypatch.setitem(_docgen.MEANINGS, "MyNoiseModel", {"undocumented": "Now documented."})
+    text = _docgen.generate()
+    section = text[text.index("## MyNoiseModel"):]
+    assert "| `documented` | float | `2.5` | A documented knob. |" in section
+    assert "| `undocumented` | int | `3` | Now documented. |" in section
+    t0 = _docgen.MEANINGS["PCMLikeNoiseModel"]["t_0"]
+    assert f"| `t_0` | float | `20.0` | {t0} |" in section
