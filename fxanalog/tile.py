@@ -338,7 +338,7 @@ def _mvm_steps(
     return y.view(G, n, M, N)
 
 
-def _add_normal_(y: Tensor, std: float, chunk: int = 1 << 18) -> Tensor:
+def _add_normal_(y: Tensor, std: float, chunk: int = 1 << 20) -> Tensor:
     """y += std * xi in place, drawing the normals in chunks so that the
     noise never needs a second buffer of y's size."""
     flat = y.view(-1)
@@ -390,9 +390,11 @@ def tile_forward(
         xp = torch.cat([x, x.new_zeros(G, B, 1)], dim=-1).index_select(2, pad_index).view(G, B, n, p)
 
     alpha = _input_scale(xp, io, pad_index, x)  # (G, B, n)
-    # An all-zero batch of a piece gives zero (aihwkit skips such a tile).
-    zero_piece = (alpha == 0).all(dim=1, keepdim=True) if io.inp_noise == 0 else None
-    alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+    zero_piece = None
+    if not bool((alpha > 0).all()):  # rare: zero (or negative MAX) scales
+        # An all-zero batch of a piece gives zero (aihwkit skips such a tile).
+        zero_piece = (alpha == 0).all(dim=1, keepdim=True) if io.inp_noise == 0 else None
+        alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
 
     sizes = _piece_sizes(tuple(in_sizes), G, x.device)
     y = _mvm_steps(xp, 1.0 / alpha, tiles, io, sizes)  # (G, n, B, N) output steps
