@@ -561,3 +561,17 @@ def test_grouped_conv_with_bound_management_matches_loop():
         wg = conv.weight[g * 3 : (g + 1) * 3].reshape(3, 18).detach()
         want = reference_tile_array(xg, wg, cfg.forward, 7, 512).reshape(2, 9, 3).permute(0, 2, 1)
         assert torch.allclose(got[:, g * 3 : (g + 1) * 3].reshape(2, 3, 9).double(), want, atol=1e-3, rtol=1e-5)
+
+
+def test_input_bound_sets_range_and_step():
+    # inp_bound 2, inp_res 0.25 -> dx = 0.25 * 2 * 2 = 1: levels -2..2 (no noise management).
+    cfg = quiet(inp_bound=2.0, inp_res=0.25, out_res=0.0, out_bound=0.0, noise_management=NoiseManagementType.NONE)
+    y = linear(torch.eye(4), cfg=cfg)(torch.tensor([[0.4, 0.6, -3.0, 1.5]]))
+    assert y.tolist() == [[0.0, 1.0, -2.0, 2.0]]  # 1.5 -> 2 (half to even)
+
+
+def test_max_bm_res_sets_the_last_round():
+    # dx = 1/63; max_bm_res = 0.1 -> limit 6.3: rounds 1, 2, 4, 8 (the last, 8 > 6.3).
+    # 240 unit inputs: at r=8, v = rint(63/8)/63 = 8/63, y = 240*8/63 = 30.5 -> clipped 12, times 8.
+    cfg = quiet(out_res=0.0, max_bm_res=0.1)
+    assert linear(torch.ones(1, 240), cfg=cfg)(torch.ones(1, 240)).item() == pytest.approx(96.0)
