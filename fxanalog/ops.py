@@ -25,7 +25,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fxanalog.tile import compute_dtype, tile_backward_input, unpack_io
+from fxanalog.tile import compute_dtype, layout_tiles, tile_backward_input, unpack_io
+from fxanalog.triton_kernels.tile_mvm import tile_mvm_forward
 
 __all__ = ["tile_mvm"]
 
@@ -43,8 +44,6 @@ def tile_mvm(
     forward_io: list[float],
     backward_io: list[float],
 ) -> Tensor:
-    from fxanalog.triton_kernels.tile_mvm import tile_mvm_forward
-
     y = tile_mvm_forward(x, tiles, in_sizes, out_sizes, unpack_io(forward_io), col_scale, bias)
     return y.to(x.dtype)
 
@@ -79,12 +78,8 @@ def _backward(ctx, grad):
         g = g * (col_scale.to(ct).reshape(-1, 1, N) if col_scale.numel() > 1 else col_scale.to(ct))
     grad_x = grad_tiles = grad_bias = None
     if ctx.needs_input_grad[0]:
-        from fxanalog.triton_kernels.tile_mvm import tile_mvm_forward
-
         grad_x = tile_backward_input(g, tiles, ctx.in_sizes, ctx.out_sizes, bio, tile_mvm_forward).to(x.dtype)
     if ctx.needs_input_grad[1]:
-        from fxanalog.tile import layout_tiles
-
         # dL/dW = g^T x per group, laid out like the tiles (pads get zero).
         gw = torch.matmul(g.transpose(1, 2), x.to(ct))  # (G, N, K)
         grad_tiles = layout_tiles(gw, ctx.in_sizes).to(tiles.dtype)

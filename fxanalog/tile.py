@@ -75,13 +75,9 @@ def split_sizes(size: int, max_size: int) -> list[int]:
 def _pad_index(sizes: Sequence[int], like: Tensor) -> Optional[Tensor]:
     # Cached for plain tensors; built afresh while tracing (fake or functional
     # tensors), where a cached real tensor must not leak into the graph.
-    plain = type(like) in (torch.Tensor, torch.nn.Parameter) and not _compiling()
+    plain = type(like) in (torch.Tensor, torch.nn.Parameter) and not torch.compiler.is_compiling()
     fn = _pad_index_cached if plain else _pad_index_cached.__wrapped__
     return fn(tuple(sizes), like.device)
-
-
-def _compiling() -> bool:
-    return torch.compiler.is_compiling()
 
 
 @functools.lru_cache(maxsize=256)

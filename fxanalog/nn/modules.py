@@ -154,7 +154,7 @@ class AnalogLayerBase(nn.Module):
         without autograd the copy is cached while the weight tensor and its
         version are unchanged (writes through ``weight.data`` bypass version
         tracking: use ``set_weights`` or call ``invalidate_tiles()``)."""
-        cacheable = not self.training and not torch.is_grad_enabled() and not _compiling()
+        cacheable = not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
         if cacheable:
             key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.weight.device,
                    self.training, _tensor_key(self.mapping_scales), _tensor_key(self.analog_weight))
@@ -327,11 +327,6 @@ def _tensor_key(t: Optional[Tensor]):
     return None if t is None else (t._version, t.data_ptr())
 
 
-def _compiling() -> bool:
-    try:
-        return torch.compiler.is_compiling()
-    except AttributeError:  # pragma: no cover - old torch
-        return False
 
 
 # --------------------------------------------------------------------------
@@ -466,9 +461,9 @@ class _AnalogConvNd(AnalogLayerBase):
         self.bias = bias_param
         self._init_analog(rpu_config, groups=groups, mapped=mapped)
 
-    def _pad(self, x: Tensor) -> tuple[Tensor, tuple]:
-        """Pad the input as the digital convolution would; returns the padded
-        input (zeros padding done here too) and nothing left to pad."""
+    def _pad(self, x: Tensor) -> Tensor:
+        """Pad the input as the digital convolution would (every padding mode,
+        zeros included, is applied here; the unfold then pads nothing)."""
         nd = self._nd
         if isinstance(self.padding, str):
             if self.padding == "valid":
