@@ -14,6 +14,8 @@ from fxanalog.config import (
     WeightNoiseType,
     WeightRemapParameter,
     WeightRemapType,
+    InputRangeParameter,
+    PrePostProcessingParameter,
 )
 from fxanalog import ops as _ops  # noqa: F401  (registers fxanalog::tile_mvm)
 from fxanalog.compiler import compile, explain
@@ -65,6 +67,8 @@ __all__ = [
     "WeightNoiseType",
     "WeightRemapParameter",
     "WeightRemapType",
+    "InputRangeParameter",
+    "PrePostProcessingParameter",
     "manual_seed",
     "SinglePairConductanceConverter",
     "BaseNoiseModel",

@@ -38,6 +38,7 @@ MEANINGS: dict[str, dict[str, str]] = {
         "clip": "Clipping of the weights after each optimizer step (hardware-aware training).",
         "modifier": "Perturbation of the weights in each training forward pass (hardware-aware training).",
         "remap": "Remapping of the weights to the tile's range, the scales going to digital.",
+        "pre_post": "Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).",
         "noise_model": "Programming noise, conductance drift and read noise applied by "
                        "`program_analog_weights` / `drift_analog_weights`.",
         "drift_compensation": "Digital correction of the drift (`GlobalDriftCompensation`), or `None` for none.",
@@ -118,6 +119,30 @@ MEANINGS: dict[str, dict[str, str]] = {
         "max_scale_ref": "aihwkit: reference (smallest) scale for `max_scale_range`. Only 0 is supported.",
         "type": "Kind of remapping: `LAYERWISE_SYMMETRIC` (one scale), `CHANNELWISE_SYMMETRIC` (per output) "
                 "or `NONE`.",
+    },
+    "PrePostProcessingParameter": {
+        "input_range": "The learned input range (`InputRangeParameter`).",
+    },
+    "InputRangeParameter": {
+        "enable": "Clip each tile's inputs to [-r, r] and divide them by r before the DAC; multiply the "
+                  "tile's output by r. One r per input piece of the tile array (`layer.input_range`).",
+        "learn_input_range": "r is trained by the gradient below; `False`: r stays (after the "
+                             "initialization from data).",
+        "init_value": "Initial r.",
+        "init_from_data": "Number of first training batches in which r <- |(r k + init_std_alpha std(x)) / "
+                          "(k + 1)| (k: updates so far); 0: off.",
+        "init_std_alpha": "Multiple of the inputs' standard deviation used by the initialization from data.",
+        "decay": "Added to r's gradient, times r, while the fraction of unclipped inputs exceeds "
+                 "`input_min_percentage` (the range shrinks).",
+        "input_min_percentage": "Fraction of unclipped inputs above which `decay` applies.",
+        "manage_output_clipping": "Widen r when the tile's outputs clip: r's gradient gets -(1 - f) r when "
+                                  "the fraction f of unclipped outputs is below `output_min_percentage`. Needs "
+                                  "noise and bound management `NONE` and an `out_bound`.",
+        "output_min_percentage": "Fraction of unclipped outputs below which `manage_output_clipping` acts.",
+        "gradient_scale": "Factor on r's clipping gradient (aihwkit applies it only with "
+                          "`gradient_relative`; here always).",
+        "gradient_relative": "Multiply r's clipping gradient by r.",
+        "calibration_info": "Free text about a post-training calibration (kept, not used).",
     },
     "PCMLikeNoiseModel": {
         "prog_coeff": "Polynomial c0 + c1 gh + c2 gh^2 (gh = g/g_max) of the programming-noise standard "
@@ -205,6 +230,8 @@ _ORDER = [
     "WeightModifierParameter",
     "WeightClipParameter",
     "WeightRemapParameter",
+    "PrePostProcessingParameter",
+    "InputRangeParameter",
     "PCMLikeNoiseModel",
     "CustomDriftPCMLikeNoiseModel",
     "StateIndependentNoiseModel",

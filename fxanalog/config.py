@@ -20,7 +20,7 @@ import dataclasses
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Optional
 
 __all__ = [
     "NoiseManagementType",
@@ -34,6 +34,8 @@ __all__ = [
     "WeightClipParameter",
     "WeightModifierParameter",
     "WeightRemapParameter",
+    "InputRangeParameter",
+    "PrePostProcessingParameter",
     "FloatingPointRPUConfig",
     "InferenceRPUConfig",
     "config_to_dict",
@@ -339,6 +341,55 @@ class WeightRemapParameter(_Config):
             raise ValueError(f"{where}.remapped_wmax = {self.remapped_wmax!r}: expected a number > 0")
 
 
+@register_config_class
+@dataclass(repr=False)
+class InputRangeParameter(_Config):
+    """A learned input range (aihwkit's ``pre_post.input_range``).
+
+    When enabled, every tile's inputs are clipped to ``[-ir, ir]`` and divided
+    by ``ir`` in digital before the DAC, and the tile's output is multiplied by
+    ``ir``: a static, trained replacement for dynamic noise management (which
+    is then usually set to ``NONE``, with bound management ``NONE``). One
+    ``ir`` per input piece of the tile array (the tiles that share the piece
+    see the same inputs), a parameter of the layer (``layer.input_range``).
+    """
+
+    enable: bool = False
+    learn_input_range: bool = True
+    init_value: float = 3.0
+    init_from_data: int = 100
+    init_std_alpha: float = 3.0
+    decay: float = 0.001
+    input_min_percentage: float = 0.95
+    manage_output_clipping: bool = False
+    output_min_percentage: float = 0.95
+    gradient_scale: float = 1.0
+    gradient_relative: bool = True
+    calibration_info: Optional[str] = None
+
+    def _check(self, where: str) -> None:
+        if not (isinstance(self.init_value, (int, float)) and self.init_value > 0):
+            raise ValueError(f"{where}.init_value = {self.init_value!r}: expected a number > 0")
+        if not isinstance(self.init_from_data, int) or isinstance(self.init_from_data, bool) or self.init_from_data < 0:
+            raise ValueError(f"{where}.init_from_data = {self.init_from_data!r}: expected a whole number >= 0 (0: off)")
+        for name in ("init_std_alpha", "decay", "gradient_scale"):
+            _nonneg(where, name, getattr(self, name))
+        for name in ("input_min_percentage", "output_min_percentage"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{where}.{name} = {value!r}: expected a fraction in [0, 1]")
+        if self.calibration_info is not None and not isinstance(self.calibration_info, str):
+            raise ValueError(f"{where}.calibration_info = {self.calibration_info!r}: expected None or a string")
+
+
+@register_config_class
+@dataclass(repr=False)
+class PrePostProcessingParameter(_Config):
+    """Digital processing around the tile (aihwkit's ``rpu_config.pre_post``)."""
+
+    input_range: InputRangeParameter = field(default_factory=InputRangeParameter)
+
+
 # --------------------------------------------------------------------------
 # RPU configs
 
@@ -395,11 +446,28 @@ class InferenceRPUConfig(_RPUConfig):
     clip: WeightClipParameter = field(default_factory=WeightClipParameter)
     modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
     remap: WeightRemapParameter = field(default_factory=WeightRemapParameter)
+    pre_post: PrePostProcessingParameter = field(default_factory=PrePostProcessingParameter)
     noise_model: Any = field(default_factory=_default_noise_model)
     drift_compensation: Any = field(default_factory=_default_drift_compensation)
 
     def _check(self, where: str) -> None:
         from fxanalog.noise import BaseDriftCompensation, BaseNoiseModel
+
+        ir = self.pre_post.input_range
+        if ir.enable and ir.manage_output_clipping:
+            fwd = self.forward
+            if fwd.is_perfect or fwd.out_bound <= 0:
+                raise ValueError(
+                    f"{where}.pre_post.input_range.manage_output_clipping = True: needs an output bound "
+                    f"(forward.is_perfect = False and forward.out_bound > 0; got is_perfect = "
+                    f"{fwd.is_perfect!r}, out_bound = {fwd.out_bound!r})"
+                )
+            if fwd.noise_management != NoiseManagementType.NONE or fwd.bound_management != BoundManagementType.NONE:
+                raise ValueError(
+                    f"{where}.pre_post.input_range.manage_output_clipping = True: needs "
+                    f"forward.noise_management = NONE and forward.bound_management = NONE (got "
+                    f"{fwd.noise_management.name}, {fwd.bound_management.name})"
+                )
 
         if not isinstance(self.noise_model, BaseNoiseModel):
             raise ValueError(

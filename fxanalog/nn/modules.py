@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
+from fxanalog.nn.input_range import input_range_config, input_range_matmul
 from fxanalog.tile import compute_dtype, layout_tiles, pack_io, split_sizes
 
 __all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d"]
@@ -86,6 +87,7 @@ class AnalogLayerBase(nn.Module):
             self.register_buffer(name, None)
         self.programming_report: Optional[dict] = None
         self.reset_mapping_scales()
+        self.reset_input_range()
 
     # -- shapes ------------------------------------------------------------
 
@@ -129,6 +131,26 @@ class AnalogLayerBase(nn.Module):
             size = G * N if m.out_scaling_columnwise else 1
             self.out_scaling_alpha = nn.Parameter(torch.ones(size, device=self.weight.device))
         self._tiles_cache = None
+
+    # -- input range -------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_input_range(self) -> None:
+        """The learned input range (``rpu_config.pre_post.input_range``): a
+        parameter ``input_range`` of one range per (group, input piece), at
+        ``init_value``, and its count of data initializations
+        ``input_range_update_idx``; both None when the config does not enable it."""
+        cfg = input_range_config(self.rpu_config)
+        if cfg is None:
+            self.input_range = None
+            self.register_buffer("input_range_update_idx", None)
+            return
+        shape = (self.groups, len(self.in_sizes))
+        device = self.weight.device
+        self.input_range = nn.Parameter(
+            torch.full(shape, float(cfg.init_value), device=device), requires_grad=cfg.learn_input_range
+        )
+        self.register_buffer("input_range_update_idx", torch.zeros(shape, dtype=torch.long, device=device))
 
     # -- tiles -------------------------------------------------------------
 
@@ -197,17 +219,26 @@ class AnalogLayerBase(nn.Module):
                 f"for a tile array of {K} inputs"
             )
         learn = self.out_scaling_alpha is not None
-        bias = None if (self.bias is None or learn) else self.bias
-        y = torch.ops.fxanalog.tile_mvm(
-            x,
-            self.forward_tiles(),
-            self.in_sizes,
-            self.out_sizes,
-            self.digital_col_scale(),
-            bias,
-            forward_io,
-            backward_io,
-        )
+        if input_range_config(self.rpu_config) is not None:
+            y = input_range_matmul(self, x, self.forward_tiles(), forward_io, backward_io)
+            col = self.digital_col_scale()
+            if col is not None:
+                y = y * (col.to(y.dtype).reshape(G, 1, N) if col.numel() > 1 else col.to(y.dtype))
+            if self.bias is not None and not learn:
+                y = y + self.bias.to(y.dtype).reshape(G, 1, N)
+            y = y.to(x.dtype)
+        else:
+            bias = None if (self.bias is None or learn) else self.bias
+            y = torch.ops.fxanalog.tile_mvm(
+                x,
+                self.forward_tiles(),
+                self.in_sizes,
+                self.out_sizes,
+                self.digital_col_scale(),
+                bias,
+                forward_io,
+                backward_io,
+            )
         if learn:
             a = self.out_scaling_alpha.to(y.dtype)
             y = y * (a.reshape(G, 1, N) if a.numel() > 1 else a)
