@@ -96,3 +96,27 @@ def test_convert_to_digital_carries_the_current_weights(name):
     x = zoo.inputs(name)
     with torch.no_grad():
         torch.testing.assert_close(digital(*x), ref(*x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lenet", "encoder"])
+def test_convert_to_digital_realistic_reads_the_tiles(name):
+    # A noise-free tile reads back its weights to float precision (least squares on
+    # N(0,1) probes), so the digital model computes what the original does; a noisy
+    # tile's read is off by the read error (small, not zero). The analog model stays.
+    torch.manual_seed(0)
+    model = zoo.build(name)
+    x = zoo.inputs(name)
+    with torch.no_grad():
+        ref = model(*x)
+        exact = conversion.convert_to_analog_mapped(model, fxanalog.FloatingPointRPUConfig())
+        torch.testing.assert_close(conversion.convert_to_digital(exact, realistic=True)(*x), ref,
+                                   rtol=1e-4, atol=1e-4)
+        cfg = fxanalog.InferenceRPUConfig()
+        cfg.forward.out_noise = 0.01  # read error ~ 0.01 * 3 / sqrt(10 n_in) per weight
+        noisy = conversion.convert_to_analog_mapped(model, cfg)
+        before = {n: p.detach().clone() for n, p in noisy.named_parameters()}
+        read = conversion.convert_to_digital(noisy, realistic=True)
+        err = float((read(*x) - ref).abs().max() / ref.abs().max())
+        assert 0 < err < 0.1, err
+        assert not torch.equal(read(*x), conversion.convert_to_digital(noisy)(*x))
+    assert all(torch.equal(before[n], p) for n, p in noisy.named_parameters())

@@ -111,8 +111,9 @@ class AnalogMultiheadAttention(nn.Module):
         self.bias_k = _param(ref.bias_k, share)
         self.bias_v = _param(ref.bias_v, share)
 
-    def to_digital(self) -> nn.MultiheadAttention:
-        """A plain ``nn.MultiheadAttention`` with the current effective weights."""
+    def to_digital(self, realistic: bool = False) -> nn.MultiheadAttention:
+        """A plain ``nn.MultiheadAttention`` with the current effective weights
+        (read from noisy forward passes with ``realistic=True``)."""
         E = self.embed_dim
         mha = nn.MultiheadAttention(E, self.num_heads, self.dropout, bias=self.out_proj.bias is not None,
                                     add_bias_kv=self.bias_k is not None, add_zero_attn=self.add_zero_attn,
@@ -120,17 +121,17 @@ class AnalogMultiheadAttention(nn.Module):
                                     device=self.out_proj.weight.device, dtype=self.out_proj.weight.dtype)
         with torch.no_grad():
             if self.packed:
-                w, b = self.in_proj.get_weights()
+                w, b = self.in_proj.get_weights(realistic=realistic)
                 mha.in_proj_weight.copy_(w)
                 if b is not None:
                     mha.in_proj_bias.copy_(b)
             else:
-                mha.q_proj_weight.copy_(self.q_proj.get_weights()[0])
-                mha.k_proj_weight.copy_(self.k_proj.get_weights()[0])
-                mha.v_proj_weight.copy_(self.v_proj.get_weights()[0])
+                mha.q_proj_weight.copy_(self.q_proj.get_weights(realistic=realistic)[0])
+                mha.k_proj_weight.copy_(self.k_proj.get_weights(realistic=realistic)[0])
+                mha.v_proj_weight.copy_(self.v_proj.get_weights(realistic=realistic)[0])
                 if self.in_proj_bias is not None:
                     mha.in_proj_bias.copy_(self.in_proj_bias)
-            w, b = self.out_proj.get_weights()
+            w, b = self.out_proj.get_weights(realistic=realistic)
             mha.out_proj.weight.copy_(w)
             if b is not None:
                 mha.out_proj.bias.copy_(b)

@@ -81,9 +81,11 @@ def convert_to_analog_mapped(module: nn.Module, rpu_config, realistic_read_write
                     exclude_modules, inplace, verbose, mapped=True, who="convert_to_analog_mapped")
 
 
-def convert_to_digital(module: nn.Module) -> nn.Module:
+def convert_to_digital(module: nn.Module, realistic: bool = False) -> nn.Module:
     """A plain torch model carrying the analog model's current effective
-    weights: every analog layer is replaced by its ``to_digital()`` module
+    weights (with ``realistic=True`` as read from the tiles by noisy forward
+    passes, ``fxanalog.inference.read_weights``, as a chip would be read out):
+    every analog layer is replaced by its ``to_digital()`` module
     (an ``AnalogLinear`` built for a functional matmul becomes an
     ``nn.Linear`` at the same place). The analog model is not modified.
     A weight shared by several analog layers (a tied head) becomes one copy
@@ -103,7 +105,7 @@ def convert_to_digital(module: nn.Module) -> nn.Module:
     for name, layer in targets:
         if any(name.startswith(d + ".") for d in done) or not name:
             continue
-        digital = layer.to_digital()
+        digital = layer.to_digital(realistic=realistic)
         parent, _, last = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, last, digital)
         done.append(name)

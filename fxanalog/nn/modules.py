@@ -427,9 +427,10 @@ class AnalogLinear(AnalogLayerBase):
         return cls(module.in_features, module.out_features, module.bias is not None, rpu_config,
                    mapped=mapped, weight=w, bias_param=b)
 
-    def to_digital(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with the current effective weights."""
-        w, b = self.get_weights()
+    def to_digital(self, realistic: bool = False) -> nn.Linear:
+        """A plain ``nn.Linear`` with the current effective weights (read from
+        noisy forward passes with ``realistic=True``, see ``get_weights``)."""
+        w, b = self.get_weights(realistic=realistic)
         if self.transposed:
             w = w.t()
         lin = nn.Linear(self.in_features, self.out_features, bias=b is not None,
@@ -561,8 +562,10 @@ class _AnalogConvNd(AnalogLayerBase):
                    module.dilation, module.groups, module.bias is not None, module.padding_mode, rpu_config,
                    mapped=mapped, weight=w, bias_param=b)
 
-    def to_digital(self) -> nn.Module:
-        w, b = self.get_weights()
+    def to_digital(self, realistic: bool = False) -> nn.Module:
+        """A plain ``nn.ConvNd`` with the current effective weights (read from
+        noisy forward passes with ``realistic=True``, see ``get_weights``)."""
+        w, b = self.get_weights(realistic=realistic)
         conv = self._digital(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
                              self.dilation, self.groups, b is not None, self.padding_mode,
                              device=w.device, dtype=w.dtype)
