@@ -36,6 +36,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from fxanalog import _rng
 from fxanalog.config import (
     BoundManagementType,
     IOParameters,
@@ -296,14 +297,14 @@ def _mvm_steps(
         # noise and the factor inside the GEMM. Several: on CPU, baddbmm copies
         # a strided weight view, which costs more than a separate add.
         if G * n == 1 and io.out_noise > 0:
-            y = torch.randn((M, N), dtype=v.dtype, device=v.device)
+            y = _rng.randn((M, N), dtype=v.dtype, device=v.device)
             y.addmm_(vin[0], w[0], beta=io.out_noise / uy, alpha=ux / uy)  # in place
             y = y.unsqueeze(0)
         else:
             vin.mul_(ux / uy)
             y = torch.bmm(vin, w)
             if io.out_noise > 0:
-                _add_normal_(y, io.out_noise / uy)
+                _rng.add_normal_(y, io.out_noise / uy)
         if dy > 0:
             _round(y, io.out_sto_round)
         return y.view(G, n, M, N)
@@ -332,16 +333,6 @@ def _mvm_steps(
     if dy > 0:
         _round(y, io.out_sto_round)
     return y.view(G, n, M, N)
-
-
-def _add_normal_(y: Tensor, std: float, chunk: int = 1 << 20) -> Tensor:
-    """y += std * xi in place, drawing the normals in chunks so that the
-    noise never needs a second buffer of y's size."""
-    flat = y.view(-1)
-    for start in range(0, flat.numel(), chunk):
-        part = flat[start : start + chunk]
-        part.add_(torch.randn(part.shape, dtype=y.dtype, device=y.device), alpha=std)
-    return y
 
 
 def _saturated_pieces(y: Tensor, bound: float, out_sizes: Sequence[int]) -> Tensor:
