@@ -99,8 +99,8 @@ MEANINGS: dict[str, dict[str, str]] = {
         "std_dev": "Noise strength of `ADD_NORMAL`, `MULT_NORMAL`, `DISCRETIZE_ADD_NORMAL` and `POLY`, "
                    "relative to amax (each tile's max|W|, or `assumed_wmax`); for `PCM_NOISE` the factor on "
                    "the PCM programming noise.",
-        "per_batch_sample": "aihwkit: a separate perturbation per sample of the batch. Not supported: "
-                            "`True` raises an error (one draw per forward pass).",
+        "per_batch_sample": "A separate perturbation per sample of the batch (each index of the input's "
+                            "leading dimension) instead of one per forward pass; holds one weight copy per sample.",
         "res": "`DISCRETIZE`, `DISCRETIZE_ADD_NORMAL`: resolution of the weight discretization, as a "
                "fraction of amax (a value > 1 is a number of steps).",
         "sto_round": "Stochastic rounding in the discretization.",

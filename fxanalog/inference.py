@@ -524,11 +524,6 @@ def apply_weight_modifier(
     ``pdrop``.
     """
     modifier.validate("WeightModifierParameter")
-    if modifier.per_batch_sample:
-        raise ValueError(
-            "WeightModifierParameter.per_batch_sample = True: not supported (one draw per forward "
-            "pass); set it to False"
-        )
     w = weights.float()
     squeeze = w.dim() == 2
     if squeeze:
@@ -571,10 +566,14 @@ def apply_weight_modifier(
     return out[0] if squeeze else out
 
 
-def modified_tile_weight(layer) -> Tensor:
+def modified_tile_weight(layer, draws: int = 1) -> Tensor:
     """The layer's tile weights with its weight modifier applied, for one
-    forward pass; the gradient passes straight through to the stored weights."""
+    forward pass; the gradient passes straight through to the stored weights.
+    ``draws > 1`` (``per_batch_sample``): that many independent perturbations,
+    ``(draws * G, N, K)``, copy-major."""
     w = layer.tile_weight()
+    if draws > 1:
+        w = w.repeat(draws, 1, 1)
     mod = apply_weight_modifier(w.detach(), layer.rpu_config.modifier, layer.in_sizes, layer.out_sizes,
                                 _noise_model(layer))
     return w + (mod.to(w.dtype) - w).detach()

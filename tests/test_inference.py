@@ -300,9 +300,73 @@ def test_modifier_drop_connect():
     assert torch.equal(out[~dropped], w[~dropped])
 
 
-def test_modifier_per_batch_sample_is_refused():
-    with pytest.raises(ValueError, match="per_batch_sample"):
-        apply_weight_modifier(torch.ones(2, 2), _mod(type=WeightModifierType.ADD_NORMAL, per_batch_sample=True))
+def _perfect_modified(per_batch_sample: bool, **layer_kw):
+    cfg = InferenceRPUConfig()
+    cfg.forward.is_perfect = True
+    cfg.modifier.type = WeightModifierType.ADD_NORMAL
+    cfg.modifier.std_dev = 0.1
+    cfg.modifier.per_batch_sample = per_batch_sample
+    return cfg
+
+
+@pytest.mark.parametrize("per_batch_sample", [False, True])
+def test_modifier_per_batch_sample_linear(per_batch_sample):
+    # Inputs (S, T, K) whose rows are the unit vectors: y[s, t] is column t of the weights
+    # sample s used. One draw per leading index with per_batch_sample, else one per pass.
+    torch.manual_seed(11)
+    S, K, N = 64, 6, 5
+    layer = AnalogLinear(K, N, bias=False, rpu_config=_perfect_modified(per_batch_sample)).train()
+    w = layer.weight.detach().clone()
+    x = torch.eye(K).expand(S, K, K)
+    used = layer(x).transpose(1, 2)  # (S, N, K): the weights of each sample
+    d = used - w
+    if not per_batch_sample:
+        assert torch.equal(used, used[:1].expand_as(used))
+        return
+    assert all(not torch.equal(used[0], used[s]) for s in range(1, S))
+    # each sample: w + 0.1 amax xi, amax = max|w|; 64*30 draws: sd of the sd estimate ~1.6 %
+    assert abs(d.std().item() / (0.1 * w.abs().max().item()) - 1) < 0.08
+    assert abs(d.mean().item()) < 5 * 0.1 * w.abs().max().item() / (S * N * K) ** 0.5
+    # straight-through: the weight gradient is the digital one, summed over the samples
+    layer.zero_grad()
+    g = torch.randn(S, K, N)
+    (layer(x) * g).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, torch.einsum("stn,stk->nk", g, x), rtol=1e-5, atol=1e-5)
+
+
+def test_modifier_per_batch_sample_conv_and_tile_array():
+    # A 1x1 convolution on an image whose pixel j is the unit vector e_j reads back, per
+    # sample, the weights that sample used; the tile array (2 x 2 tiles) is perturbed per
+    # tile (amax per tile) and per sample.
+    torch.manual_seed(12)
+    S, C, O = 16, 6, 4
+    cfg = _perfect_modified(True)
+    cfg.mapping.max_input_size = 3
+    cfg.mapping.max_output_size = 2
+    conv = AnalogConv2d(C, O, 1, bias=False, rpu_config=cfg).train()
+    assert conv.num_tiles == 4
+    w = conv.weight.detach().reshape(O, C)
+    x = torch.eye(C).reshape(1, C, C, 1).expand(S, C, C, 1)  # pixel (j, 0) = e_j
+    used = conv(x)[..., 0]  # (S, O, C)
+    assert all(not torch.equal(used[0], used[s]) for s in range(1, S))
+    for oi in (slice(0, 2), slice(2, 4)):
+        for ii in (slice(0, 3), slice(3, 6)):
+            d = used[:, oi, ii] - w[oi, ii]
+            amax = w[oi, ii].abs().max().item()
+            assert abs(d.std().item() / (0.1 * amax) - 1) < 0.25  # 96 draws per tile
+
+
+def test_modifier_per_batch_sample_with_input_range():
+    torch.manual_seed(13)
+    cfg = _perfect_modified(True)
+    cfg.pre_post.input_range.enable = True
+    cfg.pre_post.input_range.init_from_data = 0
+    S, K, N = 8, 4, 3
+    layer = AnalogLinear(K, N, bias=False, rpu_config=cfg).train()
+    x = 0.5 * torch.eye(K).expand(S, K, K)  # inside the range 3: no clipping
+    used = layer(x).transpose(1, 2) / 0.5
+    assert all(not torch.equal(used[0], used[s]) for s in range(1, S))
+    assert (used - layer.weight.detach()).abs().max() < 0.1 * layer.weight.abs().max() * 6
 
 
 def test_modifier_only_in_training_forward():

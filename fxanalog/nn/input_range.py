@@ -159,15 +159,19 @@ def _size_runs(in_sizes: Sequence[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io) -> Tensor:
+def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io, samples: int = 1) -> Tensor:
     """(G, B, K) inputs -> (G, B, N) outputs of the layer's tile array with
     the input range applied, before the digital column scales and bias (float32).
 
     Every input piece is run as its own group of ``fxanalog::tile_mvm`` (one
     call per piece size, at most two), so its partial output can be scaled
     by its range before the digital sum; each tile is computed exactly as
-    without the range (own DAC, ADC, noise and management).
+    without the range (own DAC, ADC, noise and management). ``samples > 1``:
+    ``tiles`` holds ``samples * G`` groups, one weight set per sample
+    (``per_batch_sample``), see ``fold_samples``.
     """
+    from fxanalog.nn.modules import fold_samples, unfold_samples
+
     cfg = input_range_config(layer.rpu_config)
     ir = layer.input_range
     if ir is None or tuple(ir.shape) != (layer.groups, len(layer.in_sizes)):
@@ -188,7 +192,8 @@ def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io)
     ct = compute_dtype(x.dtype)
     irc = ir.to(ct)
     piece = _piece_of_col(layer.in_sizes, x.device)
-    xs = _ClipAndScale.apply(x.to(ct), irc, piece, cfg)
+    xs = fold_samples(_ClipAndScale.apply(x.to(ct), irc, piece, cfg), samples)
+    G, B = G * samples, B // samples
     parts, col = [], 0
     for first, count, size in _size_runs(layer.in_sizes):
         xr = xs[:, :, col : col + count * size].reshape(G, B, count, size).permute(0, 2, 1, 3).reshape(G * count, B, size)
@@ -201,6 +206,8 @@ def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io)
     if cfg.manage_output_clipping:
         fwd = layer.rpu_config.forward
         bound = fwd.out_bound * abs(fwd.out_scale) * (1 - 1e-5)
-        unclipped = 1 - (y.detach().abs() >= bound).to(ct).mean(dim=(2, 3))
-        scale = _OutputClipping.apply(irc, unclipped, cfg)
-    return (y * scale.reshape(G, -1, 1, 1)).sum(dim=1)
+        unclipped = 1 - (y.detach().abs() >= bound).to(ct).mean(dim=(2, 3))  # (S*G, n)
+        scale = _OutputClipping.apply(irc, unclipped.reshape(samples, -1, unclipped.shape[1]).mean(dim=0), cfg)
+    if samples > 1:
+        scale = scale.repeat(samples, 1)
+    return unfold_samples((y * scale.reshape(G, -1, 1, 1)).sum(dim=1), samples)

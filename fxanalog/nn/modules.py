@@ -205,9 +205,11 @@ class AnalogLayerBase(nn.Module):
             self._io_cache = (snapshot, pack_io(fwd), pack_io(bwd))
         return self._io_cache[1], self._io_cache[2]
 
-    def analog_matmul(self, x: Tensor) -> Tensor:
+    def analog_matmul(self, x: Tensor, samples: int = 1) -> Tensor:
         """(G, B, K) inputs -> (G, B, N) outputs of the tile array, with the
-        digital output scales and bias."""
+        digital output scales and bias. The B rows are ``samples`` samples of
+        ``B / samples`` consecutive rows each; with the modifier's
+        ``per_batch_sample`` every sample gets its own perturbed weights."""
         forward_io, backward_io = self.packed_io()
         G = self.groups
         N, K = self.tile_shape
@@ -218,10 +220,12 @@ class AnalogLayerBase(nn.Module):
                 f"{self.analog_name}: input of shape {tuple(x.shape)}: expected (groups={G}, batch, {K}) "
                 f"for a tile array of {K} inputs"
             )
+        S = self._weight_draws(samples, x.shape[1])
+        tiles = self.forward_tiles(S)
         learn = self.out_scaling_alpha is not None
+        col = self.digital_col_scale()
         if input_range_config(self.rpu_config) is not None:
-            y = input_range_matmul(self, x, self.forward_tiles(), forward_io, backward_io)
-            col = self.digital_col_scale()
+            y = input_range_matmul(self, x, tiles, forward_io, backward_io, samples=S)
             if col is not None:
                 y = y * (col.to(y.dtype).reshape(G, 1, N) if col.numel() > 1 else col.to(y.dtype))
             if self.bias is not None and not learn:
@@ -230,15 +234,16 @@ class AnalogLayerBase(nn.Module):
         else:
             bias = None if (self.bias is None or learn) else self.bias
             y = torch.ops.fxanalog.tile_mvm(
-                x,
-                self.forward_tiles(),
+                fold_samples(x, S),
+                tiles,
                 self.in_sizes,
                 self.out_sizes,
-                self.digital_col_scale(),
-                bias,
+                _repeat_groups(col, S),
+                _repeat_groups(bias, S),
                 forward_io,
                 backward_io,
             )
+            y = unfold_samples(y, S)
         if learn:
             a = self.out_scaling_alpha.to(y.dtype)
             y = y * (a.reshape(G, 1, N) if a.numel() > 1 else a)
@@ -246,16 +251,38 @@ class AnalogLayerBase(nn.Module):
                 y = y + self.bias.to(y.dtype).reshape(G, 1, N)
         return y
 
-    def forward_tiles(self) -> Tensor:
+    def _weight_draws(self, samples: int, rows: int) -> int:
+        """How many perturbed weight sets this forward pass draws: ``samples``
+        with the modifier's ``per_batch_sample`` (when the modifier acts),
+        else 1."""
+        modifier = getattr(self.rpu_config, "modifier", None)
+        if (
+            samples <= 1
+            or modifier is None
+            or not modifier.per_batch_sample
+            or not (self.training or modifier.enable_during_test)
+        ):
+            return 1
+        from fxanalog.inference import modifier_active
+
+        if not modifier_active(modifier):
+            return 1
+        if rows % samples:
+            raise ValueError(f"{self.analog_name}: {rows} input rows are not {samples} samples of equal size")
+        return samples
+
+    def forward_tiles(self, draws: int = 1) -> Tensor:
         """The tiles of this forward pass: ``tiles()``, with the weight
         modifier (``rpu_config.modifier``) applied in training (and in eval
-        with ``enable_during_test``); the stored weights are not changed."""
+        with ``enable_during_test``); the stored weights are not changed.
+        ``draws > 1`` (``per_batch_sample``): that many independently perturbed
+        copies, as ``draws * G`` groups (copy-major)."""
         modifier = getattr(self.rpu_config, "modifier", None)
         if modifier is not None and (self.training or modifier.enable_during_test):
             from fxanalog.inference import modified_tile_weight, modifier_active
 
             if modifier_active(modifier):
-                return layout_tiles(modified_tile_weight(self).float(), self.in_sizes)
+                return layout_tiles(modified_tile_weight(self, draws).float(), self.in_sizes)
         return self.tiles()
 
     def digital_col_scale(self) -> Optional[Tensor]:
@@ -354,6 +381,29 @@ class AnalogLayerBase(nn.Module):
         ).lstrip(", ")
 
 
+def fold_samples(x: Tensor, samples: int) -> Tensor:
+    """(G, S*R, K) rows of S samples -> (S*G, R, K): each sample its own groups."""
+    if samples == 1:
+        return x
+    G, B, K = x.shape
+    return x.reshape(G, samples, B // samples, K).transpose(0, 1).reshape(samples * G, B // samples, K)
+
+
+def unfold_samples(y: Tensor, samples: int) -> Tensor:
+    """Inverse of ``fold_samples``: (S*G, R, N) -> (G, S*R, N)."""
+    if samples == 1:
+        return y
+    SG, R, N = y.shape
+    return y.reshape(samples, SG // samples, R, N).transpose(0, 1).reshape(SG // samples, samples * R, N)
+
+
+def _repeat_groups(v: Optional[Tensor], samples: int) -> Optional[Tensor]:
+    """A per-(group, output) vector (G*N) for ``samples`` copies of the groups."""
+    if v is None or samples == 1 or v.numel() == 1:
+        return v
+    return v.reshape(-1).repeat(samples)
+
+
 def _tensor_key(t: Optional[Tensor]):
     return None if t is None else (t._version, t.data_ptr())
 
@@ -411,7 +461,8 @@ class AnalogLinear(AnalogLayerBase):
                 f"to be in_features = {self.in_features}"
             )
         lead = x.shape[:-1]
-        y = self.analog_matmul(x.reshape(1, -1, self.in_features))
+        samples = x.shape[0] if x.dim() > 1 else 1  # per_batch_sample: per leading index
+        y = self.analog_matmul(x.reshape(1, -1, self.in_features), samples)
         return y.reshape(*lead, self.out_features)
 
     @classmethod
@@ -543,7 +594,7 @@ class _AnalogConvNd(AnalogLayerBase):
         # -> (G, B*L, C/G * k): channel-major, then kernel positions, like the weight.
         perm = [0] + list(range(2, 2 + nd)) + [1] + list(range(2 + nd, 2 + 2 * nd))
         cols = cols.permute(*perm).reshape(B * math.prod(L), G, -1).transpose(0, 1)
-        y = self.analog_matmul(cols)  # (G, B*L, N)
+        y = self.analog_matmul(cols, samples=B)  # (G, B*L, N)
         N = self.out_channels // G
         y = y.reshape(G, B, *L, N).permute(1, 0, 1 + nd + 1, *range(2, 2 + nd))
         y = y.reshape(B, self.out_channels, *L)
