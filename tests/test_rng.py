@@ -64,11 +64,12 @@ def test_layout_check_passes_on_this_torch():
 def test_chunks_are_mt19937_streams_from_default_generator_words():
     # The contract: words = randint(0, 2^32, (chunks, 624)) from the default
     # generator; chunk k is torch.randn from an mt19937 holding words[k].
-    n = 3 * C + 100
+    n = _rng.MIN_PARALLEL + 100  # the last chunk partial
+    chunks = -(-n // C)
     got = draw(3, (n,)).double()
     torch.manual_seed(3)
-    words = torch.randint(0, 2**32, (4, 624), dtype=torch.int64)
-    for k in range(4):
+    words = torch.randint(0, 2**32, (chunks, 624), dtype=torch.int64)
+    for k in range(chunks):
         want = reference_chunk_start(words[k])
         assert torch.allclose(got[k * C : k * C + 64], want, rtol=0, atol=1e-5), k  # float32 rounding ~1e-6
 
@@ -190,11 +191,13 @@ def test_small_draws_and_other_devices_are_plain_torch():
 
 
 def test_forced_fallback_is_plain_torch(monkeypatch):
+    shape = (_rng.MIN_PARALLEL + 3 * C,)
+    chunked = draw(6, shape)
     monkeypatch.setattr(_rng, "layout_ok", False)
-    shape = (3 * C,)
     torch.manual_seed(6)
     want = torch.randn(shape)
     assert torch.equal(draw(6, shape), want)
+    assert not torch.equal(chunked, want)  # the flag did switch paths
     # add_normal_: torch.randn 1M numbers at a time, added
     n = 2**20 + 5000
     torch.manual_seed(6)
