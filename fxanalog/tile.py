@@ -47,6 +47,7 @@ from fxanalog.config import (
 
 __all__ = [
     "split_sizes",
+    "piece_index",
     "TileIO",
     "pack_io",
     "unpack_io",
@@ -71,6 +72,12 @@ def split_sizes(size: int, max_size: int) -> list[int]:
     n = -(-size // max_size)
     base, extra = divmod(size, n)
     return [base + 1] * extra + [base] * (n - extra)
+
+
+def piece_index(sizes: Sequence[int], device) -> Tensor:
+    """The piece of every position of a dimension split into ``sizes``
+    ([2, 3] -> [0, 0, 1, 1, 1])."""
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(list(sizes), device=device))
 
 
 def _pad_index(sizes: Sequence[int], like: Tensor) -> Optional[Tensor]:
@@ -447,9 +454,7 @@ def _bound_management(
     if io.bound_management != BoundManagementType.ITERATIVE or limit < 1:
         y.clamp_(-bound, bound)
         return
-    piece_of_col = torch.repeat_interleave(
-        torch.arange(len(out_sizes), device=y.device), torch.tensor(list(out_sizes), device=y.device)
-    )
+    piece_of_col = piece_index(out_sizes, y.device)
     sat = _saturated_pieces(y, bound, out_sizes)  # (G, n, B, n_out): tiles to redo
     xq = xp.transpose(1, 2)  # (G, n, B, p): rows by piece
     aq = alpha.transpose(1, 2)  # (G, n, B)

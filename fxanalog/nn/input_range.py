@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from fxanalog.config import InputRangeParameter
-from fxanalog.tile import compute_dtype
+from fxanalog.tile import compute_dtype, piece_index
 
 __all__ = ["input_range_config", "input_range_matmul", "init_input_range_from_data"]
 
@@ -52,11 +52,6 @@ def input_range_config(rpu_config) -> InputRangeParameter | None:
     pre_post = getattr(rpu_config, "pre_post", None)
     ir = getattr(pre_post, "input_range", None)
     return ir if ir is not None and ir.enable else None
-
-
-def _piece_of_col(in_sizes: Sequence[int], device) -> Tensor:
-    """(K,) the input piece of every input column."""
-    return torch.repeat_interleave(torch.arange(len(in_sizes), device=device), torch.tensor(list(in_sizes), device=device))
 
 
 def _per_piece(t: Tensor, piece: Tensor, n: int) -> Tensor:
@@ -76,7 +71,7 @@ def init_input_range_from_data(layer, x: Tensor) -> None:
     ir = layer.input_range
     G, B, K = x.shape
     n = len(layer.in_sizes)
-    piece = _piece_of_col(layer.in_sizes, x.device)
+    piece = piece_index(layer.in_sizes, x.device)
     xs = x.to(compute_dtype(x.dtype))
     count = torch.tensor(list(layer.in_sizes), device=x.device, dtype=xs.dtype) * B
     mean = _per_piece(xs.sum(dim=1), piece, n) / count
@@ -191,7 +186,7 @@ def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io,
     N = tiles.shape[-1]
     ct = compute_dtype(x.dtype)
     irc = ir.to(ct)
-    piece = _piece_of_col(layer.in_sizes, x.device)
+    piece = piece_index(layer.in_sizes, x.device)
     xs = fold_samples(_ClipAndScale.apply(x.to(ct), irc, piece, cfg), samples)
     G, B = G * samples, B // samples
     parts, col = [], 0

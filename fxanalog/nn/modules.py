@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from fxanalog.nn.input_range import input_range_config, input_range_matmul
-from fxanalog.tile import compute_dtype, layout_tiles, pack_io, split_sizes
+from fxanalog.tile import _finish_digital, compute_dtype, layout_tiles, pack_io, split_sizes
 
 __all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d"]
 
@@ -224,15 +224,11 @@ class AnalogLayerBase(nn.Module):
         tiles = self.forward_tiles(S)
         learn = self.out_scaling_alpha is not None
         col = self.digital_col_scale()
+        bias = None if (self.bias is None or learn) else self.bias
         if input_range_config(self.rpu_config) is not None:
             y = input_range_matmul(self, x, tiles, forward_io, backward_io, samples=S)
-            if col is not None:
-                y = y * (col.to(y.dtype).reshape(G, 1, N) if col.numel() > 1 else col.to(y.dtype))
-            if self.bias is not None and not learn:
-                y = y + self.bias.to(y.dtype).reshape(G, 1, N)
-            y = y.to(x.dtype)
+            y = _finish_digital(y, col, bias).to(x.dtype)
         else:
-            bias = None if (self.bias is None or learn) else self.bias
             y = torch.ops.fxanalog.tile_mvm(
                 fold_samples(x, S),
                 tiles,
