@@ -53,6 +53,8 @@ __all__ = [
     "unpack_io",
     "layout_tiles",
     "unlayout_tiles",
+    "fold_samples",
+    "unfold_samples",
     "tile_forward",
     "tile_backward_input",
 ]
@@ -128,6 +130,22 @@ def unlayout_tiles(tiles: Tensor, in_sizes: Sequence[int]) -> Tensor:
         keep = torch.cat([torch.arange(k * p, k * p + s) for k, s in enumerate(in_sizes)]).to(tiles.device)
         flat = flat.index_select(1, keep)
     return flat.transpose(1, 2)
+
+
+def fold_samples(x: Tensor, samples: int) -> Tensor:
+    """(G, S*R, K) rows of S samples -> (S*G, R, K): each sample its own groups."""
+    if samples == 1:
+        return x
+    G, B, K = x.shape
+    return x.reshape(G, samples, B // samples, K).transpose(0, 1).reshape(samples * G, B // samples, K)
+
+
+def unfold_samples(y: Tensor, samples: int) -> Tensor:
+    """Inverse of ``fold_samples``: (S*G, R, N) -> (G, S*R, N)."""
+    if samples == 1:
+        return y
+    SG, R, N = y.shape
+    return y.reshape(samples, SG // samples, R, N).transpose(0, 1).reshape(SG // samples, samples * R, N)
 
 
 # --------------------------------------------------------------------------

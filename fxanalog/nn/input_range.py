@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from fxanalog.config import InputRangeParameter
-from fxanalog.tile import compute_dtype, piece_index
+from fxanalog.tile import compute_dtype, fold_samples, piece_index, unfold_samples
 
 __all__ = ["input_range_config", "input_range_matmul", "init_input_range_from_data"]
 
@@ -165,8 +165,6 @@ def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io,
     ``tiles`` holds ``samples * G`` groups, one weight set per sample
     (``per_batch_sample``), see ``fold_samples``.
     """
-    from fxanalog.nn.modules import fold_samples, unfold_samples
-
     cfg = input_range_config(layer.rpu_config)
     ir = layer.input_range
     if ir is None or tuple(ir.shape) != (layer.groups, len(layer.in_sizes)):

@@ -23,7 +23,15 @@ from torch import Tensor, nn
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from fxanalog.nn.input_range import input_range_config, input_range_matmul
-from fxanalog.tile import _finish_digital, compute_dtype, layout_tiles, pack_io, split_sizes
+from fxanalog.tile import (
+    _finish_digital,
+    compute_dtype,
+    fold_samples,
+    layout_tiles,
+    pack_io,
+    split_sizes,
+    unfold_samples,
+)
 
 __all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d"]
 
@@ -375,22 +383,6 @@ class AnalogLayerBase(nn.Module):
             f"{super().extra_repr()}, tiles={tiles}{len(self.out_sizes)}x{len(self.in_sizes)} "
             f"of <= {max(self.out_sizes)}x{max(self.in_sizes)}, rpu_config={type(self.rpu_config).__name__}"
         ).lstrip(", ")
-
-
-def fold_samples(x: Tensor, samples: int) -> Tensor:
-    """(G, S*R, K) rows of S samples -> (S*G, R, K): each sample its own groups."""
-    if samples == 1:
-        return x
-    G, B, K = x.shape
-    return x.reshape(G, samples, B // samples, K).transpose(0, 1).reshape(samples * G, B // samples, K)
-
-
-def unfold_samples(y: Tensor, samples: int) -> Tensor:
-    """Inverse of ``fold_samples``: (S*G, R, N) -> (G, S*R, N)."""
-    if samples == 1:
-        return y
-    SG, R, N = y.shape
-    return y.reshape(samples, SG // samples, R, N).transpose(0, 1).reshape(SG // samples, samples * R, N)
 
 
 def _repeat_groups(v: Optional[Tensor], samples: int) -> Optional[Tensor]:
