@@ -103,6 +103,7 @@ def tile_mvm_forward(
 
 
 _KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_GRID_GROUPS = 65535  # CUDA's limit on the grid axes that carry the groups
 
 
 def kernel_supports(x: Tensor, tiles: Tensor, io: TileIO) -> bool:
@@ -604,6 +605,12 @@ if triton_available():
     def _cdiv(a: int, b: int) -> int:
         return -(-a // b)
 
+    def _group_slice(v: Optional[Tensor], g: int, m: int, G: int, N: int) -> Optional[Tensor]:
+        """Groups g .. g+m-1 of a per-(group, output) vector (G*N); a shared one as it is."""
+        if v is None or v.numel() != G * N:
+            return v
+        return v.reshape(G, N)[g : g + m].reshape(-1)
+
     def _col_scale_args(col_scale: Optional[Tensor], G: int, N: int, device):
         """A float32 pointer and (group, column) strides for col_scale."""
         if col_scale is None:
@@ -654,6 +661,16 @@ if triton_available():
             raise ValueError(f"triton_tile_forward: x on {x.device}, tiles on {tiles.device}: expected one device")
         if not kernel_supports(x, tiles, io) or B == 0:
             return tile_forward(x, tiles, in_sizes, out_sizes, io, col_scale, bias)
+        if G > MAX_GRID_GROUPS:  # groups are a grid axis (at most 65535): launch in slices of groups
+            M = MAX_GRID_GROUPS
+            return torch.cat([
+                triton_tile_forward(
+                    x[g : g + M], tiles[g : g + M], in_sizes, out_sizes, io,
+                    _group_slice(col_scale, g, M, G, N), _group_slice(bias, g, M, G, N),
+                    block_m=block_m, block_n=block_n, block_k=block_k,
+                )
+                for g in range(0, G, M)
+            ])
 
         dev = x.device
         plan = _plan(io, get_precision())
