@@ -346,14 +346,19 @@ def analog_layers() -> dict:
     cfg.forward.inp_res = 1 / 128
     cfg.mapping.weight_scaling_omega = 1.0
     cfg.mapping.max_input_size = cfg.mapping.max_output_size = 16
+    ir_cfg = copy.deepcopy(cfg)  # learned input range: each input piece its own group of the op
+    ir_cfg.pre_post.input_range.enable = True
+    ir_cfg.pre_post.input_range.init_value = 1.5
     gen = torch.Generator().manual_seed(5)
     with torch.random.fork_rng(devices=[]):  # leave the global generator as it was
         torch.manual_seed(5)
         lin = AnalogLinear.from_digital(torch.nn.Linear(40, 30), cfg).eval()
         conv = AnalogConv2d.from_digital(torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), cfg).eval()
-    return {
-        "linear": (lin, torch.randn(3, 7, 40, generator=gen)),
-        "conv-groups": (conv, torch.randn(2, 4, 5, 5, generator=gen)),
+        lin_ir = AnalogLinear.from_digital(torch.nn.Linear(40, 30), ir_cfg).eval()
+    return {  # layer, input, launcher calls per forward
+        "linear": (lin, torch.randn(3, 7, 40, generator=gen), 1),
+        "conv-groups": (conv, torch.randn(2, 4, 5, 5, generator=gen), 1),
+        "linear-input-range": (lin_ir, 2 * torch.randn(3, 7, 40, generator=gen), 2),  # pieces 14, 13, 13
     }
 
 
@@ -433,18 +438,18 @@ def test_seeded_and_fresh_draws_interpreted(interpreted):
 
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_analog_layers_through_the_op_interpreted(name, interpreted):
-    layer, x = LAYERS[name]
+    layer, x, calls = LAYERS[name]
     with torch.no_grad():
         ref = layer(x)  # CPU tensors: the torch path
     out, launches = interpreted[f"layer:{name}"]
-    assert launches == 1  # one launcher call per layer (the kernels, not the torch path)
+    assert launches == calls  # the launcher ran (the kernels, not the torch path)
     check_close(name, out, ref, max_frac=0.0025)
 
 
 @gpu
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_analog_layers_through_the_op_gpu(name):
-    layer, x = LAYERS[name]
+    layer, x, _ = LAYERS[name]
     with torch.no_grad():
         ref = layer(x)
         out = copy.deepcopy(layer).cuda()(x.cuda())
