@@ -65,8 +65,11 @@ def init_input_range_from_data(layer, x: Tensor) -> None:
     batches): a running mean of ``init_std_alpha * std`` of each piece's inputs.
     ``x`` is ``(G, B, K)``."""
     cfg = input_range_config(layer.rpu_config)
+    if cfg is None or cfg.init_from_data <= 0 or layer._input_range_init_done:
+        return
     idx = layer.input_range_update_idx
-    if cfg is None or cfg.init_from_data <= 0 or int(idx.min()) >= cfg.init_from_data:
+    if int(idx.min()) >= cfg.init_from_data:  # the counts only grow: no more reads (syncs) after this
+        layer._input_range_init_done = True
         return
     ir = layer.input_range
     G, B, K = x.shape
@@ -175,7 +178,8 @@ def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io,
         )
     if layer.training:
         init_input_range_from_data(layer, x)
-    if not torch.compiler.is_compiling() and not bool((ir > 0).all()):
+    # Checked where it costs no host-device sync (CPU tensors, eager).
+    if ir.device.type == "cpu" and not torch.compiler.is_compiling() and not bool((ir > 0).all()):
         raise ValueError(
             f"{layer.analog_name}.input_range = {ir.detach().flatten().tolist()}: every range must be > 0 "
             "(a too large learning rate on the input range?)"

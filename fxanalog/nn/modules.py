@@ -148,6 +148,7 @@ class AnalogLayerBase(nn.Module):
         parameter ``input_range`` of one range per (group, input piece), at
         ``init_value``, and its count of data initializations
         ``input_range_update_idx``; both None when the config does not enable it."""
+        self._input_range_init_done = False  # set once every piece had its init_from_data batches
         cfg = input_range_config(self.rpu_config)
         if cfg is None:
             self.input_range = None
@@ -326,6 +327,7 @@ class AnalogLayerBase(nn.Module):
         # only with weight scaling or remapping): take them from the state
         # dict when there, drop them when a full state of this layer lacks them.
         full = (prefix + "weight") in state_dict
+        self._input_range_init_done = False  # the loaded counts decide anew
         for name in ("mapping_scales",) + ANALOG_STATE:
             key = prefix + name
             if key in state_dict:
