@@ -1,47 +1,59 @@
-"""Standard normals on CPU, drawn on several threads, reproducibly.
+"""Standard normals on CPU, drawn fast, on several threads, reproducibly.
 
 torch's CPU normal fill runs on one thread (about 300 M normals/s on the
 development machine), which is 15% of the GEMM of a one-tile forward at
-2048 x 2048 x 256. Large draws here are cut into chunks of ``CHUNK`` numbers
-that are drawn in parallel, each from a private ``torch.Generator``:
+2048 x 2048 x 256. Draws of at least ``MIN_NUMEL`` numbers are cut into
+chunks of ``CHUNK`` numbers that are drawn in parallel:
 
 * The chunk layout depends only on the number of elements: chunk ``k`` is
   elements ``[k CHUNK, (k+1) CHUNK)`` of the flattened tensor (the last one
   shorter). The thread count only decides which thread draws which chunk,
   so a seed gives the same numbers with 1, 2 or 16 threads.
-* Every chunk's generator gets a full mt19937 state (624 words of 32 bits)
-  drawn from torch's default CPU generator, in one ``torch.randint(0, 2**32)``
-  call of 624 values per chunk (each value takes two mt19937 outputs). ``torch.manual_seed(s)`` (and
-  ``fxanalog.manual_seed(s)``) therefore fixes every number, and the default
-  generator moves on, so consecutive calls differ. 32-bit per-chunk *seeds*
-  are not used on purpose: torch seeds mt19937 from 32 bits only, so among
-  many chunks two would, by the birthday bound, start the same stream.
-* Each chunk's numbers are exactly ``torch.randn`` from that generator, so
-  the per-number distribution is torch's.
+* Every chunk's generator state is drawn from torch's default CPU generator,
+  all chunks in one ``torch.randint(0, 2**32)`` call. ``torch.manual_seed(s)``
+  (and ``fxanalog.manual_seed(s)``) therefore fixes every number, and the
+  default generator moves on, so consecutive calls differ. Full states are
+  drawn, not short seeds: among many chunks, two 32-bit seeds would, by the
+  birthday bound, start the same stream.
 
-The state is written into ``Generator.set_state``'s byte layout (torch's
-``CPUGeneratorImplState``: the 624 words as uint64 at byte 24, ``left`` as
-int32 at byte 8, ``next`` as uint64 at byte 16, the cached-normal fields of
-the tail zeroed). That layout is checked once, at first use, against a
-generator seeded with ``manual_seed`` (see ``layout_check``); if it does not
-hold (another torch build), every draw falls back to plain ``torch.randn``
-and the module flag ``layout_ok`` is False (logged at INFO level). Tests may
-set ``layout_ok = False`` to force the fallback.
+Two generators draw a chunk:
 
-Below ``MIN_PARALLEL`` elements, for dtypes other than float32/float64, for
-non-CPU devices, for non-contiguous or non-plain (fake, functional) tensors
-and while compiling, the draw is plain torch (the CUDA path is unchanged).
-Threads are used only when ``torch.get_num_threads() > 1``: the main thread
-and ``get_num_threads() - 1`` pool threads take chunks one at a time until
-none is left (torch's fill releases the GIL), so a thread that starts late
+* **float32, the native generator** (``native``, the C extension
+  ``fxanalog._normal``, built at install): xoshiro256++ and the ziggurat
+  method, about 3x torch's fill on one thread with AVX2 or AVX-512 and 1.6x
+  in plain C (fxanalog/_normal.c says how). A chunk's state is 72 words of
+  32 bits: nine xoshiro256++ generators of 256 bits (eight SIMD lanes and
+  one for the rare rejected attempts). AVX-512, AVX2 and plain C draw the
+  same numbers. It writes into the tensor's memory, so it is used only for
+  tensors that autograd does not track. Without a C compiler at install,
+  ``native`` is None and float32 takes the path below.
+* **float64 (and float32 without the extension): torch's mt19937.** Every
+  chunk gets a private ``torch.Generator`` whose full mt19937 state (624
+  words) comes from the default generator; its numbers are exactly
+  ``torch.randn`` from that generator. The state is written into
+  ``Generator.set_state``'s byte layout (torch's ``CPUGeneratorImplState``:
+  the 624 words as uint64 at byte 24, ``left`` as int32 at byte 8, ``next``
+  as uint64 at byte 16, the cached-normal fields of the tail zeroed). That
+  layout is checked once, at first use, against a generator seeded with
+  ``manual_seed`` (see ``layout_check``); if it does not hold (another torch
+  build), these draws fall back to plain ``torch.randn`` and the module flag
+  ``layout_ok`` is False (logged at INFO level). Tests may set
+  ``layout_ok = False`` to force the fallback, or ``native = None``.
+
+Below ``MIN_NUMEL`` elements, for dtypes other than float32/float64, for
+non-CPU devices, for non-contiguous, non-plain (fake, functional) or
+autograd-tracked tensors and while compiling, the draw is plain torch (the
+CUDA path is unchanged). Threads are used only when
+``torch.get_num_threads() > 1``: the main thread and
+``get_num_threads() - 1`` pool threads take chunks one at a time until none
+is left (both generators release the GIL), so a thread that starts late
 only takes fewer chunks. The pool is dropped in a forked child.
 
-What it buys depends on the machine: on the 2-core development machine a
-standalone draw of 0.5 M normals goes from 1.75 ms to about 1.05 ms, but
-right after OpenMP work (a GEMM, any parallel elementwise op) libgomp's
-idle worker spin-waits on the second core for several ms (its default
-``GOMP_SPINCOUNT``), and a draw of that size in the middle of a forward
-gains little. Draws of millions of normals (tile arrays) gain most.
+What threads buy depends on the machine: right after OpenMP work (a GEMM,
+any parallel elementwise op) libgomp's idle worker spin-waits on the other
+cores for a while (its default ``GOMP_SPINCOUNT``), so a small draw in the
+middle of a forward gains less than a standalone one. Draws of millions of
+normals (tile arrays) gain most.
 """
 
 from __future__ import annotations
@@ -56,15 +68,21 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["randn", "normal_", "add_normal_", "layout_check", "CHUNK", "MIN_PARALLEL"]
+try:  # the native float32 generator (fxanalog/_normal.c); optional at install
+    from fxanalog import _normal as native
+except ImportError:  # pragma: no cover - only without a C compiler at install
+    native = None
+
+__all__ = ["randn", "normal_", "add_normal_", "layout_check", "CHUNK", "MIN_NUMEL", "native"]
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 16  # numbers per chunk: fixes the layout, never change per call
-MIN_PARALLEL = 1 << 18  # fewer elements: one plain torch.randn
+MIN_NUMEL = 1 << 15  # fewer elements: one plain torch.randn
 _ADD_BLOCK = 1 << 14  # adds in a worker stay below torch's intra-op grain (32768)
 _FALLBACK_ADD_CHUNK = 1 << 20  # plain path: noise added 1M at a time (no second buffer of y's size)
 
+_NATIVE_WORDS = 72  # 32-bit words of a native chunk's state
 _WORDS = 624  # mt19937 state words
 _STATE_BYTES = 5056  # sizeof(CPUGeneratorImplState) on torch 2.x CPU
 _OFF_LEFT, _OFF_NEXT, _OFF_WORDS = 8, 16, 24
@@ -126,23 +144,26 @@ def layout_check() -> bool:
     return True
 
 
-def _parallel(numel: int, dtype: torch.dtype, device: torch.device, t: Optional[Tensor] = None) -> bool:
-    """Whether a draw is chunked (checks the layout once, at first use).
+def _backend(numel: int, dtype: torch.dtype, device: torch.device, t: Optional[Tensor] = None) -> Optional[str]:
+    """How a draw is made: "native", "mt19937" (chunked) or None (plain
+    torch). Checks the mt19937 state layout once, at first use.
     ``t``: the tensor drawn into, if it exists already."""
     global layout_ok
     if not (
-        numel >= MIN_PARALLEL
+        numel >= MIN_NUMEL
         and device.type == "cpu"
         and dtype in (torch.float32, torch.float64)
-        and (t is None or (type(t) is torch.Tensor and t.is_contiguous()))
+        and (t is None or (type(t) is torch.Tensor and t.is_contiguous() and not t.requires_grad))
         and not torch.compiler.is_compiling()
     ):
-        return False
+        return None
+    if dtype == torch.float32 and native is not None:
+        return "native"
     if layout_ok is None:
         with _lock:
             if layout_ok is None:
                 layout_ok = layout_check()
-    return bool(layout_ok)
+    return "mt19937" if layout_ok else None
 
 
 def _get_pool(workers: int) -> ThreadPoolExecutor:
@@ -170,11 +191,11 @@ class _Job:
     thread asks (the main thread and the pool's), so a thread that the OS
     starts late (on a core still busy with torch's OpenMP threads, say)
     takes fewer chunks instead of holding the others up. Which thread draws
-    a chunk never changes its numbers."""
+    a chunk never changes its numbers: ``draw(k, part)`` draws chunk ``k``
+    into ``part``, its slice of ``flat``, from that chunk's own state."""
 
-    def __init__(self, flat: Tensor, std: Optional[float], states: Tensor):
-        self.flat, self.std, self.states = flat, std, states
-        self.chunks = states.shape[0]
+    def __init__(self, flat: Tensor, chunks: int, draw):
+        self.flat, self.chunks, self.draw = flat, chunks, draw
         self.next = self.done = 0
         self.error: Optional[BaseException] = None
         self.cond = threading.Condition()
@@ -187,23 +208,13 @@ class _Job:
 
     def run(self) -> None:
         """Draw chunks until none is left (any thread)."""
-        gen, buf = torch.Generator(), None
         n = self.flat.numel()
         while True:
             k = self.take()
             if k >= self.chunks:
                 return
             try:
-                gen.set_state(self.states[k].clone())  # own storage (see _write_state)
-                part = self.flat[k * CHUNK : min(n, (k + 1) * CHUNK)]
-                if self.std is None:
-                    part.normal_(generator=gen)
-                else:
-                    if buf is None:
-                        buf = torch.empty(CHUNK, dtype=self.flat.dtype)
-                    noise = buf[: part.numel()].normal_(generator=gen)
-                    for s in range(0, part.numel(), _ADD_BLOCK):  # serial adds: no nested intra-op threads
-                        part[s : s + _ADD_BLOCK].add_(noise[s : s + _ADD_BLOCK], alpha=self.std)
+                self.draw(k, self.flat[k * CHUNK : min(n, (k + 1) * CHUNK)])
             except BaseException as exc:
                 with self.cond:
                     self.error = self.error or exc
@@ -223,13 +234,46 @@ class _Job:
             raise self.error
 
 
-def _chunked(flat: Tensor, std: Optional[float]) -> None:
+def _native_draw(chunks: int, std: Optional[float]):
+    """Chunk k's generator state: row k of 72 words of 32 bits (as int64)
+    from the default generator (fxanalog/_normal.c says how they make the
+    nine xoshiro256++ states)."""
+    words = torch.randint(0, 2**32, (chunks, _NATIVE_WORDS), dtype=torch.int64)
+    base, stride = words.data_ptr(), _NATIVE_WORDS * words.element_size()
+    scale, add = (0.0, False) if std is None else (std, True)
+
+    def draw(k: int, part: Tensor) -> None:
+        native.normal_f32(part.data_ptr(), part.numel(), base + k * stride, scale, add)
+
+    draw.words = words  # keeps the words alive as long as the draw
+    return draw
+
+
+def _mt19937_draw(states: Tensor, std: Optional[float], dtype: torch.dtype):
+    def draw(k: int, part: Tensor) -> None:
+        gen = torch.Generator()
+        gen.set_state(states[k].clone())  # own storage (see _write_state)
+        if std is None:
+            part.normal_(generator=gen)
+            return
+        noise = torch.empty(part.numel(), dtype=dtype).normal_(generator=gen)
+        for s in range(0, part.numel(), _ADD_BLOCK):  # serial adds: no nested intra-op threads
+            part[s : s + _ADD_BLOCK].add_(noise[s : s + _ADD_BLOCK], alpha=std)
+
+    return draw
+
+
+def _chunked(flat: Tensor, std: Optional[float], backend: str) -> None:
     """Fill ``flat`` (std None) or add ``std`` times normals to it, chunk by chunk."""
     chunks = -(-flat.numel() // CHUNK)
-    words = torch.randint(0, 2**32, (chunks, _WORDS), dtype=torch.int64)  # from the default generator
-    states = _template.repeat(chunks, 1)
-    states.view(torch.int64)[:, _OFF_WORDS // 8 : _OFF_TAIL // 8] = words
-    job = _Job(flat, std, states)
+    if backend == "native":
+        draw = _native_draw(chunks, std)
+    else:
+        words = torch.randint(0, 2**32, (chunks, _WORDS), dtype=torch.int64)  # from the default generator
+        states = _template.repeat(chunks, 1)
+        states.view(torch.int64)[:, _OFF_WORDS // 8 : _OFF_TAIL // 8] = words
+        draw = _mt19937_draw(states, std, flat.dtype)
+    job = _Job(flat, chunks, draw)
     threads = min(torch.get_num_threads(), chunks)
     if threads > 1:
         pool = _get_pool(threads - 1)
@@ -242,8 +286,9 @@ def _chunked(flat: Tensor, std: Optional[float]) -> None:
 def normal_(t: Tensor) -> Tensor:
     """Fill ``t`` with N(0, 1) numbers in place and return it (see the module
     docstring for when the draw is chunked and parallel)."""
-    if _parallel(t.numel(), t.dtype, t.device, t):
-        _chunked(t.view(-1), None)
+    backend = _backend(t.numel(), t.dtype, t.device, t)
+    if backend:
+        _chunked(t.view(-1), None, backend)
     else:
         t.normal_()
     return t
@@ -252,9 +297,10 @@ def normal_(t: Tensor) -> Tensor:
 def randn(shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """``torch.randn(shape, dtype=dtype, device=device)``, drawn as ``normal_``."""
     device = torch.get_default_device() if device is None else torch.device(device)
-    if _parallel(math.prod(shape), dtype, device):
+    backend = _backend(math.prod(shape), dtype, device)
+    if backend:
         t = torch.empty(shape, dtype=dtype, device=device)
-        _chunked(t.view(-1), None)
+        _chunked(t.view(-1), None, backend)
         return t
     return torch.randn(shape, dtype=dtype, device=device)
 
@@ -263,8 +309,9 @@ def add_normal_(y: Tensor, std: float) -> Tensor:
     """``y += std * xi`` in place, ``xi`` N(0, 1), never holding a second
     buffer of ``y``'s size. Chunked: ``xi`` is exactly what ``normal_`` would
     draw for ``y``'s size. Plain: ``torch.randn`` 1M numbers at a time."""
-    if _parallel(y.numel(), y.dtype, y.device, y):
-        _chunked(y.view(-1), float(std))
+    backend = _backend(y.numel(), y.dtype, y.device, y)
+    if backend:
+        _chunked(y.view(-1), float(std), backend)
         return y
     flat = y.view(-1) if y.is_contiguous() else None
     if flat is None:

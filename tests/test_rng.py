@@ -1,16 +1,23 @@
 """fxanalog._rng: chunked, multi-threaded, reproducible normals on CPU.
 
-Reference values are computed independently of the module: the chunk
-streams with Python's own mt19937 (``random.Random``) and torch's
-Box-Muller recipe, the statistics against N(0, 1) with tolerances stated at
-each test (5 sigma unless said otherwise).
+Reference values are computed independently of the module: the mt19937
+chunk streams with Python's own mt19937 (``random.Random``) and torch's
+Box-Muller recipe; the native chunk streams with xoshiro256++ and the
+ziggurat written out in Python below (tables built here from R and V); the
+statistics against N(0, 1) with tolerances stated at each test (5 sigma
+unless said otherwise). Tests common to both generators run for each
+(fixture ``backend``: "native" is the C extension, "mt19937" forces the
+torch-generator path by setting ``_rng.native = None``).
 """
 
 import logging
 import math
 import multiprocessing as mp
 import random
+import shutil
+import sysconfig
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,6 +27,7 @@ from fxanalog import _rng
 from fxanalog.nn import AnalogLinear
 
 C = _rng.CHUNK
+NATIVE = _rng.native
 
 
 @pytest.fixture
@@ -28,6 +36,17 @@ def threads():
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)
+
+
+@pytest.fixture(params=["native", "mt19937"])
+def backend(request, monkeypatch):
+    """The generator of float32 chunked draws in this test."""
+    if request.param == "native":
+        if NATIVE is None:
+            pytest.skip("the C extension fxanalog._normal is not built")
+    else:
+        monkeypatch.setattr(_rng, "native", None)
+    return request.param
 
 
 def draw(seed, shape, threads=None):
@@ -55,26 +74,224 @@ def reference_chunk_start(words, count=64):
     return torch.tensor(z, dtype=torch.float64)
 
 
-def test_layout_check_passes_on_this_torch():
+# ---------------------------------------------------------------------------
+# The native generator, written out in Python from its definition
+# (fxanalog/_normal.c): nine xoshiro256++ generators (eight lanes, one
+# fix-up) from 72 words of 32 bits; a Marsaglia-Tsang ziggurat of 256 layers;
+# attempt t is half (t // 8) % 2 of lane t % 8's (t // 16)-th output: bits
+# 0-7 the layer, bit 8 the sign, bits 9-31 x; rejected attempts are finished
+# with the fix-up generator in increasing t.
+
+M64 = 2**64 - 1
+R, V, LAYERS, GRID = 3.6541528853610088, 4.92867323399e-3, 256, 2.0**23
+
+
+def rotl(x, k):
+    return ((x << k) | (x >> (64 - k))) & M64
+
+
+class Xoshiro256pp:
+    def __init__(self, state):
+        self.s = list(state) if any(state) else [1, 0, 0, 0]
+
+    def next(self):
+        s = self.s
+        result = (rotl((s[0] + s[3]) & M64, 23) + s[0]) & M64
+        t = (s[1] << 17) & M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return result
+
+    def open_uniform(self):
+        return ((self.next() >> 11) + 1) * 2.0**-53
+
+
+def half_normal(x):
+    return math.exp(-0.5 * x * x)
+
+
+def ziggurat_tables():
+    x = [V / half_normal(R), R]
+    for i in range(1, LAYERS - 1):
+        x.append(math.sqrt(-2.0 * math.log(V / x[i] + half_normal(x[i]))))
+    x.append(0.0)
+    w = [float(np.float32(xi / GRID)) for xi in x[:LAYERS]]
+    k = [math.floor(GRID * (x[i + 1] / x[i])) for i in range(LAYERS)]
+    return x, [half_normal(xi) for xi in x], w, k
+
+
+X_REF, F_REF, W_REF, K_REF = ziggurat_tables()
+
+
+def f32(v):
+    return float(np.float32(v))
+
+
+def fast_value(u):
+    """The number of attempt u if it is accepted at once, else None."""
+    layer, j = u & (LAYERS - 1), u >> 9
+    if j >= K_REF[layer]:
+        return None
+    m = float(np.float32(j) * np.float32(W_REF[layer]))
+    return -m if u & LAYERS else m
+
+
+def finish(fix, u, paths):
+    """A rejected attempt u, finished with the fix-up generator."""
+    sign = -1.0 if u & LAYERS else 1.0
+    layer, j = u & (LAYERS - 1), u >> 9
+    while True:
+        if layer == 0:
+            while True:
+                a = -math.log(fix.open_uniform()) / R
+                b = -math.log(fix.open_uniform())
+                if b + b >= a * a:
+                    paths["tail"] = paths.get("tail", 0) + 1
+                    return sign * f32(R + a)
+        x = j * (X_REF[layer] / GRID)
+        y = F_REF[layer] + (1.0 - fix.open_uniform()) * (F_REF[layer + 1] - F_REF[layer])
+        if y < math.exp(-0.5 * x * x):
+            paths["wedge"] = paths.get("wedge", 0) + 1
+            return sign * f32(x)
+        paths["restart"] = paths.get("restart", 0) + 1
+        v = fix.next() >> 32
+        layer, j = v & (LAYERS - 1), v >> 9
+        if j < K_REF[layer]:
+            return sign * float(np.float32(j) * np.float32(W_REF[layer]))
+
+
+def reference_native_chunk(words, n, paths=None):
+    """The n float32 numbers of one native chunk drawn from ``words`` (72
+    ints in [0, 2^32)); ``paths`` counts how rejected attempts ended."""
+    paths = {} if paths is None else paths
+    gens = [
+        Xoshiro256pp([int(words[8 * g + 2 * i]) | (int(words[8 * g + 2 * i + 1]) << 32) for i in range(4)])
+        for g in range(9)
+    ]
+    lanes, fix = gens[:8], gens[8]
+    attempts = []
+    while len(attempts) < n:
+        r = [lane.next() for lane in lanes]
+        attempts += [x & 0xFFFFFFFF for x in r] + [x >> 32 for x in r]
+    out = [fast_value(u) for u in attempts[:n]]
+    for t in range(n):  # rejected attempts, in increasing t
+        if out[t] is None:
+            out[t] = finish(fix, attempts[t], paths)
+    return torch.tensor(out, dtype=torch.float32)
+
+
+@pytest.fixture(params=["scalar", "avx2", "avx512"])
+def isa(request):
+    """Every instruction set the native generator has, where the CPU runs it."""
+    if NATIVE is None:
+        pytest.skip("the C extension fxanalog._normal is not built")
+    if request.param not in NATIVE.isas():
+        pytest.skip(f"this CPU does not run {request.param}")
+    before = NATIVE.isa()
+    NATIVE.isa(request.param)
+    yield request.param
+    NATIVE.isa(before)
+
+
+def test_native_module_is_built_where_a_compiler_is():
+    if shutil.which(sysconfig.get_config_var("CC").split()[0]) is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the install skips the extension")
+    assert NATIVE is not None, "fxanalog._normal was not built by the install (see the pip log)"
+
+
+@pytest.mark.skipif(NATIVE is None, reason="the C extension fxanalog._normal is not built")
+def test_native_tables_are_the_ziggurat_of_the_half_normal():
+    x, f, w, k = NATIVE.tables()
+    assert len(x) == LAYERS + 1 and x[1] == R and x[LAYERS] == 0.0
+    assert list(k) == K_REF and list(w) == W_REF
+    for got, want in ((x, X_REF), (f, F_REF)):
+        assert torch.allclose(torch.tensor(got).double(), torch.tensor(want).double(), rtol=1e-14, atol=0)
+    # Equal areas V: each layer [0, x_i] x [f(x_i), f(x_{i+1})] (f(x_256) = f(0) = 1,
+    # the top one), and the base: the rectangle to R plus the exact tail area.
+    # (R and V have 12 to 17 digits: the recursion closes at the top to 1e-9,
+    # the base to 3e-12, density errors far below the 2^-23 grid of x.)
+    for i in range(1, LAYERS):
+        assert x[i] * (f[i + 1] - f[i]) == pytest.approx(V, rel=1e-11 if i < LAYERS - 1 else 1e-8), i
+    tail = math.sqrt(math.pi / 2) * math.erfc(R / math.sqrt(2))
+    assert R * half_normal(R) + tail == pytest.approx(V, rel=1e-11)
+    assert x[0] * f[1] == pytest.approx(V, rel=1e-12)
+
+
+def test_native_chunks_are_the_reference_ziggurat_of_xoshiro_lanes(isa):
+    n = 2 * C + 23  # the last chunk partial, ending in a partial block
+    torch.manual_seed(41)
+    got = _rng.randn((n,))
+    torch.manual_seed(41)
+    words = torch.randint(0, 2**32, (3, 72), dtype=torch.int64).tolist()  # the contract
+    paths = {}
+    want = torch.cat([reference_native_chunk(words[k], min(C, n - k * C), paths) for k in range(3)])
+    assert torch.equal(got, want)
+    # every branch was taken (expected per 131 K numbers: ~1.5% rejected,
+    # tails ~ 0.03%, restarts after a failed wedge test ~ 0.1%)
+    assert paths.get("tail", 0) > 10 and paths.get("wedge", 0) > 500 and paths.get("restart", 0) > 20, paths
+    # add_normal_ adds those numbers: y + std * z in float32 (a multiply, then an add)
+    y = torch.linspace(-1, 1, n)
+    torch.manual_seed(41)
+    _rng.add_normal_(y, 0.25)
+    assert torch.equal(y, torch.linspace(-1, 1, n) + 0.25 * want)
+
+
+def test_native_all_zero_lane_state_moves(isa):
+    # A lane whose 256 bits are all zero starts from s0 = 1 instead.
+    words = torch.randint(0, 2**32, (72,), dtype=torch.int64)
+    words[8:16] = 0  # lane 1
+    t = torch.empty(160)
+    NATIVE.normal_f32(t.data_ptr(), t.numel(), words.data_ptr(), 0.0, False)
+    assert torch.equal(t, reference_native_chunk(words.tolist(), 160))
+    assert torch.unique(t[1::8]).numel() > 10  # lane 1's 20 numbers are not stuck
+
+
+@pytest.mark.skipif(NATIVE is None, reason="the C extension fxanalog._normal is not built")
+def test_native_rejects_bad_arguments():
+    t, w = torch.empty(4), torch.zeros(72, dtype=torch.int64)
+    with pytest.raises(ValueError, match="n must be >= 0, got -1"):
+        NATIVE.normal_f32(t.data_ptr(), -1, w.data_ptr(), 0.0, False)
+    with pytest.raises(ValueError, match="null address"):
+        NATIVE.normal_f32(0, 4, w.data_ptr(), 0.0, False)
+    with pytest.raises(ValueError, match="instruction set 'sse9' not available here"):
+        NATIVE.isa("sse9")
+
+
+def test_layout_check_passes_on_this_torch(monkeypatch):
+    monkeypatch.setattr(_rng, "native", None)
     assert _rng.layout_check() is True
-    _rng.randn((_rng.MIN_PARALLEL,))
+    _rng.randn((_rng.MIN_NUMEL,))
     assert _rng.layout_ok is True
 
 
-def test_chunks_are_mt19937_streams_from_default_generator_words():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_chunks_are_mt19937_streams_from_default_generator_words(monkeypatch, dtype):
     # The contract: words = randint(0, 2^32, (chunks, 624)) from the default
     # generator; chunk k is torch.randn from an mt19937 holding words[k].
-    n = _rng.MIN_PARALLEL + 100  # the last chunk partial
+    # float64 always takes this path, float32 without the native generator.
+    monkeypatch.setattr(_rng, "native", None)
+    n = 4 * C + 100  # the last chunk partial
     chunks = -(-n // C)
-    got = draw(3, (n,)).double()
+    torch.manual_seed(3)
+    got = _rng.randn((n,), dtype=dtype).double()
     torch.manual_seed(3)
     words = torch.randint(0, 2**32, (chunks, 624), dtype=torch.int64)
     for k in range(chunks):
         want = reference_chunk_start(words[k])
-        assert torch.allclose(got[k * C : k * C + 64], want, rtol=0, atol=1e-5), k  # float32 rounding ~1e-6
+        if dtype == torch.float32:  # torch's float fill: 24-bit uniforms, float32 Box-Muller
+            assert torch.allclose(got[k * C : k * C + 64], want, rtol=0, atol=1e-5), k  # float32 rounding ~1e-6
+        else:  # the double fill from the same state (written as the float32 case checks)
+            gen = torch.Generator()
+            gen.set_state(_rng._write_state(words[k], torch.Generator().get_state()))
+            part = got[k * C : (k + 1) * C]
+            assert torch.equal(part, torch.randn(part.numel(), dtype=torch.float64, generator=gen)), k
 
 
-def test_bitwise_reproducible_under_both_seeds():
+def test_bitwise_reproducible_under_both_seeds(backend):
     shape = (700, 1000)  # 700000 numbers: 6 chunks, the last one partial
     a = draw(5, shape)
     b = draw(5, shape)
@@ -93,7 +310,7 @@ def test_bitwise_reproducible_under_both_seeds():
 
 
 @pytest.mark.parametrize("fill", ["randn", "add_normal_"])
-def test_same_numbers_for_any_thread_count(threads, fill):
+def test_same_numbers_for_any_thread_count(threads, fill, backend):
     shape = (5 * C + 7,)
     outs = []
     for t in (1, 2, 3, 4):
@@ -108,20 +325,20 @@ def test_same_numbers_for_any_thread_count(threads, fill):
         assert torch.equal(outs[0], o)
 
 
-def test_default_generator_advances():
+def test_default_generator_advances(backend):
     torch.manual_seed(21)
-    a = _rng.randn((_rng.MIN_PARALLEL,))
-    b = _rng.randn((_rng.MIN_PARALLEL,))
+    a = _rng.randn((_rng.MIN_NUMEL,))
+    b = _rng.randn((_rng.MIN_NUMEL,))
     assert not torch.equal(a, b)
     # and what follows a draw is not what follows the seed alone
     torch.manual_seed(21)
-    _rng.randn((_rng.MIN_PARALLEL,))
+    _rng.randn((_rng.MIN_NUMEL,))
     after = torch.rand(8)
     torch.manual_seed(21)
     assert not torch.equal(after, torch.rand(8))
 
 
-def test_chunks_are_distinct_streams():
+def test_chunks_are_distinct_streams(backend):
     n_chunks = 16
     z = draw(8, (n_chunks * C,)).view(n_chunks, C).double()
     # No two 16-number blocks (torch's Box-Muller unit) are equal anywhere:
@@ -147,7 +364,7 @@ def normal_cdf(x):
 
 
 @pytest.mark.parametrize("fill", ["randn", "add_normal_"])
-def test_statistics_against_standard_normal(fill):
+def test_statistics_against_standard_normal(fill, backend):
     n = 16 * C  # 2.1 M numbers, 16 chunks
     torch.manual_seed(99)
     if fill == "randn":
@@ -167,13 +384,19 @@ def test_statistics_against_standard_normal(fill):
     i = torch.arange(1, n + 1, dtype=torch.float64)
     d = torch.maximum(i / n - f, f - (i - 1) / n).max().item()
     assert d < math.sqrt(-math.log(0.0005) / 2) / math.sqrt(n)
+    # Tails (the native ziggurat draws beyond R = 3.44 by a separate algorithm):
+    # counts of |z| > t against n P(|z| > t) = n erfc(t / sqrt 2), binomial sd.
+    for t in (2.0, 3.0, 3.442619855899, 4.0):
+        p = math.erfc(t / math.sqrt(2))
+        count = (z.abs() > t).sum().item()
+        assert abs(count - n * p) < 5 * math.sqrt(n * p * (1 - p)), (t, count, n * p)
     # per chunk: every chunk's mean within 5 sd of 0 (sd 1/sqrt(C))
     means = z.view(16, C).mean(dim=1)
     assert means.abs().max().item() < 5 / math.sqrt(C)
 
 
 def test_small_draws_and_other_devices_are_plain_torch():
-    small = (_rng.MIN_PARALLEL - 1,)
+    small = (_rng.MIN_NUMEL - 1,)
     torch.manual_seed(4)
     want = torch.randn(small)
     assert torch.equal(draw(4, small), want)
@@ -181,17 +404,31 @@ def test_small_draws_and_other_devices_are_plain_torch():
     torch.manual_seed(4)
     _rng.add_normal_(y, 2.0)
     assert torch.allclose(y, 2.0 * want, rtol=0, atol=1e-6)
-    meta = _rng.randn((_rng.MIN_PARALLEL * 2,), device="meta")
-    assert meta.device.type == "meta" and meta.shape == (_rng.MIN_PARALLEL * 2,)
+    meta = _rng.randn((_rng.MIN_NUMEL * 2,), device="meta")
+    assert meta.device.type == "meta" and meta.shape == (_rng.MIN_NUMEL * 2,)
     # float16 is not chunked: plain torch.randn
     torch.manual_seed(4)
-    want16 = torch.randn((_rng.MIN_PARALLEL,), dtype=torch.float16)
+    want16 = torch.randn((_rng.MIN_NUMEL,), dtype=torch.float16)
     torch.manual_seed(4)
-    assert torch.equal(_rng.randn((_rng.MIN_PARALLEL,), dtype=torch.float16), want16)
+    assert torch.equal(_rng.randn((_rng.MIN_NUMEL,), dtype=torch.float16), want16)
+
+
+def test_tensors_autograd_tracks_are_plain_torch(backend):
+    # No raw writes into a tensor that autograd tracks: its add is torch's.
+    a = torch.zeros(_rng.MIN_NUMEL, requires_grad=True)
+    y = a * 1.0
+    torch.manual_seed(7)
+    _rng.add_normal_(y, 0.5)
+    torch.manual_seed(7)
+    assert torch.allclose(y.detach(), 0.5 * torch.randn(_rng.MIN_NUMEL), rtol=0, atol=1e-6)
+    y.sum().backward()
+    assert torch.equal(a.grad, torch.ones_like(a))
 
 
 def test_forced_fallback_is_plain_torch(monkeypatch):
-    shape = (_rng.MIN_PARALLEL + 3 * C,)
+    # without the native generator and with the mt19937 layout refused
+    monkeypatch.setattr(_rng, "native", None)
+    shape = (_rng.MIN_NUMEL + 3 * C,)
     chunked = draw(6, shape)
     monkeypatch.setattr(_rng, "layout_ok", False)
     torch.manual_seed(6)
@@ -210,10 +447,11 @@ def test_forced_fallback_is_plain_torch(monkeypatch):
 
 def test_failed_layout_check_falls_back_and_logs(monkeypatch, caplog):
     # Words written 8 bytes too early: the copied generator draws other numbers.
+    monkeypatch.setattr(_rng, "native", None)
     monkeypatch.setattr(_rng, "layout_ok", None)
     monkeypatch.setattr(_rng, "_OFF_WORDS", 16)
     monkeypatch.setattr(_rng, "_OFF_TAIL", 16 + 8 * 624)
-    shape = (_rng.MIN_PARALLEL,)
+    shape = (_rng.MIN_NUMEL,)
     with caplog.at_level(logging.INFO, logger="fxanalog._rng"):
         got = draw(12, shape)
     assert _rng.layout_ok is False
@@ -229,7 +467,7 @@ def _child(conn):
     conn.close()
 
 
-def test_draws_work_in_a_forked_child(threads):
+def test_draws_work_in_a_forked_child(threads, backend):
     threads(2)
     _rng.randn((4 * C,))  # the parent's pool now has a thread
     ctx = mp.get_context("fork")
@@ -259,7 +497,7 @@ def _noise_only_layer(n_in, n_out, max_size):
 
 
 @pytest.mark.parametrize("max_size", [0, 256])  # one tile (addmm path), 2 x 2 tiles (add_normal_)
-def test_tile_output_noise_is_reproducible_and_normal(threads, max_size):
+def test_tile_output_noise_is_reproducible_and_normal(threads, max_size, backend):
     layer = _noise_only_layer(512, 512, max_size)
     x = torch.full((1024, 512), -2.0)  # alpha = 2
     outs = []
