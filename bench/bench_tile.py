@@ -10,7 +10,9 @@ mode under torch.no_grad():
 - the analog layer as 512 x 512 tiles, as a ratio to digital and to its floor:
   the matmul plus drawing, with torch.randn, the normals that the case needs
   (every tile draws its own output noise);
-- peak extra memory of the analog forward relative to the digital forward.
+- peak extra memory of the analog forward relative to the digital forward;
+- the output-noise generator (fxanalog._rng): its draw of 0.5 M float32
+  normals against torch.randn of the same size, both on one thread.
 
 Run: python bench/bench_tile.py [--threads 2] [--repeat 20]
 """
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import fxanalog
+from fxanalog import _rng
 from fxanalog.nn import AnalogLinear
 from fxanalog.tile import split_sizes
 
@@ -107,6 +110,25 @@ def main() -> None:
             f"{m_one / m_dig:9.2f}x | {m_tiled / m_dig:8.2f}x"
         )
     print("targets: 1 tile <= 1.2x digital at 2048 and 4096; 512-tiles <= 1.15x floor")
+    print_generator(args.repeat)
+
+
+def print_generator(repeat: int) -> None:
+    """The draw of the tile's output noise against torch.randn, one thread."""
+    n = 2048 * 256
+    buf = torch.empty(n)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = timeit({"torch": lambda: torch.randn(n, out=buf), "fxanalog": lambda: _rng.normal_(buf)}, repeat)
+    finally:
+        torch.set_num_threads(before)
+    native = _rng.native
+    name = f"native, {native.isa()}" if native is not None else "torch mt19937 chunks (no native extension)"
+    print(
+        f"output noise, 0.5 M float32 normals on 1 thread: torch.randn {t['torch'] * 1e3:.2f} ms, "
+        f"fxanalog._rng ({name}) {t['fxanalog'] * 1e3:.2f} ms ({t['torch'] / t['fxanalog']:.1f}x faster)"
+    )
 
 
 if __name__ == "__main__":

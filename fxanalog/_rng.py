@@ -234,18 +234,18 @@ class _Job:
             raise self.error
 
 
-def _native_draw(chunks: int, std: Optional[float]):
-    """Chunk k's generator state: row k of 72 words of 32 bits (as int64)
-    from the default generator (fxanalog/_normal.c says how they make the
-    nine xoshiro256++ states)."""
-    words = torch.randint(0, 2**32, (chunks, _NATIVE_WORDS), dtype=torch.int64)
-    base, stride = words.data_ptr(), _NATIVE_WORDS * words.element_size()
+def _native_draw(words: Tensor, std: Optional[float]):
+    """Draws chunk k from row k of ``words`` (chunks x 72 words of 32 bits
+    from the default generator, as int64; fxanalog/_normal.c says how they
+    make the nine xoshiro256++ states). The caller keeps ``words`` alive
+    until every chunk is drawn (the draw holds only its address, so that the
+    tensor is freed by the calling thread)."""
+    base, stride = words.data_ptr(), words.shape[1] * words.element_size()
     scale, add = (0.0, False) if std is None else (std, True)
 
     def draw(k: int, part: Tensor) -> None:
         native.normal_f32(part.data_ptr(), part.numel(), base + k * stride, scale, add)
 
-    draw.words = words  # keeps the words alive as long as the draw
     return draw
 
 
@@ -267,7 +267,8 @@ def _chunked(flat: Tensor, std: Optional[float], backend: str) -> None:
     """Fill ``flat`` (std None) or add ``std`` times normals to it, chunk by chunk."""
     chunks = -(-flat.numel() // CHUNK)
     if backend == "native":
-        draw = _native_draw(chunks, std)
+        words = torch.randint(0, 2**32, (chunks, _NATIVE_WORDS), dtype=torch.int64)  # from the default generator
+        draw = _native_draw(words, std)
     else:
         words = torch.randint(0, 2**32, (chunks, _WORDS), dtype=torch.int64)  # from the default generator
         states = _template.repeat(chunks, 1)
@@ -280,7 +281,7 @@ def _chunked(flat: Tensor, std: Optional[float], backend: str) -> None:
         for _ in range(threads - 1):
             pool.submit(job.run)
     job.run()
-    job.wait()
+    job.wait()  # (the states stay alive until here)
 
 
 def normal_(t: Tensor) -> Tensor:
@@ -300,6 +301,8 @@ def randn(shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None)
     backend = _backend(math.prod(shape), dtype, device)
     if backend:
         t = torch.empty(shape, dtype=dtype, device=device)
+        if type(t) is not torch.Tensor:  # a fake or functional tensor (a tensor mode is on): no memory to fill
+            return t.normal_()
         _chunked(t.view(-1), None, backend)
         return t
     return torch.randn(shape, dtype=dtype, device=device)

@@ -47,6 +47,7 @@ from fxanalog.config import (
     resolution_step,
 )
 from fxanalog.noise import BaseNoiseModel, PCMLikeNoiseModel
+from fxanalog import _rng
 from fxanalog.tile import layout_tiles, pack_io, unlayout_tiles
 
 __all__ = [
@@ -546,15 +547,15 @@ def apply_weight_modifier(
                 q = q + torch.rand_like(q) - 0.5
             out = amax * torch.round(q) * res
     if t in (WeightModifierType.ADD_NORMAL, WeightModifierType.DISCRETIZE_ADD_NORMAL) and std > 0:
-        out = out + std * amax * torch.randn_like(w)
+        out = out + std * amax * _rng.randn(w.shape, dtype=w.dtype, device=w.device)
     elif t == WeightModifierType.MULT_NORMAL and std > 0:
-        out = w + w * std * amax * torch.randn_like(w)
+        out = w + w * std * amax * _rng.randn(w.shape, dtype=w.dtype, device=w.device)
     elif t == WeightModifierType.POLY and std > 0 and modifier.coeffs:
         a = w.abs() / amax
         sig = torch.zeros_like(w)
         for k, c in enumerate(modifier.coeffs):
             sig = sig + float(c) * a.pow(k)
-        out = w + amax * std * sig * torch.randn_like(w)
+        out = w + amax * std * sig * _rng.randn(w.shape, dtype=w.dtype, device=w.device)
     elif t == WeightModifierType.PCM_NOISE and std > 0:
         base = noise_model if isinstance(noise_model, PCMLikeNoiseModel) else PCMLikeNoiseModel()
         pcm = PCMLikeNoiseModel(prog_coeff=list(base.prog_coeff), g_converter=base.g_converter,

@@ -311,7 +311,7 @@ def _mvm_steps(
     if needs_clip or io.inp_sto_round:
         v.clamp_(-bound, bound)
     if io.inp_noise > 0:
-        v.add_(torch.randn_like(v), alpha=io.inp_noise / (dx if dx > 0 else 1.0))
+        _rng.add_normal_(v, io.inp_noise / (dx if dx > 0 else 1.0))
     vin = v.view(G * n, M, p)
     w = tiles.reshape(G * n, p, N)
     ux = dx if dx > 0 else 1.0  # normalized input per step
@@ -338,10 +338,10 @@ def _mvm_steps(
     y = torch.bmm(vn, w)
     if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
         norm = torch.linalg.vector_norm(vn, dim=-1, keepdim=True)
-        y.add_(torch.randn_like(y) * norm * io.w_noise)
+        y.addcmul_(_rng.randn(y.shape, dtype=y.dtype, device=y.device), norm, value=io.w_noise)
     elif io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ:
         std = torch.bmm(vn.square(), w.abs()).sqrt_()
-        y.add_(torch.randn_like(y) * std * io.w_noise)
+        y.addcmul_(_rng.randn(y.shape, dtype=y.dtype, device=y.device), std, value=io.w_noise)
     if io.ir_drop > 0:
         # C++-tile IR drop: each piece with its own n; positions j = 0..n-1.
         sizes = piece_sizes.to(torch.float32)[:, None]
@@ -353,7 +353,7 @@ def _mvm_steps(
     if io.out_nonlinearity > 0:
         y = y / (1 + (io.out_nonlinearity * y).abs())
     if io.out_noise > 0:
-        y.add_(torch.randn_like(y), alpha=io.out_noise)
+        _rng.add_normal_(y, io.out_noise)
     y.div_(uy)
     if dy > 0:
         _round(y, io.out_sto_round)

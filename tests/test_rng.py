@@ -374,6 +374,40 @@ def test_statistics_against_standard_normal(fill, backend):
         z = ((_rng.add_normal_(torch.full((n,), base), std).double()) - base) / std
     sigma = 1 / math.sqrt(n)
     assert abs(z.mean().item()) < 5 * sigma
+    assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("noise", ["inp_noise", "w_noise"])
+def test_tile_input_and_weight_noise_come_from_the_draws(threads, noise, backend):
+    # Input noise (DAC, unquantized) and additive weight noise, 1024 x 512
+    # (512 K numbers) each: reproducible under a seed on 1 and 2 threads,
+    # with the standard deviation of the formula. W = 0.5 I, x = 2: alpha = 2,
+    # v = 1, so y_n = alpha (0.5 (v_n + inp_noise xi_n) + w_noise ||v|| xi'_n).
+    cfg = InferenceRPUConfig()
+    cfg.forward.out_res = cfg.forward.inp_res = 0.0
+    cfg.forward.out_noise = 0.0
+    cfg.mapping.max_input_size = cfg.mapping.max_output_size = 0
+    if noise == "inp_noise":
+        cfg.forward.inp_noise = 0.1
+    else:
+        cfg.forward.w_noise, cfg.forward.w_noise_type = 0.05, "ADDITIVE_CONSTANT"
+    layer = AnalogLinear(512, 512, bias=False, rpu_config=cfg).eval()
+    layer.set_weights(0.5 * torch.eye(512))
+    x = torch.full((1024, 512), 2.0)  # alpha = 2, v = 1
+    outs = []
+    with torch.no_grad():
+        for t in (1, 2):
+            threads(t)
+            fxanalog.manual_seed(32)
+            outs.append(layer(x).double())
+    assert torch.equal(outs[0], outs[1])
+    if noise == "inp_noise":
+        sd, mean = 2 * 0.5 * 0.1, 2 * 0.5
+    else:  # ||v|| = sqrt(512)
+        sd, mean = 2 * 0.05 * math.sqrt(512), 2 * 0.5
+    z = (outs[0].view(-1) - mean) / sd
+    n = z.numel()
+    assert abs(z.mean().item()) < 5 / math.sqrt(n)
     assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / n)  # sd of a sample variance
     assert abs(z.pow(3).mean().item()) < 5 * math.sqrt(15 / n)  # Var(z^3) = E z^6 = 15
     assert abs(z.pow(4).mean().item() - 3) < 5 * math.sqrt(96 / n)  # Var(z^4) = 105 - 9
@@ -423,6 +457,17 @@ def test_tensors_autograd_tracks_are_plain_torch(backend):
     assert torch.allclose(y.detach(), 0.5 * torch.randn(_rng.MIN_NUMEL), rtol=0, atol=1e-6)
     y.sum().backward()
     assert torch.equal(a.grad, torch.ones_like(a))
+
+
+def test_draws_under_a_fake_tensor_mode_are_fake(backend):
+    # (torch.export and shape propagation run ops on fake tensors: no memory)
+    from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+    with FakeTensorMode():
+        t = _rng.randn((4, C))
+        y = _rng.add_normal_(torch.zeros(4, C), 0.5)
+    assert isinstance(t, FakeTensor) and t.shape == (4, C)
+    assert isinstance(y, FakeTensor) and y.shape == (4, C)
 
 
 def test_forced_fallback_is_plain_torch(monkeypatch):
@@ -487,18 +532,23 @@ def test_draws_work_in_a_forked_child(threads, backend):
 # Through the tile: output noise of large layers comes from _rng
 
 
-def _noise_only_layer(n_in, n_out, max_size):
+def _noise_only_layer(n_in, n_out, max_size, general=False):
     cfg = InferenceRPUConfig()
     cfg.forward.out_res = 0.0  # ADC unquantized: y = alpha * out_noise * xi with zero weights
+    if general:  # the general path (nonlinearity of a zero MVM is zero), noise added after the bmm
+        cfg.forward.out_nonlinearity = 0.5
     cfg.mapping.max_input_size = cfg.mapping.max_output_size = max_size
     layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
     layer.set_weights(torch.zeros(n_out, n_in))
     return layer.eval()
 
 
-@pytest.mark.parametrize("max_size", [0, 256])  # one tile (addmm path), 2 x 2 tiles (add_normal_)
-def test_tile_output_noise_is_reproducible_and_normal(threads, max_size, backend):
-    layer = _noise_only_layer(512, 512, max_size)
+@pytest.mark.parametrize(
+    "max_size, general",
+    [(0, False), (256, False), (0, True)],  # one tile (addmm), 2 x 2 tiles (add_normal_), general path
+)
+def test_tile_output_noise_is_reproducible_and_normal(threads, max_size, general, backend):
+    layer = _noise_only_layer(512, 512, max_size, general)
     x = torch.full((1024, 512), -2.0)  # alpha = 2
     outs = []
     with torch.no_grad():
@@ -512,6 +562,40 @@ def test_tile_output_noise_is_reproducible_and_normal(threads, max_size, backend
     # Zero weights: y = sum over input pieces of alpha * 0.06 * xi
     pieces = 1 if max_size == 0 else 2
     z = outs[0].double().view(-1) / (2 * 0.06 * math.sqrt(pieces))
+    n = z.numel()
+    assert abs(z.mean().item()) < 5 / math.sqrt(n)
+    assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("noise", ["inp_noise", "w_noise"])
+def test_tile_input_and_weight_noise_come_from_the_draws(threads, noise, backend):
+    # Input noise (DAC, unquantized) and additive weight noise, 1024 x 512
+    # (512 K numbers) each: reproducible under a seed on 1 and 2 threads,
+    # with the standard deviation of the formula. W = 0.5 I, x = 2: alpha = 2,
+    # v = 1, so y_n = alpha (0.5 (v_n + inp_noise xi_n) + w_noise ||v|| xi'_n).
+    cfg = InferenceRPUConfig()
+    cfg.forward.out_res = cfg.forward.inp_res = 0.0
+    cfg.forward.out_noise = 0.0
+    cfg.mapping.max_input_size = cfg.mapping.max_output_size = 0
+    if noise == "inp_noise":
+        cfg.forward.inp_noise = 0.1
+    else:
+        cfg.forward.w_noise, cfg.forward.w_noise_type = 0.05, "ADDITIVE_CONSTANT"
+    layer = AnalogLinear(512, 512, bias=False, rpu_config=cfg).eval()
+    layer.set_weights(0.5 * torch.eye(512))
+    x = torch.full((1024, 512), 2.0)  # alpha = 2, v = 1
+    outs = []
+    with torch.no_grad():
+        for t in (1, 2):
+            threads(t)
+            fxanalog.manual_seed(32)
+            outs.append(layer(x).double())
+    assert torch.equal(outs[0], outs[1])
+    if noise == "inp_noise":
+        sd, mean = 2 * 0.5 * 0.1, 2 * 0.5
+    else:  # ||v|| = sqrt(512)
+        sd, mean = 2 * 0.05 * math.sqrt(512), 2 * 0.5
+    z = (outs[0].view(-1) - mean) / sd
     n = z.numel()
     assert abs(z.mean().item()) < 5 / math.sqrt(n)
     assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / n)
