@@ -14,7 +14,10 @@ mode under torch.no_grad():
 - the output-noise generator (fxanalog._rng): its draw of 0.5 M float32
   normals against torch.randn of the same size, both on one thread.
 
-Run: python bench/bench_tile.py [--threads 2] [--repeat 20]
+Run: python bench/bench_tile.py [--threads 2] [--repeat 20] [--isa scalar|avx2|avx512] [--no-native]
+(--isa: the instruction set of the native generator; default the widest the
+CPU runs. Every one draws the same numbers. --no-native: draw float32 noise
+as without the C extension, with torch's mt19937 in parallel chunks.)
 """
 
 from __future__ import annotations
@@ -70,7 +73,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--isa", default=None, help="the native generator's instruction set (scalar, avx2, avx512)")
+    ap.add_argument("--no-native", action="store_true", help="draw as without the C extension (torch's mt19937)")
     args = ap.parse_args()
+    if args.no_native:
+        _rng.native = None
+    elif args.isa is not None:
+        if _rng.native is None:
+            ap.error("--isa: the native generator (fxanalog._normal) is not built")
+        try:
+            _rng.native.isa(args.isa)
+        except ValueError as exc:
+            ap.error(f"--isa: {exc}")
     torch.set_num_threads(args.threads)
     fxanalog.manual_seed(0)
     print(f"torch {torch.__version__}, {args.threads} threads, best of {args.repeat} (round-robin)")

@@ -40,7 +40,8 @@ Two generators draw a chunk:
   ``layout_ok`` is False (logged at INFO level). Tests may set
   ``layout_ok = False`` to force the fallback, or ``native = None``.
 
-Below ``MIN_NUMEL`` elements, for dtypes other than float32/float64, for
+Below ``MIN_NUMEL`` elements (``MIN_MT19937`` for the mt19937 chunks, whose
+state copies cost more), for dtypes other than float32/float64, for
 non-CPU devices, for non-contiguous, non-plain (fake, functional) or
 autograd-tracked tensors and while compiling, the draw is plain torch (the
 CUDA path is unchanged). Threads are used only when
@@ -73,12 +74,13 @@ try:  # the native float32 generator (fxanalog/_normal.c); optional at install
 except ImportError:  # pragma: no cover - only without a C compiler at install
     native = None
 
-__all__ = ["randn", "normal_", "add_normal_", "layout_check", "CHUNK", "MIN_NUMEL", "native"]
+__all__ = ["randn", "normal_", "add_normal_", "layout_check", "CHUNK", "MIN_NUMEL", "MIN_MT19937", "native"]
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 16  # numbers per chunk: fixes the layout, never change per call
 MIN_NUMEL = 1 << 15  # fewer elements: one plain torch.randn
+MIN_MT19937 = 1 << 18  # the mt19937 chunks pay a state copy each: plain torch.randn below this
 _ADD_BLOCK = 1 << 14  # adds in a worker stay below torch's intra-op grain (32768)
 _FALLBACK_ADD_CHUNK = 1 << 20  # plain path: noise added 1M at a time (no second buffer of y's size)
 
@@ -159,6 +161,8 @@ def _backend(numel: int, dtype: torch.dtype, device: torch.device, t: Optional[T
         return None
     if dtype == torch.float32 and native is not None:
         return "native"
+    if numel < MIN_MT19937:
+        return None
     if layout_ok is None:
         with _lock:
             if layout_ok is None:
@@ -249,14 +253,22 @@ def _native_draw(words: Tensor, std: Optional[float]):
     return draw
 
 
+_local = threading.local()  # per thread: a generator and a noise buffer for mt19937 chunks
+
+
 def _mt19937_draw(states: Tensor, std: Optional[float], dtype: torch.dtype):
     def draw(k: int, part: Tensor) -> None:
-        gen = torch.Generator()
+        gen = getattr(_local, "gen", None)
+        if gen is None:
+            gen = _local.gen = torch.Generator()
         gen.set_state(states[k].clone())  # own storage (see _write_state)
         if std is None:
             part.normal_(generator=gen)
             return
-        noise = torch.empty(part.numel(), dtype=dtype).normal_(generator=gen)
+        buf = getattr(_local, "buf", None)  # reused: a fresh 64 K buffer per chunk costs page faults
+        if buf is None or buf.dtype != dtype:
+            buf = _local.buf = torch.empty(CHUNK, dtype=dtype)
+        noise = buf[: part.numel()].normal_(generator=gen)
         for s in range(0, part.numel(), _ADD_BLOCK):  # serial adds: no nested intra-op threads
             part[s : s + _ADD_BLOCK].add_(noise[s : s + _ADD_BLOCK], alpha=std)
 

@@ -264,7 +264,7 @@ def test_native_rejects_bad_arguments():
 def test_layout_check_passes_on_this_torch(monkeypatch):
     monkeypatch.setattr(_rng, "native", None)
     assert _rng.layout_check() is True
-    _rng.randn((_rng.MIN_NUMEL,))
+    _rng.randn((_rng.MIN_MT19937,))
     assert _rng.layout_ok is True
 
 
@@ -327,12 +327,12 @@ def test_same_numbers_for_any_thread_count(threads, fill, backend):
 
 def test_default_generator_advances(backend):
     torch.manual_seed(21)
-    a = _rng.randn((_rng.MIN_NUMEL,))
-    b = _rng.randn((_rng.MIN_NUMEL,))
+    a = _rng.randn((_rng.MIN_MT19937,))
+    b = _rng.randn((_rng.MIN_MT19937,))
     assert not torch.equal(a, b)
     # and what follows a draw is not what follows the seed alone
     torch.manual_seed(21)
-    _rng.randn((_rng.MIN_NUMEL,))
+    _rng.randn((_rng.MIN_MT19937,))
     after = torch.rand(8)
     torch.manual_seed(21)
     assert not torch.equal(after, torch.rand(8))
@@ -429,7 +429,7 @@ def test_tile_input_and_weight_noise_come_from_the_draws(threads, noise, backend
     assert means.abs().max().item() < 5 / math.sqrt(C)
 
 
-def test_small_draws_and_other_devices_are_plain_torch():
+def test_small_draws_and_other_devices_are_plain_torch(monkeypatch):
     small = (_rng.MIN_NUMEL - 1,)
     torch.manual_seed(4)
     want = torch.randn(small)
@@ -445,6 +445,14 @@ def test_small_draws_and_other_devices_are_plain_torch():
     want16 = torch.randn((_rng.MIN_NUMEL,), dtype=torch.float16)
     torch.manual_seed(4)
     assert torch.equal(_rng.randn((_rng.MIN_NUMEL,), dtype=torch.float16), want16)
+    # the mt19937 chunks start at MIN_MT19937 (float64, or float32 without the native generator)
+    monkeypatch.setattr(_rng, "native", None)
+    below = (_rng.MIN_MT19937 - 1,)
+    for dtype in (torch.float32, torch.float64):
+        torch.manual_seed(4)
+        want = torch.randn(below, dtype=dtype)
+        torch.manual_seed(4)
+        assert torch.equal(_rng.randn(below, dtype=dtype), want)
 
 
 def test_tensors_autograd_tracks_are_plain_torch(backend):
@@ -473,7 +481,7 @@ def test_draws_under_a_fake_tensor_mode_are_fake(backend):
 def test_forced_fallback_is_plain_torch(monkeypatch):
     # without the native generator and with the mt19937 layout refused
     monkeypatch.setattr(_rng, "native", None)
-    shape = (_rng.MIN_NUMEL + 3 * C,)
+    shape = (_rng.MIN_MT19937 + 3 * C,)
     chunked = draw(6, shape)
     monkeypatch.setattr(_rng, "layout_ok", False)
     torch.manual_seed(6)
@@ -496,7 +504,7 @@ def test_failed_layout_check_falls_back_and_logs(monkeypatch, caplog):
     monkeypatch.setattr(_rng, "layout_ok", None)
     monkeypatch.setattr(_rng, "_OFF_WORDS", 16)
     monkeypatch.setattr(_rng, "_OFF_TAIL", 16 + 8 * 624)
-    shape = (_rng.MIN_NUMEL,)
+    shape = (_rng.MIN_MT19937,)
     with caplog.at_level(logging.INFO, logger="fxanalog._rng"):
         got = draw(12, shape)
     assert _rng.layout_ok is False
