@@ -38,6 +38,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from fxanalog import _rng
 from fxanalog.config import (
     NoiseManagementType,
     WeightClipType,
@@ -47,7 +48,6 @@ from fxanalog.config import (
     resolution_step,
 )
 from fxanalog.noise import BaseNoiseModel, PCMLikeNoiseModel
-from fxanalog import _rng
 from fxanalog.tile import layout_tiles, pack_io, unlayout_tiles
 
 __all__ = [
