@@ -53,7 +53,7 @@
 #define LAYERS 256
 #define LANES 8
 #define BLOCK (2 * LANES)  /* attempts per lane step */
-#define SEG_BLOCKS 256     /* blocks per segment: the rejected list fits on the stack */
+#define SEG_BLOCKS 128     /* blocks per segment: the rejected list (16 KB) fits on any thread stack */
 #define WORDS 72           /* 32-bit state words per call: 9 generators x 4 x 2 */
 
 static const double R = 3.6541528853610088;
