@@ -39,7 +39,9 @@ __version__ = "0.1.0"
 
 
 def manual_seed(seed: int) -> None:
-    """Seed every generator fxanalog draws from (torch's CPU and CUDA ones)."""
+    """Seed every generator fxanalog draws from: torch's CPU and CUDA ones,
+    and through them fxanalog's CPU noise generator (fxanalog._rng), whose
+    states are drawn from torch's default generator at every draw."""
     import torch
 
     torch.manual_seed(seed)

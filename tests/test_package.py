@@ -8,8 +8,10 @@ mistake.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -87,7 +89,7 @@ def test_installed_distribution(tmp_path):
     code = r"""
 import importlib.metadata as md, importlib.util, json
 dist = md.distribution("fxanalog")
-import fxanalog, fxanalog.passes, fxanalog.triton_kernels, fxanalog.nn, fxanalog.cli
+import fxanalog, fxanalog.passes, fxanalog.triton_kernels, fxanalog.nn, fxanalog.cli, fxanalog._rng
 eps = {(e.group, e.name): e.value for e in dist.entry_points}
 backend = [e for e in dist.entry_points if e.group == "torch_dynamo_backends"][0].load()
 script = [e for e in dist.entry_points if e.group == "console_scripts"][0].load()
@@ -98,6 +100,7 @@ print(json.dumps({
     "backend_callable": callable(backend),
     "script_is_main": script is fxanalog.cli.main,
     "kernels_file": fxanalog.triton_kernels.__file__,
+    "native": getattr(fxanalog._rng.native, "__file__", None),
 }))
 """
     out = _run(code, tmp_path)
@@ -109,6 +112,10 @@ print(json.dumps({
     assert ["console_scripts", "fxanalog", "fxanalog.cli:main"] in out["eps"]
     assert out["backend_callable"] and out["script_is_main"]
     assert Path(out["kernels_file"]).resolve().parent == (ROOT / "triton_kernels").resolve()
+    # the C extension (optional): built by the install wherever a C compiler is
+    if shutil.which(sysconfig.get_config_var("CC").split()[0]) or shutil.which("gcc"):
+        assert out["native"] is not None, "fxanalog._normal was not built by the install"
+        assert Path(out["native"]).resolve().parent == (ROOT / "fxanalog").resolve()
 
 
 def test_python_dash_m_is_the_console_script(tmp_path):
