@@ -395,6 +395,25 @@ def test_statistics_against_standard_normal(fill, backend):
     assert means.abs().max().item() < 5 / math.sqrt(C)
 
 
+@pytest.mark.skipif(NATIVE is None, reason="the C extension fxanalog._normal is not built")
+def test_native_mass_of_every_ziggurat_layer():
+    # 8 M numbers; bins of |z| at the layer edges (X[255] < ... < X[1] = R, and
+    # the tail beyond R): each bin's count against n P(X[i+1] < |z| < X[i])
+    # (by erfc), a chi-square with 255 degrees of freedom below its 1e-4
+    # quantile. A wrong table entry, or a layer drawn too often, shows here.
+    from scipy.stats import chi2
+
+    n = 1 << 23
+    torch.manual_seed(77)
+    z = _rng.randn((n,)).abs().double()
+    edges = torch.tensor([0.0] + X_REF[LAYERS - 1 : 0 : -1] + [math.inf], dtype=torch.float64)  # 0, X[255], ..., X[1], inf
+    counts = torch.histogram(z.clamp(max=1e9), bins=edges.clamp(max=2e9)).hist
+    cdf = torch.tensor([math.erf(e / math.sqrt(2)) if math.isfinite(e) else 1.0 for e in edges.tolist()], dtype=torch.float64)
+    expected = n * torch.diff(cdf)
+    stat = ((counts - expected) ** 2 / expected).sum().item()
+    assert stat < chi2.ppf(1 - 1e-4, df=len(expected) - 1), stat
+
+
 def test_small_draws_and_other_devices_are_plain_torch(monkeypatch):
     small = (_rng.MIN_NUMEL - 1,)
     torch.manual_seed(4)
