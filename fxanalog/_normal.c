@@ -64,6 +64,7 @@ static double X[LAYERS + 1];  /* right edges */
 static double Fx[LAYERS + 1]; /* f(X[i]) */
 static float W[LAYERS];       /* X[i] / 2^23: x = j * W[i] */
 static uint32_t K[LAYERS];    /* j < K[i]: x < X[i+1], under the curve */
+static uint64_t KW[LAYERS];   /* K[i] | bits of W[i] << 32: one 64-bit gather fetches both (SIMD) */
 
 static void build_tables(void) {
     X[0] = V / exp(-0.5 * R * R);
@@ -76,6 +77,9 @@ static void build_tables(void) {
     for (int i = 0; i < LAYERS; ++i) {
         W[i] = (float)(X[i] / GRID);
         K[i] = (uint32_t)floor(GRID * (X[i + 1] / X[i]));
+        uint32_t w_bits;
+        memcpy(&w_bits, &W[i], sizeof w_bits);
+        KW[i] = (uint64_t)K[i] | ((uint64_t)w_bits << 32);
     }
 }
 
@@ -199,6 +203,8 @@ __attribute__((target("avx512f"))) static void fast_avx512(float *out, int64_t n
     const __m512i layer_mask = _mm512_set1_epi32(LAYERS - 1), sign_bit = _mm512_set1_epi32(LAYERS);
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512 stdv = _mm512_set1_ps(std);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     for (int64_t b = 0; b < nb; ++b) {
         __m512i r = _mm512_add_epi64(_mm512_rol_epi64(_mm512_add_epi64(s0, s3), 23), s0);
         __m512i t = _mm512_slli_epi64(s1, 17);
@@ -211,8 +217,12 @@ __attribute__((target("avx512f"))) static void fast_avx512(float *out, int64_t n
         __m256i lo = _mm512_cvtepi64_epi32(r), hi = _mm512_cvtepi64_epi32(_mm512_srli_epi64(r, 32));
         __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
         __m512i layer = _mm512_and_si512(u, layer_mask), j = _mm512_srli_epi32(u, 9);
-        __m512i k = _mm512_i32gather_epi32(layer, (const void *)K, 4);
-        __m512 z = _mm512_mul_ps(_mm512_cvtepi32_ps(j), _mm512_i32gather_ps(layer, (const void *)W, 4));
+        /* K and W of each attempt's layer: two gathers of 8 (K, W) pairs, then even / odd words */
+        __m512i g0 = _mm512_i32gather_epi64(_mm512_castsi512_si256(layer), (const void *)KW, 8);
+        __m512i g1 = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(layer, 1), (const void *)KW, 8);
+        __m512i k = _mm512_permutex2var_epi32(g0, even, g1);
+        __m512 w = _mm512_castsi512_ps(_mm512_permutex2var_epi32(g0, odd, g1));
+        __m512 z = _mm512_mul_ps(_mm512_cvtepi32_ps(j), w);
         z = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(z),
                                                  _mm512_slli_epi32(_mm512_and_si512(u, sign_bit), 23)));
         __mmask16 bad = _mm512_cmpge_epu32_mask(j, k);
@@ -250,6 +260,14 @@ __attribute__((target("avx2"))) static inline __m256i rotl_avx2(__m256i x, int k
     return _mm256_or_si256(_mm256_slli_epi64(x, k), _mm256_srli_epi64(x, 64 - k));
 }
 
+/* The low (sel = 0) or high (sel = 1) 32-bit words of the 64-bit elements
+ * of a then b, in order (shuffle_ps gives elements 0,1,4,5,2,3,6,7). */
+__attribute__((target("avx2"))) static inline __m256i halves_avx2(__m256i a, __m256i b, int sel) {
+    __m256 fa = _mm256_castsi256_ps(a), fb = _mm256_castsi256_ps(b);
+    __m256 m = sel ? _mm256_shuffle_ps(fa, fb, _MM_SHUFFLE(3, 1, 3, 1)) : _mm256_shuffle_ps(fa, fb, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_permute4x64_epi64(_mm256_castps_si256(m), _MM_SHUFFLE(3, 1, 2, 0));
+}
+
 __attribute__((target("avx2"))) static void fast_avx2(float *out, int64_t nb, gen_t *g, float std, int add,
                                                       rejects_t *rej) {
     __m256i s[4][2];
@@ -272,19 +290,14 @@ __attribute__((target("avx2"))) static void fast_avx2(float *out, int64_t nb, ge
             s[2][h] = _mm256_xor_si256(s[2][h], t);
             s[3][h] = rotl_avx2(s[3][h], 45);
         }
-        /* low halves of lanes 0-7, then high halves (shuffle_ps gives lanes 0,1,4,5,2,3,6,7) */
-        __m256 ra = _mm256_castsi256_ps(r[0]), rb = _mm256_castsi256_ps(r[1]);
-        __m256i half[2] = {
-            _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(ra, rb, _MM_SHUFFLE(2, 0, 2, 0))),
-                                     _MM_SHUFFLE(3, 1, 2, 0)),
-            _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(ra, rb, _MM_SHUFFLE(3, 1, 3, 1))),
-                                     _MM_SHUFFLE(3, 1, 2, 0)),
-        };
+        __m256i half[2] = {halves_avx2(r[0], r[1], 0), halves_avx2(r[0], r[1], 1)}; /* low, high words */
         for (int h = 0; h < 2; ++h) {
             __m256i u = half[h];
             __m256i layer = _mm256_and_si256(u, layer_mask), j = _mm256_srli_epi32(u, 9);
-            __m256i k = _mm256_i32gather_epi32((const int *)K, layer, 4);
-            __m256 z = _mm256_mul_ps(_mm256_cvtepi32_ps(j), _mm256_i32gather_ps(W, layer, 4));
+            __m256i g0 = _mm256_i32gather_epi64((const long long *)KW, _mm256_castsi256_si128(layer), 8);
+            __m256i g1 = _mm256_i32gather_epi64((const long long *)KW, _mm256_extracti128_si256(layer, 1), 8);
+            __m256i k = halves_avx2(g0, g1, 0);
+            __m256 z = _mm256_mul_ps(_mm256_cvtepi32_ps(j), _mm256_castsi256_ps(halves_avx2(g0, g1, 1)));
             z = _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(z),
                                                      _mm256_slli_epi32(_mm256_and_si256(u, sign_bit), 23)));
             __m256i ok = _mm256_cmpgt_epi32(k, j); /* both below 2^24: a signed compare */
