@@ -20,7 +20,7 @@ Two generators draw a chunk:
 
 * **float32, the native generator** (``native``, the C extension
   ``fxanalog._normal``, built at install): xoshiro256++ and the ziggurat
-  method, about 3x torch's fill on one thread with AVX2 or AVX-512 and 1.6x
+  method, about 3x torch's fill on one thread with AVX2 or AVX-512 and 1.4x
   in plain C (fxanalog/_normal.c says how). A chunk's state is 72 words of
   32 bits: nine xoshiro256++ generators of 256 bits (eight SIMD lanes and
   one for the rare rejected attempts). AVX-512, AVX2 and plain C draw the
