@@ -32,8 +32,10 @@
  * lanes advancing together a block of 16 at a time. Rejected attempts are
  * finished with the fix-up generator in increasing t. So the eight lanes
  * can run in SIMD registers (AVX-512: one register, AVX2: two), branch-free,
- * and the rare rejected attempts run after them in plain C.
+ * and the rare rejected attempts run after them in plain C. The SIMD passes
+ * fetch a layer's K and W with one 64-bit gather from KW.
  *
+ * The call takes the 72 words of 32 bits of its state (see seed()).
  * add = 1 writes out[t] + std * z (a float multiply, then an add; built
  * with -ffp-contract=off so no compiler fuses them), add = 0 writes z.
  */
@@ -54,7 +56,6 @@
 #define LANES 8
 #define BLOCK (2 * LANES)  /* attempts per lane step */
 #define SEG_BLOCKS 128     /* blocks per segment: the rejected list (16 KB) fits on any thread stack */
-#define WORDS 72           /* 32-bit state words per call: 9 generators x 4 x 2 */
 
 static const double R = 3.6541528853610088;
 static const double V = 4.92867323399e-3;
