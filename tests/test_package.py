@@ -8,13 +8,13 @@ mistake.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
+
+from buildenv import can_build_c_extension
 
 try:
     import tomllib
@@ -113,7 +113,7 @@ print(json.dumps({
     assert out["backend_callable"] and out["script_is_main"]
     assert Path(out["kernels_file"]).resolve().parent == (ROOT / "triton_kernels").resolve()
     # the C extension (optional): built by the install wherever a C compiler is
-    if shutil.which(sysconfig.get_config_var("CC").split()[0]) or shutil.which("gcc"):
+    if can_build_c_extension():
         assert out["native"] is not None, "fxanalog._normal was not built by the install"
         assert Path(out["native"]).resolve().parent == (ROOT / "fxanalog").resolve()
 
