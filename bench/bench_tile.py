@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import fxanalog
 from fxanalog import _rng
 from fxanalog.nn import AnalogLinear
-from fxanalog.tile import split_sizes
+from fxanalog.geometry import split_sizes
 
 CASES = [(512, 512, 256), (2048, 2048, 256), (4096, 4096, 64)]
 

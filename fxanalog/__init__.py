@@ -23,7 +23,7 @@ from fxanalog.dump import dump
 from fxanalog.summary import analog_summary
 from fxanalog.nn.conversion import convert_to_analog, convert_to_analog_mapped, convert_to_digital
 from fxanalog.backend import backend  # noqa: E402  (the function; the module stays importable by name)
-from fxanalog.noise import (
+from fxanalog.config.noise import (
     BaseDriftCompensation,
     BaseNoiseModel,
     CustomDriftPCMLikeNoiseModel,

@@ -269,7 +269,7 @@ assert config_from_dict(cfg.to_dict()) == cfg   # the JSON format of --config
 
 def _load_modules() -> None:
     """Import the modules that register config classes."""
-    for name in ("fxanalog.config", "fxanalog.noise", "fxanalog.inference"):
+    for name in ("fxanalog.config", "fxanalog.inference"):
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
 
@@ -277,7 +277,7 @@ def _load_modules() -> None:
 def config_classes() -> list[type]:
     """Every registered config dataclass, in the page's order."""
     _load_modules()
-    from fxanalog.config import _REGISTRY
+    from fxanalog.config.base import _REGISTRY
 
     names = [n for n in _ORDER if n in _REGISTRY]
     names += sorted(n for n in _REGISTRY if n not in names)
@@ -287,7 +287,7 @@ def config_classes() -> list[type]:
 def config_enums() -> list[type]:
     """Every enum of the config fields (the ``_NamedEnum`` subclasses)."""
     _load_modules()
-    from fxanalog.config import _NamedEnum
+    from fxanalog.config import NamedEnum as _NamedEnum
 
     seen: list[type] = []
     todo = list(_NamedEnum.__subclasses__())
@@ -331,7 +331,7 @@ def missing_meanings() -> list[str]:
 
 
 def _fmt_default(value) -> str:
-    from fxanalog.config import _Config
+    from fxanalog.config import ConfigBase as _Config
 
     if isinstance(value, enum.Enum):
         return f"`{value.name}`"

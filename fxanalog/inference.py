@@ -47,7 +47,7 @@ from fxanalog.config import (
     WeightRemapType,
     resolution_step,
 )
-from fxanalog.noise import BaseNoiseModel, PCMLikeNoiseModel
+from fxanalog.config.noise import BaseNoiseModel, PCMLikeNoiseModel
 from fxanalog.tile import layout_tiles, pack_io, unlayout_tiles
 
 __all__ = [

@@ -40,7 +40,7 @@ def _inference() -> InferenceRPUConfig:
 
 
 def _pcm() -> InferenceRPUConfig:
-    from fxanalog.noise import GlobalDriftCompensation, PCMLikeNoiseModel
+    from fxanalog.config.noise import GlobalDriftCompensation, PCMLikeNoiseModel
 
     cfg = InferenceRPUConfig(noise_model=PCMLikeNoiseModel(), drift_compensation=GlobalDriftCompensation())
     cfg.mapping.weight_scaling_omega = 1.0

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 from torch import nn
 
 from fxanalog.config import check_rpu_config, config_to_dict
-from fxanalog.tile import split_sizes
+from fxanalog.geometry import split_sizes
 
 __all__ = ["CompileOptions", "tile_map", "config_diff", "builtin_class_for", "DIGITAL_REASONS", "record"]
 

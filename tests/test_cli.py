@@ -161,7 +161,7 @@ def test_model_from_the_current_directory(tmp_path, monkeypatch):
 
 def test_presets():
     from fxanalog.config import FloatingPointRPUConfig, InferenceRPUConfig, WeightModifierType
-    from fxanalog.noise import GlobalDriftCompensation, PCMLikeNoiseModel
+    from fxanalog.config.noise import GlobalDriftCompensation, PCMLikeNoiseModel
 
     pcm = get_preset("pcm")
     assert isinstance(pcm, InferenceRPUConfig)

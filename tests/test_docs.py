@@ -292,8 +292,8 @@ def test_meanings_from_metadata_and_base_classes(monkeypatch):
     from dataclasses import dataclass, field
 
     from fxanalog import _docgen
-    from fxanalog.config import _REGISTRY
-    from fxanalog.noise import PCMLikeNoiseModel
+    from fxanalog.config.base import _REGISTRY
+    from fxanalog.config.noise import PCMLikeNoiseModel
 
     @dataclass(repr=False)
     class MyNoiseModel(PCMLikeNoiseModel):

@@ -32,7 +32,7 @@ from fxanalog.inference import (
     remap_weights,
 )
 from fxanalog.nn.modules import AnalogConv2d, AnalogLinear
-from fxanalog.noise import GlobalDriftCompensation, PCMLikeNoiseModel, PerColumnDriftCompensation
+from fxanalog.config.noise import GlobalDriftCompensation, PCMLikeNoiseModel, PerColumnDriftCompensation
 
 T_YEAR = 365 * 24 * 3600.0
 
@@ -98,7 +98,7 @@ def test_programming_noise_of_layer_weights():
 
 @pytest.mark.parametrize("model", ["pcm", "state_independent", "custom"])
 def test_drift_of_noise_free_devices_is_exact(model):
-    from fxanalog.noise import CustomDriftPCMLikeNoiseModel, StateIndependentNoiseModel
+    from fxanalog.config.noise import CustomDriftPCMLikeNoiseModel, StateIndependentNoiseModel
 
     torch.manual_seed(1)
     cfg = quiet_config(prog_noise_scale=0.0, read_noise_scale=0.0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fxanalog import InferenceRPUConfig
-from fxanalog.noise import (
+from fxanalog.config.noise import (
     CustomDriftPCMLikeNoiseModel,
     GlobalDriftCompensation,
     PCMLikeNoiseModel,

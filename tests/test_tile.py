@@ -21,7 +21,7 @@ from fxanalog import (
     WeightNoiseType,
 )
 from fxanalog.nn import AnalogConv1d, AnalogConv2d, AnalogConv3d, AnalogLinear
-from fxanalog.tile import split_sizes
+from fxanalog.geometry import split_sizes
 
 from reference_tile import balanced_split, reference_tile, reference_tile_array
 

@@ -1,6 +1,6 @@
 """Inference noise models (programming noise, drift, read noise) and drift compensation.
 
-The formulas are those of ``shared/reference/analog-semantics.md``, section 3
+The formulas are those of ``docs/physics.md``
 (aihwkit's facts, our own code). Everything here works on tensors of any
 shape, elementwise, so one call covers every tile of a layer:
 
@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fxanalog.config import _Config, _nonneg, register_config_class
+from fxanalog.config.base import ConfigBase, check_nonneg, register_config_class
 
 __all__ = [
     "SinglePairConductanceConverter",
@@ -53,7 +53,7 @@ _READOUT_MIN = 1e-4  # smallest readout of a drift compensation (no division by 
 
 @register_config_class
 @dataclass(repr=False)
-class SinglePairConductanceConverter(_Config):
+class SinglePairConductanceConverter(ConfigBase):
     """Weights to a pair of conductances (g+, g-) in micro-siemens, and back.
 
     With ``s = (g_max - g_min) / w_max`` (``w_max = max|W|`` unless given):
@@ -65,7 +65,7 @@ class SinglePairConductanceConverter(_Config):
     g_min: float = 0.0
 
     def _check(self, where: str) -> None:
-        _nonneg(where, "g_min", self.g_min)
+        check_nonneg(where, "g_min", self.g_min)
         if not (isinstance(self.g_max, (int, float)) and self.g_max > self.g_min):
             raise ValueError(f"{where}.g_max = {self.g_max!r}: expected a number > g_min = {self.g_min!r}")
 
@@ -103,7 +103,7 @@ class SinglePairConductanceConverter(_Config):
 # Noise models
 
 
-class BaseNoiseModel(_Config):
+class BaseNoiseModel(ConfigBase):
     """Base class of ``InferenceRPUConfig.noise_model``; its default methods
     are those of a noise-free device.
 
@@ -170,7 +170,7 @@ def _check_model(where: str, model) -> None:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
             raise ValueError(f"{where}.{name} = {value!r}: expected a number > 0")
     for name in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
-        _nonneg(where, name, getattr(model, name))
+        check_nonneg(where, name, getattr(model, name))
     coeffs = model.prog_coeff
     if not (isinstance(coeffs, (list, tuple)) and coeffs and all(isinstance(c, (int, float)) for c in coeffs)):
         raise ValueError(f"{where}.prog_coeff = {coeffs!r}: expected a non-empty list of numbers")
@@ -312,7 +312,7 @@ class StateIndependentNoiseModel(BaseNoiseModel):
 
     def _check(self, where: str) -> None:
         _check_model(where, self)
-        _nonneg(where, "drift_nu_std", self.drift_nu_std)
+        check_nonneg(where, "drift_nu_std", self.drift_nu_std)
 
     def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
         sigma = _poly_sigma(self.prog_coeff, g_target, self.g_max) * self.prog_noise_scale
@@ -335,7 +335,7 @@ class StateIndependentNoiseModel(BaseNoiseModel):
 # Drift compensation
 
 
-class BaseDriftCompensation(_Config):
+class BaseDriftCompensation(ConfigBase):
     """Base class of ``InferenceRPUConfig.drift_compensation``.
 
     At programming time the tile is read with its full noisy forward on the

@@ -1,0 +1,88 @@
+"""Configs, with aihwkit's names, nesting and defaults.
+
+A user moving from aihwkit changes the import and nothing else::
+
+    from fxanalog import InferenceRPUConfig
+    cfg = InferenceRPUConfig()
+    cfg.forward.out_noise = 0.0
+
+The package, one module per group (as aihwkit's ``simulator.parameters``):
+
+* ``base``: ``ConfigBase`` (printing, copying, dicts, validation) and the
+  registry of config classes;
+* ``enums``: the enums of the fields;
+* ``io``: ``IOParameters`` (the periphery of a tile's MVM);
+* ``mapping``: ``MappingParameter`` (weights onto tiles);
+* ``inference``: clipping, weight modifiers and remapping (hardware-aware training);
+* ``pre_post``: the learned input range;
+* ``noise``: conductance converters, noise models and drift compensation;
+* ``rpu``: the RPU configs that hold all of the above.
+"""
+
+from fxanalog.config.base import (
+    ConfigBase,
+    config_from_dict,
+    config_to_dict,
+    register_config_class,
+    registered_config_classes,
+    resolution_step,
+)
+from fxanalog.config.enums import (
+    BoundManagementType,
+    NamedEnum,
+    NoiseManagementType,
+    WeightClipType,
+    WeightModifierType,
+    WeightNoiseType,
+    WeightRemapType,
+)
+from fxanalog.config.inference import WeightClipParameter, WeightModifierParameter, WeightRemapParameter
+from fxanalog.config.io import IOParameters
+from fxanalog.config.mapping import MappingParameter
+from fxanalog.config.noise import (
+    BaseDriftCompensation,
+    BaseNoiseModel,
+    CustomDriftPCMLikeNoiseModel,
+    GlobalDriftCompensation,
+    PCMLikeNoiseModel,
+    PerColumnDriftCompensation,
+    SinglePairConductanceConverter,
+    StateIndependentNoiseModel,
+)
+from fxanalog.config.pre_post import InputRangeParameter, PrePostProcessingParameter
+from fxanalog.config.rpu import FloatingPointRPUConfig, InferenceRPUConfig, RPUConfigBase, check_rpu_config
+
+__all__ = [
+    "ConfigBase",
+    "NamedEnum",
+    "config_from_dict",
+    "config_to_dict",
+    "register_config_class",
+    "registered_config_classes",
+    "resolution_step",
+    "NoiseManagementType",
+    "BoundManagementType",
+    "WeightNoiseType",
+    "WeightClipType",
+    "WeightModifierType",
+    "WeightRemapType",
+    "IOParameters",
+    "MappingParameter",
+    "WeightClipParameter",
+    "WeightModifierParameter",
+    "WeightRemapParameter",
+    "InputRangeParameter",
+    "PrePostProcessingParameter",
+    "SinglePairConductanceConverter",
+    "BaseNoiseModel",
+    "PCMLikeNoiseModel",
+    "CustomDriftPCMLikeNoiseModel",
+    "StateIndependentNoiseModel",
+    "BaseDriftCompensation",
+    "GlobalDriftCompensation",
+    "PerColumnDriftCompensation",
+    "RPUConfigBase",
+    "FloatingPointRPUConfig",
+    "InferenceRPUConfig",
+    "check_rpu_config",
+]
