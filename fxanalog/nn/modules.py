@@ -33,7 +33,7 @@ from fxanalog.tile import (
     unfold_samples,
 )
 
-__all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d"]
+__all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers"]
 
 # Buffers of the programmed state (see AnalogLayerBase and fxanalog.inference).
 ANALOG_STATE = (
@@ -385,6 +385,15 @@ class AnalogLayerBase(nn.Module):
             f"{super().extra_repr()}, tiles={tiles}{len(self.out_sizes)}x{len(self.in_sizes)} "
             f"of <= {max(self.out_sizes)}x{max(self.in_sizes)}, rpu_config={type(self.rpu_config).__name__}"
         ).lstrip(", ")
+
+
+def named_analog_layers(model: nn.Module) -> list[tuple[str, "AnalogLayerBase"]]:
+    """``(name, layer)`` of every analog layer of ``model`` (``model`` itself
+    included), in module order; a layer with no name in the model (the
+    model itself) is named by its ``analog_name``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    return [(name or m.analog_name, m) for name, m in model.named_modules() if isinstance(m, AnalogLayerBase)]
 
 
 def _repeat_groups(v: Optional[Tensor], samples: int) -> Optional[Tensor]:
