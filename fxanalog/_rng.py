@@ -2,8 +2,10 @@
 
 torch's CPU normal fill runs on one thread (about 300 M normals/s on the
 development machine), which is 15% of the GEMM of a one-tile forward at
-2048 x 2048 x 256. Draws of at least ``MIN_NUMEL`` numbers are cut into
-chunks of ``CHUNK`` numbers that are drawn in parallel:
+2048 x 2048 x 256. float32 draws of at least ``MIN_NUMEL`` numbers are
+therefore drawn by the native generator (``native``, the C extension
+``fxanalog._normal``, built at install), in chunks of ``CHUNK`` numbers
+drawn in parallel:
 
 * The chunk layout depends only on the number of elements: chunk ``k`` is
   elements ``[k CHUNK, (k+1) CHUNK)`` of the flattened tensor (the last one
@@ -15,40 +17,30 @@ chunks of ``CHUNK`` numbers that are drawn in parallel:
   default generator moves on, so consecutive calls differ. Full states are
   drawn, not short seeds: among many chunks, two 32-bit seeds would, by the
   birthday bound, start the same stream.
+* The generator: xoshiro256++ and the ziggurat method, about 3x torch's fill
+  on one thread with AVX2 or AVX-512 and 1.4x in plain C (fxanalog/_normal.c
+  says how). A chunk's state is 72 words of 32 bits: nine xoshiro256++
+  generators of 256 bits (eight SIMD lanes and one for the rare rejected
+  attempts). AVX-512, AVX2 and plain C draw the same numbers. It writes into
+  the tensor's memory, so it is used only for tensors that autograd does
+  not track.
 
-Two generators draw a chunk:
+Everything else is plain torch, from the default generator, on one thread
+and not chunked (the fallback): float64 and other dtypes, float32 when the C
+extension was not built (no C compiler at install: ``native`` is None; tests
+may set ``native = None`` to force the fallback), fewer than ``MIN_NUMEL``
+elements, non-CPU devices (the CUDA path is unchanged), non-contiguous,
+non-plain (fake, functional) or autograd-tracked tensors, and while
+compiling. ``randn`` and ``normal_`` are then exactly ``torch.randn`` and
+``Tensor.normal_``; ``add_normal_`` adds ``torch.randn`` numbers in pieces
+of at most ``_FALLBACK_ADD_CHUNK`` elements (the pieces in the order of
+``y``'s elements), so that it never holds a second buffer of ``y``'s size.
+The fallback uses only torch's public API.
 
-* **float32, the native generator** (``native``, the C extension
-  ``fxanalog._normal``, built at install): xoshiro256++ and the ziggurat
-  method, about 3x torch's fill on one thread with AVX2 or AVX-512 and 1.4x
-  in plain C (fxanalog/_normal.c says how). A chunk's state is 72 words of
-  32 bits: nine xoshiro256++ generators of 256 bits (eight SIMD lanes and
-  one for the rare rejected attempts). AVX-512, AVX2 and plain C draw the
-  same numbers. It writes into the tensor's memory, so it is used only for
-  tensors that autograd does not track. Without a C compiler at install,
-  ``native`` is None and float32 takes the path below.
-* **float64 (and float32 without the extension): torch's mt19937.** Every
-  chunk gets a private ``torch.Generator`` whose full mt19937 state (624
-  words) comes from the default generator; its numbers are exactly
-  ``torch.randn`` from that generator. The state is written into
-  ``Generator.set_state``'s byte layout (torch's ``CPUGeneratorImplState``:
-  the 624 words as uint64 at byte 24, ``left`` as int32 at byte 8, ``next``
-  as uint64 at byte 16, the cached-normal fields of the tail zeroed). That
-  layout is checked once, at first use, against a generator seeded with
-  ``manual_seed`` (see ``layout_check``); if it does not hold (another torch
-  build), these draws fall back to plain ``torch.randn`` and the module flag
-  ``layout_ok`` is False (logged at INFO level). Tests may set
-  ``layout_ok = False`` to force the fallback, or ``native = None``.
-
-Below ``MIN_NUMEL`` elements (``MIN_MT19937`` for the mt19937 chunks, whose
-state copies cost more), for dtypes other than float32/float64, for
-non-CPU devices, for non-contiguous, non-plain (fake, functional) or
-autograd-tracked tensors and while compiling, the draw is plain torch (the
-CUDA path is unchanged). Threads are used only when
-``torch.get_num_threads() > 1``: the main thread and
-``get_num_threads() - 1`` pool threads take chunks one at a time until none
-is left (both generators release the GIL), so a thread that starts late
-only takes fewer chunks. The pool is dropped in a forked child.
+Threads are used only when ``torch.get_num_threads() > 1``: the main thread
+and ``get_num_threads() - 1`` pool threads take chunks one at a time until
+none is left (the native generator releases the GIL), so a thread that
+starts late only takes fewer chunks. The pool is dropped in a forked child.
 
 What threads buy depends on the machine: right after OpenMP work (a GEMM,
 any parallel elementwise op) libgomp's idle worker spin-waits on the other
@@ -59,7 +51,6 @@ normals (tile arrays) gain most.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
@@ -74,100 +65,29 @@ try:  # the native float32 generator (fxanalog/_normal.c); optional at install
 except ImportError:  # pragma: no cover - only without a C compiler at install
     native = None
 
-__all__ = ["randn", "normal_", "add_normal_", "layout_check", "CHUNK", "MIN_NUMEL", "MIN_MT19937", "native"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["randn", "normal_", "add_normal_", "CHUNK", "MIN_NUMEL", "native"]
 
 CHUNK = 1 << 16  # numbers per chunk: fixes the layout, never change per call
 MIN_NUMEL = 1 << 15  # fewer elements: one plain torch.randn
-MIN_MT19937 = 1 << 18  # the mt19937 chunks pay a state copy each: plain torch.randn below this
-_ADD_BLOCK = 1 << 14  # adds in a worker stay below torch's intra-op grain (32768)
-_FALLBACK_ADD_CHUNK = 1 << 20  # plain path: noise added 1M at a time (no second buffer of y's size)
+_FALLBACK_ADD_CHUNK = 1 << 20  # fallback: noise added 1M at a time (no second buffer of y's size)
 
 _NATIVE_WORDS = 72  # 32-bit words of a native chunk's state
-_WORDS = 624  # mt19937 state words
-_STATE_BYTES = 5056  # sizeof(CPUGeneratorImplState) on torch 2.x CPU
-_OFF_LEFT, _OFF_NEXT, _OFF_WORDS = 8, 16, 24
-_OFF_TAIL = _OFF_WORDS + 8 * _WORDS  # normal_x/y/rho, is_valid, float normal, its flag
-
-layout_ok: Optional[bool] = None  # None: not checked yet
-_template: Optional[Tensor] = None
 _pool: Optional[ThreadPoolExecutor] = None
 _pool_workers = 0
 _lock = threading.Lock()
 
 
-def _write_state(words: Tensor, template: Tensor) -> Tensor:
-    """A new generator state: a copy of ``template`` (a ``get_state()``)
-    whose mt19937 words are ``words`` (624 int64 in [0, 2^32)), positioned so
-    that the next draw starts with a twist, as right after ``manual_seed``.
-    (Its own storage: ``set_state`` of a view with an offset crashes torch.)"""
-    state = template.clone()
-    state[_OFF_WORDS:_OFF_TAIL].view(torch.int64).copy_(words)
-    state[_OFF_LEFT : _OFF_LEFT + 4].view(torch.int32).fill_(1)  # left = 1: twist before the next word
-    state[_OFF_NEXT : _OFF_NEXT + 8].view(torch.int64).fill_(0)  # next = 0
-    state[_OFF_TAIL:].zero_()  # no cached normal (double or float)
-    return state
-
-
-def _read_words(state: Tensor) -> Tensor:
-    return state[_OFF_WORDS:_OFF_TAIL].view(torch.int64).clone()
-
-
-def layout_check() -> bool:
-    """Whether ``Generator.set_state`` has the layout this module writes.
-
-    A generator seeded with ``manual_seed`` and a fresh one whose state is
-    written from the first one's 624 words (on top of a used state, with
-    ``left``, ``next`` and a cached normal set) must draw the same numbers
-    (float32 fill, double-sampled small draws, uniform words)."""
-    global _template
-    try:
-        template = torch.Generator().get_state()
-        if template.dtype != torch.uint8 or template.numel() != _STATE_BYTES:
-            raise RuntimeError(f"state is {template.numel()} {template.dtype}, expected {_STATE_BYTES} uint8")
-        for seed in (0, 20250611, 2**32 - 1):
-            ref = torch.Generator().manual_seed(seed)
-            used = torch.Generator().manual_seed(seed + 1)
-            torch.randn(3, generator=used)  # leaves a cached normal and left/next mid-way
-            copy = torch.Generator()
-            copy.set_state(_write_state(_read_words(ref.get_state()), used.get_state()))
-            for draw in (
-                lambda g: torch.randn(5, generator=g),
-                lambda g: torch.randn(1000, generator=g),
-                lambda g: torch.randint(0, 2**32, (700,), generator=g),
-            ):
-                if not torch.equal(draw(ref), draw(copy)):
-                    raise RuntimeError(f"draws differ after copying the state of manual_seed({seed})")
-    except Exception as exc:  # any failure: plain torch.randn from now on
-        logger.info("fxanalog._rng: generator state layout not as expected (%s); using plain torch.randn", exc)
-        return False
-    _template = _write_state(torch.zeros(_WORDS, dtype=torch.int64), template)
-    return True
-
-
-def _backend(numel: int, dtype: torch.dtype, device: torch.device, t: Optional[Tensor] = None) -> Optional[str]:
-    """How a draw is made: "native", "mt19937" (chunked) or None (plain
-    torch). Checks the mt19937 state layout once, at first use.
-    ``t``: the tensor drawn into, if it exists already."""
-    global layout_ok
-    if not (
-        numel >= MIN_NUMEL
+def _use_native(numel: int, dtype: torch.dtype, device: torch.device, t: Optional[Tensor] = None) -> bool:
+    """Whether a draw is made by the native generator in chunks (else it is
+    plain torch). ``t``: the tensor drawn into, if it exists already."""
+    return (
+        native is not None
+        and numel >= MIN_NUMEL
+        and dtype == torch.float32
         and device.type == "cpu"
-        and dtype in (torch.float32, torch.float64)
         and (t is None or (type(t) is torch.Tensor and t.is_contiguous() and not t.requires_grad))
         and not torch.compiler.is_compiling()
-    ):
-        return None
-    if dtype == torch.float32 and native is not None:
-        return "native"
-    if numel < MIN_MT19937:
-        return None
-    if layout_ok is None:
-        with _lock:
-            if layout_ok is None:
-                layout_ok = layout_check()
-    return "mt19937" if layout_ok else None
+    )
 
 
 def _get_pool(workers: int) -> ThreadPoolExecutor:
@@ -253,40 +173,12 @@ def _native_draw(words: Tensor, std: Optional[float]):
     return draw
 
 
-_local = threading.local()  # per thread: a generator and a noise buffer for mt19937 chunks
-
-
-def _mt19937_draw(states: Tensor, std: Optional[float], dtype: torch.dtype):
-    def draw(k: int, part: Tensor) -> None:
-        gen = getattr(_local, "gen", None)
-        if gen is None:
-            gen = _local.gen = torch.Generator()
-        gen.set_state(states[k].clone())  # own storage (see _write_state)
-        if std is None:
-            part.normal_(generator=gen)
-            return
-        buf = getattr(_local, "buf", None)  # reused: a fresh 64 K buffer per chunk costs page faults
-        if buf is None or buf.dtype != dtype:
-            buf = _local.buf = torch.empty(CHUNK, dtype=dtype)
-        noise = buf[: part.numel()].normal_(generator=gen)
-        for s in range(0, part.numel(), _ADD_BLOCK):  # serial adds: no nested intra-op threads
-            part[s : s + _ADD_BLOCK].add_(noise[s : s + _ADD_BLOCK], alpha=std)
-
-    return draw
-
-
-def _chunked(flat: Tensor, std: Optional[float], backend: str) -> None:
-    """Fill ``flat`` (std None) or add ``std`` times normals to it, chunk by chunk."""
+def _chunked(flat: Tensor, std: Optional[float]) -> None:
+    """Fill ``flat`` (std None) or add ``std`` times normals to it, chunk by
+    chunk, with the native generator."""
     chunks = -(-flat.numel() // CHUNK)
-    if backend == "native":
-        words = torch.randint(0, 2**32, (chunks, _NATIVE_WORDS), dtype=torch.int64)  # from the default generator
-        draw = _native_draw(words, std)
-    else:
-        words = torch.randint(0, 2**32, (chunks, _WORDS), dtype=torch.int64)  # from the default generator
-        states = _template.repeat(chunks, 1)
-        states.view(torch.int64)[:, _OFF_WORDS // 8 : _OFF_TAIL // 8] = words
-        draw = _mt19937_draw(states, std, flat.dtype)
-    job = _Job(flat, chunks, draw)
+    words = torch.randint(0, 2**32, (chunks, _NATIVE_WORDS), dtype=torch.int64)  # from the default generator
+    job = _Job(flat, chunks, _native_draw(words, std))
     threads = min(torch.get_num_threads(), chunks)
     if threads > 1:
         pool = _get_pool(threads - 1)
@@ -296,12 +188,34 @@ def _chunked(flat: Tensor, std: Optional[float], backend: str) -> None:
     job.wait()  # (the states stay alive until here)
 
 
+def _add_randn_pieces(y: Tensor, std: float) -> None:
+    """The fallback of ``add_normal_``: ``y += std * torch.randn(piece)``
+    piece by piece, each piece at most ``_FALLBACK_ADD_CHUNK`` elements, the
+    pieces in the order of ``y``'s elements (row-major)."""
+    n = y.numel()
+    if n <= _FALLBACK_ADD_CHUNK or y.dim() == 0:
+        y.add_(torch.randn(y.shape, dtype=y.dtype, device=y.device), alpha=std)
+    elif y.is_contiguous():
+        flat = y.view(-1)
+        for start in range(0, n, _FALLBACK_ADD_CHUNK):
+            part = flat[start : start + _FALLBACK_ADD_CHUNK]
+            part.add_(torch.randn(part.shape, dtype=y.dtype, device=y.device), alpha=std)
+    else:  # whole slices along the first dimension, or each slice in pieces
+        per_row = n // y.shape[0]
+        if per_row >= _FALLBACK_ADD_CHUNK:
+            for i in range(y.shape[0]):
+                _add_randn_pieces(y[i], std)
+        else:
+            rows = _FALLBACK_ADD_CHUNK // per_row
+            for start in range(0, y.shape[0], rows):
+                _add_randn_pieces(y[start : start + rows], std)
+
+
 def normal_(t: Tensor) -> Tensor:
     """Fill ``t`` with N(0, 1) numbers in place and return it (see the module
-    docstring for when the draw is chunked and parallel)."""
-    backend = _backend(t.numel(), t.dtype, t.device, t)
-    if backend:
-        _chunked(t.view(-1), None, backend)
+    docstring for when the draw is native and chunked; else ``t.normal_()``)."""
+    if _use_native(t.numel(), t.dtype, t.device, t):
+        _chunked(t.view(-1), None)
     else:
         t.normal_()
     return t
@@ -310,28 +224,22 @@ def normal_(t: Tensor) -> Tensor:
 def randn(shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """``torch.randn(shape, dtype=dtype, device=device)``, drawn as ``normal_``."""
     device = torch.get_default_device() if device is None else torch.device(device)
-    backend = _backend(math.prod(shape), dtype, device)
-    if backend:
+    if _use_native(math.prod(shape), dtype, device):
         t = torch.empty(shape, dtype=dtype, device=device)
         if type(t) is not torch.Tensor:  # a fake or functional tensor (a tensor mode is on): no memory to fill
             return t.normal_()
-        _chunked(t.view(-1), None, backend)
+        _chunked(t.view(-1), None)
         return t
     return torch.randn(shape, dtype=dtype, device=device)
 
 
 def add_normal_(y: Tensor, std: float) -> Tensor:
     """``y += std * xi`` in place, ``xi`` N(0, 1), never holding a second
-    buffer of ``y``'s size. Chunked: ``xi`` is exactly what ``normal_`` would
-    draw for ``y``'s size. Plain: ``torch.randn`` 1M numbers at a time."""
-    backend = _backend(y.numel(), y.dtype, y.device, y)
-    if backend:
-        _chunked(y.view(-1), float(std), backend)
-        return y
-    flat = y.view(-1) if y.is_contiguous() else None
-    if flat is None:
-        return y.add_(torch.randn_like(y), alpha=std)
-    for start in range(0, flat.numel(), _FALLBACK_ADD_CHUNK):
-        part = flat[start : start + _FALLBACK_ADD_CHUNK]
-        part.add_(torch.randn(part.shape, dtype=y.dtype, device=y.device), alpha=std)
+    buffer of ``y``'s size. Native: ``xi`` is exactly what ``normal_`` would
+    draw for ``y``'s size. Fallback: ``torch.randn`` at most 1M numbers at a
+    time (see ``_add_randn_pieces``)."""
+    if _use_native(y.numel(), y.dtype, y.device, y):
+        _chunked(y.view(-1), float(std))
+    else:
+        _add_randn_pieces(y, float(std))
     return y

@@ -1,19 +1,16 @@
 """fxanalog._rng: chunked, multi-threaded, reproducible normals on CPU.
 
-Reference values are computed independently of the module: the mt19937
-chunk streams with Python's own mt19937 (``random.Random``) and torch's
-Box-Muller recipe; the native chunk streams with xoshiro256++ and the
-ziggurat written out in Python below (tables built here from R and V); the
-statistics against N(0, 1) with tolerances stated at each test (5 sigma
-unless said otherwise). Tests common to both generators run for each
-(fixture ``backend``: "native" is the C extension, "mt19937" forces the
-torch-generator path by setting ``_rng.native = None``).
+Reference values are computed independently of the module: the native
+chunk streams with xoshiro256++ and the ziggurat written out in Python below
+(tables built here from R and V); the fallback's draws against
+``torch.randn`` from the same seed; the statistics against N(0, 1) with
+tolerances stated at each test (5 sigma unless said otherwise). Tests common
+to both paths run for each (fixture ``backend``: "native" is the C
+extension, "fallback" forces plain torch by setting ``_rng.native = None``).
 """
 
-import logging
 import math
 import multiprocessing as mp
-import random
 
 import numpy as np
 import pytest
@@ -38,9 +35,10 @@ def threads():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(params=["native", "mt19937"])
+@pytest.fixture(params=["native", "fallback"])
 def backend(request, monkeypatch):
-    """The generator of float32 chunked draws in this test."""
+    """How float32 draws of MIN_NUMEL numbers or more are made in this test:
+    the native generator in chunks, or the fallback (plain torch.randn)."""
     if request.param == "native":
         if NATIVE is None:
             pytest.skip("the C extension fxanalog._normal is not built")
@@ -55,23 +53,6 @@ def draw(seed, shape, threads=None):
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     return _rng.randn(shape)
-
-
-def reference_chunk_start(words, count=64):
-    """The first ``count`` (a multiple of 16) numbers torch.randn draws
-    (float32, at least 16 numbers) from an mt19937 whose state is ``words``
-    just before a twist: Python's mt19937 for the words, 24-bit uniforms,
-    and torch's Box-Muller on blocks of 16 (u1 = 1 - u[j], u2 = u[j + 8])."""
-    py = random.Random()
-    py.setstate((3, tuple(int(w) for w in words) + (624,), None))
-    u = [(py.getrandbits(32) & 0xFFFFFF) * 2.0**-24 for _ in range(count)]
-    z = [0.0] * count
-    for b in range(0, count, 16):
-        for j in range(8):
-            radius = math.sqrt(-2.0 * math.log(1.0 - u[b + j]))
-            theta = 2.0 * math.pi * u[b + j + 8]
-            z[b + j], z[b + j + 8] = radius * math.cos(theta), radius * math.sin(theta)
-    return torch.tensor(z, dtype=torch.float64)
 
 
 # ---------------------------------------------------------------------------
@@ -261,36 +242,6 @@ def test_native_rejects_bad_arguments():
         NATIVE.isa("sse9")
 
 
-def test_layout_check_passes_on_this_torch(monkeypatch):
-    monkeypatch.setattr(_rng, "native", None)
-    assert _rng.layout_check() is True
-    _rng.randn((_rng.MIN_MT19937,))
-    assert _rng.layout_ok is True
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_chunks_are_mt19937_streams_from_default_generator_words(monkeypatch, dtype):
-    # The contract: words = randint(0, 2^32, (chunks, 624)) from the default
-    # generator; chunk k is torch.randn from an mt19937 holding words[k].
-    # float64 always takes this path, float32 without the native generator.
-    monkeypatch.setattr(_rng, "native", None)
-    n = 4 * C + 100  # the last chunk partial
-    chunks = -(-n // C)
-    torch.manual_seed(3)
-    got = _rng.randn((n,), dtype=dtype).double()
-    torch.manual_seed(3)
-    words = torch.randint(0, 2**32, (chunks, 624), dtype=torch.int64)
-    for k in range(chunks):
-        want = reference_chunk_start(words[k])
-        if dtype == torch.float32:  # torch's float fill: 24-bit uniforms, float32 Box-Muller
-            assert torch.allclose(got[k * C : k * C + 64], want, rtol=0, atol=1e-5), k  # float32 rounding ~1e-6
-        else:  # the double fill from the same state (written as the float32 case checks)
-            gen = torch.Generator()
-            gen.set_state(_rng._write_state(words[k], torch.Generator().get_state()))
-            part = got[k * C : (k + 1) * C]
-            assert torch.equal(part, torch.randn(part.numel(), dtype=torch.float64, generator=gen)), k
-
-
 def test_bitwise_reproducible_under_both_seeds(backend):
     shape = (700, 1000)  # 700000 numbers: 6 chunks, the last one partial
     a = draw(5, shape)
@@ -327,18 +278,19 @@ def test_same_numbers_for_any_thread_count(threads, fill, backend):
 
 def test_default_generator_advances(backend):
     torch.manual_seed(21)
-    a = _rng.randn((_rng.MIN_MT19937,))
-    b = _rng.randn((_rng.MIN_MT19937,))
+    a = _rng.randn((4 * C,))
+    b = _rng.randn((4 * C,))
     assert not torch.equal(a, b)
     # and what follows a draw is not what follows the seed alone
     torch.manual_seed(21)
-    _rng.randn((_rng.MIN_MT19937,))
+    _rng.randn((4 * C,))
     after = torch.rand(8)
     torch.manual_seed(21)
     assert not torch.equal(after, torch.rand(8))
 
 
 def test_chunks_are_distinct_streams(backend):
+    # (the fallback has no chunks: the same checks on 16 stretches of its stream)
     n_chunks = 16
     z = draw(8, (n_chunks * C,)).view(n_chunks, C).double()
     # No two 16-number blocks (torch's Box-Muller unit) are equal anywhere:
@@ -414,7 +366,7 @@ def test_native_mass_of_every_ziggurat_layer():
     assert stat < chi2.ppf(1 - 1e-4, df=len(expected) - 1), stat
 
 
-def test_small_draws_and_other_devices_are_plain_torch(monkeypatch):
+def test_small_draws_and_other_devices_are_plain_torch():
     small = (_rng.MIN_NUMEL - 1,)
     torch.manual_seed(4)
     want = torch.randn(small)
@@ -430,14 +382,14 @@ def test_small_draws_and_other_devices_are_plain_torch(monkeypatch):
     want16 = torch.randn((_rng.MIN_NUMEL,), dtype=torch.float16)
     torch.manual_seed(4)
     assert torch.equal(_rng.randn((_rng.MIN_NUMEL,), dtype=torch.float16), want16)
-    # the mt19937 chunks start at MIN_MT19937 (float64, or float32 without the native generator)
-    monkeypatch.setattr(_rng, "native", None)
-    below = (_rng.MIN_MT19937 - 1,)
-    for dtype in (torch.float32, torch.float64):
-        torch.manual_seed(4)
-        want = torch.randn(below, dtype=dtype)
-        torch.manual_seed(4)
-        assert torch.equal(_rng.randn(below, dtype=dtype), want)
+    # float64 is never native, at any size: plain torch.randn (and normal_)
+    big = (4 * C + 3,)
+    torch.manual_seed(4)
+    want64 = torch.randn(big, dtype=torch.float64)
+    torch.manual_seed(4)
+    assert torch.equal(_rng.randn(big, dtype=torch.float64), want64)
+    torch.manual_seed(4)
+    assert torch.equal(_rng.normal_(torch.empty(big, dtype=torch.float64)), want64)
 
 
 def test_tensors_autograd_tracks_are_plain_torch(backend):
@@ -463,39 +415,65 @@ def test_draws_under_a_fake_tensor_mode_are_fake(backend):
     assert isinstance(y, FakeTensor) and y.shape == (4, C)
 
 
-def test_forced_fallback_is_plain_torch(monkeypatch):
-    # without the native generator and with the mt19937 layout refused
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_forced_fallback_is_plain_torch(monkeypatch, dtype):
+    # Without the native generator: exactly torch.randn / Tensor.normal_ from
+    # the default generator, at every size (no chunks).
     monkeypatch.setattr(_rng, "native", None)
-    shape = (_rng.MIN_MT19937 + 3 * C,)
-    chunked = draw(6, shape)
-    monkeypatch.setattr(_rng, "layout_ok", False)
+    shape = (8 * C + 5,)
     torch.manual_seed(6)
-    want = torch.randn(shape)
-    assert torch.equal(draw(6, shape), want)
-    assert not torch.equal(chunked, want)  # the flag did switch paths
-    # add_normal_: torch.randn 1M numbers at a time, added
+    want = torch.randn(shape, dtype=dtype)
+    after = torch.rand(4)  # where the default generator stands after it
+    torch.manual_seed(6)
+    assert torch.equal(_rng.randn(shape, dtype=dtype), want)
+    assert torch.equal(torch.rand(4), after)
+    torch.manual_seed(6)
+    assert torch.equal(_rng.normal_(torch.empty(shape, dtype=dtype)), want)
+    # add_normal_: torch.randn 1M numbers at a time, added (0 + 0.5 z is exact)
     n = 2**20 + 5000
     torch.manual_seed(6)
-    first, rest = torch.randn(2**20), torch.randn(5000)
-    y = torch.zeros(n)
+    first, rest = torch.randn(2**20, dtype=dtype), torch.randn(5000, dtype=dtype)
+    y = torch.zeros(n, dtype=dtype)
     torch.manual_seed(6)
     _rng.add_normal_(y, 0.5)
-    assert torch.allclose(y, 0.5 * torch.cat([first, rest]), rtol=0, atol=1e-6)
+    assert torch.equal(y, 0.5 * torch.cat([first, rest]))
 
 
-def test_failed_layout_check_falls_back_and_logs(monkeypatch, caplog):
-    # Words written 8 bytes too early: the copied generator draws other numbers.
+def test_fallback_add_never_holds_a_buffer_of_y_size(monkeypatch):
+    # The fallback adds torch.randn pieces of at most _FALLBACK_ADD_CHUNK
+    # numbers (made small here), contiguous or not, in y's element order.
     monkeypatch.setattr(_rng, "native", None)
-    monkeypatch.setattr(_rng, "layout_ok", None)
-    monkeypatch.setattr(_rng, "_OFF_WORDS", 16)
-    monkeypatch.setattr(_rng, "_OFF_TAIL", 16 + 8 * 624)
-    shape = (_rng.MIN_MT19937,)
-    with caplog.at_level(logging.INFO, logger="fxanalog._rng"):
-        got = draw(12, shape)
-    assert _rng.layout_ok is False
-    assert "layout not as expected" in caplog.text
-    torch.manual_seed(12)
-    assert torch.equal(got, torch.randn(shape))
+    monkeypatch.setattr(_rng, "_FALLBACK_ADD_CHUNK", 1000)
+    sizes = []
+    randn = torch.randn
+
+    def counting_randn(*args, **kwargs):
+        out = randn(*args, **kwargs)
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "randn", counting_randn)
+    cases = {
+        "contiguous": torch.zeros(7, 450),  # 3150 numbers: 1000, 1000, 1000, 150
+        "rows": torch.zeros(450, 7).T,  # (7, 450) transposed: rows of 450, two at a time
+        "long rows": torch.zeros(2500, 3).T,  # (3, 2500): each row in pieces of 1000
+    }
+    for name, y in cases.items():
+        assert y.is_contiguous() == (name == "contiguous")
+        sizes.clear()
+        torch.manual_seed(9)
+        _rng.add_normal_(y, 0.5)
+        assert sizes and max(sizes) <= 1000 and sum(sizes) == y.numel(), (name, sizes)
+        torch.manual_seed(9)
+        z = torch.cat([randn(k) for k in sizes])  # the same pieces, in order
+        assert torch.equal(y.reshape(-1), 0.5 * z), name
+    # with autograd tracking y: torch's adds, the gradient passes
+    a = torch.zeros(2500, 3, requires_grad=True)
+    y = a.T * 1.0
+    assert not y.is_contiguous()
+    _rng.add_normal_(y, 0.5)
+    y.sum().backward()
+    assert torch.equal(a.grad, torch.ones_like(a))
 
 
 def _child(conn):
