@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import struct
+import zlib
+from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
@@ -122,41 +127,164 @@ def test_accuracy_over_time_programs_once_per_draw_and_drifts_from_it():
 
 
 # --------------------------------------------------------------------------
-# Report
+# Report: the table and the plot, read back as numbers
+
+CELL = re.compile(r"(\d+(?:\.\d+)?)\s*±\s*(\d+(?:\.\d+)?)")
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def parse_table(text: str, names) -> tuple[list, dict, Optional[float]]:
+    """Read a ``format_table`` text back: the column labels (each ending
+    where its column's cells end: right-aligned), per row ``name`` the
+    (mean, std) pairs in percent, and the digital accuracy (percent) or None."""
+    lines = text.splitlines()
+    rows, ends = {}, None
+    for name in names:
+        (line,) = [ln for ln in lines if ln.startswith(name + " ")]
+        cells = list(CELL.finditer(line, len(name)))
+        rows[name] = [(float(c.group(1)), float(c.group(2))) for c in cells]
+        cell_ends = [c.end() for c in cells]
+        assert ends is None or cell_ends == ends, "columns do not line up"
+        ends = cell_ends
+    header = lines[0]  # the title, then the labels, separated by two spaces or more
+    _title, *labels = re.split(r"\s{2,}", header.strip())
+    assert len(labels) == len(ends), (labels, ends)
+    assert all(header[:e].endswith(lb) for lb, e in zip(labels, ends)), "labels not above their columns"
+    # what is left (not the header, a rule or a row): the digital reference line, if any
+    rest = [ln for ln in lines[1:] if ln.strip("-") and not any(ln.startswith(n + " ") for n in names)]
+    assert len(rest) <= 1, rest
+    return labels, rows, float(NUMBER.findall(rest[0])[-1]) if rest else None
+
+
+def assert_table_shows(text: str, results: dict, labels, digital=None) -> None:
+    """The table ``text`` shows ``results`` (fractions): mean and sample std
+    in percent to one decimal, per label; ``digital`` likewise."""
+    got_labels, rows, got_digital = parse_table(text, list(results))
+    assert got_labels == list(labels)
+    half_digit = 0.05 + 1e-9
+    for name, acc in results.items():
+        acc = torch.as_tensor(acc, dtype=torch.float64)
+        mean = 100 * acc.mean(0)
+        std = 100 * acc.std(0) if acc.shape[0] > 1 else torch.zeros_like(mean)  # one draw: no spread
+        assert len(rows[name]) == len(labels), name
+        for (m, s), want_m, want_s in zip(rows[name], mean.tolist(), std.tolist()):
+            assert abs(m - want_m) <= half_digit and abs(s - want_s) <= half_digit, (name, m, s, want_m, want_s)
+    if digital is None:
+        assert got_digital is None
+    else:
+        assert abs(got_digital - 100 * digital) <= half_digit
 
 
 def test_format_table_mean_and_spread():
     results = {
         "row a": torch.tensor([[0.9, 0.8], [0.7, 0.6]], dtype=torch.float64),
         "row b": torch.tensor([[0.5, 1.0]], dtype=torch.float64),
+        "row c": torch.tensor([[0.123, 0.9999], [0.5, 0.0], [0.25, 0.75]], dtype=torch.float64),
     }
-    text = demo.format_table(results, ["1 s", "1 h"], digital=0.987)
-    lines = text.splitlines()
-    assert lines[0].startswith("time after programming") and lines[0].endswith("1 h") and "1 s" in lines[0]
-    row_a = next(ln for ln in lines if ln.startswith("row a"))
-    # mean 80.0 and 70.0; sample std of (90, 70) = sqrt(200) = 14.14
-    assert "80.0 ± 14.1" in row_a and "70.0 ± 14.1" in row_a
-    row_b = next(ln for ln in lines if ln.startswith("row b"))
-    assert " 50.0 ±  0.0" in row_b and "100.0 ±  0.0" in row_b  # one draw: no spread
-    assert lines[-1].startswith("digital (floating point)") and lines[-1].endswith("98.7")
-    # columns line up: every row as wide as the header
-    assert len({len(ln) for ln in lines[:4] if not ln.startswith("-")}) == 1
+    labels = ["1 s", "1 h"]
+    text = demo.format_table(results, labels, digital=0.987)
+    assert_table_shows(text, results, labels, digital=0.987)
+    assert_table_shows(demo.format_table(results, labels), results, labels, digital=None)
+    # every line of the table is as wide as the header (rules included)
+    widths = {len(ln) for ln in text.splitlines() if not ln.startswith("digital")}
+    assert len(widths) == 1, widths
 
 
-def test_plot_is_a_png(tmp_path):
+@pytest.fixture
+def saved_figures(monkeypatch):
+    """Every matplotlib figure saved (with its size in inches and the dpi
+    it was saved at), recorded by a wrapper of Figure.savefig."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    saved = []
+    savefig = Figure.savefig
+
+    def recording(fig, fname, *args, **kwargs):
+        dpi = kwargs.get("dpi", matplotlib.rcParams["savefig.dpi"])
+        saved.append({"fig": fig, "path": str(fname), "inches": tuple(fig.get_size_inches()),
+                      "dpi": fig.dpi if dpi in (None, "figure") else float(dpi), "bbox": kwargs.get("bbox_inches")})
+        return savefig(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    return saved
+
+
+def png_size(path) -> tuple[int, int]:
+    """(width, height) of a PNG file, after checking that it is one: the
+    signature, every chunk's CRC, IHDR first and IEND last; and it decodes."""
     import matplotlib.image
 
-    results = {"a": torch.tensor([[0.9, 0.8, 0.7], [0.8, 0.7, 0.6]], dtype=torch.float64)}
-    path = tmp_path / "p.png"
-    demo.plot_accuracy(results, [1.0, 3600.0, 86400.0], ["1 s", "1 h", "1 day"], str(path), digital=0.95)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = Path(path).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, kinds = 8, []
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, f"bad CRC in chunk {kind!r}"
+        kinds.append(kind)
+        if kind == b"IHDR":
+            width, height = struct.unpack(">II", body[:8])
+        pos += 12 + length
+    assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND" and b"IDAT" in kinds, kinds
     img = matplotlib.image.imread(str(path))
-    assert img.shape[:2] == (540, 840)  # figsize (7, 4.5) at 120 dpi
+    assert img.shape[:2] == (height, width)
+    return width, height
+
+
+def assert_png_of_figure(path, saved) -> dict:
+    """``path`` was written by one savefig of a whole figure, and is a valid
+    PNG of the figure's size in inches times the dpi it was saved at."""
+    (rec,) = [s for s in saved if Path(s["path"]).resolve() == Path(path).resolve()]
+    assert rec["bbox"] is None  # the whole figure: its pixels follow from size and dpi
+    width, height = png_size(path)
+    want_w, want_h = (inches * rec["dpi"] for inches in rec["inches"])
+    assert abs(width - want_w) < 1 and abs(height - want_h) < 1, ((width, height), (want_w, want_h))
+    return rec
+
+
+def assert_plot_shows(fig, results: dict, times, labels, digital=None) -> None:
+    """The plot's lines are the results' means in percent against the times
+    (log axis, ticks labelled), the digital accuracy a horizontal line."""
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    assert list(ax.get_xticks()) == list(times)
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(labels)
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    for name, acc in results.items():
+        acc = torch.as_tensor(acc, dtype=torch.float64)
+        line = lines.pop(name)
+        assert list(line.get_xdata()) == list(times)
+        assert torch.allclose(torch.as_tensor(line.get_ydata(), dtype=torch.float64), 100 * acc.mean(0))
+    if digital is not None:
+        (flat,) = lines.values()  # the one line left
+        assert set(flat.get_ydata()) == {100 * digital}
+
+
+def test_plot_is_a_png_of_the_results(tmp_path, saved_figures):
+    results = {
+        "a": torch.tensor([[0.9, 0.8, 0.7], [0.8, 0.7, 0.6]], dtype=torch.float64),
+        "b": torch.tensor([[0.5, 0.4, 0.2]], dtype=torch.float64),
+    }
+    times, labels = [1.0, 3600.0, 86400.0], ["1 s", "1 h", "1 day"]
+    path = tmp_path / "p.png"
+    demo.plot_accuracy(results, times, labels, str(path), digital=0.95)
+    rec = assert_png_of_figure(path, saved_figures)
+    assert_plot_shows(rec["fig"], results, times, labels, digital=0.95)
+
+
+UNITS = {"s": 1.0, "h": 3600.0, "day": 86400.0, "month": 30 * 86400.0, "year": 365 * 86400.0}
 
 
 def test_times_are_the_promised_ones():
-    assert [label for label, _ in demo.TIMES] == ["1 s", "1 h", "1 day", "1 month", "1 year"]
-    assert [t for _, t in demo.TIMES] == [1.0, 3600.0, 86400.0, 2592000.0, 31536000.0]
+    # every label says its time; increasing, from 1 second to 1 year (README)
+    for label, seconds in demo.TIMES:
+        count, unit = label.split()
+        assert seconds == float(count) * UNITS[unit], label
+    seconds = [t for _, t in demo.TIMES]
+    assert all(a < b for a, b in zip(seconds, seconds[1:]))
+    assert seconds[0] == UNITS["s"] and seconds[-1] == UNITS["year"]
 
 
 # --------------------------------------------------------------------------
@@ -166,12 +294,16 @@ def test_times_are_the_promised_ones():
 def test_output_folder_that_cannot_be_written(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
-    with pytest.raises(demo.DemoError, match="cannot write to it"):
-        demo.check_output_dir(str(blocker / "out"))
-    assert main(["demo", "--quick", "--output", str(blocker / "out")]) == 2
+    target = str(blocker / "out")
+    with pytest.raises(demo.DemoError) as info:
+        demo.check_output_dir(target)
+    assert target in str(info.value)
+    assert main(["demo", "--quick", "--output", target]) == 2
     err = capsys.readouterr().err.strip()
+    # one line, no traceback: the CLI's error prefix and the DemoError's message
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert err.startswith("fxanalog: error: output folder") and str(blocker / "out") in err
+    assert err.startswith("fxanalog: error:") and err.endswith(str(info.value))
+    assert not (blocker / "out").exists()
 
 
 def test_output_folder_is_created(tmp_path):
@@ -184,43 +316,100 @@ def test_output_folder_is_created(tmp_path):
 # The whole demo, --quick
 
 
-def test_quick_demo_end_to_end(tmp_path, capsys):
-    out_dir = tmp_path / "demo-out"
-    assert main(["demo", "--quick", "--draws", "2", "--seed", "0", "--output", str(out_dir), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+def test_quick_demo_end_to_end(tmp_path, capsys, monkeypatch, saved_figures):
+    # Spies on the demo's steps: the trained models, every evaluation and
+    # the DemoResult, to recompute what the demo reports.
+    trained, evaluations, returned = [], [], []
+    train, over_time, run_demo = demo.train, demo.accuracy_over_time, demo.run_demo
 
-    files = {p.name for p in out_dir.iterdir()}
-    assert files == {"accuracy_vs_time.png", "results.txt", "results.json", "analog_summary.txt",
-                     "graph.txt", "graph.dot"}
+    def spy_train(model, *args, **kwargs):
+        loss = train(model, *args, **kwargs)
+        trained.append((kwargs.get("desc"), model))
+        return loss
+
+    def spy_over_time(model, x, y, times, draws, **kwargs):
+        out = over_time(model, x, y, times, draws, **kwargs)
+        evaluations.append({"model": model, "times": times, "draws": draws, "seed": kwargs.get("seed", 0),
+                            "out": out.clone()})
+        return out
+
+    def spy_run_demo(*args, **kwargs):
+        returned.append(run_demo(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(demo, "train", spy_train)
+    monkeypatch.setattr(demo, "accuracy_over_time", spy_over_time)
+    monkeypatch.setattr(demo, "run_demo", spy_run_demo)
+
+    out_dir = tmp_path / "demo-out"
+    draws, seed = 2, 0
+    assert main(["demo", "--quick", "--draws", str(draws), "--seed", str(seed), "--output", str(out_dir),
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    (result,) = returned
+
+    # the files: what the demo says it wrote, all in the output folder
+    assert {p.name for p in out_dir.iterdir()} == {Path(p).name for p in result.files.values()}
+    assert all(Path(p).parent == out_dir for p in result.files.values())
     assert str(out_dir) in printed  # it says where the files are
 
+    # the times: the promised ones, increasing; every evaluation at all of them
     data = json.loads((out_dir / "results.json").read_text())
-    assert data["draws"] == 2 and data["quick"] is True
-    assert data["time_labels"] == ["1 s", "1 h", "1 day", "1 month", "1 year"]
-    rows = data["accuracy"]
-    assert list(rows) == ["digital training, no compensation", "digital training, drift compensation",
-                          "HWA training, no compensation", "HWA training, drift compensation"]
-    for name, acc in rows.items():
-        acc = torch.tensor(acc, dtype=torch.float64)
-        assert acc.shape == (2, 5), name
-        # accuracies are whole counts of the 450 test images
-        counts = acc * 450
-        assert torch.allclose(counts, counts.round(), atol=1e-6), name
-        # the table printed is the mean and spread of these numbers
-        mean, std = acc.mean(0), acc.std(0)
-        line = next(ln for ln in printed.splitlines() if ln.startswith(name))
-        for m, s in zip(mean.tolist(), std.tolist()):
-            assert f"{100 * m:5.1f} ± {100 * s:4.1f}" in line, (name, line)
-    # the two draws are different programmings: not every accuracy repeats
-    assert any(a[0] != a[1] for a in rows["digital training, no compensation"])
-    # the trained network works, digitally and right after programming on PCM
-    assert data["digital_accuracy"] > 0.9
-    assert min(rows["digital training, drift compensation"][d][0] for d in range(2)) > 0.8
+    labels, times = [lb for lb, _ in demo.TIMES], [t for _, t in demo.TIMES]
+    assert data["time_labels"] == labels and data["times_s"] == times
+    assert all(a < b for a, b in zip(times, times[1:]))
+    assert data["draws"] == draws and data["seed"] == seed and data["quick"] is True
 
-    assert (out_dir / "accuracy_vs_time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the accuracies: one row per evaluation, (draws, times), whole counts of
+    # the test images in [0, 1]; the JSON holds the returned numbers
+    d = demo.load_digits_data(seed)
+    n_test = len(d.y_test)
+    assert len(evaluations) == len(result.results) >= 1
+    assert [e["out"].tolist() for e in evaluations] == [acc.tolist() for acc in result.results.values()]
+    assert data["accuracy"] == {name: acc.tolist() for name, acc in result.results.items()}
+    for name, acc in result.results.items():
+        assert acc.shape == (draws, len(times)), name
+        assert ((acc >= 0) & (acc <= 1)).all(), name
+        counts = acc * n_test
+        assert torch.allclose(counts, counts.round(), atol=1e-6), name
+    assert 0 <= result.digital_accuracy <= 1 and data["digital_accuracy"] == result.digital_accuracy
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the demo runs
+    try:
+        # the digital accuracy, recomputed from the trained network's predictions
+        digital_model = next(m for desc, m in trained if desc == "digital training")
+        with torch.no_grad():
+            correct = int((digital_model(d.x_test).argmax(1) == d.y_test).sum())
+        assert result.digital_accuracy == correct / n_test
+        # each evaluation, run again with its seeds: the same accuracies
+        for e in evaluations:
+            again = over_time(e["model"], d.x_test, d.y_test, e["times"], e["draws"], seed=e["seed"])
+            assert torch.equal(again, e["out"])
+            assert list(e["times"]) == times and e["draws"] == draws
+    finally:
+        torch.set_num_threads(before)
+    # the two draws are different programmings: not every accuracy repeats
+    assert any(not torch.equal(acc[0], acc[1]) for acc in result.results.values())
+    # the trained network works, digitally and right after programming
+    assert result.digital_accuracy > 0.9
+    assert max(acc[:, 0].min().item() for acc in result.results.values()) > 0.8
+
+    # the table: printed, saved and returned alike, and it shows the numbers
+    assert (out_dir / "results.txt").read_text().rstrip("\n") == result.table
+    assert result.table in printed
+    assert_table_shows(result.table, result.results, labels, digital=result.digital_accuracy)
+
+    # the plot: a PNG of its figure's size, showing the same numbers
+    rec = assert_png_of_figure(out_dir / "accuracy_vs_time.png", saved_figures)
+    assert_plot_shows(rec["fig"], result.results, times, labels, digital=result.digital_accuracy)
+
+    # the graph dumps and the summary name every layer of the network
     assert (out_dir / "graph.dot").read_text().lstrip().startswith("digraph")
     graph = (out_dir / "graph.txt").read_text()
-    summary = (out_dir / "analog_summary.txt").read_text()
-    for layer in ("conv1", "conv2", "fc1", "fc2"):
-        assert layer in graph and layer in summary
-    assert "4 analog layers" in summary
+    summary = (out_dir / "analog_summary.txt").read_text().splitlines()
+    layers = [n for n, m in digital_model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers
+    for layer in layers:
+        assert layer in graph
+        assert sum(ln.split()[:1] == [layer] for ln in summary) == 1, layer  # one summary row each
