@@ -22,7 +22,7 @@ from fxanalog.compiler import compile, explain
 from fxanalog.dump import dump
 from fxanalog.summary import analog_summary
 from fxanalog.nn.conversion import convert_to_analog, convert_to_analog_mapped, convert_to_digital
-from fxanalog.backend import backend  # noqa: E402  (the function; the module stays importable by name)
+from fxanalog.dynamo_backend import backend
 from fxanalog.config.noise import (
     BaseDriftCompensation,
     BaseNoiseModel,

@@ -40,13 +40,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from typing import Any, Optional
+from typing import Optional
 
 from torch import fx, nn
 
-from fxanalog.config import config_to_dict
-from fxanalog.model import analog_tiles
-from fxanalog.summary import analog_summary
+from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
+from fxanalog.passes.context import META_DTYPE, META_LAYER, META_MATCH, META_SHAPE, META_TILE_MAPS
+from fxanalog.passes.shapes import annotate
+from fxanalog.summary import analog_summary, summary_records
 
 __all__ = ["dump", "dump_data", "StageDumper"]
 
@@ -69,22 +70,20 @@ def dump_data(model: nn.Module, example_inputs=None) -> dict:
     if not isinstance(model, nn.Module):
         raise TypeError(f"dump: expected an nn.Module, got {type(model).__name__}")
     if example_inputs is not None and isinstance(model, fx.GraphModule):
-        from fxanalog.passes.shapes import annotate_shapes
-
-        annotate_shapes(model, example_inputs)
+        annotate(model, example_inputs)
     report = analog_summary(model, example_inputs)
-    layers_by_name = dict(analog_tiles(model))
+    layers_by_name = dict(named_analog_layers(model))
     nodes, edges = [], []
     if isinstance(model, fx.GraphModule):
         graph_kind = "fx"
         for node in model.graph.nodes:
-            layer = node.meta.get("fxanalog_layer")
+            layer = node.meta.get(META_LAYER)
             analog = layer is not None or (node.op == "call_module" and _is_analog(model, node.target))
             nodes.append({
                 "name": node.name, "op": node.op, "target": _target(node),
                 "inputs": [a.name for a in node.all_input_nodes], "analog": analog,
                 "layer": layer if layer is not None else (node.target if analog else None),
-                "shape": node.meta.get("fxanalog_shape"), "dtype": node.meta.get("fxanalog_dtype"),
+                "shape": node.meta.get(META_SHAPE), "dtype": node.meta.get(META_DTYPE),
             })
             for i, a in enumerate(node.all_input_nodes):
                 edges.append({"src": a.name, "dst": node.name, "index": i})
@@ -97,36 +96,12 @@ def dump_data(model: nn.Module, example_inputs=None) -> dict:
                           "shape": None, "dtype": None})
             for i, (child, _) in enumerate(mod.named_children()):
                 edges.append({"src": label, "dst": f"{name}.{child}" if name else child, "index": i})
-    layers = []
-    for r in report.rows:
-        layer = layers_by_name.get(r["name"])
-        tiles = None
-        if r["tile_grid"] is not None:
-            tiles = {"count": r["tiles"], "grid": r["tile_grid"], "in_sizes": r["in_sizes"],
-                     "out_sizes": r["out_sizes"], "tile_size": r["tile_size"], "utilization": r["utilization"]}
-        layers.append({
-            "name": r["name"], "kind": r["kind"], "converted_by": r["converted_by"], "source": r["source"],
-            "shape": r["shape"], "tiles": tiles,
-            "rpu_config": config_to_dict(layer.rpu_config) if layer is not None else None,
-            "config_diff": r["config_diff"], "programming_report": _plain(r["programming_report"]),
-        })
+    layers = [r.to_dict() for r in summary_records(model)]
     return {"schema": "fxanalog.dump/1", "model": type(model).__name__, "graph": graph_kind,
             "nodes": nodes, "edges": edges, "layers": layers, "totals": report.totals}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
-    return value
-
-
 def _is_analog(model: nn.Module, target: str) -> bool:
-    from fxanalog.nn.modules import AnalogLayerBase
-
     try:
         mod = model.get_submodule(target)
     except AttributeError:
@@ -280,15 +255,15 @@ class StageDumper:
         if isinstance(module, fx.GraphModule):
             for node in module.graph.nodes:
                 notes = []
-                m = node.meta.get("fxanalog_match")
+                m = node.meta.get(META_MATCH)
                 if m is not None:
                     notes.append(f"match {m.kind} [{m.converted_by}] as {m.name!r} (source {m.source})")
-                for e in node.meta.get("fxanalog_plan") or []:
-                    t = e["tiles"]
-                    notes.append(f"plan {e['sub'] or '-'}: {'x'.join(map(str, t['grid']))} tiles of "
-                                 f"{t['tile_size'][0]}x{t['tile_size'][1]}, utilization {t['utilization']:.2f}")
-                if node.meta.get("fxanalog_shape") is not None:
-                    notes.append(f"shape {node.meta['fxanalog_shape']}")
+                for e in node.meta.get(META_TILE_MAPS) or []:
+                    t = e.tile_map
+                    notes.append(f"tiles {e.sub or '-'}: {'x'.join(map(str, t.grid))} tiles of "
+                                 f"{t.tile_size[0]}x{t.tile_size[1]}, utilization {t.utilization:.2f}")
+                if node.meta.get(META_SHAPE) is not None:
+                    notes.append(f"shape {node.meta[META_SHAPE]}")
                 if notes:
                     lines.append(f"# {node.name}: " + "; ".join(notes))
         with open(base + ".txt", "w") as f:

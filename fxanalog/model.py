@@ -7,6 +7,11 @@ a copy of its own class (children swapped) with the same methods mixed in.
 Either way it is a plain ``nn.Module``: ``train()``, ``eval()``, ``to()``,
 ``state_dict()``, ``load_state_dict()`` behave as usual, and the state dict
 holds only tensors.
+
+The compile's layer records (``fxanalog.passes.records.LayerRecord``) are
+kept on the model: in ``model.meta[RECORDS_KEY]`` for a GraphModule, else
+in the instance's ``__dict__`` under the same key (not a module attribute,
+so not in the state dict).
 """
 
 from __future__ import annotations
@@ -15,31 +20,30 @@ from typing import Iterator
 
 from torch import fx, nn
 
-from fxanalog.nn.modules import AnalogLayerBase
+from fxanalog.inference import drift_analog_weights, program_analog_weights
+from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
 
-__all__ = ["AnalogModelMixin", "AnalogGraphModule", "analog_class", "layer_records", "analog_tiles"]
+__all__ = ["AnalogModelMixin", "AnalogGraphModule", "analog_class", "digital_class", "layer_records",
+           "set_layer_records", "clear_layer_records", "RECORDS_KEY"]
 
-
-def analog_tiles(model: nn.Module) -> Iterator[tuple[str, AnalogLayerBase]]:
-    """(name, layer) of every analog tile layer of any model, in module order."""
-    for name, module in model.named_modules():
-        if isinstance(module, AnalogLayerBase):
-            yield name, module
+RECORDS_KEY = "fxanalog_layer_records"
 
 
-def layer_records(model: nn.Module) -> list[dict]:
-    """The compile records of a model (an empty list for a model fxanalog
-    did not compile)."""
-    if isinstance(model, fx.GraphModule):
-        return list(model.meta.get("fxanalog_layers", []))
-    return list(model.__dict__.get("_fxanalog_layers", []))
+def layer_records(model: nn.Module) -> list:
+    """The layer records of a compiled model (an empty list for a model
+    fxanalog did not compile)."""
+    store = model.meta if isinstance(model, fx.GraphModule) else model.__dict__
+    return list(store.get(RECORDS_KEY, []))
 
 
-def set_layer_records(model: nn.Module, records: list[dict]) -> None:
-    if isinstance(model, fx.GraphModule):
-        model.meta["fxanalog_layers"] = list(records)
-    else:
-        model.__dict__["_fxanalog_layers"] = list(records)
+def set_layer_records(model: nn.Module, records: list) -> None:
+    store = model.meta if isinstance(model, fx.GraphModule) else model.__dict__
+    store[RECORDS_KEY] = list(records)
+
+
+def clear_layer_records(model: nn.Module) -> None:
+    store = model.meta if isinstance(model, fx.GraphModule) else model.__dict__
+    store.pop(RECORDS_KEY, None)
 
 
 class AnalogModelMixin:
@@ -47,25 +51,25 @@ class AnalogModelMixin:
 
     def analog_tiles(self) -> Iterator[tuple[str, AnalogLayerBase]]:
         """Iterate ``(name, layer)`` over the analog tile layers."""
-        return analog_tiles(self)
+        return iter(named_analog_layers(self))
 
-    def analog_layers(self) -> list[dict]:
+    def named_analog_layers(self) -> list[tuple[str, AnalogLayerBase]]:
+        """``(name, layer)`` of the analog tile layers, in module order."""
+        return named_analog_layers(self)
+
+    def layer_records(self) -> list:
         """How each weighted layer was converted (or why it stayed digital):
-        the records of ``fxanalog.passes``."""
+        the ``LayerRecord``s of the compile, in module order."""
         return layer_records(self)
 
     def program_analog_weights(self) -> None:
         """Program the weights onto the tiles (programming noise), as aihwkit's
         ``program_analog_weights``."""
-        from fxanalog.inference import program_analog_weights
-
         return program_analog_weights(self)
 
     def drift_analog_weights(self, t_inference: float = 0.0) -> None:
         """Drift the programmed weights to ``t_inference`` seconds after
         programming (with read noise and drift compensation)."""
-        from fxanalog.inference import drift_analog_weights
-
         return drift_analog_weights(self, t_inference)
 
 

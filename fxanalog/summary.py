@@ -10,15 +10,14 @@ the model.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import nn
 
-from fxanalog.model import analog_tiles, layer_records
-from fxanalog.passes.layers import config_diff, tile_map, weight_dims
+from fxanalog.model import layer_records
+from fxanalog.nn.modules import named_analog_layers
+from fxanalog.passes.records import LayerRecord, weight_dims
 
-__all__ = ["Report", "analog_summary"]
+__all__ = ["Report", "analog_summary", "summary_records"]
 
 _COLUMNS = [("name", "name"), ("kind", "kind"), ("shape", "shape"), ("converted_by", "converted by"),
             ("tiles", "tiles"), ("tile_grid", "grid GxOxI"), ("tile_size", "tile"),
@@ -53,8 +52,9 @@ class Report:
         self.rows, self.totals, self.title = rows, totals, title
 
     @classmethod
-    def from_records(cls, records: list[dict], title: str = "") -> "Report":
-        rows = [_row(r, None) for r in records]
+    def from_records(cls, records: list, title: str = "") -> "Report":
+        """The table of layer records (``LayerRecord``)."""
+        rows = [_row(r) for r in records]
         return cls(rows, _totals(rows), title)
 
     def __str__(self) -> str:
@@ -82,28 +82,21 @@ class Report:
     __repr__ = __str__
 
 
-def _row(rec: dict, layer: Optional[nn.Module]) -> dict:
-    plan = rec.get("plan")
-    cfg = None
-    if layer is not None:
-        G, N, K = layer.groups, layer.tile_shape[0], layer.tile_shape[1]
-        plan = tile_map(G, N, K, layer.rpu_config, layer.mapped, layer.in_sizes, layer.out_sizes)
-        cfg = layer.rpu_config
-    analog = not rec["converted_by"].startswith("digital")
-    row = {
-        "name": rec["name"], "kind": rec["kind"], "shape": rec.get("shape"),
-        "converted_by": rec["converted_by"], "source": rec.get("source"), "analog": analog,
-        "tiles": plan["count"] if plan else (0 if not analog else None),
-        "tile_grid": plan["grid"] if plan else None,
-        "tile_size": plan["tile_size"] if plan else None,
-        "in_sizes": plan["in_sizes"] if plan else None,
-        "out_sizes": plan["out_sizes"] if plan else None,
-        "utilization": plan["utilization"] if plan else None,
-        "config_diff": config_diff(cfg) if cfg is not None else rec.get("config_diff"),
+def _row(rec: LayerRecord) -> dict:
+    t = rec.tile_map
+    return {
+        "name": rec.name, "kind": rec.kind, "shape": None if rec.shape is None else list(rec.shape),
+        "converted_by": rec.converted_by_text, "source": rec.source, "analog": rec.analog,
+        "tiles": t.count if t else (None if rec.analog else 0),
+        "tile_grid": list(t.grid) if t else None,
+        "tile_size": list(t.tile_size) if t else None,
+        "in_sizes": list(t.in_sizes) if t else None,
+        "out_sizes": list(t.out_sizes) if t else None,
+        "utilization": t.utilization if t else None,
+        "config_diff": rec.config_diff,
         "in_shape": None, "out_shape": None, "macs": None,
-        "programming_report": getattr(layer, "programming_report", None) if layer is not None else None,
+        "programming_report": rec.programming_report,
     }
-    return row
 
 
 def _totals(rows: list[dict]) -> dict:
@@ -131,20 +124,28 @@ def _totals(rows: list[dict]) -> dict:
 def analog_summary(model: nn.Module, example_inputs=None) -> Report:
     """The table of a model's analog and digital layers (see the module
     docstring). Works on any model: one compiled by fxanalog (with its
-    conversion records) or one built from fxanalog's analog layers."""
+    layer records) or one built from fxanalog's analog layers."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"analog_summary: expected an nn.Module, got {type(model).__name__}")
-    layers = dict(analog_tiles(model))
-    records = layer_records(model)
-    known = {r["name"] for r in records}
-    for name, layer in layers.items():
-        if name not in known:
-            records.append({"name": name, "kind": type(layer).__name__, "converted_by": "module",
-                            "source": name, "shape": list(layer.weight.shape), "plan": None})
-    rows = [_row(r, layers.get(r["name"])) for r in records]
+    records = summary_records(model)
+    layers = dict(named_analog_layers(model))
+    rows = [_row(r) for r in records]
     if example_inputs is not None:
         _measure(model, layers, rows, example_inputs)
     return Report(rows, _totals(rows), f"fxanalog.analog_summary: {type(model).__name__}")
+
+
+def summary_records(model: nn.Module) -> list:
+    """The model's layer records with the live state of their layers (tile
+    map, config, programming report), and a record for each analog layer
+    the compile did not make (a model built from fxanalog's layers)."""
+    layers = dict(named_analog_layers(model))
+    records = layer_records(model)
+    known = {r.name for r in records}
+    for name, layer in layers.items():
+        if name not in known:
+            records.append(LayerRecord(name, type(layer).__name__, "module", name, layer.weight.shape))
+    return [r.with_layer(layers[r.name]) if r.name in layers else r for r in records]
 
 
 def _measure(model: nn.Module, layers: dict, rows: list[dict], example_inputs) -> None:

@@ -1,23 +1,54 @@
-"""The compiler passes, in the order ``fxanalog.compile`` runs them.
+"""The compiler passes and what they share.
 
-Each pass is one function with one job; its module docstring states the
-contract. ``fxanalog.compiler`` is the driver that lists them.
+``pipeline.PASSES`` lists the passes in order; every strategy runs them::
 
-1. ``trace``            module -> GraphModule (untraceable parts as leaves)
-2. ``annotate_shapes``  shapes and dtypes on nodes (with example inputs)
-3. ``match``            every weight matmul, excluded and digital layers
-4. ``map_tiles``        each layer's tile array from its config
-5. ``rewrite``          matched nodes -> analog tile layers
-6. ``program``          realistic writing of the weights (when asked)
+    trace (strategy) -> leaves -> shapes -> match -> map -> rewrite  [-> program]
+
+====================  =====================================================
+module                contents
+====================  =====================================================
+``context``           ``CompileOptions`` (frozen), ``CompileState`` (what the
+                      passes collect), ``CompileContext``, ``node.meta`` keys
+``records``           ``TileMap``, ``TileMapEntry``, ``LayerRecord``
+``rules``             ``LayerRule``, ``Match``, ``Digital``, ``RuleTable``,
+                      ``register_layer_rule``, helpers for matchers
+``rules_builtin``     the rules of Linear, Conv, F.linear, F.conv, matmul,
+                      addmm and of the layers that stay digital
+``rules_attention``   the rules of ``nn.MultiheadAttention``
+``trace``             ``GraphUnit``, ``Strategy``, ``FxTrace``, ``ChildSwap``
+``shapes``            the shapes pass (with example inputs)
+``match``             the match pass
+``map_tiles``         the map pass
+``rewrite``           the rewrite pass
+``program``           realistic writing of the whole model (when asked)
+``pipeline``          ``PASSES``, ``run`` and ``convert`` (the driver)
+====================  =====================================================
+
+Each module's docstring states its contract. The pass functions are
+reached through their modules (``fxanalog.passes.match.match``) or
+``PASSES``: the package's attributes ``match``, ``trace``, ... are the
+modules.
 """
 
-from .layers import CompileOptions
-from .map_tiles import map_tiles, plan_records
-from .match import Match, match
-from .program import program
-from .rewrite import rewrite
-from .shapes import annotate_shapes
-from .trace import trace
+from . import rules_builtin as _rules_builtin  # noqa: F401  (registers the built-in rules)
+from . import rules_attention as _rules_attention  # noqa: F401,I001  (then the attention rules)
+from .context import (
+    META_DTYPE,
+    META_LAYER,
+    META_MATCH,
+    META_SHAPE,
+    META_TILE_MAPS,
+    SKIPPED,
+    CompileContext,
+    CompileOptions,
+    CompileState,
+)
+from .pipeline import PASSES, Pass, convert, run
+from .records import CONVERTED_BY, LayerRecord, TileMap, TileMapEntry
+from .rules import Digital, LayerRule, Match, RuleTable, register_layer_rule, registered_rules
+from .trace import CHILD_SWAP, FX_TRACE, ChildSwap, FxTrace, GraphUnit, Strategy
 
-__all__ = ["CompileOptions", "Match", "trace", "annotate_shapes", "match", "map_tiles", "plan_records",
-           "rewrite", "program"]
+__all__ = ["CompileOptions", "CompileState", "CompileContext", "META_SHAPE", "META_DTYPE", "META_MATCH",
+           "META_TILE_MAPS", "META_LAYER", "SKIPPED", "TileMap", "TileMapEntry", "LayerRecord", "CONVERTED_BY",
+           "LayerRule", "Match", "Digital", "RuleTable", "register_layer_rule", "registered_rules", "GraphUnit",
+           "Strategy", "FxTrace", "ChildSwap", "FX_TRACE", "CHILD_SWAP", "Pass", "PASSES", "run", "convert"]

@@ -1,23 +1,26 @@
-"""Pass 6 (when ``realistic_read_write=True``), program: write the weights of
-every analog layer with closed-loop programming.
+"""The program pass (when ``realistic_read_write=True``): write the weights
+of every analog layer of the compiled model with closed-loop programming.
 
-``program(model) -> dict[name, {"iterations": int, "error": float}]``
+``program(ctx, model) -> dict[name, {"iterations": int, "error": float}]``
 
 Calls ``fxanalog.inference.realistic_write`` (the inference-physics part of
 fxanalog), which programs all tiles of the model at once and leaves the
 report of each layer on ``layer.programming_report``; summaries and dumps
-show it. The graph is not changed.
+show it. The graph is not changed. It runs once, on the whole model, after
+the graph passes.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
+from fxanalog.inference import realistic_write
+
+from .context import CompileContext
+
 __all__ = ["program"]
 
 
-def program(model: nn.Module) -> dict:
+def program(ctx: CompileContext, model: nn.Module) -> dict:
     """See the module docstring."""
-    from fxanalog.inference import realistic_write
-
     return realistic_write(model)

@@ -1,13 +1,14 @@
-"""Pass 2 (when ``example_inputs`` are given), shapes: run the graph once on
+"""The shapes pass (when ``example_inputs`` are given): run the graph once on
 the example inputs and annotate every node with the shape and dtype of its
 output.
 
-``annotate_shapes(gm, example_inputs) -> gm``
+``annotate_shapes(ctx, unit)`` (the pass: the unit's example inputs, if
+any), ``annotate(gm, example_inputs) -> gm`` (any GraphModule).
 
-Sets ``node.meta["fxanalog_shape"]`` to a list of ints for tensor outputs
-(a list of such lists for tuples of tensors, None otherwise) and
-``node.meta["fxanalog_dtype"]``. Runs under ``torch.no_grad()``; the graph is
-not changed. When the model rejects the inputs the error is a ``ValueError``
+Sets ``node.meta[META_SHAPE]`` to a list of ints for tensor outputs (a list
+of such lists for tuples of tensors, None otherwise) and
+``node.meta[META_DTYPE]``. Runs under ``torch.no_grad()``; the graph is not
+changed. When the model rejects the inputs the error is a ``ValueError``
 that names the node and module that failed and carries the model's message.
 """
 
@@ -18,7 +19,10 @@ from typing import Any
 import torch
 from torch import fx
 
-__all__ = ["annotate_shapes", "shape_of"]
+from .context import META_DTYPE, META_SHAPE, SKIPPED, CompileContext
+from .trace import GraphUnit
+
+__all__ = ["annotate_shapes", "annotate", "shape_of"]
 
 
 def shape_of(value: Any):
@@ -37,13 +41,20 @@ class _ShapeInterpreter(fx.Interpreter):
             where = f"module '{n.target}'" if n.op == "call_module" else f"{n.op} {getattr(n.target, '__name__', n.target)}"
             raise ValueError(f"example_inputs: the model failed at node '{n.name}' ({where}): "
                              f"{type(exc).__name__}: {exc}") from exc
-        n.meta["fxanalog_shape"] = shape_of(out)
+        n.meta[META_SHAPE] = shape_of(out)
         if isinstance(out, torch.Tensor):
-            n.meta["fxanalog_dtype"] = str(out.dtype).replace("torch.", "")
+            n.meta[META_DTYPE] = str(out.dtype).replace("torch.", "")
         return out
 
 
-def annotate_shapes(gm: fx.GraphModule, example_inputs) -> fx.GraphModule:
+def annotate_shapes(ctx: CompileContext, unit: GraphUnit):
+    """The pass: shapes of the unit's graph from its example inputs."""
+    if unit.example_inputs is None:
+        return SKIPPED
+    annotate(unit.root, unit.example_inputs)
+
+
+def annotate(gm: fx.GraphModule, example_inputs) -> fx.GraphModule:
     """See the module docstring."""
     if example_inputs is None:
         return gm

@@ -1,49 +1,131 @@
-"""Pass 1, trace: a module to a torch.fx GraphModule.
+"""The trace step and its strategies: a module (or a graph) to the
+``GraphUnit`` the other passes work on.
 
-``trace(module, options) -> (GraphModule | None, leaves, reason)``
+A *strategy* says how a graph is obtained and how its layers are named,
+built and called; the passes themselves (match, map, rewrite) are the same
+for every strategy.
 
-* Weight-matmul modules (``nn.Linear``/``nn.Conv*`` and subclasses that keep
-  their parent's ``forward``, ``nn.MultiheadAttention``, the classes of the
-  ``conversion_map``) and weighted modules that stay digital (``nn.LSTM``,
-  ``nn.Embedding``, ...) are leaves: they appear as ``call_module`` nodes;
-  so are fxanalog's analog layers (a model compiled again keeps them).
-  Every other module, ``torch.nn`` containers included
-  (``nn.TransformerEncoderLayer``, ``nn.Sequential``), is traced through, so
-  the functional matmuls inside are seen.
-* When the module cannot be traced as a whole (data-dependent control flow,
-  untraceable submodules), each child that cannot be traced on its own
-  becomes a leaf as well and tracing is retried; ``leaves`` lists them so the
-  driver converts inside them recursively.
-* When even that fails (the module's own ``forward`` is untraceable), the
-  result is ``None`` and ``reason`` says why: the driver then swaps the
-  module's children instead.
+* ``FxTrace`` (``fxanalog.compile``): ``torch.fx`` tracing. The modules a
+  rule matches (``nn.Linear``/``nn.Conv*`` and subclasses keeping their
+  parent's ``forward``, ``nn.MultiheadAttention``, the ``conversion_map``
+  classes, the weighted modules that stay digital such as ``nn.LSTM``) are
+  leaves, as are fxanalog's analog layers (a model compiled again keeps
+  them) and atomic ``torch.nn`` modules; every other module, ``torch.nn``
+  containers included, is traced through, so the functional matmuls inside
+  are seen. When the module cannot be traced as a whole, each child that
+  cannot be traced on its own becomes a leaf too and tracing is retried;
+  ``unit.leaves`` lists them and the pipeline converts inside them
+  recursively. The GraphModule shares the module's submodules and
+  parameters; layers are installed as its submodules.
+* ``ChildSwap`` (the fallback, when the module's own ``forward`` cannot be
+  traced at all): a graph of one ``call_module`` node per child that a rule
+  matches; the rewrite installs the analog layers at the children's paths
+  in a shallow copy of the module (``"fallback-swap"``). Other children
+  with weights are leaves, converted recursively.
+* The torch.compile backend's strategy (``fxanalog.dynamo_backend``):
+  dynamo's graph, weights are placeholders whose example values are
+  Parameters, layers come from a cache and are called with the weights as
+  graph inputs.
 
-The GraphModule shares the module's submodules and parameters (no copy);
-node names follow fx's. Nothing of the input module is modified.
+Nothing of the input module is modified.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
 from torch import fx, nn
 
-from .layers import CompileOptions
+from fxanalog.model import AnalogGraphModule
 
-__all__ = ["trace", "AnalogTracer"]
+from .context import CompileContext
+from .rules import Match, RuleTable, get_attr_param
+
+__all__ = ["GraphUnit", "Strategy", "FxTrace", "ChildSwap", "AnalogTracer", "set_submodule", "FX_TRACE",
+           "CHILD_SWAP"]
+
+
+@dataclass(eq=False)
+class GraphUnit:
+    """What the passes work on: one graph, the module it converts, and
+    where the analog layers go."""
+
+    strategy: "Strategy"
+    module: nn.Module  # the module converted (returned as it is when nothing changes)
+    root: nn.Module  # the module the graph's targets resolve in and layers are installed into
+    graph: fx.Graph
+    param_of: Callable  # node -> (Parameter, path) | None: the notion of a weight
+    prefix: str = ""  # the graph's path in the whole model ("gate." for a leaf)
+    leaves: list = field(default_factory=list)  # children converted recursively (untraceable, or fallback)
+    example_inputs: Any = None
+    matches: list = field(default_factory=list)  # Match, set by the match pass
+    changed: bool = False
+
+    @property
+    def result(self) -> nn.Module:
+        return self.root if self.changed else self.module
+
+    def owner_module(self, path: str) -> Optional[nn.Module]:
+        """The module owning parameter ``path`` (None when unknown)."""
+        owner = path.rpartition(".")[0]
+        try:
+            return self.root.get_submodule(owner) if owner else self.root
+        except AttributeError:
+            return None
+
+
+def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, last = path.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, last, module)
+
+
+class Strategy:
+    """How a graph is obtained (``trace``) and how its layers are named
+    (``name_layer``), built (``build``) and called (``emit``)."""
+
+    name = "strategy"
+    dumps = False  # the graph is written after each pass with FXANALOG_DUMP_DIR
+    module_converted_by: Optional[str] = None  # overrides "module"/"conversion_map" of module matches
+
+    def name_layer(self, unit: GraphUnit, m: Match, taken: set) -> None:
+        """Set ``m.name`` and ``m.install`` of a functional match: a new
+        ``analog_<weight path>`` submodule."""
+        base = "analog_" + m.source.replace(".", "_")
+        name, k = base, 1
+        while name in taken or hasattr(unit.root, name):
+            name, k = f"{base}_{k}", k + 1
+        m.name, m.install = name, "add"
+
+    def build(self, ctx: CompileContext, unit: GraphUnit, m: Match) -> nn.Module:
+        return m.rule.build_layer(m, ctx.options.mapped)
+
+    def emit(self, unit: GraphUnit, m: Match, layer: nn.Module, args, kwargs, node_name: str) -> fx.Node:
+        """Install the layer at ``m.name`` in ``unit.root`` and insert the
+        node that calls it."""
+        if m.install == "add":
+            unit.root.add_submodule(m.name, layer)
+        else:
+            set_submodule(unit.root, m.name, layer)
+        return unit.graph.create_node("call_module", m.name, args, kwargs, name=node_name)
+
+    def finish(self, unit: GraphUnit) -> None:
+        """After the rewrite."""
 
 
 class AnalogTracer(fx.Tracer):
-    """fx tracer whose leaves are the weight-matmul modules, the atomic
-    ``torch.nn`` modules (no children) and the given untraceable submodules."""
+    """fx tracer whose leaves are the modules a rule matches, the layers
+    that are analog already, the atomic ``torch.nn`` modules (no children)
+    and the given untraceable submodules."""
 
-    def __init__(self, options: CompileOptions, leaves: frozenset = frozenset()):
+    def __init__(self, rules: RuleTable, leaves: frozenset = frozenset()):
         super().__init__()
-        self.options = options
+        self.rules = rules
         self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.leaves or self.options.is_matmul_leaf(m):
+        if module_qualified_name in self.leaves or self.rules.is_leaf(m):
             return True
         if isinstance(m, fx.GraphModule):
             return False
@@ -51,33 +133,91 @@ class AnalogTracer(fx.Tracer):
         return m.__module__.startswith("torch.nn") and not any(True for _ in m.children())
 
 
-def _try_trace(module: nn.Module, options: CompileOptions, leaves: frozenset):
+def _try_trace(module: nn.Module, rules: RuleTable, leaves: frozenset):
     try:
-        return AnalogTracer(options, leaves).trace(module), None
-    except Exception as exc:  # fx raises many kinds (TraceError, TypeError, ...)
-        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return AnalogTracer(rules, leaves).trace(module)
+    except Exception:  # fx raises many kinds (TraceError, TypeError, ...)
+        return None
 
 
-def trace(module: nn.Module, options: CompileOptions) -> tuple[Optional[fx.GraphModule], list[str], str]:
-    """See the module docstring."""
-    from fxanalog.model import AnalogGraphModule
+class FxTrace(Strategy):
+    """``torch.fx`` tracing (see the module docstring)."""
 
-    leaves: frozenset = frozenset()
-    graph, reason = _try_trace(module, options, leaves)
-    if graph is None:
-        tracer = AnalogTracer(options)
-        bad = []
+    name = "fx"
+    dumps = True
+
+    def trace(self, ctx: CompileContext, module: nn.Module, prefix: str = "",
+              example_inputs=None) -> Optional[GraphUnit]:
+        """The unit of a traced module, or None when its forward cannot be traced."""
+        leaves: frozenset = frozenset()
+        graph = _try_trace(module, ctx.rules, leaves)
+        if graph is None:
+            tracer = AnalogTracer(ctx.rules)
+            bad = [name for name, child in module.named_children()
+                   if not tracer.is_leaf_module(child, name) and _try_trace(child, ctx.rules, frozenset()) is None]
+            if bad:
+                leaves = frozenset(bad)
+                graph = _try_trace(module, ctx.rules, leaves)
+        if graph is None:
+            return None
+        gm = AnalogGraphModule(module, graph, class_name=type(module).__name__)
+        gm.training = module.training
+        return GraphUnit(self, module, gm, gm.graph, get_attr_param(gm), prefix, sorted(leaves), example_inputs)
+
+    def name_layer(self, unit: GraphUnit, m: Match, taken: set) -> None:
+        """The weight's owner module when the layer can take its place (a
+        HuggingFace ``Conv1D``: ``h.0.attn.c_attn``), else a new top-level
+        ``analog_<weight path>`` submodule."""
+        owner, _, pname = m.source.rpartition(".")
+        if pname == "weight" and owner and owner not in taken:
+            nodes = unit.graph.nodes
+            below = {n.target for n in nodes if n.op in ("get_attr", "call_module")
+                     and (n.target == owner or n.target.startswith(owner + "."))}
+            allowed = {m.source} | ({m.bias_path} if m.bias_path == owner + ".bias" else set())
+            called = any(n.op == "call_module" and (owner == n.target or owner.startswith(n.target + "."))
+                         for n in nodes)
+            if below <= allowed and not called and m.source in below:
+                mod = unit.root.get_submodule(owner)
+                has_other = any(k not in ("weight", "bias") for k in mod._parameters) or mod._buffers or \
+                    mod._modules or ("bias" in mod._parameters and owner + ".bias" not in allowed)
+                if not has_other:
+                    m.name, m.install = owner, "replace"
+                    return
+        super().name_layer(unit, m, taken)
+
+    def finish(self, unit: GraphUnit) -> None:
+        unit.root.delete_all_unused_submodules()
+        unit.root.recompile()
+
+
+def _shallow_copy(module: nn.Module) -> nn.Module:
+    """A copy of the module object sharing its parameters, buffers and
+    children, so that children can be swapped without touching the original."""
+    new = copy.copy(module)
+    for key in ("_modules", "_parameters", "_buffers"):
+        new.__dict__[key] = dict(module.__dict__[key])
+    return new
+
+
+class ChildSwap(Strategy):
+    """The fallback for a module whose own forward cannot be traced (see
+    the module docstring). Example inputs are not checked here."""
+
+    name = "child-swap"
+    module_converted_by = "fallback-swap"
+
+    def trace(self, ctx: CompileContext, module: nn.Module, prefix: str = "", example_inputs=None) -> GraphUnit:
+        root = module if ctx.options.dry_run else _shallow_copy(module)
+        graph = fx.Graph()
+        calls, leaves = [], []
         for name, child in module.named_children():
-            if tracer.is_leaf_module(child, name):
-                continue
-            sub, _ = _try_trace(child, options, frozenset())
-            if sub is None:
-                bad.append(name)
-        if bad:
-            leaves = frozenset(bad)
-            graph, _ = _try_trace(module, options, leaves)
-    if graph is None:
-        return None, [], reason
-    gm = AnalogGraphModule(module, graph, class_name=type(module).__name__)
-    gm.training = module.training
-    return gm, sorted(leaves), ""
+            if ctx.rules.module_rule(child) is not None:
+                calls.append(graph.call_module(name))
+            elif not ctx.rules.is_analog(child) and any(p.dim() >= 2 for p in child.parameters()):
+                leaves.append(name)
+        graph.output(tuple(calls))
+        return GraphUnit(self, module, root, graph, get_attr_param(root), prefix, leaves)
+
+
+FX_TRACE = FxTrace()
+CHILD_SWAP = ChildSwap()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import fxanalog
-from fxanalog.backend import fxanalog_backend, shared_backends
+from fxanalog.dynamo_backend import fxanalog_backend, shared_backends
 from tests import zoo
 
 
@@ -32,7 +32,7 @@ def tiles_per_weight(pairs) -> dict[int, int]:
 
 def test_registered_as_an_entry_point():
     eps = entry_points(group="torch_dynamo_backends")
-    assert [ep.value for ep in eps if ep.name == "fxanalog"] == ["fxanalog.backend:fxanalog_backend"]
+    assert [ep.value for ep in eps if ep.name == "fxanalog"] == ["fxanalog.dynamo_backend:fxanalog_backend"]
     assert "fxanalog" in torch._dynamo.list_backends()
 
 
@@ -62,8 +62,8 @@ def test_same_layers_as_compile(name):
             out = fn(*x)
             torch.testing.assert_close(out, model(*x), rtol=1e-5, atol=1e-5)
     assert tiles_per_weight(be.analog_tiles()) == tiles_per_weight(compiled.analog_tiles())
-    digital_compile = {r["name"] for r in compiled.analog_layers() if r["converted_by"].startswith("digital")}
-    digital_backend = {r["name"] for r in be.records() if r["converted_by"].startswith("digital")}
+    digital_compile = {r.name for r in compiled.layer_records() if not r.analog}
+    digital_backend = {r.name for r in be.layer_records() if not r.analog}
     # The embedding lookup is not a matmul call in the dynamo graph either way; recurrent layers are reported.
     assert digital_backend == digital_compile - {"wte"}
 
@@ -87,11 +87,11 @@ def test_state_kept_across_recompiles_and_graph_breaks():
     fn = torch.compile(model, backend=be, dynamic=False)
     a, b = zoo.all_branch_inputs("control_flow", model)
     fn(*a)
-    first = dict(be.analog_layers())
+    first = dict(be.named_analog_layers())
     fn(*b)  # the other branch: another graph after the break
     fn(torch.randn(7, 10))  # another batch size: recompiles
     assert be.graphs >= 4
-    layers = dict(be.analog_layers())
+    layers = dict(be.named_analog_layers())
     assert all(layers[name] is layer for name, layer in first.items())
     assert sorted(layers) == ["gate.fc1", "gate.fc2", "gate.fc3", "head", "inp"]
     # One analog layer per Parameter, however many graphs use it.
@@ -117,7 +117,7 @@ def test_options_through_torch_compile():
     torch.testing.assert_close(fn(x), model(x), rtol=1e-5, atol=1e-5)
     (be,) = [b for b in shared_backends() if b.options.exclude == ("fc3",)]
     assert sorted(name for name, _ in be.analog_tiles()) == ["fc1", "fc2"]
-    assert {r["name"]: r["converted_by"] for r in be.records()}["fc3"] == "digital: excluded by 'fc3'"
+    assert {r.name: r.converted_by_text for r in be.layer_records()}["fc3"] == "digital: excluded by 'fc3'"
 
 
 def test_bad_options():

@@ -90,16 +90,16 @@ def test_one_analog_layer_per_weight_matmul(name, compiled):
     # Every matmul weight is the weight of one analog layer (same values).
     analog_weights = {id(layer.weight) for layer in tiles.values()}
     assert len(analog_weights) == len(used)
-    records = analog.analog_layers()
-    digital = {r["name"] for r in records if r["converted_by"].startswith("digital")}
+    records = analog.layer_records()
+    digital = {r.name for r in records if not r.analog}
     assert digital == EXPECTED_DIGITAL.get(name, set())
     for r in records:
-        assert r["converted_by"] in ("module", "functional", "fallback-swap") or r["converted_by"].startswith(
-            "digital: ")
+        assert r.converted_by in ("module", "functional", "fallback-swap", "digital")
+        assert (r.digital_reason is not None) == (r.converted_by == "digital")
 
 
 def test_how_each_layer_was_converted(compiled):
-    by = {name: {r["name"]: r["converted_by"] for r in a.analog_layers()} for name, (_, a) in compiled.items()}
+    by = {name: {r.name: r.converted_by_text for r in a.layer_records()} for name, (_, a) in compiled.items()}
     assert by["mlp"] == {"fc1": "module", "fc2": "module", "fc3": "module"}
     assert by["encoder"]["attn.in_proj"] == "module" and by["encoder"]["attn.out_proj"] == "module"
     assert by["encoder"]["analog_w1"] == "functional"

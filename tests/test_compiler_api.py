@@ -138,7 +138,7 @@ def test_conversion_map_takes_precedence():
     model = zoo.build("mlp")
     analog = fxanalog.compile(model, fp(), conversion_map={nn.Linear: MyAnalogLinear})
     assert all(type(layer) is MyAnalogLinear for _, layer in analog.analog_tiles())
-    assert {r["converted_by"] for r in analog.analog_layers()} == {"conversion_map"}
+    assert {r.converted_by for r in analog.layer_records()} == {"conversion_map"}
 
 
 def test_linear_subclasses_are_matched():
@@ -151,7 +151,7 @@ def test_linear_subclasses_are_matched():
 
     model = nn.Sequential(Scaled(4, 5), Overridden(5, 3))
     analog = fxanalog.compile(model, fp())
-    by = {r["name"]: r["converted_by"] for r in analog.analog_layers()}
+    by = {r.name: r.converted_by for r in analog.layer_records()}
     assert by == {"0": "module", "1": "functional"}
     x = torch.randn(2, 4)
     with torch.no_grad():
@@ -246,7 +246,7 @@ def test_state_dict_round_trip():
 def test_deepcopy_and_modes_of_the_analog_model():
     analog = fxanalog.compile(zoo.build("mlp"), fp())
     twin = copy.deepcopy(analog)
-    assert twin.analog_layers() == analog.analog_layers()
+    assert twin.layer_records() == analog.layer_records()
     assert not twin.eval().training and all(not m.training for m in twin.modules())
     assert analog.to(torch.float64).fc1.weight.dtype == torch.float64
 
@@ -353,7 +353,7 @@ def test_shared_weight_and_unsupported_matmuls_are_reported():
     layers = dict(analog.analog_tiles())
     assert sorted(layers) == ["analog_w", "analog_w_1"]
     assert layers["analog_w"].weight is layers["analog_w_1"].weight  # shared, not copied
-    digital = {r["name"]: r["converted_by"] for r in analog.analog_layers() if r["converted_by"].startswith("dig")}
+    digital = {r.name: r.converted_by_text for r in analog.layer_records() if not r.analog}
     assert digital == {"w": "digital: weight computed from parameter w (not the parameter itself)",
                        "v": "digital: the parameter is the left operand"}
     x, y = torch.randn(2, 4), torch.randn(2, 4)
@@ -365,7 +365,7 @@ def test_layers_that_are_analog_already_are_kept():
     model = nn.Sequential(AnalogLinear(4, 5, rpu_config=fp()), nn.ReLU(), nn.Linear(5, 3))
     analog = fxanalog.compile(model, fp(), inplace=True)
     assert getattr(analog, "0") is model[0]  # kept as it is, not traced into
-    assert [r["name"] for r in analog.analog_layers()] == ["2"]
+    assert [r.name for r in analog.layer_records()] == ["2"]
     assert sorted(n for n, _ in analog.analog_tiles()) == ["0", "2"]
     with pytest.warns(UserWarning, match="no layer to convert"):
         assert fxanalog.compile(analog, fp()) is analog

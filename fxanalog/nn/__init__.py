@@ -1,4 +1,10 @@
-"""Analog layers (as in ``aihwkit.nn``)."""
+"""Analog layers (as in ``aihwkit.nn``).
+
+The seed conversion API is the module ``fxanalog.nn.conversion``
+(``convert_to_analog``, ``convert_to_analog_mapped``, ``convert_to_digital``,
+also ``fxanalog.convert_to_analog``, ...); it is not imported here, since it
+runs the compiler, which builds these layers.
+"""
 
 from fxanalog.nn.modules import (
     AnalogConv1d,
@@ -8,9 +14,6 @@ from fxanalog.nn.modules import (
     AnalogLinear,
 )
 from fxanalog.nn.attention import AnalogMultiheadAttention
-from fxanalog.nn import conversion
-from fxanalog.nn.conversion import convert_to_analog, convert_to_analog_mapped, convert_to_digital
 
 __all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d",
-           "AnalogMultiheadAttention", "conversion", "convert_to_analog", "convert_to_analog_mapped",
-           "convert_to_digital"]
+           "AnalogMultiheadAttention"]

@@ -14,10 +14,17 @@ Porting from aihwkit is a change of import::
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Optional
 
 import torch
 from torch import nn
+
+from fxanalog.compiler import compile
+from fxanalog.model import clear_layer_records, digital_class
+from fxanalog.nn.attention import AnalogMultiheadAttention
+from fxanalog.nn.modules import AnalogLayerBase
+from fxanalog.summary import analog_summary
 
 __all__ = ["convert_to_analog", "convert_to_analog_mapped", "convert_to_digital"]
 
@@ -29,8 +36,6 @@ def _device_of(module: nn.Module) -> Optional[torch.device]:
 
 def _convert(module, rpu_config, realistic_read_write, conversion_map, specific_rpu_config_fun, exclude_modules,
              inplace, verbose, mapped: bool, who: str):
-    from fxanalog.compiler import compile
-
     if not isinstance(module, nn.Module):
         raise TypeError(f"{who}: module: expected a torch.nn.Module, got {type(module).__name__}")
     if rpu_config is None:
@@ -45,8 +50,6 @@ def _convert(module, rpu_config, realistic_read_write, conversion_map, specific_
     if device is not None and model is not module:
         model = model.to(device)  # the analog state follows the model's device; a spread model stays
     if verbose:
-        from fxanalog.summary import analog_summary
-
         print(analog_summary(model))
     return model
 
@@ -90,12 +93,6 @@ def convert_to_digital(module: nn.Module, realistic: bool = False) -> nn.Module:
     ``nn.Linear`` at the same place). The analog model is not modified.
     A weight shared by several analog layers (a tied head) becomes one copy
     per layer, each with the same values."""
-    import copy
-
-    from fxanalog.model import digital_class
-    from fxanalog.nn.attention import AnalogMultiheadAttention
-    from fxanalog.nn.modules import AnalogLayerBase
-
     if not isinstance(module, nn.Module):
         raise TypeError(f"convert_to_digital: expected a torch.nn.Module, got {type(module).__name__}")
     model = copy.deepcopy(module)
@@ -109,9 +106,7 @@ def convert_to_digital(module: nn.Module, realistic: bool = False) -> nn.Module:
         parent, _, last = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, last, digital)
         done.append(name)
-    if isinstance(model, torch.fx.GraphModule):
-        model.meta.pop("fxanalog_layers", None)
-    else:
-        model.__dict__.pop("_fxanalog_layers", None)
+    clear_layer_records(model)
+    if not isinstance(model, torch.fx.GraphModule):
         model.__class__ = digital_class(type(model))
     return model
