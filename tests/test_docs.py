@@ -230,7 +230,7 @@ def test_every_config_field_and_enum_member_has_a_meaning():
     from fxanalog import _docgen
 
     assert _docgen.missing_meanings() == [], (
-        "fields without a meaning (add them to fxanalog/_docgen.py MEANINGS/ENUM_MEANINGS)"
+        "fields without a meaning (give the field a doc: param(..., doc=...); an enum member: NAME = value, doc)"
     )
 
 
@@ -254,12 +254,36 @@ def test_config_reference_lists_every_field_with_its_default():
 
 
 def test_missing_meaning_is_detected(monkeypatch):
-    from fxanalog import _docgen
+    """A plain dataclass field (no ``param`` doc) and an enum member without a
+    doc are reported, and the page is not generated."""
+    from dataclasses import dataclass
 
-    monkeypatch.delitem(_docgen.MEANINGS["IOParameters"], "out_noise")
-    assert "IOParameters.out_noise" in _docgen.missing_meanings()
-    with pytest.raises(ValueError, match="IOParameters.out_noise"):
-        _docgen.generate()
+    from fxanalog import _docgen
+    from fxanalog.config import (
+        ConfigBase,
+        NamedEnum,
+        register_config_class,
+        registered_config_classes,
+        unregister_config_class,
+    )
+
+    @dataclass(repr=False)
+    class Undocumented(ConfigBase):
+        knob: float = 1.0
+
+    class Kind(NamedEnum):
+        ONE = "One", "The first."
+        TWO = "Two"
+
+    monkeypatch.setattr(_docgen, "config_enums", lambda: [Kind])
+    register_config_class(Undocumented)
+    try:
+        assert _docgen.missing_meanings() == ["Undocumented.knob", "Kind.TWO"]
+        with pytest.raises(ValueError, match="Undocumented.knob, Kind.TWO"):
+            _docgen.generate()
+    finally:
+        unregister_config_class(Undocumented)
+    assert "Undocumented" not in registered_config_classes()
 
 
 # --------------------------------------------------------------------------
@@ -286,26 +310,41 @@ def test_example_factories_build_modules():
     assert models.lenet()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_meanings_from_metadata_and_base_classes(monkeypatch):
-    """A field documents itself with metadata["doc"]; a subclass inherits the
-    meanings of its base class's fields; a field with neither is reported."""
-    from dataclasses import dataclass, field
+def test_meanings_from_declarations_and_base_classes():
+    """A field documents itself with ``param(doc=...)``; a subclass inherits
+    its base class's fields with their docs; an enum member's doc is next to
+    it; a field declared without a doc is refused at declaration."""
+    from dataclasses import dataclass
 
     from fxanalog import _docgen
-    from fxanalog.config.base import _REGISTRY
+    from fxanalog.config import (
+        NoiseManagementType,
+        param,
+        register_config_class,
+        registered_config_classes,
+        unregister_config_class,
+    )
+    from fxanalog.config.base import Number
     from fxanalog.config.noise import PCMLikeNoiseModel
 
     @dataclass(repr=False)
     class MyNoiseModel(PCMLikeNoiseModel):
-        documented: float = field(default=2.5, metadata={"doc": "A documented knob."})
-        undocumented: int = 3
+        documented: float = param(2.5, doc="A documented knob.", check=Number(ge=0))
 
-    monkeypatch.setitem(_REGISTRY, "MyNoiseModel", MyNoiseModel)
-    assert _docgen.missing_meanings() == ["MyNoiseModel.undocumented"]
-    monkeypatch.setitem(_docgen.MEANINGS, "MyNoiseModel", {"undocumented": "Now documented."})
-    text = _docgen.generate()
+    register_config_class(MyNoiseModel)
+    try:
+        assert _docgen.missing_meanings() == []
+        text = _docgen.generate()
+    finally:
+        unregister_config_class(MyNoiseModel)
+    assert "MyNoiseModel" not in registered_config_classes()
     section = text[text.index("## MyNoiseModel"):]
     assert "| `documented` | float | `2.5` | A documented knob. |" in section
-    assert "| `undocumented` | int | `3` | Now documented. |" in section
-    t0 = _docgen.MEANINGS["PCMLikeNoiseModel"]["t_0"]
+    t0 = "Time in seconds between programming and the first read; drift is relative to it (t = t_inference + t_0)."
     assert f"| `t_0` | float | `20.0` | {t0} |" in section
+    assert NoiseManagementType.CONSTANT.doc == "Divide every input by `nm_thres`."
+    assert "| `CONSTANT` | Divide every input by `nm_thres`. |" in text
+    with pytest.raises(TypeError, match="doc"):
+        param(1.0, doc="", check=Number())
+    with pytest.raises(TypeError):
+        param(1.0, check=Number())  # doc is required

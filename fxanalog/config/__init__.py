@@ -8,7 +8,8 @@ A user moving from aihwkit changes the import and nothing else::
 
 The package, one module per group (as aihwkit's ``simulator.parameters``):
 
-* ``base``: ``ConfigBase`` (printing, copying, dicts, validation) and the
+* ``base``: ``ConfigBase`` (printing, copying, dicts, validation), ``param``
+  (a field with its meaning and its check) with the check objects, and the
   registry of config classes;
 * ``enums``: the enums of the fields;
 * ``io``: ``IOParameters`` (the periphery of a tile's MVM);
@@ -17,15 +18,23 @@ The package, one module per group (as aihwkit's ``simulator.parameters``):
 * ``pre_post``: the learned input range;
 * ``noise``: conductance converters, noise models and drift compensation;
 * ``rpu``: the RPU configs that hold all of the above.
+
+A new group (say the update parameters or pulsed devices of training tiles)
+is a new module here: a dataclass of ``ConfigBase`` whose fields are declared
+with ``param(default, doc=..., check=...)``, decorated with
+``@register_config_class``, exported below. Validation, the refusal of
+unknown attributes, dicts and the generated reference then come with it.
 """
 
 from fxanalog.config.base import (
     ConfigBase,
     config_from_dict,
     config_to_dict,
+    param,
     register_config_class,
     registered_config_classes,
     resolution_step,
+    unregister_config_class,
 )
 from fxanalog.config.enums import (
     BoundManagementType,
@@ -57,7 +66,9 @@ __all__ = [
     "NamedEnum",
     "config_from_dict",
     "config_to_dict",
+    "param",
     "register_config_class",
+    "unregister_config_class",
     "registered_config_classes",
     "resolution_step",
     "NoiseManagementType",

@@ -1,40 +1,382 @@
-"""The base of every config dataclass: printing, copying, dicts, validation.
+"""The base of every config dataclass: declared fields, printing, copying, dicts, validation.
 
 Configs are plain mutable dataclasses. They copy with ``copy.deepcopy``,
 compare with ``==``, print only the fields that differ from the defaults, and
 round-trip through plain dicts (``to_dict`` / ``from_dict``), which is what
 checkpoints, dumps and the command line use. ``validate()`` is called every
 time a config is used for a tile, so a config mutated after construction is
-checked too.
+checked too; assigning a name that is not a field raises ``AttributeError``.
+
+Every field is declared with ``param``: its default, its meaning (``doc``,
+which the generated config reference shows) and its rule (``check``, one of
+the check objects below), e.g.::
+
+    @register_config_class
+    @dataclass(repr=False)
+    class MyParameter(ConfigBase):
+        \"\"\"What the group is (the first paragraph goes into the reference).\"\"\"
+
+        noise: float = param(0.0, doc="Additive noise strength; 0 turns it off.", check=Number(ge=0))
+        levels: int = param(256, doc="Number of levels.", check=Whole(ge=2))
+        enable: bool = param(False, doc="Turn it on.")                # Bool() from the default
+        kind: MyType = param(MyType.NONE, doc="Which kind.")          # EnumOf(MyType) from the default
+        inner: IOParameters = param(default_factory=IOParameters, doc="Nested group.")  # Nested(...)
+
+        def check_consistency(self, where: str) -> None:   # rules that span fields, if any
+            ...
+
+A check gets the value and the field's full name (``"IOParameters.out_noise"``)
+and returns the value to store (an enum field stores the member for a name),
+or raises ``ValueError("{where}.{field} = {value!r}: expected ...")``.
+Numbers are ``int`` or ``float`` but never ``bool``, and never NaN or +-inf.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import math
-from typing import Any
+from typing import Any, Callable, Optional
 
 from fxanalog.config.enums import NamedEnum
 
-__all__ = ["ConfigBase", "register_config_class", "registered_config_classes", "config_to_dict",
-           "config_from_dict", "resolution_step", "check_nonneg", "check_number", "check_resolution"]
+__all__ = [
+    "ConfigBase",
+    "param",
+    "Check",
+    "Number",
+    "Whole",
+    "Fraction",
+    "Resolution",
+    "Bool",
+    "EnumOf",
+    "Nested",
+    "InstanceOf",
+    "NumberList",
+    "OptionalString",
+    "Dict",
+    "field_check",
+    "field_doc",
+    "register_config_class",
+    "unregister_config_class",
+    "registered_config_classes",
+    "config_to_dict",
+    "config_from_dict",
+    "resolution_step",
+]
 
 
 # --------------------------------------------------------------------------
-# Base class: printing, dicts, validation helpers
+# Checks: one object per kind of rule
+
+
+class Check:
+    """A field's rule. ``expected`` is the text after ``expected`` in the
+    message; subclasses override ``__call__`` (and may call ``fail``)."""
+
+    expected: str = "a valid value"
+
+    def __call__(self, value: Any, where: str) -> Any:
+        """Return the value to store, or raise ``ValueError``."""
+        return value
+
+    def fail(self, value: Any, where: str, expected: str | None = None) -> None:
+        raise ValueError(f"{where} = {value!r}: expected {expected or self.expected}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.expected!r})"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _fmt(x: float) -> str:
+    return repr(x)
+
+
+class Number(Check):
+    """A finite ``int`` or ``float`` (no bool, NaN or +-inf), within the given bounds.
+
+    ``Number()``: any finite number; ``Number(ge=0)``: ``>= 0``;
+    ``Number(gt=0)``; ``Number(ge=0, le=1)``. ``note`` is appended to the
+    message (e.g. ``"(0 = unlimited)"``).
+    """
+
+    noun = "number"
+
+    def __init__(self, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+                 lt: float | None = None, note: str = "") -> None:
+        self.ge, self.gt, self.le, self.lt, self.note = ge, gt, le, lt, note
+        self.expected = self.describe()
+
+    def bounds(self) -> str:
+        lo = ("[", self.ge) if self.ge is not None else ("(", self.gt) if self.gt is not None else None
+        hi = ("]", self.le) if self.le is not None else (")", self.lt) if self.lt is not None else None
+        if lo and hi:
+            return f" in {lo[0]}{_fmt(lo[1])}, {_fmt(hi[1])}{hi[0]}"
+        if lo:
+            return f" {'>=' if lo[0] == '[' else '>'} {_fmt(lo[1])}"
+        if hi:
+            return f" {'<=' if hi[0] == ']' else '<'} {_fmt(hi[1])}"
+        return ""
+
+    def describe(self, finite: bool = False) -> str:
+        text = f"a {'finite ' if finite else ''}{self.noun}{self.bounds()}"
+        return f"{text} {self.note}" if self.note else text
+
+    def in_bounds(self, value: float) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def is_kind(self, value: Any) -> bool:
+        return _is_number(value)
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not self.is_kind(value):
+            self.fail(value, where)
+        if not math.isfinite(value):
+            self.fail(value, where, f"{self.describe(finite=True)} (NaN and +-inf are refused)")
+        if not self.in_bounds(value):
+            self.fail(value, where)
+        return value
+
+
+class Whole(Number):
+    """A whole number: an ``int`` (not a bool, not a float), within the bounds."""
+
+    noun = "whole number"
+
+    def is_kind(self, value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Fraction(Number):
+    """A number in [0, 1]; ``noun`` names it in the message (``"probability"``)."""
+
+    def __init__(self, noun: str = "fraction") -> None:
+        self.noun = noun
+        super().__init__(ge=0.0, le=1.0)
+
+    def bounds(self) -> str:
+        return " in [0, 1]"
+
+
+class Resolution(Number):
+    """A quantization step: ``<= 0`` off, ``(0, 1]`` a fraction of the range,
+    ``> 1`` a whole number of steps (see ``resolution_step``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expected = "<= 0 (off), a fraction in (0, 1], or a whole number of steps > 1"
+
+    def describe(self, finite: bool = False) -> str:
+        return f"a finite number: {self.expected}" if finite else self.expected
+
+    def in_bounds(self, value: float) -> bool:
+        return value <= 1 or float(value).is_integer()
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not _is_number(value):
+            self.fail(value, where, f"a number: {self.expected}")
+        return super().__call__(value, where)
+
+
+class Bool(Check):
+    """``True`` or ``False`` (not 0/1, not a string)."""
+
+    expected = "a bool (True or False)"
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not isinstance(value, bool):
+            self.fail(value, where)
+        return value
+
+
+class EnumOf(Check):
+    """A member of a ``NamedEnum``, or its name as a string (any case); the
+    member is stored."""
+
+    def __init__(self, enum_type: type[NamedEnum]) -> None:
+        self.enum_type = enum_type
+        self.expected = enum_type.expected()
+
+    def __call__(self, value: Any, where: str) -> Any:
+        return self.enum_type.coerce(value, where)
+
+
+class InstanceOf(Check):
+    """An instance of ``cls`` (a subclass too), or ``None`` when ``optional``;
+    a value that has ``validate`` is validated under the field's name."""
+
+    def __init__(self, cls: type, what: str | None = None, optional: bool = False) -> None:
+        self.cls, self.optional = cls, optional
+        what = what or f"{'an' if cls.__name__[:1] in 'AEIOU' else 'a'} {cls.__name__}"
+        self.expected = f"None or {what}" if optional else what
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if value is None and self.optional:
+            return value
+        if not isinstance(value, self.cls):
+            self.fail(value, where)
+        if isinstance(value, ConfigBase):
+            value.validate(where)
+        return value
+
+
+class Nested(InstanceOf):
+    """A nested config group (an instance of the given ``ConfigBase`` class),
+    validated under the field's name."""
+
+
+class NumberList(Check):
+    """A list (or tuple) of finite numbers, at least ``min_len`` long."""
+
+    def __init__(self, min_len: int = 0) -> None:
+        self.min_len = min_len
+        self.expected = "a non-empty list of numbers" if min_len == 1 else (
+            f"a list of at least {min_len} numbers" if min_len > 1 else "a list of numbers")
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not (isinstance(value, (list, tuple)) and len(value) >= self.min_len and all(map(_is_number, value))):
+            self.fail(value, where)
+        if not all(math.isfinite(v) for v in value):
+            self.fail(value, where, f"{self.expected}, all finite (NaN and +-inf are refused)")
+        return value
+
+
+class OptionalString(Check):
+    """``None`` or a string."""
+
+    expected = "None or a string"
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if value is not None and not isinstance(value, str):
+            self.fail(value, where)
+        return value
+
+
+class Dict(Check):
+    """A dict (its contents are the class's ``check_consistency``)."""
+
+    expected = "a dict"
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not isinstance(value, dict):
+            self.fail(value, where)
+        return value
+
+
+# --------------------------------------------------------------------------
+# Declaring a field
+
+
+def param(default: Any = dataclasses.MISSING, *, doc: str, check: Check | None = None,
+          default_factory: Callable[[], Any] | Any = dataclasses.MISSING, **field_kwargs: Any) -> Any:
+    """A config field: ``dataclasses.field`` with its meaning and its rule.
+
+    ``doc`` is one line of Markdown for the config reference. ``check`` may be
+    left out where the default says it: a bool (``Bool()``), an enum member
+    (``EnumOf(type)``) or a config class as ``default_factory``
+    (``Nested(cls)``). Any other field must give one.
+    """
+    if not isinstance(doc, str) or not doc.strip():
+        raise TypeError("param: doc must be a non-empty string (the field's meaning)")
+    if check is None:
+        if isinstance(default, bool):
+            check = Bool()
+        elif isinstance(default, NamedEnum):
+            check = EnumOf(type(default))
+        elif isinstance(default_factory, type) and issubclass(default_factory, ConfigBase):
+            check = Nested(default_factory)
+        else:
+            raise TypeError(f"param: give a check for the field documented as {doc!r} (cannot infer one "
+                            f"from default {default!r})")
+    if not isinstance(check, Check):
+        raise TypeError(f"param: check must be a Check object, got {check!r}")
+    metadata = dict(field_kwargs.pop("metadata", None) or {}, doc=doc, check=check)
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata, **field_kwargs)
+
+
+def field_check(f: dataclasses.Field) -> Optional[Check]:
+    """The check declared for a field (``None`` for a plain dataclass field)."""
+    return f.metadata.get("check") if f.metadata else None
+
+
+def field_doc(f: dataclasses.Field) -> Optional[str]:
+    """The meaning declared for a field (``None`` when it has none)."""
+    return (f.metadata.get("doc") if f.metadata else None) or None
+
+
+def _field_specs(cls: type) -> tuple[tuple[str, Optional[Check], Optional[type]], ...]:
+    """``(name, check, enum type of a plain field's default)`` of each field
+    of a config class, kept on the class itself. Computed once;
+    ``register_config_class`` computes it up front, so that a config built or
+    validated inside ``torch.compile`` is read from a class attribute rather
+    than through ``dataclasses.fields``."""
+    specs = cls.__dict__.get("_config_field_specs_")
+    if specs is None:
+        fields = dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ()
+        specs = tuple((f.name, field_check(f), type(f.default) if isinstance(f.default, NamedEnum) else None)
+                      for f in fields)
+        type.__setattr__(cls, "_config_field_specs_", specs)
+        type.__setattr__(cls, "_config_field_names_", tuple(spec[0] for spec in specs))
+    return specs
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = cls.__dict__.get("_config_field_names_")
+    if names is None:
+        _field_specs(cls)
+        names = cls.__dict__["_config_field_names_"]
+    return names
+
+
+# --------------------------------------------------------------------------
+# Registry of config classes (for from_dict and the config reference)
 
 _REGISTRY: dict[str, type] = {}
 
 
 def register_config_class(cls: type) -> type:
     """Make ``cls`` known to ``config_from_dict`` (by its class name)."""
+    _field_specs(cls)
     _REGISTRY[cls.__name__] = cls
     return cls
 
 
+def unregister_config_class(cls: type | str) -> None:
+    """Forget a class registered by ``register_config_class`` (by class or name)."""
+    name = cls if isinstance(cls, str) else cls.__name__
+    if _REGISTRY.get(name) is not None and (isinstance(cls, str) or _REGISTRY[name] is cls):
+        del _REGISTRY[name]
+
+
+def registered_config_classes() -> dict[str, type]:
+    """Every registered config class, by name."""
+    return dict(_REGISTRY)
+
+
+# --------------------------------------------------------------------------
+# Base class
+
+
 class ConfigBase:
     """Shared behaviour of every config dataclass."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        names = type(self).__dict__.get("_config_field_names_")
+        if names is None or name not in names:
+            cls = type(self)
+            fields = _field_names(cls)
+            if name not in fields and not isinstance(getattr(cls, name, None), property):
+                close = difflib.get_close_matches(name, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise AttributeError(
+                    f"{cls.__name__} has no field {name!r}{hint}; its fields: {', '.join(fields) or '(none)'}"
+                )
+        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         # Only what differs from the defaults, as aihwkit users read configs.
@@ -65,43 +407,27 @@ class ConfigBase:
         return obj
 
     def validate(self, where: str | None = None) -> None:
-        """Check every field; raise ``ValueError`` naming the bad one."""
+        """Apply every field's check, then ``check_consistency``; raise
+        ``ValueError`` naming the bad field (``where.field = value: expected ...``).
+        An enum field given by name stores the member."""
         where = where or type(self).__name__
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, ConfigBase):
-                value.validate(f"{where}.{f.name}")
-            elif isinstance(f.default, NamedEnum):
-                # Accept names and store the member, so a user may write strings.
-                setattr(self, f.name, type(f.default).coerce(value, f"{where}.{f.name}"))
-            elif hasattr(value, "validate") and callable(value.validate):
-                value.validate(f"{where}.{f.name}")
-        self._check(where)
+        for name, check, enum_type in _field_specs(type(self)):
+            value = getattr(self, name)
+            if check is not None:
+                new = check(value, f"{where}.{name}")
+            elif enum_type is not None:  # a plain field (a user's class): its enum default says the type
+                new = enum_type.coerce(value, f"{where}.{name}")
+            else:
+                new = value
+                if isinstance(value, ConfigBase):
+                    value.validate(f"{where}.{name}")
+            if new is not value:
+                object.__setattr__(self, name, new)
+        self.check_consistency(where)
 
-    def _check(self, where: str) -> None:  # per-class rules
+    def check_consistency(self, where: str) -> None:
+        """Rules that span several fields (each field's own rule is its check)."""
         return None
-
-
-def check_nonneg(where: str, name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value) or value < 0:
-        raise ValueError(f"{where}.{name} = {value!r}: expected a number >= 0")
-
-
-def check_number(where: str, name: str, value: Any) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        raise ValueError(f"{where}.{name} = {value!r}: expected a number")
-
-
-def check_resolution(where: str, name: str, value: Any) -> None:
-    check_number(where, name, value)
-    # <= 0: off; (0, 1]: a step as a fraction of the range; > 1: a number of steps.
-    if 0 < value <= 1 or value <= 0:
-        return
-    if value > 1 and float(value).is_integer():
-        return
-    raise ValueError(
-        f"{where}.{name} = {value!r}: expected <= 0 (off), a fraction in (0, 1], or a whole number of steps > 1"
-    )
 
 
 def resolution_step(res: float) -> float:
@@ -109,11 +435,6 @@ def resolution_step(res: float) -> float:
     if res <= 0:
         return 0.0
     return 1.0 / res if res > 1 else float(res)
-
-
-def registered_config_classes() -> dict[str, type]:
-    """Every registered config class, by name."""
-    return dict(_REGISTRY)
 
 
 # --------------------------------------------------------------------------
@@ -152,11 +473,12 @@ def config_from_dict(data: Any, expected: type | None = None) -> Any:
         raise ValueError(f"config_from_dict: unknown config class {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     cls = _REGISTRY[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    defaults = cls().__dict__
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
             raise ValueError(f"{name}: unknown field {key!r}; known fields: {', '.join(fields)}")
-        default = cls().__dict__[key] if key in cls().__dict__ else None
+        default = defaults.get(key)
         if isinstance(value, dict) and "class" in value:
             kwargs[key] = config_from_dict(value)
         elif isinstance(value, dict) and dataclasses.is_dataclass(default):
@@ -166,4 +488,3 @@ def config_from_dict(data: Any, expected: type | None = None) -> Any:
         else:
             kwargs[key] = value
     return cls(**kwargs)
-

@@ -3,6 +3,10 @@
 A field of an enum type accepts the member or its name as a string (any case,
 ``"NoiseManagementType.ABS_MAX"`` too), as JSON configs and the command line
 give them; ``validate()`` stores the member.
+
+Each member is declared with its value and its meaning, ``NAME = "Value",
+"What it does."``; the meaning is ``member.doc`` and goes into the config
+reference.
 """
 
 from __future__ import annotations
@@ -15,59 +19,80 @@ __all__ = ["NamedEnum", "NoiseManagementType", "BoundManagementType", "WeightNoi
 
 
 class NamedEnum(enum.Enum):
-    """An enum that reads its members from their names, case-insensitively."""
+    """An enum that reads its members from their names, case-insensitively,
+    and documents each member (``member.doc``)."""
+
+    doc: str
+
+    def __new__(cls, value: Any, doc: str = ""):
+        obj = object.__new__(cls)
+        obj._value_ = value
+        obj.doc = doc
+        return obj
+
+    @classmethod
+    def expected(cls) -> str:
+        """What a field of this type accepts, for error messages."""
+        return f"a {cls.__name__}: one of {', '.join(cls.__members__)} (or its name as a string, any case)"
 
     @classmethod
     def coerce(cls, value: Any, where: str) -> "NamedEnum":
+        """The member ``value`` names; ``ValueError`` ``"{where} = {value!r}: expected ..."``."""
         if isinstance(value, cls):
             return value
         if isinstance(value, str):
             key = value.split(".")[-1].upper()
             if key in cls.__members__:
                 return cls.__members__[key]
-        allowed = ", ".join(cls.__members__)
-        raise ValueError(f"{where}: {value!r} is not a {cls.__name__}; expected one of {allowed}")
+        raise ValueError(f"{where} = {value!r}: expected {cls.expected()}")
 
 
 class NoiseManagementType(NamedEnum):
-    NONE = "None"
-    ABS_MAX = "AbsMax"
-    MAX = "Max"
-    CONSTANT = "Constant"
+    NONE = "None", "No input scaling."
+    ABS_MAX = "AbsMax", "Divide each input vector by its largest magnitude (capped by `nm_thres` when > 0)."
+    MAX = "Max", "Divide each input vector by its largest value."
+    CONSTANT = "Constant", "Divide every input by `nm_thres`."
 
 
 class BoundManagementType(NamedEnum):
-    NONE = "None"
-    ITERATIVE = "Iterative"
+    NONE = "None", "Saturated outputs stay clipped."
+    ITERATIVE = "Iterative", "Redo saturated input vectors with the input halved, up to `max_bm_factor`."
 
 
 class WeightNoiseType(NamedEnum):
-    NONE = "None"
-    ADDITIVE_CONSTANT = "AdditiveConstant"
-    PCM_READ = "PCMRead"
+    NONE = "None", "No weight read noise."
+    ADDITIVE_CONSTANT = "AdditiveConstant", "Output noise w_noise * ||v||_2 (constant noise per weight)."
+    PCM_READ = "PCMRead", "Output noise w_noise * sqrt(sum_j |w_ij| v_j^2) (noise grows with the conductance)."
 
 
 class WeightClipType(NamedEnum):
-    NONE = "None"
-    FIXED_VALUE = "FixedValue"
-    LAYER_GAUSSIAN = "LayerGaussian"
-    AVERAGE_CHANNEL_MAX = "AverageChannelMax"
+    NONE = "None", "No clipping."
+    FIXED_VALUE = "FixedValue", "Clip to +- `fixed_value`."
+    LAYER_GAUSSIAN = "LayerGaussian", "Clip to +- `sigma` times the standard deviation of the layer's weights."
+    AVERAGE_CHANNEL_MAX = (
+        "AverageChannelMax",
+        "Clip to +- the mean over outputs of the largest magnitude of each output's weights.",
+    )
 
 
 class WeightModifierType(NamedEnum):
-    NONE = "None"
-    COPY = "Copy"
-    DISCRETIZE = "Discretize"
-    MULT_NORMAL = "MultNormal"
-    ADD_NORMAL = "AddNormal"
-    DISCRETIZE_ADD_NORMAL = "DiscretizeAddNormal"
-    POLY = "Poly"
-    PCM_NOISE = "PCMNoise"
-    DROP_CONNECT = "DropConnect"
+    NONE = "None", "No perturbation."
+    COPY = "Copy", "No perturbation: the weights are used as they are."
+    DISCRETIZE = "Discretize", "Round the weights to `res` steps of amax."
+    MULT_NORMAL = "MultNormal", "w += w * std_dev * amax * xi."
+    ADD_NORMAL = "AddNormal", "w += std_dev * amax * xi."
+    DISCRETIZE_ADD_NORMAL = "DiscretizeAddNormal", "`DISCRETIZE`, then `ADD_NORMAL`."
+    POLY = "Poly", "w += amax * std_dev * sum_k coeffs[k] (|w|/amax)^k * xi."
+    PCM_NOISE = (
+        "PCMNoise",
+        "The PCM programming noise of the config's noise model, scaled by `std_dev`, on each tile's "
+        "conductance pairs.",
+    )
+    DROP_CONNECT = "DropConnect", "Set a fraction `pdrop` of the weights to 0."
 
 
 class WeightRemapType(NamedEnum):
-    NONE = "None"
-    LAYERWISE_SYMMETRIC = "LayerwiseSymmetric"
-    CHANNELWISE_SYMMETRIC = "ChannelwiseSymmetric"
+    NONE = "None", "No remapping."
+    LAYERWISE_SYMMETRIC = "LayerwiseSymmetric", "One scale per layer: s = max|W| / remapped_wmax."
+    CHANNELWISE_SYMMETRIC = "ChannelwiseSymmetric", "One scale per output."
 

@@ -3,12 +3,20 @@ weight modifiers and remapping."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from fxanalog.config.base import ConfigBase, check_nonneg, check_number, check_resolution, register_config_class
+from fxanalog.config.base import (
+    ConfigBase,
+    Fraction,
+    Number,
+    NumberList,
+    Resolution,
+    param,
+    register_config_class,
+)
 from fxanalog.config.enums import WeightClipType, WeightModifierType, WeightRemapType
 
-__all__ = ['WeightClipParameter', 'WeightModifierParameter', 'WeightRemapParameter']
+__all__ = ["WeightClipParameter", "WeightModifierParameter", "WeightRemapParameter"]
 
 
 # --------------------------------------------------------------------------
@@ -20,13 +28,15 @@ __all__ = ['WeightClipParameter', 'WeightModifierParameter', 'WeightRemapParamet
 class WeightClipParameter(ConfigBase):
     """Clipping of the weights after each optimizer step."""
 
-    fixed_value: float = -1.0
-    sigma: float = 2.5
-    type: WeightClipType = WeightClipType.NONE
+    fixed_value: float = param(
+        -1.0, check=Number(), doc="`FIXED_VALUE`: clip the weights to [-fixed_value, fixed_value].")
+    sigma: float = param(
+        2.5, check=Number(ge=0),
+        doc="`LAYER_GAUSSIAN`: clip to +- sigma times the standard deviation of the layer's weights.")
+    type: WeightClipType = param(
+        WeightClipType.NONE, doc="Kind of clipping applied after each optimizer step (`NONE` turns it off).")
 
-    def _check(self, where: str) -> None:
-        check_number(where, "fixed_value", self.fixed_value)
-        check_nonneg(where, "sigma", self.sigma)
+    def check_consistency(self, where: str) -> None:
         if self.type == WeightClipType.FIXED_VALUE and self.fixed_value <= 0:
             raise ValueError(f"{where}.fixed_value = {self.fixed_value!r}: FIXED_VALUE clipping needs a value > 0")
 
@@ -36,24 +46,32 @@ class WeightClipParameter(ConfigBase):
 class WeightModifierParameter(ConfigBase):
     """Perturbation of the weights used in each training forward pass."""
 
-    std_dev: float = 0.0
-    per_batch_sample: bool = False
-    res: float = 0.0
-    sto_round: bool = False
-    pdrop: float = 0.0
-    enable_during_test: bool = False
-    rel_to_actual_wmax: bool = True
-    assumed_wmax: float = 1.0
-    coeffs: list = field(default_factory=lambda: [0.2, 0.2, 0.0])
-    type: WeightModifierType = WeightModifierType.COPY
-
-    def _check(self, where: str) -> None:
-        check_nonneg(where, "std_dev", self.std_dev)
-        check_resolution(where, "res", self.res)
-        if not (isinstance(self.pdrop, (int, float)) and 0.0 <= self.pdrop <= 1.0):
-            raise ValueError(f"{where}.pdrop = {self.pdrop!r}: expected a probability in [0, 1]")
-        if not (isinstance(self.assumed_wmax, (int, float)) and self.assumed_wmax > 0):
-            raise ValueError(f"{where}.assumed_wmax = {self.assumed_wmax!r}: expected a number > 0")
+    std_dev: float = param(
+        0.0, check=Number(ge=0),
+        doc="Noise strength of `ADD_NORMAL`, `MULT_NORMAL`, `DISCRETIZE_ADD_NORMAL` and `POLY`, relative to amax "
+            "(each tile's max|W|, or `assumed_wmax`); for `PCM_NOISE` the factor on the PCM programming noise.")
+    per_batch_sample: bool = param(
+        False,
+        doc="A separate perturbation per sample of the batch (each index of the input's leading dimension) "
+            "instead of one per forward pass; holds one weight copy per sample.")
+    res: float = param(
+        0.0, check=Resolution(),
+        doc="`DISCRETIZE`, `DISCRETIZE_ADD_NORMAL`: resolution of the weight discretization, as a fraction of "
+            "amax (a value > 1 is a number of steps).")
+    sto_round: bool = param(False, doc="Stochastic rounding in the discretization.")
+    pdrop: float = param(
+        0.0, check=Fraction("probability"),
+        doc="Drop-connect probability: each weight is set to 0 with this probability (also combined with the "
+            "other types).")
+    enable_during_test: bool = param(False, doc="Also perturb the weights in eval mode (use with care).")
+    rel_to_actual_wmax: bool = param(
+        True, doc="amax is the current max|W| of the layer; `False`: amax is `assumed_wmax`.")
+    assumed_wmax: float = param(1.0, check=Number(gt=0), doc="amax when `rel_to_actual_wmax` is `False`.")
+    coeffs: list = param(
+        default_factory=lambda: [0.2, 0.2, 0.0], check=NumberList(),
+        doc="`POLY`: coefficients c_k of the noise w += amax * std_dev * sum_k c_k (|w|/amax)^k * xi.")
+    type: WeightModifierType = param(
+        WeightModifierType.COPY, doc="Kind of perturbation (`COPY`: none, the weights are used as they are).")
 
 
 @register_config_class
@@ -61,11 +79,14 @@ class WeightModifierParameter(ConfigBase):
 class WeightRemapParameter(ConfigBase):
     """Remapping of the weights to the tile's range (scales go to digital)."""
 
-    remapped_wmax: float = 1.0
-    max_scale_range: float = 0.0
-    max_scale_ref: float = 0.0
-    type: WeightRemapType = WeightRemapType.NONE
-
-    def _check(self, where: str) -> None:
-        if not (isinstance(self.remapped_wmax, (int, float)) and self.remapped_wmax > 0):
-            raise ValueError(f"{where}.remapped_wmax = {self.remapped_wmax!r}: expected a number > 0")
+    remapped_wmax: float = param(
+        1.0, check=Number(gt=0), doc="The weight value mapped to the largest conductance after remapping.")
+    max_scale_range: float = param(
+        0.0, check=Number(ge=0),
+        doc="aihwkit: largest allowed range of the remapping scales. Only 0 (no limit) is supported.")
+    max_scale_ref: float = param(
+        0.0, check=Number(ge=0),
+        doc="aihwkit: reference (smallest) scale for `max_scale_range`. Only 0 is supported.")
+    type: WeightRemapType = param(
+        WeightRemapType.NONE,
+        doc="Kind of remapping: `LAYERWISE_SYMMETRIC` (one scale), `CHANNELWISE_SYMMETRIC` (per output) or `NONE`.")

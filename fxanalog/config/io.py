@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fxanalog.config.base import ConfigBase, check_nonneg, check_number, check_resolution, register_config_class
+from fxanalog.config.base import ConfigBase, Number, Resolution, param, register_config_class
 from fxanalog.config.enums import BoundManagementType, NoiseManagementType, WeightNoiseType
 
-__all__ = ['IOParameters']
+__all__ = ["IOParameters"]
 
 
 # --------------------------------------------------------------------------
@@ -22,44 +22,70 @@ class IOParameters(ConfigBase):
     Defaults are those of ``aihwkit``'s ``InferenceRPUConfig().forward``.
     """
 
-    is_perfect: bool = False
-    inp_bound: float = 1.0
-    inp_res: float = 1.0 / (2**7 - 2)
-    inp_sto_round: bool = False
-    inp_noise: float = 0.0
-    out_bound: float = 12.0
-    out_res: float = 1.0 / (2**9 - 2)
-    out_sto_round: bool = False
-    out_noise: float = 0.06
-    out_scale: float = 1.0
-    w_noise: float = 0.0
-    w_noise_type: WeightNoiseType = WeightNoiseType.NONE
-    noise_management: NoiseManagementType = NoiseManagementType.ABS_MAX
-    nm_thres: float = 0.0
-    bound_management: BoundManagementType = BoundManagementType.ITERATIVE
-    max_bm_factor: int = 1000
-    max_bm_res: float = 0.25
-    ir_drop: float = 0.0
-    ir_drop_g_ratio: float = 1.0 / 0.35 / 5e-6
-    out_nonlinearity: float = 0.0
+    is_perfect: bool = param(
+        False, doc="`True`: the tile computes exactly W x; none of the fields below applies.")
+    inp_bound: float = param(
+        1.0, check=Number(gt=0),
+        doc="DAC range is [-inp_bound, inp_bound] (must be 1.0 with noise management).")
+    inp_res: float = param(
+        1.0 / (2**7 - 2), check=Resolution(),
+        doc="DAC step as a fraction of the range (default 1/(2^7-2), 127 levels); a value > 1 is a "
+            "number of steps; <= 0 turns input quantization off.")
+    inp_sto_round: bool = param(False, doc="Stochastic rounding at the DAC.")
+    inp_noise: float = param(
+        0.0, check=Number(ge=0),
+        doc="Additive Gaussian noise after the DAC, in normalized input units.")
+    out_bound: float = param(
+        12.0, check=Number(ge=0),
+        doc="ADC range is [-out_bound, out_bound], in normalized output units; <= 0: unbounded.")
+    out_res: float = param(
+        1.0 / (2**9 - 2), check=Resolution(),
+        doc="ADC step as a fraction of the range (default 1/(2^9-2), 511 levels); same convention as `inp_res`.")
+    out_sto_round: bool = param(False, doc="Stochastic rounding at the ADC.")
+    out_noise: float = param(
+        0.06, check=Number(ge=0),
+        doc="Additive Gaussian noise before the ADC, in normalized output units (its effect on the result "
+            "scales with the noise-management factor), drawn at every call.")
+    out_scale: float = param(1.0, check=Number(), doc="Digital factor applied to the output at the end.")
+    w_noise: float = param(
+        0.0, check=Number(ge=0), doc="Weight read noise strength (see `w_noise_type`); 0 turns it off.")
+    w_noise_type: WeightNoiseType = param(
+        WeightNoiseType.NONE,
+        doc="Kind of weight read noise: `ADDITIVE_CONSTANT` (w_noise * ||v|| per output) or `PCM_READ` "
+            "(w_noise * sqrt(sum_j |w_ij| v_j^2) per output).")
+    noise_management: NoiseManagementType = param(
+        NoiseManagementType.ABS_MAX,
+        doc="Input scaling per input vector before the DAC: `ABS_MAX` (max|x|), `MAX`, `CONSTANT` (nm_thres) "
+            "or `NONE`.")
+    nm_thres: float = param(
+        0.0, check=Number(ge=0),
+        doc="`ABS_MAX`/`MAX`: upper cap on the scale when > 0; `CONSTANT`: the scale itself.")
+    bound_management: BoundManagementType = param(
+        BoundManagementType.ITERATIVE,
+        doc="`ITERATIVE`: when an output saturates the ADC, redo that input vector with the input halved "
+            "(r = 2, 4, ...); `NONE`: keep the clipped output.")
+    # A number (not only a whole one), as it always was: the stop rule compares r > max_bm_factor.
+    max_bm_factor: int = param(
+        1000, check=Number(ge=1),
+        doc="Iterative bound management stops when the input reduction r exceeds this.")
+    max_bm_res: float = param(
+        0.25, check=Number(ge=0), doc="... or when r exceeds max_bm_res divided by the DAC step.")
+    ir_drop: float = param(
+        0.0, check=Number(ge=0), doc="Strength of the IR-drop model along the input lines; 0 turns it off.")
+    ir_drop_g_ratio: float = param(
+        1.0 / 0.35 / 5e-6, check=Number(gt=0),
+        doc="Ratio of wire to device conductance in the IR-drop model (1/0.35/5e-6).")
+    out_nonlinearity: float = param(
+        0.0, check=Number(ge=0),
+        doc="Strength of the S-shaped ADC nonlinearity y/(1+|n y|); 0 turns it off.")
 
-    def _check(self, where: str) -> None:
-        for name in ("inp_noise", "out_noise", "w_noise", "nm_thres", "ir_drop", "out_nonlinearity", "out_bound"):
-            check_nonneg(where, name, getattr(self, name))
-        check_number(where, "out_scale", self.out_scale)
-        if not (isinstance(self.inp_bound, (int, float)) and self.inp_bound > 0):
-            raise ValueError(f"{where}.inp_bound = {self.inp_bound!r}: expected a number > 0")
-        for name in ("inp_res", "out_res"):
-            check_resolution(where, name, getattr(self, name))
-        if not (isinstance(self.max_bm_factor, (int, float)) and self.max_bm_factor >= 1):
-            raise ValueError(f"{where}.max_bm_factor = {self.max_bm_factor!r}: expected a number >= 1")
-        check_nonneg(where, "max_bm_res", self.max_bm_res)
-        if not (isinstance(self.ir_drop_g_ratio, (int, float)) and self.ir_drop_g_ratio > 0):
-            raise ValueError(f"{where}.ir_drop_g_ratio = {self.ir_drop_g_ratio!r}: expected a number > 0")
-        if self.noise_management != NoiseManagementType.NONE and self.inp_bound != 1.0 and not self.is_perfect:
+    def check_consistency(self, where: str) -> None:
+        if self.is_perfect or self.noise_management == NoiseManagementType.NONE:
+            return
+        if self.inp_bound != 1.0:
             raise ValueError(
                 f"{where}.inp_bound = {self.inp_bound!r}: noise management "
                 f"{self.noise_management.name} needs inp_bound = 1.0 (or noise_management = NONE)"
             )
-        if self.noise_management == NoiseManagementType.CONSTANT and self.nm_thres <= 0 and not self.is_perfect:
+        if self.noise_management == NoiseManagementType.CONSTANT and self.nm_thres <= 0:
             raise ValueError(f"{where}.nm_thres = {self.nm_thres!r}: CONSTANT noise management needs nm_thres > 0")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fxanalog.config.base import ConfigBase, check_nonneg, register_config_class
+from fxanalog.config.base import ConfigBase, Number, Whole, param, register_config_class
 
-__all__ = ['MappingParameter']
+__all__ = ["MappingParameter"]
 
 
 # --------------------------------------------------------------------------
@@ -18,21 +18,28 @@ __all__ = ['MappingParameter']
 class MappingParameter(ConfigBase):
     """How a layer's weights are put on tiles (scales, tile sizes, bias)."""
 
-    digital_bias: bool = True
-    weight_scaling_omega: float = 0.0
-    weight_scaling_columnwise: bool = False
-    learn_out_scaling: bool = False
-    out_scaling_columnwise: bool = False
-    max_input_size: int = 512
-    max_output_size: int = 512
+    digital_bias: bool = param(
+        True, doc="The bias is added in digital after the tile (`False`, an analog bias column, is not supported).")
+    weight_scaling_omega: float = param(
+        0.0, check=Number(ge=0),
+        doc="> 0: the tile holds W/alpha with alpha = max|W|/omega and alpha multiplies the output in digital; "
+            "0: the weights go on the tile unscaled. 1.0 is the usual choice.")
+    weight_scaling_columnwise: bool = param(
+        False, doc="Weight scaling per output (row of W) instead of per layer.")
+    learn_out_scaling: bool = param(
+        False, doc="A trainable digital output factor per tile (per column with `out_scaling_columnwise`).")
+    out_scaling_columnwise: bool = param(
+        False, doc="With `learn_out_scaling`: one factor per output instead of one per layer.")
+    max_input_size: int = param(
+        512, check=Whole(ge=0, note="(0 = unlimited)"),
+        doc="Largest tile input count; bigger layers are split into balanced pieces whose partial sums add in "
+            "digital (0: unlimited).")
+    max_output_size: int = param(
+        512, check=Whole(ge=0, note="(0 = unlimited)"),
+        doc="Largest tile output count; bigger layers are split into balanced pieces (0: unlimited).")
 
-    def _check(self, where: str) -> None:
-        check_nonneg(where, "weight_scaling_omega", self.weight_scaling_omega)
-        for name in ("max_input_size", "max_output_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{where}.{name} = {value!r}: expected a whole number >= 0 (0 = unlimited)")
-        if not self.digital_bias:
+    def check_consistency(self, where: str) -> None:
+        if not self.digital_bias:  # a supported value, not a type: the field's check passed
             raise ValueError(
                 f"{where}.digital_bias = False: analog bias (an extra tile column) is not supported; "
                 "use digital_bias = True"

@@ -17,20 +17,22 @@ How these act on the tiles of a model (``program_analog_weights``,
 
 Own models: subclass ``BaseNoiseModel`` as a dataclass decorated with
 ``@register_config_class`` (so configs holding it still round-trip through
-``to_dict`` / ``from_dict``), give it a ``g_converter`` field and override the
-three conductance methods (the defaults are those of a noise-free device).
+``to_dict`` / ``from_dict``), declare its fields with ``param`` (a meaning and
+a check each, see ``fxanalog.config.base``), give it a ``g_converter`` field
+and override the three conductance methods (the defaults are those of a
+noise-free device).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from fxanalog.config.base import ConfigBase, check_nonneg, register_config_class
+from fxanalog.config.base import ConfigBase, Dict, Number, NumberList, param, register_config_class
 
 __all__ = [
     "SinglePairConductanceConverter",
@@ -61,12 +63,15 @@ class SinglePairConductanceConverter(ConfigBase):
     ``g- = clip(-s W, 0, g_max - g_min) + g_min``, and ``W = (g+ - g-) / s``.
     """
 
-    g_max: float = 25.0
-    g_min: float = 0.0
+    g_max: float = param(
+        25.0, check=Number(gt=0),
+        doc="Conductance in uS of the largest weight magnitude: g = w * g_max / max|W| on g+ (positive w) "
+            "or g- (negative w).")
+    g_min: float = param(
+        0.0, check=Number(ge=0), doc="Conductance in uS added to both devices of the pair (the zero weight).")
 
-    def _check(self, where: str) -> None:
-        check_nonneg(where, "g_min", self.g_min)
-        if not (isinstance(self.g_max, (int, float)) and self.g_max > self.g_min):
+    def check_consistency(self, where: str) -> None:
+        if self.g_max <= self.g_min:
             raise ValueError(f"{where}.g_max = {self.g_max!r}: expected a number > g_min = {self.g_min!r}")
 
     def scale_ratio(self, w_max: Tensor) -> Tensor:
@@ -164,18 +169,6 @@ def _drift(g_prog: Tensor, nu: Tensor, t_inference: float, t_0: float) -> Tensor
     return g_prog.clone()
 
 
-def _check_model(where: str, model) -> None:
-    for name in ("t_read", "t_0", "g_max"):
-        value = getattr(model, name)
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-            raise ValueError(f"{where}.{name} = {value!r}: expected a number > 0")
-    for name in ("prog_noise_scale", "read_noise_scale", "drift_scale"):
-        check_nonneg(where, name, getattr(model, name))
-    coeffs = model.prog_coeff
-    if not (isinstance(coeffs, (list, tuple)) and coeffs and all(isinstance(c, (int, float)) for c in coeffs)):
-        raise ValueError(f"{where}.prog_coeff = {coeffs!r}: expected a non-empty list of numbers")
-
-
 @register_config_class
 @dataclass(repr=False)
 class PCMLikeNoiseModel(BaseNoiseModel):
@@ -194,20 +187,30 @@ class PCMLikeNoiseModel(BaseNoiseModel):
       ``g = max(0, g_d + |g_d| read_noise_scale Q sqrt(ln((t + t_read)/(2 t_read))) xi)``.
     """
 
-    prog_coeff: list = field(default_factory=lambda: [0.26348, 1.9650, -1.1731])
-    g_converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
-    g_max: float = 25.0
-    t_read: float = 250.0e-9
-    t_0: float = 20.0
-    prog_noise_scale: float = 1.0
-    read_noise_scale: float = 1.0
-    drift_scale: float = 1.0
+    prog_coeff: list = param(
+        default_factory=lambda: [0.26348, 1.9650, -1.1731], check=NumberList(min_len=1),
+        doc="Polynomial c0 + c1 gh + c2 gh^2 (gh = g/g_max) of the programming-noise standard deviation in uS, "
+            "fitted for g_max = 25 uS (Nandakumar et al., ICECS 2019).")
+    g_converter: SinglePairConductanceConverter = param(
+        default_factory=SinglePairConductanceConverter, doc="Mapping of a weight to the conductance pair (g+, g-).")
+    g_max: float = param(
+        25.0, check=Number(gt=0),
+        doc="Largest conductance in uS; scales the programming noise (sigma * g_max/25).")
+    t_read: float = param(
+        250.0e-9, check=Number(gt=0), doc="Duration of one read in seconds (read noise, 1/f).")
+    t_0: float = param(
+        20.0, check=Number(gt=0),
+        doc="Time in seconds between programming and the first read; drift is relative to it "
+            "(t = t_inference + t_0).")
+    prog_noise_scale: float = param(
+        1.0, check=Number(ge=0), doc="Factor on the programming noise (0 turns it off).")
+    read_noise_scale: float = param(
+        1.0, check=Number(ge=0), doc="Factor on the read (1/f) noise (0 turns it off).")
+    drift_scale: float = param(
+        1.0, check=Number(ge=0), doc="Factor on the drift exponents nu (0 turns drift off).")
 
     # The default coefficients are a fit at g_max = 25 uS.
     prog_coeff_g_max_reference = 25.0
-
-    def _check(self, where: str) -> None:
-        _check_model(where, self)
 
     def programming_sigma(self, g_target: Tensor) -> Tensor:
         """Standard deviation of the programming noise (before prog_noise_scale)."""
@@ -253,18 +256,22 @@ class CustomDriftPCMLikeNoiseModel(PCMLikeNoiseModel):
     "nu_mean_lst": [...], "nu_std_lst": [...]}``, clamped at the ends of
     ``g_lst``; ``nu = |mean + std xi| drift_scale``."""
 
-    custom_drift_model: dict = field(
-        default_factory=lambda: {"g_lst": [0.0, 25.0], "nu_mean_lst": [0.05, 0.05], "nu_std_lst": [0.01, 0.01]}
-    )
+    custom_drift_model: dict = param(
+        default_factory=lambda: {"g_lst": [0.0, 25.0], "nu_mean_lst": [0.05, 0.05], "nu_std_lst": [0.01, 0.01]},
+        check=Dict(),
+        doc="Measured drift statistics: `g_lst` (target conductances in uS, ascending), `nu_mean_lst` and "
+            "`nu_std_lst` (mean and spread of the drift exponent at each); interpolated linearly in the "
+            "conductance, clamped at the ends.")
 
-    def _check(self, where: str) -> None:
-        super()._check(where)
+    def check_consistency(self, where: str) -> None:
+        super().check_consistency(where)
         m = self.custom_drift_model
         keys = ("g_lst", "nu_mean_lst", "nu_std_lst")
-        if not isinstance(m, dict) or set(m) != set(keys):
+        if set(m) != set(keys):
             raise ValueError(f"{where}.custom_drift_model = {m!r}: expected a dict with exactly the keys {keys}")
-        lengths = {len(m[k]) if isinstance(m[k], (list, tuple)) else -1 for k in keys}
-        if len(lengths) != 1 or min(lengths) < 2:
+        for k in keys:
+            NumberList(min_len=2)(m[k], f"{where}.custom_drift_model[{k!r}]")
+        if len({len(m[k]) for k in keys}) != 1:
             raise ValueError(f"{where}.custom_drift_model: expected three lists of the same length >= 2, got {m!r}")
         g = [float(v) for v in m["g_lst"]]
         if any(b <= a for a, b in zip(g, g[1:])):
@@ -299,20 +306,29 @@ class StateIndependentNoiseModel(BaseNoiseModel):
       ``g = max(0, g_d + read_noise_scale |g_d/g_max| sqrt(ln((t + t_read)/(2 t_read))) xi)``.
     """
 
-    g_converter: SinglePairConductanceConverter = field(default_factory=SinglePairConductanceConverter)
-    g_max: float = 25.0
-    prog_coeff: list = field(default_factory=lambda: [0.2, 0.0, 0.0])
-    prog_noise_scale: float = 1.0
-    drift_nu_mean: float = 0.1
-    drift_nu_std: float = 0.05
-    drift_scale: float = 1.0
-    t_0: float = 20.0
-    read_noise_scale: float = 1.0
-    t_read: float = 250.0e-9
-
-    def _check(self, where: str) -> None:
-        _check_model(where, self)
-        check_nonneg(where, "drift_nu_std", self.drift_nu_std)
+    g_converter: SinglePairConductanceConverter = param(
+        default_factory=SinglePairConductanceConverter, doc="Mapping of a weight to the conductance pair (g+, g-).")
+    g_max: float = param(25.0, check=Number(gt=0), doc="Largest conductance in uS; the read noise is relative to it.")
+    prog_coeff: list = param(
+        default_factory=lambda: [0.2, 0.0, 0.0], check=NumberList(min_len=1),
+        doc="Polynomial c0 + c1 g/g_max + c2 (g/g_max)^2 of the programming-noise standard deviation in uS "
+            "(default: a constant 0.2 uS).")
+    prog_noise_scale: float = param(
+        1.0, check=Number(ge=0), doc="Factor on the programming noise (0 turns it off).")
+    drift_nu_mean: float = param(
+        0.1, check=Number(), doc="Mean of the drift exponent nu, the same for every conductance.")
+    drift_nu_std: float = param(
+        0.05, check=Number(ge=0),
+        doc="Device-to-device spread of nu: nu = |drift_nu_mean + drift_nu_std xi|.")
+    drift_scale: float = param(
+        1.0, check=Number(ge=0), doc="Factor on the drift exponents (0 turns drift off).")
+    t_0: float = param(
+        20.0, check=Number(gt=0),
+        doc="Time in seconds between programming and the first read; drift is relative to it.")
+    read_noise_scale: float = param(
+        1.0, check=Number(ge=0),
+        doc="Factor on the read noise, |g/g_max| sqrt(ln((t + t_read)/(2 t_read))) (0 turns it off).")
+    t_read: float = param(250.0e-9, check=Number(gt=0), doc="Duration of one read in seconds (read noise).")
 
     def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
         sigma = _poly_sigma(self.prog_coeff, g_target, self.g_max) * self.prog_noise_scale

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
-from fxanalog.config.base import ConfigBase, check_nonneg, register_config_class
+from fxanalog.config.base import ConfigBase, Fraction, Number, OptionalString, Whole, param, register_config_class
 
-__all__ = ['InputRangeParameter', 'PrePostProcessingParameter']
+__all__ = ["InputRangeParameter", "PrePostProcessingParameter"]
 
 
 @register_config_class
@@ -23,32 +23,39 @@ class InputRangeParameter(ConfigBase):
     see the same inputs), a parameter of the layer (``layer.input_range``).
     """
 
-    enable: bool = False
-    learn_input_range: bool = True
-    init_value: float = 3.0
-    init_from_data: int = 100
-    init_std_alpha: float = 3.0
-    decay: float = 0.001
-    input_min_percentage: float = 0.95
-    manage_output_clipping: bool = False
-    output_min_percentage: float = 0.95
-    gradient_scale: float = 1.0
-    gradient_relative: bool = True
-    calibration_info: Optional[str] = None
-
-    def _check(self, where: str) -> None:
-        if not (isinstance(self.init_value, (int, float)) and self.init_value > 0):
-            raise ValueError(f"{where}.init_value = {self.init_value!r}: expected a number > 0")
-        if not isinstance(self.init_from_data, int) or isinstance(self.init_from_data, bool) or self.init_from_data < 0:
-            raise ValueError(f"{where}.init_from_data = {self.init_from_data!r}: expected a whole number >= 0 (0: off)")
-        for name in ("init_std_alpha", "decay", "gradient_scale"):
-            check_nonneg(where, name, getattr(self, name))
-        for name in ("input_min_percentage", "output_min_percentage"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
-                raise ValueError(f"{where}.{name} = {value!r}: expected a fraction in [0, 1]")
-        if self.calibration_info is not None and not isinstance(self.calibration_info, str):
-            raise ValueError(f"{where}.calibration_info = {self.calibration_info!r}: expected None or a string")
+    enable: bool = param(
+        False,
+        doc="Clip each tile's inputs to [-r, r] and divide them by r before the DAC; multiply the tile's output "
+            "by r. One r per input piece of the tile array (`layer.input_range`).")
+    learn_input_range: bool = param(
+        True, doc="r is trained by the gradient below; `False`: r stays (after the initialization from data).")
+    init_value: float = param(3.0, check=Number(gt=0), doc="Initial r.")
+    init_from_data: int = param(
+        100, check=Whole(ge=0, note="(0: off)"),
+        doc="Number of first training batches in which r <- |(r k + init_std_alpha std(x)) / (k + 1)| "
+            "(k: updates so far); 0: off.")
+    init_std_alpha: float = param(
+        3.0, check=Number(ge=0),
+        doc="Multiple of the inputs' standard deviation used by the initialization from data.")
+    decay: float = param(
+        0.001, check=Number(ge=0),
+        doc="Added to r's gradient, times r, while the fraction of unclipped inputs exceeds "
+            "`input_min_percentage` (the range shrinks).")
+    input_min_percentage: float = param(
+        0.95, check=Fraction(), doc="Fraction of unclipped inputs above which `decay` applies.")
+    manage_output_clipping: bool = param(
+        False,
+        doc="Widen r when the tile's outputs clip: r's gradient gets -(1 - f) r when the fraction f of "
+            "unclipped outputs is below `output_min_percentage`. Needs noise and bound management `NONE` and "
+            "an `out_bound`.")
+    output_min_percentage: float = param(
+        0.95, check=Fraction(), doc="Fraction of unclipped outputs below which `manage_output_clipping` acts.")
+    gradient_scale: float = param(
+        1.0, check=Number(ge=0),
+        doc="Factor on r's clipping gradient (aihwkit applies it only with `gradient_relative`; here always).")
+    gradient_relative: bool = param(True, doc="Multiply r's clipping gradient by r.")
+    calibration_info: Optional[str] = param(
+        None, check=OptionalString(), doc="Free text about a post-training calibration (kept, not used).")
 
 
 @register_config_class
@@ -56,4 +63,5 @@ class InputRangeParameter(ConfigBase):
 class PrePostProcessingParameter(ConfigBase):
     """Digital processing around the tile (aihwkit's ``rpu_config.pre_post``)."""
 
-    input_range: InputRangeParameter = field(default_factory=InputRangeParameter)
+    input_range: InputRangeParameter = param(
+        default_factory=InputRangeParameter, doc="The learned input range (`InputRangeParameter`).")

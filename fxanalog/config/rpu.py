@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
 
-from fxanalog.config.base import ConfigBase, register_config_class
+from fxanalog.config.base import ConfigBase, InstanceOf, Nested, param, register_config_class
 from fxanalog.config.enums import BoundManagementType, NoiseManagementType
 from fxanalog.config.inference import WeightClipParameter, WeightModifierParameter, WeightRemapParameter
 from fxanalog.config.io import IOParameters
@@ -20,7 +20,22 @@ __all__ = ['RPUConfigBase', 'FloatingPointRPUConfig', 'InferenceRPUConfig', 'che
 # RPU configs
 
 
+_PERFECT_IO = IOParameters(is_perfect=True)
+
+
+def _perfect_io() -> IOParameters:
+    """A fresh ``IOParameters(is_perfect=True)``, built by copying the fields
+    of a template (its values are immutable): a floating-point layer reads it
+    at every forward, and this costs a fraction of running ``__init__``."""
+    io = object.__new__(IOParameters)
+    io.__dict__.update(_PERFECT_IO.__dict__)
+    return io
+
+
 class RPUConfigBase(ConfigBase):
+    """Base class of the RPU configs (what a layer's tiles are); ``tile_kind``
+    names the kind of tile a config makes."""
+
     tile_kind: ClassVar[str] = "inference"
 
     def check_tile_config(self, where: str | None = None) -> None:
@@ -33,16 +48,19 @@ class RPUConfigBase(ConfigBase):
 class FloatingPointRPUConfig(RPUConfigBase):
     """An ideal tile: exactly the digital result (useful as a reference)."""
 
-    mapping: MappingParameter = field(default_factory=MappingParameter)
+    mapping: MappingParameter = param(
+        default_factory=MappingParameter,
+        doc="Tile sizes and scales; the tile computes exactly W x (its `forward` and `backward` are perfect "
+            "`IOParameters`).")
     tile_kind: ClassVar[str] = "floating_point"
 
     @property
     def forward(self) -> IOParameters:
-        return IOParameters(is_perfect=True)
+        return _perfect_io()
 
     @property
     def backward(self) -> IOParameters:
-        return IOParameters(is_perfect=True)
+        return _perfect_io()
 
 
 @register_config_class
@@ -54,17 +72,40 @@ class InferenceRPUConfig(RPUConfigBase):
     so hardware-aware training is a noisy forward with plain gradients.
     """
 
-    forward: IOParameters = field(default_factory=IOParameters)
-    backward: IOParameters = field(default_factory=lambda: IOParameters(is_perfect=True))
-    mapping: MappingParameter = field(default_factory=MappingParameter)
-    clip: WeightClipParameter = field(default_factory=WeightClipParameter)
-    modifier: WeightModifierParameter = field(default_factory=WeightModifierParameter)
-    remap: WeightRemapParameter = field(default_factory=WeightRemapParameter)
-    pre_post: PrePostProcessingParameter = field(default_factory=PrePostProcessingParameter)
-    noise_model: Any = field(default_factory=PCMLikeNoiseModel)
-    drift_compensation: Any = field(default_factory=GlobalDriftCompensation)
+    forward: IOParameters = param(
+        default_factory=IOParameters,
+        doc="Periphery of the forward pass (DAC, ADC, noise, noise and bound management).")
+    backward: IOParameters = param(
+        default_factory=lambda: IOParameters(is_perfect=True), check=Nested(IOParameters),
+        doc="Periphery of the backward pass (the input gradient); perfect by default, so hardware-aware "
+            "training is a noisy forward with plain gradients.")
+    mapping: MappingParameter = param(
+        default_factory=MappingParameter,
+        doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias.")
+    clip: WeightClipParameter = param(
+        default_factory=WeightClipParameter,
+        doc="Clipping of the weights after each optimizer step (hardware-aware training).")
+    modifier: WeightModifierParameter = param(
+        default_factory=WeightModifierParameter,
+        doc="Perturbation of the weights in each training forward pass (hardware-aware training).")
+    remap: WeightRemapParameter = param(
+        default_factory=WeightRemapParameter,
+        doc="Remapping of the weights to the tile's range, the scales going to digital.")
+    pre_post: PrePostProcessingParameter = param(
+        default_factory=PrePostProcessingParameter,
+        doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
+    noise_model: BaseNoiseModel = param(
+        default_factory=PCMLikeNoiseModel,
+        check=InstanceOf(BaseNoiseModel, "a noise model (a subclass of fxanalog.config.noise.BaseNoiseModel)"),
+        doc="Programming noise, conductance drift and read noise applied by `program_analog_weights` / "
+            "`drift_analog_weights`.")
+    drift_compensation: Optional[BaseDriftCompensation] = param(
+        default_factory=GlobalDriftCompensation,
+        check=InstanceOf(BaseDriftCompensation, "a drift compensation (a subclass of "
+                         "fxanalog.config.noise.BaseDriftCompensation)", optional=True),
+        doc="Digital correction of the drift (`GlobalDriftCompensation`), or `None` for none.")
 
-    def _check(self, where: str) -> None:
+    def check_consistency(self, where: str) -> None:
         ir = self.pre_post.input_range
         if ir.enable and ir.manage_output_clipping:
             fwd = self.forward
@@ -80,17 +121,6 @@ class InferenceRPUConfig(RPUConfigBase):
                     f"forward.noise_management = NONE and forward.bound_management = NONE (got "
                     f"{fwd.noise_management.name}, {fwd.bound_management.name})"
                 )
-
-        if not isinstance(self.noise_model, BaseNoiseModel):
-            raise ValueError(
-                f"{where}.noise_model = {self.noise_model!r}: expected a noise model "
-                "(a subclass of fxanalog.config.noise.BaseNoiseModel)"
-            )
-        if self.drift_compensation is not None and not isinstance(self.drift_compensation, BaseDriftCompensation):
-            raise ValueError(
-                f"{where}.drift_compensation = {self.drift_compensation!r}: expected None or a "
-                "drift compensation (a subclass of fxanalog.config.noise.BaseDriftCompensation)"
-            )
 
 
 def check_rpu_config(rpu_config: Any, where: str = "rpu_config") -> None:
