@@ -1,7 +1,10 @@
 """Configs: aihwkit's names and defaults, copying, equality, printing, dicts, validation."""
 
 import copy
+import dataclasses
 import json
+import math
+import pickle
 
 import pytest
 import torch
@@ -16,7 +19,24 @@ from fxanalog import (
     NoiseManagementType,
     WeightNoiseType,
 )
-from fxanalog.config import check_rpu_config, config_from_dict
+from fxanalog.config import (
+    GlobalDriftCompensation,
+    InputRangeParameter,
+    PCMLikeNoiseModel,
+    PerColumnDriftCompensation,
+    StateIndependentNoiseModel,
+    WeightClipParameter,
+    WeightClipType,
+    WeightModifierParameter,
+    WeightModifierType,
+    WeightRemapParameter,
+    WeightRemapType,
+    check_rpu_config,
+    config_from_dict,
+    registered_config_classes,
+)
+from fxanalog.config.base import Bool, Number, NumberList, field_check, field_doc
+from fxanalog.config.noise import CustomDriftPCMLikeNoiseModel, SinglePairConductanceConverter
 from fxanalog.nn import AnalogLinear
 
 
@@ -31,6 +51,7 @@ def test_forward_defaults_are_aihwkits():
     assert f.bound_management == BoundManagementType.ITERATIVE
     assert f.max_bm_factor == 1000 and f.max_bm_res == 0.25
     assert f.ir_drop == 0.0 and f.out_nonlinearity == 0.0
+    assert f.ir_drop_g_ratio == 1 / 0.35 / 5e-6
     assert InferenceRPUConfig().backward.is_perfect is True
 
 
@@ -140,7 +161,296 @@ def test_mutated_config_is_checked_at_use():
         layer(torch.randn(2, 4))
 
 
+def test_hwa_defaults_are_aihwkits():
+    # aihwkit's WeightClipParameter, WeightModifierParameter, WeightRemapParameter, typed in by hand.
+    cfg = InferenceRPUConfig()
+    c = cfg.clip
+    assert (c.fixed_value, c.sigma, c.type) == (-1.0, 2.5, WeightClipType.NONE)
+    m = cfg.modifier
+    assert (m.std_dev, m.per_batch_sample, m.res, m.sto_round, m.pdrop) == (0.0, False, 0.0, False, 0.0)
+    assert (m.enable_during_test, m.rel_to_actual_wmax, m.assumed_wmax) == (False, True, 1.0)
+    assert m.coeffs == [0.2, 0.2, 0.0] and m.type == WeightModifierType.COPY
+    r = cfg.remap
+    assert (r.remapped_wmax, r.max_scale_range, r.max_scale_ref, r.type) == (1.0, 0.0, 0.0, WeightRemapType.NONE)
+
+
+def test_noise_defaults_are_aihwkits():
+    cfg = InferenceRPUConfig()
+    assert type(cfg.noise_model) is PCMLikeNoiseModel and type(cfg.drift_compensation) is GlobalDriftCompensation
+    n = cfg.noise_model
+    assert n.prog_coeff == [0.26348, 1.9650, -1.1731]
+    assert (n.g_max, n.t_read, n.t_0) == (25.0, 250e-9, 20.0)
+    assert (n.prog_noise_scale, n.read_noise_scale, n.drift_scale) == (1.0, 1.0, 1.0)
+    assert (n.g_converter.g_max, n.g_converter.g_min) == (25.0, 0.0)
+    s = StateIndependentNoiseModel()
+    assert s.prog_coeff == [0.2, 0.0, 0.0] and (s.drift_nu_mean, s.drift_nu_std) == (0.1, 0.05)
+    assert (s.g_max, s.t_read, s.t_0, s.prog_noise_scale, s.read_noise_scale, s.drift_scale) == (
+        25.0, 250e-9, 20.0, 1.0, 1.0, 1.0)
+
+
 def test_configs_importable_from_top_level():
+    # the same classes as fxanalog.config's, and they build aihwkit's defaults
     for name in ("IOParameters", "MappingParameter", "InferenceRPUConfig", "FloatingPointRPUConfig",
                  "NoiseManagementType", "BoundManagementType", "WeightNoiseType"):
-        assert hasattr(fxanalog, name)
+        assert getattr(fxanalog, name) is getattr(fxanalog.config, name)
+    assert fxanalog.InferenceRPUConfig().forward.out_noise == 0.06
+    assert fxanalog.FloatingPointRPUConfig().forward.is_perfect is True
+    assert fxanalog.NoiseManagementType.ABS_MAX.name == "ABS_MAX"
+
+
+# --------------------------------------------------------------------------
+# Declared fields: every field has a check and a doc
+
+
+def own_config_classes() -> list[type]:
+    classes = [c for c in registered_config_classes().values() if c.__module__.startswith("fxanalog.")]
+    assert len(classes) >= 15
+    return classes
+
+
+def number_fields(kinds=(Number,)) -> list[tuple[type, str]]:
+    return [(cls, f.name) for cls in own_config_classes() for f in dataclasses.fields(cls)
+            if isinstance(field_check(f), kinds)]
+
+
+def test_every_field_declares_a_check_and_a_doc():
+    for cls in own_config_classes():
+        for f in dataclasses.fields(cls):
+            assert field_check(f) is not None, f"{cls.__name__}.{f.name} declares no check"
+            assert field_doc(f), f"{cls.__name__}.{f.name} has no doc"
+    for e in (NoiseManagementType, BoundManagementType, WeightNoiseType, WeightClipType, WeightModifierType,
+              WeightRemapType):
+        for member in e:
+            assert isinstance(member.doc, str) and member.doc.strip(), f"{e.__name__}.{member.name} has no doc"
+    assert NoiseManagementType.ABS_MAX.doc.startswith("Divide each input vector by its largest magnitude")
+    assert NoiseManagementType.ABS_MAX.value == "AbsMax"  # the value stays aihwkit's
+
+
+def test_number_walker_covers_the_fields_of_the_issue():
+    names = {f"{cls.__name__}.{name}" for cls, name in number_fields()}
+    for name in ("IOParameters.out_bound", "IOParameters.inp_noise", "IOParameters.out_scale",
+                 "IOParameters.ir_drop", "IOParameters.inp_bound", "IOParameters.inp_res",
+                 "MappingParameter.weight_scaling_omega", "MappingParameter.max_input_size",
+                 "WeightModifierParameter.std_dev", "WeightModifierParameter.pdrop", "WeightClipParameter.sigma",
+                 "WeightRemapParameter.remapped_wmax", "InputRangeParameter.init_value",
+                 "PCMLikeNoiseModel.g_max", "PCMLikeNoiseModel.t_0", "PCMLikeNoiseModel.t_read",
+                 "PCMLikeNoiseModel.prog_noise_scale", "PCMLikeNoiseModel.read_noise_scale",
+                 "CustomDriftPCMLikeNoiseModel.drift_scale", "StateIndependentNoiseModel.drift_nu_mean",
+                 "SinglePairConductanceConverter.g_min"):
+        assert name in names, name
+    lists = {f"{cls.__name__}.{name}" for cls, name in number_fields(NumberList)}
+    assert {"PCMLikeNoiseModel.prog_coeff", "StateIndependentNoiseModel.prog_coeff",
+            "WeightModifierParameter.coeffs"} <= lists
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("cls, name", number_fields(), ids=lambda x: getattr(x, "__name__", x))
+def test_every_number_field_refuses_nan_and_inf(cls, name, value):
+    cfg = cls()
+    cfg.validate()
+    setattr(cfg, name, value)
+    with pytest.raises(ValueError) as err:
+        cfg.validate()
+    assert str(err.value).startswith(f"{cls.__name__}.{name} = {value!r}: expected a ")
+
+
+@pytest.mark.parametrize("cls, name", number_fields(NumberList), ids=lambda x: getattr(x, "__name__", x))
+def test_every_number_list_refuses_nan_and_inf(cls, name):
+    for bad in ([0.1, math.nan], [math.inf], [0.1, True]):
+        cfg = cls()
+        setattr(cfg, name, bad)
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{name} = \[.*\]: expected a "):
+            cfg.validate()
+
+
+@pytest.mark.parametrize("cls, name", number_fields(), ids=lambda x: getattr(x, "__name__", x))
+def test_every_number_field_refuses_bools(cls, name):
+    for value in (True, False):
+        cfg = cls()
+        setattr(cfg, name, value)
+        with pytest.raises(ValueError, match=rf"^{cls.__name__}\.{name} = {value}: expected a"):
+            cfg.validate()
+
+
+@pytest.mark.parametrize("cls, name", number_fields(Bool), ids=lambda x: getattr(x, "__name__", x))
+def test_every_bool_field_refuses_non_bools(cls, name):
+    for value in ("False", 1, 0.0, None):
+        cfg = cls()
+        setattr(cfg, name, value)
+        with pytest.raises(ValueError) as err:
+            cfg.validate()
+        assert str(err.value) == f"{cls.__name__}.{name} = {value!r}: expected a bool (True or False)"
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        (IOParameters(out_bound=math.inf),
+         "IOParameters.out_bound = inf: expected a finite number >= 0 (NaN and +-inf are refused)"),
+        (IOParameters(inp_noise=math.inf),
+         "IOParameters.inp_noise = inf: expected a finite number >= 0 (NaN and +-inf are refused)"),
+        (IOParameters(out_scale=-math.inf),
+         "IOParameters.out_scale = -inf: expected a finite number (NaN and +-inf are refused)"),
+        (IOParameters(ir_drop=math.nan),
+         "IOParameters.ir_drop = nan: expected a finite number >= 0 (NaN and +-inf are refused)"),
+        (IOParameters(inp_bound=True), "IOParameters.inp_bound = True: expected a number > 0"),
+        (IOParameters(out_noise=True), "IOParameters.out_noise = True: expected a number >= 0"),
+        (IOParameters(out_noise="0.1"), "IOParameters.out_noise = '0.1': expected a number >= 0"),
+        (IOParameters(inp_res=math.nan),
+         "IOParameters.inp_res = nan: expected a finite number: <= 0 (off), a fraction in (0, 1], or a whole "
+         "number of steps > 1 (NaN and +-inf are refused)"),
+        (IOParameters(out_res=2.5),
+         "IOParameters.out_res = 2.5: expected <= 0 (off), a fraction in (0, 1], or a whole number of steps > 1"),
+        (IOParameters(max_bm_factor=0.5), "IOParameters.max_bm_factor = 0.5: expected a number >= 1"),
+        (IOParameters(is_perfect="yes"), "IOParameters.is_perfect = 'yes': expected a bool (True or False)"),
+        (IOParameters(noise_management="BIGGEST"),
+         "IOParameters.noise_management = 'BIGGEST': expected a NoiseManagementType: one of NONE, ABS_MAX, MAX, "
+         "CONSTANT (or its name as a string, any case)"),
+        (MappingParameter(max_input_size=512.0),
+         "MappingParameter.max_input_size = 512.0: expected a whole number >= 0 (0 = unlimited)"),
+        (MappingParameter(weight_scaling_omega=math.nan),
+         "MappingParameter.weight_scaling_omega = nan: expected a finite number >= 0 (NaN and +-inf are refused)"),
+        (WeightModifierParameter(pdrop=1.5), "WeightModifierParameter.pdrop = 1.5: expected a probability in [0, 1]"),
+        (WeightModifierParameter(pdrop=math.nan),
+         "WeightModifierParameter.pdrop = nan: expected a finite probability in [0, 1] (NaN and +-inf are refused)"),
+        (WeightModifierParameter(coeffs=[0.1, math.nan]),
+         "WeightModifierParameter.coeffs = [0.1, nan]: expected a list of numbers, all finite (NaN and +-inf are "
+         "refused)"),
+        (WeightClipParameter(type=WeightClipType.FIXED_VALUE),
+         "WeightClipParameter.fixed_value = -1.0: FIXED_VALUE clipping needs a value > 0"),
+        (InputRangeParameter(init_from_data=True),
+         "InputRangeParameter.init_from_data = True: expected a whole number >= 0 (0: off)"),
+        (InputRangeParameter(calibration_info=3), "InputRangeParameter.calibration_info = 3: expected None or a string"),
+        (PCMLikeNoiseModel(t_0=math.nan),
+         "PCMLikeNoiseModel.t_0 = nan: expected a finite number > 0 (NaN and +-inf are refused)"),
+        (PCMLikeNoiseModel(prog_coeff=[]), "PCMLikeNoiseModel.prog_coeff = []: expected a non-empty list of numbers"),
+    ],
+)
+def test_exact_messages(cfg, message):
+    with pytest.raises(ValueError) as err:
+        cfg.validate()
+    assert str(err.value) == message
+
+
+def test_nested_messages_name_the_path():
+    cfg = InferenceRPUConfig()
+    cfg.noise_model.g_max = math.nan
+    with pytest.raises(ValueError) as err:
+        cfg.validate()
+    assert str(err.value) == (
+        "InferenceRPUConfig.noise_model.g_max = nan: expected a finite number > 0 (NaN and +-inf are refused)")
+    cfg = InferenceRPUConfig()
+    cfg.noise_model.g_converter.g_min = math.inf
+    with pytest.raises(ValueError, match=r"^InferenceRPUConfig\.noise_model\.g_converter\.g_min = inf: "):
+        cfg.validate()
+
+
+def test_group_fields_refuse_other_objects():
+    cfg = InferenceRPUConfig()
+    cfg.forward = MappingParameter()
+    with pytest.raises(ValueError) as err:
+        cfg.validate()
+    assert str(err.value) == "InferenceRPUConfig.forward = MappingParameter(): expected an IOParameters"
+    cfg = InferenceRPUConfig(noise_model="pcm")
+    with pytest.raises(ValueError) as err:
+        cfg.validate()
+    assert str(err.value) == ("InferenceRPUConfig.noise_model = 'pcm': expected a noise model "
+                              "(a subclass of fxanalog.config.noise.BaseNoiseModel)")
+    cfg = InferenceRPUConfig(drift_compensation=GlobalDriftCompensation)  # the class, not an instance
+    with pytest.raises(ValueError, match="drift_compensation = .*: expected None or a drift compensation"):
+        cfg.validate()
+    InferenceRPUConfig(drift_compensation=None).validate()
+    InferenceRPUConfig(drift_compensation=PerColumnDriftCompensation()).validate()
+
+
+def test_valid_configs_validate_unchanged():
+    for cls in own_config_classes():
+        try:
+            cfg = cls()
+        except TypeError:
+            continue
+        before = copy.deepcopy(cfg)
+        cfg.validate()
+        assert cfg == before, cls.__name__
+    # numbers of both kinds, resolutions of all forms, an int for a float field
+    IOParameters(inp_bound=1, out_noise=0, out_scale=-2.0, max_bm_factor=8.0, inp_res=0, out_res=255).validate()
+
+
+def test_enum_field_stores_the_member_for_any_spelling():
+    for spelling in ("max", "MAX", "NoiseManagementType.Max"):
+        io = IOParameters(noise_management=spelling)
+        io.validate()
+        assert io.noise_management is NoiseManagementType.MAX
+    with pytest.raises(ValueError, match="noise_management = 3: expected a NoiseManagementType"):
+        IOParameters(noise_management=3).validate()
+
+
+# --------------------------------------------------------------------------
+# Unknown attributes
+
+
+def test_unknown_attribute_is_refused_with_the_valid_names():
+    cfg = InferenceRPUConfig()
+    with pytest.raises(AttributeError) as err:
+        cfg.forward.out_nosie = 0.0
+    fields = ", ".join(f.name for f in dataclasses.fields(IOParameters))
+    assert str(err.value) == (f"IOParameters has no field 'out_nosie' (did you mean 'out_noise'?); "
+                              f"its fields: {fields}")
+    assert "out_nosie" not in vars(cfg.forward)
+    with pytest.raises(AttributeError, match=r"InferenceRPUConfig has no field 'fwd'.*its fields: forward, backward"):
+        cfg.fwd = IOParameters()
+    with pytest.raises(AttributeError, match=r"PCMLikeNoiseModel has no field 'tread' \(did you mean 't_read'\?\)"):
+        cfg.noise_model.tread = 1e-9
+    with pytest.raises(AttributeError, match="InferenceRPUConfig has no field 'tile_kind'"):
+        cfg.tile_kind = "training"  # a class constant, not a field
+    with pytest.raises(AttributeError, match="xyz"):
+        GlobalDriftCompensation().xyz = 1
+    with pytest.raises(AttributeError):
+        FloatingPointRPUConfig().forward = IOParameters()  # a read-only property
+    cfg.forward.out_noise = 0.0  # fields assign as before
+    assert cfg.forward.out_noise == 0.0
+
+
+def test_unknown_keyword_at_construction_is_refused():
+    with pytest.raises(TypeError, match="out_nosie"):
+        IOParameters(out_nosie=0.0)
+
+
+# --------------------------------------------------------------------------
+# Round trips
+
+
+def a_modified_config() -> InferenceRPUConfig:
+    cfg = InferenceRPUConfig(noise_model=CustomDriftPCMLikeNoiseModel(g_max=30.0), drift_compensation=None)
+    cfg.forward.out_noise = 0.02
+    cfg.forward.noise_management = NoiseManagementType.MAX
+    cfg.mapping.max_input_size = 128
+    cfg.modifier.coeffs = [0.1, 0.2]
+    cfg.pre_post.input_range.calibration_info = "calibrated"
+    cfg.noise_model.g_converter = SinglePairConductanceConverter(g_max=30.0, g_min=1.0)
+    return cfg
+
+
+@pytest.mark.parametrize("make", [InferenceRPUConfig, FloatingPointRPUConfig, a_modified_config,
+                                  StateIndependentNoiseModel, WeightModifierParameter])
+def test_round_trips(make):
+    cfg = make()
+    cfg.validate()
+    for back in (type(cfg).from_dict(json.loads(json.dumps(cfg.to_dict()))), copy.deepcopy(cfg),
+                 pickle.loads(pickle.dumps(cfg)), dataclasses.replace(cfg)):
+        assert back == cfg and back is not cfg and type(back) is type(cfg)
+        assert repr(back) == repr(cfg)
+        back.validate()
+        with pytest.raises(AttributeError, match="no field 'nope'"):
+            back.nope = 1  # the copies refuse unknown names too
+    if isinstance(cfg, InferenceRPUConfig):
+        changed = dataclasses.replace(cfg, mapping=MappingParameter(max_input_size=64))
+        assert changed.mapping.max_input_size == 64 and changed.forward is cfg.forward
+
+
+def test_repr_of_a_modified_config_shows_only_differences():
+    text = repr(a_modified_config())
+    assert "out_noise=0.02" in text and "max_input_size=128" in text and "drift_compensation=None" in text
+    assert "CustomDriftPCMLikeNoiseModel(g_converter=SinglePairConductanceConverter(g_max=30.0, g_min=1.0), " \
+           "g_max=30.0)" in text
+    assert "out_bound" not in text and "t_0" not in text

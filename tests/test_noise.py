@@ -187,6 +187,47 @@ def test_noise_model_validation_names_the_field():
         cfg.validate()
 
 
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (PCMLikeNoiseModel(g_max=math.nan), "PCMLikeNoiseModel.g_max = nan: expected a finite number > 0"),
+        (PCMLikeNoiseModel(t_0=math.inf), "PCMLikeNoiseModel.t_0 = inf: expected a finite number > 0"),
+        (PCMLikeNoiseModel(t_read=math.nan), "PCMLikeNoiseModel.t_read = nan: expected a finite number > 0"),
+        (PCMLikeNoiseModel(prog_noise_scale=math.nan),
+         "PCMLikeNoiseModel.prog_noise_scale = nan: expected a finite number >= 0"),
+        (StateIndependentNoiseModel(read_noise_scale=math.inf),
+         "StateIndependentNoiseModel.read_noise_scale = inf: expected a finite number >= 0"),
+        (StateIndependentNoiseModel(drift_nu_mean=-math.inf),
+         "StateIndependentNoiseModel.drift_nu_mean = -inf: expected a finite number"),
+        (PCMLikeNoiseModel(prog_coeff=[0.26, math.nan, -1.17]),
+         "PCMLikeNoiseModel.prog_coeff = [0.26, nan, -1.17]: expected a non-empty list of numbers, all finite"),
+        (PCMLikeNoiseModel(drift_scale=True), "PCMLikeNoiseModel.drift_scale = True: expected a number >= 0"),
+        (SinglePairConductanceConverter(g_max=math.inf),
+         "SinglePairConductanceConverter.g_max = inf: expected a finite number > 0"),
+        (SinglePairConductanceConverter(g_max=1.0, g_min=2.0),
+         "SinglePairConductanceConverter.g_max = 1.0: expected a number > g_min = 2.0"),
+        (CustomDriftPCMLikeNoiseModel(custom_drift_model={"g_lst": [0.0, 25.0], "nu_mean_lst": [0.05, math.nan],
+                                                          "nu_std_lst": [0.01, 0.01]}),
+         "CustomDriftPCMLikeNoiseModel.custom_drift_model['nu_mean_lst'] = [0.05, nan]: expected a list of at "
+         "least 2 numbers, all finite"),
+        (CustomDriftPCMLikeNoiseModel(custom_drift_model=[0.0, 1.0]),
+         "CustomDriftPCMLikeNoiseModel.custom_drift_model = [0.0, 1.0]: expected a dict"),
+    ],
+)
+def test_noise_model_fields_refuse_non_finite_values(model, message):
+    with pytest.raises(ValueError) as err:
+        model.validate()
+    assert str(err.value).startswith(message)
+
+
+def test_noise_model_refuses_unknown_attributes():
+    model = PCMLikeNoiseModel()
+    with pytest.raises(AttributeError, match=r"PCMLikeNoiseModel has no field 'prog_noise' \(did you mean "
+                                             r"'prog_noise_scale'\?\); its fields: prog_coeff, g_converter"):
+        model.prog_noise = 0.5
+    assert model.converter is model.g_converter
+
+
 # --------------------------------------------------------------------------
 # Compensation and dicts
 
