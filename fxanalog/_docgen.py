@@ -26,8 +26,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["generate", "missing_meanings", "config_classes", "config_enums",
-           "default_path", "main"]
+__all__ = ["generate", "missing_meanings", "config_classes", "config_enums", "default_path", "main"]
 
 _ORDER = [
     "InferenceRPUConfig",

@@ -92,10 +92,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _fmt(x: float) -> str:
-    return repr(x)
-
-
 class Number(Check):
     """A finite ``int`` or ``float`` (no bool, NaN or +-inf), within the given bounds.
 
@@ -115,11 +111,11 @@ class Number(Check):
         lo = ("[", self.ge) if self.ge is not None else ("(", self.gt) if self.gt is not None else None
         hi = ("]", self.le) if self.le is not None else (")", self.lt) if self.lt is not None else None
         if lo and hi:
-            return f" in {lo[0]}{_fmt(lo[1])}, {_fmt(hi[1])}{hi[0]}"
+            return f" in {lo[0]}{lo[1]!r}, {hi[1]!r}{hi[0]}"
         if lo:
-            return f" {'>=' if lo[0] == '[' else '>'} {_fmt(lo[1])}"
+            return f" {'>=' if lo[0] == '[' else '>'} {lo[1]!r}"
         if hi:
-            return f" {'<=' if hi[0] == ']' else '<'} {_fmt(hi[1])}"
+            return f" {'<=' if hi[0] == ']' else '<'} {hi[1]!r}"
         return ""
 
     def describe(self, finite: bool = False) -> str:
