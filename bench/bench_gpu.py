@@ -11,7 +11,7 @@ It prints, measured in the same run on the same GPU:
 - digital: the plain torch model / F.linear (cuBLAS), in ms;
 - triton: the analog model on the Triton path, as a ratio to digital
   (target <= 1.3);
-- torch: the analog model on the torch path (``set_force_torch(True)``), as a
+- torch: the analog model on the torch path (``force_implementation("torch")``), as a
   ratio to the Triton path (target >= 3).
 
 Times are medians of CUDA-event timings after warm-up (the warm-up compiles
@@ -139,19 +139,20 @@ def cuda_time(fn, repeat: int, warmup: int = 2) -> float:
 
 def count_launches(fn) -> int:
     """Calls of the Triton launcher while fn() runs."""
+    from fxanalog.ops import dispatch
     from fxanalog.triton_kernels import tile_mvm
 
-    launcher, calls = tile_mvm.triton_tile_forward, []
+    calls = []
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return launcher(*args, **kwargs)
+        return tile_mvm.launch(*args, **kwargs)
 
-    tile_mvm.triton_tile_forward = counted
+    dispatch.register("tile_mvm", "triton", counted, supports=tile_mvm.supports)
     try:
         fn()
     finally:
-        tile_mvm.triton_tile_forward = launcher
+        dispatch.register("tile_mvm", "triton", tile_mvm.launch, supports=tile_mvm.supports)
     return len(calls)
 
 
@@ -164,7 +165,7 @@ def configs():
 
 
 def measure(name: str, digital: nn.Module, x: torch.Tensor, repeat: int, rows: list) -> None:
-    from fxanalog.triton_kernels import set_force_torch
+    from fxanalog.ops import force_implementation
 
     digital = digital.cuda().eval()
     with torch.no_grad():
@@ -178,11 +179,11 @@ def measure(name: str, digital: nn.Module, x: torch.Tensor, repeat: int, rows: l
             if launches == 0:
                 fail(f"{name}, {label}: the analog model did not reach the Triton kernels (forced torch path?)")
             t_tri = cuda_time(lambda: analog(x), repeat)
-            set_force_torch(True)
+            force_implementation("torch")
             try:
                 t_torch = cuda_time(lambda: analog(x), max(3, repeat // 3), warmup=1)
             finally:
-                set_force_torch(None)
+                force_implementation(None)
             rows.append((name, label, t_dig, t_tri, t_torch))
             print(
                 f"{name:>26} | {label:>9} | {t_dig * 1e3:10.3f} | {t_tri * 1e3:10.3f} | {t_tri / t_dig:7.2f}x | "
@@ -289,11 +290,11 @@ def main() -> None:
         return
     if not torch.cuda.is_available():
         fail("no CUDA device: this benchmark needs a GPU (see docs/triton.md; bench/bench_tile.py is the CPU one)")
-    from fxanalog.triton_kernels.dispatch import triton_available
-    from fxanalog.triton_kernels.tile_mvm import get_precision, triton_tile_forward
+    from fxanalog.ops.dispatch import triton_available
 
-    if not triton_available() or triton_tile_forward is None:
+    if not triton_available():
         fail("triton cannot be imported: the Triton path is not available")
+    from fxanalog.triton_kernels.tile_mvm import get_precision
     import triton
 
     import fxanalog

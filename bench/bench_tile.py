@@ -17,7 +17,7 @@ mode under torch.no_grad():
 Run: python bench/bench_tile.py [--threads 2] [--repeat 20] [--isa scalar|avx2|avx512] [--no-native]
 (--isa: the instruction set of the native generator; default the widest the
 CPU runs. Every one draws the same numbers. --no-native: draw float32 noise
-as without the C extension, with torch's mt19937 in parallel chunks.)
+as without the C extension, with plain torch.randn on one thread.)
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--isa", default=None, help="the native generator's instruction set (scalar, avx2, avx512)")
-    ap.add_argument("--no-native", action="store_true", help="draw as without the C extension (torch's mt19937)")
+    ap.add_argument("--no-native", action="store_true", help="draw as without the C extension (plain torch.randn)")
     args = ap.parse_args()
     if args.no_native:
         _rng.native = None
@@ -138,7 +138,7 @@ def print_generator(repeat: int) -> None:
     finally:
         torch.set_num_threads(before)
     native = _rng.native
-    name = f"native, {native.isa()}" if native is not None else "torch mt19937 chunks (no native extension)"
+    name = f"native, {native.isa()}" if native is not None else "torch.randn (no native extension)"
     print(
         f"output noise, 0.5 M float32 normals on 1 thread: torch.randn {t['torch'] * 1e3:.2f} ms, "
         f"fxanalog._rng ({name}) {t['fxanalog'] * 1e3:.2f} ms ({t['torch'] / t['fxanalog']:.1f}x faster)"

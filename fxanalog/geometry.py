@@ -12,12 +12,13 @@ to ``p_in = max(in_sizes)``.
 from __future__ import annotations
 
 import functools
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["split_sizes", "piece_index", "pad_index", "layout_tiles", "unlayout_tiles", "fold_samples",
+__all__ = ["TileGeometry", "split_sizes", "piece_index", "pad_index", "layout_tiles", "unlayout_tiles", "fold_samples",
            "unfold_samples"]
 
 
@@ -103,3 +104,88 @@ def unfold_samples(y: Tensor, samples: int) -> Tensor:
         return y
     SG, R, N = y.shape
     return y.reshape(samples, SG // samples, R, N).transpose(0, 1).reshape(SG // samples, samples * R, N)
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """The tile array of one layer: ``groups`` x (N outputs x K inputs),
+    cut into ``out_sizes`` x ``in_sizes`` pieces. Per-tile values are
+    ``(G, n_out, n_in)`` tensors (``tile_reduce``), spread back over the
+    weights with ``expand``."""
+
+    groups: int
+    in_sizes: tuple
+    out_sizes: tuple
+
+    @classmethod
+    def split(cls, groups: int, out_size: int, in_size: int, max_out: int, max_in: int) -> "TileGeometry":
+        """The balanced split of a layer (``max_*`` 0: one piece)."""
+        return cls(groups, tuple(split_sizes(in_size, max_in)), tuple(split_sizes(out_size, max_out)))
+
+    @property
+    def n_in(self) -> int:
+        return len(self.in_sizes)
+
+    @property
+    def n_out(self) -> int:
+        return len(self.out_sizes)
+
+    @property
+    def p_in(self) -> int:
+        """The padded input piece (rows of every tile in the op's layout)."""
+        return max(self.in_sizes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(G, N, K) of the weights."""
+        return self.groups, sum(self.out_sizes), sum(self.in_sizes)
+
+    @property
+    def num_tiles(self) -> int:
+        return self.groups * self.n_in * self.n_out
+
+    @property
+    def single(self) -> bool:
+        """One tile per group."""
+        return self.n_in == 1 and self.n_out == 1
+
+    def layout(self, w: Tensor) -> Tensor:
+        """(G, N, K) weights to the op's (G, n_in, p_in, N) layout."""
+        return layout_tiles(w, self.in_sizes)
+
+    def unlayout(self, tiles: Tensor) -> Tensor:
+        return unlayout_tiles(tiles, self.in_sizes)
+
+    def stack_pieces(self, w: Tensor) -> Tensor:
+        """(G, N, K) to (G*n_in, 1, p_in, N): every input piece a tile array of its own."""
+        G, N, _ = w.shape
+        return layout_tiles(w, self.in_sizes).reshape(G * self.n_in, 1, self.p_in, N)
+
+    def pad_mask(self, device) -> Tensor:
+        """(n_in, p_in) True on each input piece's real inputs."""
+        rows = torch.arange(self.p_in, device=device)
+        return rows[None, :] < torch.tensor(self.in_sizes, device=device)[:, None]
+
+    def tile_reduce(self, w: Tensor, op: Callable[[Tensor, tuple], Tensor]) -> Tensor:
+        """One value per tile, (G, n_out, n_in): ``op(block, dims=(1, 2))`` of
+        each tile's block of the (G, N, K) tensor ``w``."""
+        if self.single:
+            return op(w, (1, 2)).reshape(w.shape[0], 1, 1)
+        rows = []
+        for wr in w.split(list(self.out_sizes), dim=1):
+            rows.append(torch.stack([op(wb, (1, 2)) for wb in wr.split(list(self.in_sizes), dim=2)], dim=-1))
+        return torch.stack(rows, dim=1)
+
+    def tile_amax(self, w: Tensor) -> Tensor:
+        return self.tile_reduce(w, lambda t, d: t.amax(dim=d))
+
+    def tile_mean(self, w: Tensor) -> Tensor:
+        return self.tile_reduce(w, lambda t, d: t.mean(dim=d))
+
+    def expand(self, v: Tensor) -> Tensor:
+        """(G, n_out, n_in) per-tile values spread over (G, N, K)."""
+        if self.single:
+            return v
+        out = torch.tensor(self.out_sizes, device=v.device)
+        inp = torch.tensor(self.in_sizes, device=v.device)
+        return v.repeat_interleave(out, dim=1).repeat_interleave(inp, dim=2)

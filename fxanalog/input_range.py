@@ -1,8 +1,8 @@
 """The learned input range of aihwkit's torch inference tiles
 (``rpu_config.pre_post.input_range``, ``InputRangeParameter``).
 
-With the input range enabled, a layer keeps one range ``r`` per (group,
-input piece) of its tile array (``layer.input_range``, shape ``(G, n_in)``):
+With the input range enabled, a tile array keeps one range ``r`` per (group,
+input piece) (``layer.tile.input_range``, shape ``(G, n_in)``):
 the tiles that share an input piece see the same inputs. In digital, before
 the DAC, each input is clipped to ``[-r, r]`` and divided by ``r``; each
 tile's output is multiplied by its piece's ``r`` before the partial sums are
@@ -15,7 +15,7 @@ Training, as aihwkit's torch tile does it:
 * *Initialization from data*: in each of the first ``init_from_data``
   training batches, ``r <- |(r k + init_std_alpha std(x)) / (k + 1)|``, with
   ``std(x)`` over the piece's inputs of the batch and ``k`` the number of
-  updates so far (``layer.input_range_update_idx``); a batch whose piece has
+  updates so far (``layer.tile.input_range_update_idx``); a batch whose piece has
   ``std = 0`` does not count.
 * *Gradient*: autograd through ``x/r`` and ``r * y``, plus, per piece, over
   the inputs clipped at ``+r`` the sum of the negative parts of their
@@ -41,10 +41,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from fxanalog.config import InputRangeParameter
-from fxanalog.tile import compute_dtype, fold_samples, piece_index, unfold_samples
+from fxanalog.config import InputRangeParameter, IOParameters
+from fxanalog.geometry import TileGeometry, fold_samples, piece_index, unfold_samples
+from fxanalog.ops.tile_mvm import NO_UPDATE
+from fxanalog.ops.tile_mvm_torch import compute_dtype
 
-__all__ = ["input_range_config", "input_range_matmul", "init_input_range_from_data"]
+__all__ = ["input_range_config", "input_range_mvm", "init_from_data_"]
 
 
 def input_range_config(rpu_config) -> InputRangeParameter | None:
@@ -60,31 +62,28 @@ def _per_piece(t: Tensor, piece: Tensor, n: int) -> Tensor:
 
 
 @torch.no_grad()
-def init_input_range_from_data(layer, x: Tensor) -> None:
-    """aihwkit's initialization from data (first ``init_from_data`` training
-    batches): a running mean of ``init_std_alpha * std`` of each piece's inputs.
-    ``x`` is ``(G, B, K)``."""
-    cfg = input_range_config(layer.rpu_config)
-    if cfg is None or cfg.init_from_data <= 0 or layer._input_range_init_done:
-        return
-    idx = layer.input_range_update_idx
-    if int(idx.min()) >= cfg.init_from_data:  # the counts only grow: no more reads (syncs) after this
-        layer._input_range_init_done = True
-        return
-    ir = layer.input_range
+def init_from_data_(ir: Tensor, counts: Tensor, x: Tensor, in_sizes: Sequence[int], cfg: InputRangeParameter) -> bool:
+    """aihwkit's initialization from data, in place: a running mean of
+    ``init_std_alpha * std`` of each piece's inputs in ``ir`` (G, n_in), for
+    the pieces whose ``counts`` are still below ``init_from_data``. ``x`` is
+    ``(G, B, K)``. Returns True once every piece had its batches (the counts
+    only grow, so the caller can stop calling, and reading them, then)."""
+    if int(counts.min()) >= cfg.init_from_data:
+        return True
     G, B, K = x.shape
-    n = len(layer.in_sizes)
-    piece = piece_index(layer.in_sizes, x.device)
+    n = len(in_sizes)
+    piece = piece_index(in_sizes, x.device)
     xs = x.to(compute_dtype(x.dtype))
-    count = torch.tensor(list(layer.in_sizes), device=x.device, dtype=xs.dtype) * B
+    count = torch.tensor(list(in_sizes), device=x.device, dtype=xs.dtype) * B
     mean = _per_piece(xs.sum(dim=1), piece, n) / count
     dev = xs - mean.index_select(1, piece).unsqueeze(1)
     std = (_per_piece(dev.square().sum(dim=1), piece, n) / (count - 1)).sqrt()  # NaN for one value: skipped
-    k = idx.to(xs.dtype)
+    k = counts.to(xs.dtype)
     new = ((ir.detach().to(xs.dtype) * k + cfg.init_std_alpha * std) / (k + 1)).abs()
-    update = (idx < cfg.init_from_data) & (std > 0)
+    update = (counts < cfg.init_from_data) & (std > 0)
     ir.copy_(torch.where(update, new, ir.detach().to(xs.dtype)).to(ir.dtype))
-    idx.add_(update.to(idx.dtype))
+    counts.add_(update.to(counts.dtype))
+    return False
 
 
 class _ClipAndScale(torch.autograd.Function):
@@ -157,9 +156,11 @@ def _size_runs(in_sizes: Sequence[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io, samples: int = 1) -> Tensor:
-    """(G, B, K) inputs -> (G, B, N) outputs of the layer's tile array with
-    the input range applied, before the digital column scales and bias (float32).
+def input_range_mvm(x: Tensor, tiles: Tensor, ir: Tensor, geometry: TileGeometry, cfg: InputRangeParameter,
+                    forward: IOParameters, packed_io: tuple, samples: int = 1) -> Tensor:
+    """(G, B, K) inputs -> (G, B, N) outputs of the tile array with the input
+    range ``ir`` (G, n_in) applied, before the digital column scales and bias
+    (float32).
 
     Every input piece is run as its own group of ``fxanalog::tile_mvm`` (one
     call per piece size, at most two), so its partial output can be scaled
@@ -168,41 +169,25 @@ def input_range_matmul(layer, x: Tensor, tiles: Tensor, forward_io, backward_io,
     ``tiles`` holds ``samples * G`` groups, one weight set per sample
     (``per_batch_sample``), see ``fold_samples``.
     """
-    cfg = input_range_config(layer.rpu_config)
-    ir = layer.input_range
-    if ir is None or tuple(ir.shape) != (layer.groups, len(layer.in_sizes)):
-        raise ValueError(
-            f"{layer.analog_name}: rpu_config.pre_post.input_range.enable = True but the layer has "
-            f"{'no input range' if ir is None else f'an input range of shape {tuple(ir.shape)}'}; expected "
-            f"({layer.groups}, {len(layer.in_sizes)}): enable it in the config before converting the model"
-        )
-    if layer.training:
-        init_input_range_from_data(layer, x)
-    # Checked where it costs no host-device sync (CPU tensors, eager).
-    if ir.device.type == "cpu" and not torch.compiler.is_compiling() and not bool((ir > 0).all()):
-        raise ValueError(
-            f"{layer.analog_name}.input_range = {ir.detach().flatten().tolist()}: every range must be > 0 "
-            "(a too large learning rate on the input range?)"
-        )
+    in_sizes, out_sizes = geometry.in_sizes, list(geometry.out_sizes)
     G, B, K = x.shape
     N = tiles.shape[-1]
     ct = compute_dtype(x.dtype)
     irc = ir.to(ct)
-    piece = piece_index(layer.in_sizes, x.device)
+    piece = piece_index(in_sizes, x.device)
     xs = fold_samples(_ClipAndScale.apply(x.to(ct), irc, piece, cfg), samples)
     G, B = G * samples, B // samples
     parts, col = [], 0
-    for first, count, size in _size_runs(layer.in_sizes):
+    for first, count, size in _size_runs(in_sizes):
         xr = xs[:, :, col : col + count * size].reshape(G, B, count, size).permute(0, 2, 1, 3).reshape(G * count, B, size)
         tr = tiles[:, first : first + count, :size].reshape(G * count, 1, size, N)
-        y = torch.ops.fxanalog.tile_mvm(xr, tr, [size], list(layer.out_sizes), None, None, forward_io, backward_io)
+        y = torch.ops.fxanalog.tile_mvm(xr, tr, [size], out_sizes, None, None, *packed_io, NO_UPDATE)
         parts.append(y.reshape(G, count, B, N))
         col += count * size
     y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (G, n, B, N)
     scale = irc
     if cfg.manage_output_clipping:
-        fwd = layer.rpu_config.forward
-        bound = fwd.out_bound * abs(fwd.out_scale) * (1 - 1e-5)
+        bound = forward.out_bound * abs(forward.out_scale) * (1 - 1e-5)
         unclipped = 1 - (y.detach().abs() >= bound).to(ct).mean(dim=(2, 3))  # (S*G, n)
         scale = _OutputClipping.apply(irc, unclipped.reshape(samples, -1, unclipped.shape[1]).mean(dim=0), cfg)
     if samples > 1:

@@ -1,437 +1,519 @@
-"""The analog tile computation in plain torch: the reference path.
+"""``AnalogTile``: the tile array of one analog layer with its periphery, and
+the one owner of its analog state.
 
-Every weight matmul that fxanalog converts becomes one call of
-``fxanalog::tile_mvm`` (see ``fxanalog.ops``) on a *tile array*:
+An analog layer (``fxanalog.nn``) owns its digital parameters (``weight``,
+``bias``: the model's own tensors, so ``state_dict`` keys stay those of the
+digital model) and the shape logic of its kind (im2col for a convolution);
+everything analog is its ``tile``:
 
-* ``x``: ``(G, B, K)``: G independent groups (1 for linear layers, ``groups``
-  for grouped convolutions), B input vectors, K inputs per group.
-* ``tiles``: ``(G, n_in, p_in, N)``: the group's weights, transposed and cut
-  along the input dimension into ``n_in`` pieces of the sizes ``in_sizes``
-  (the balanced split of the mapping), each padded with zero rows to
-  ``p_in = max(in_sizes)``. Along the N outputs the pieces are ``out_sizes``;
-  they need no padding, since each output column only meets its own inputs.
-  When the split is even the layout is a view of the weight, not a copy.
+* the config (``rpu_config``) and the tile geometry (``TileGeometry``);
+* the digital periphery: the mapping scales (weight scaling, remapping), the
+  drift compensation, the learned output scales and input ranges, and the
+  one place where they are composed (``digital_scales``, ``output_scales``);
+* the programmed state (conductances, drift exponents, the tile weights now)
+  and its transitions: ``program``, ``drift``, ``clip_``, ``remap``,
+  ``realistic_write``, ``read_weights``;
+* the forward of the layer's matmul: one call of ``fxanalog::tile_mvm``
+  (``forward``), with the weight modifier of hardware-aware training;
+* the (x, d) of training steps, recorded by the op's backward
+  (``record_updates``, ``recorded_updates``): where the pulsed update of
+  analog training will take its data.
 
-Each (group, input piece, output piece) is one full tile with its own noise
-management, DAC, ADC, noise and bound management, as in
-``shared/reference/analog-semantics.md`` section 1. Partial sums over input
-pieces are added in digital; one column scale and one bias are applied at
-the end. Everything is batched over groups, pieces and rows: there is no
-Python loop over tiles.
-
-Internally the DAC works in input steps (``v = rint(x*s/dx)``, integers) and
-the ADC in output steps (``y/dy``): the step sizes fold into one GEMM factor
-``dx/dy``, and the output noise is added by the GEMM itself (``baddbmm``'s
-``beta``), so the common case costs one matmul, one draw of normals and a
-few passes over the output.
+The layer calls into its tile, handing it the weights as a ``(G, N, K)``
+view of its parameter (``w`` below, digital units); the tile never calls
+back into the layer. Tile units are digital units divided by the mapping
+scales. State-dict keys of the tile are ``<layer>.tile.<name>``.
 """
 
 from __future__ import annotations
 
-import functools
-import math
-from dataclasses import dataclass
-from typing import Optional, Sequence
+import copy
+from typing import Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from fxanalog import _rng
-from fxanalog.geometry import fold_samples, layout_tiles, pad_index, piece_index, split_sizes, unfold_samples, unlayout_tiles
-from fxanalog.config import (
-    BoundManagementType,
-    IOParameters,
-    NoiseManagementType,
-    WeightNoiseType,
-    resolution_step,
+from fxanalog import hwa, programming
+from fxanalog.config import RPUConfigBase, WeightClipType, WeightRemapType
+from fxanalog.geometry import TileGeometry, fold_samples, unfold_samples
+from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
+from fxanalog.ops.io import TileIO
+from fxanalog.ops.tile_mvm import NO_UPDATE
+from fxanalog.ops.tile_mvm_torch import apply_digital, compute_dtype
+from fxanalog.ops.tile_record import register_recorder
+
+__all__ = ["AnalogTile", "PROGRAMMED_STATE", "per_output"]
+
+# Buffers of the programmed state (None until programmed; see ``program``).
+PROGRAMMED_STATE = (
+    "programmed_conductances",
+    "drift_exponents",
+    "conductance_scales",
+    "drift_reference",
+    "analog_weight",
+    "drift_scales",
 )
-
-__all__ = [
-    "TileIO",
-    "pack_io",
-    "unpack_io",
-    "tile_forward",
-    "tile_backward_input",
-]
+# Buffers that exist only in some states (taken from a state dict when there).
+_OPTIONAL_BUFFERS = ("mapping_scales",) + PROGRAMMED_STATE
 
 
-# --------------------------------------------------------------------------
-# IOParameters as a flat tuple of floats (what the custom op's schema carries)
-
-_IO_FIELDS = (
-    "is_perfect",
-    "inp_bound",
-    "inp_res",
-    "inp_sto_round",
-    "inp_noise",
-    "out_bound",
-    "out_res",
-    "out_sto_round",
-    "out_noise",
-    "out_scale",
-    "w_noise",
-    "w_noise_type",
-    "noise_management",
-    "nm_thres",
-    "bound_management",
-    "max_bm_factor",
-    "max_bm_res",
-    "ir_drop",
-    "ir_drop_g_ratio",
-    "out_nonlinearity",
-)
-_ENUMS = {
-    "w_noise_type": list(WeightNoiseType),
-    "noise_management": list(NoiseManagementType),
-    "bound_management": list(BoundManagementType),
-}
+def per_output(v: Tensor, groups: int, dims: int) -> Tensor:
+    """A scalar or per-(group, output) factor ``v`` shaped to broadcast over
+    ``(G, N, K)`` weights (``dims=3``, outputs on axis 1) or ``(G, B, N)``
+    results (``dims=-1``, outputs last)."""
+    if v.numel() == 1:
+        return v.reshape(())
+    return v.reshape(groups, -1, 1) if dims == 3 else v.reshape(groups, 1, -1)
 
 
-@dataclass(frozen=True)
-class TileIO:
-    """IOParameters resolved for computation (steps, levels, flags)."""
-
-    is_perfect: bool
-    inp_bound: float
-    dx: float  # input step, 0 = no quantization
-    inp_sto_round: bool
-    inp_noise: float
-    out_bound: float  # <= 0: unbounded
-    dy: float  # output step, 0 = no quantization
-    out_sto_round: bool
-    out_noise: float
-    out_scale: float
-    w_noise: float
-    w_noise_type: WeightNoiseType
-    noise_management: NoiseManagementType
-    nm_thres: float
-    bound_management: BoundManagementType
-    max_bm_factor: float
-    max_bm_res: float
-    ir_drop: float
-    ir_drop_g_ratio: float
-    out_nonlinearity: float
-
-    @property
-    def last_round_factor(self) -> float:
-        """Bound management stops after the round whose factor exceeds this."""
-        limit = float(self.max_bm_factor)
-        if self.dx > 0:
-            limit = min(limit, self.max_bm_res / self.dx)
-        return limit
+def _tensor_key(t: Optional[Tensor]):
+    return None if t is None else (t._version, t.data_ptr())
 
 
-def pack_io(io: IOParameters) -> list[float]:
-    """IOParameters to the flat float list of the op schema (validated)."""
-    io.validate("IOParameters")
-    out = []
-    for name in _IO_FIELDS:
-        value = getattr(io, name)
-        if name in _ENUMS:
-            value = _ENUMS[name].index(value)
-        out.append(float(value))
-    return out
+class AnalogTile(nn.Module):
+    """The tile array of one weight matmul: ``geometry.groups`` groups of
+    N x K weights cut into ``out_sizes`` x ``in_sizes`` tiles.
 
-
-def unpack_io(packed: Sequence[float]) -> TileIO:
-    return _unpack_io_cached(tuple(packed))
-
-
-@functools.lru_cache(maxsize=256)
-def _unpack_io_cached(packed: tuple) -> TileIO:
-    v = dict(zip(_IO_FIELDS, packed))
-    for name, members in _ENUMS.items():
-        v[name] = members[int(v[name])]
-    inp_bound = v["inp_bound"]
-    out_bound = v["out_bound"]
-    dx = resolution_step(v.pop("inp_res")) * 2 * inp_bound
-    out_res = v.pop("out_res")
-    dy = resolution_step(out_res) * 2 * out_bound if out_bound > 0 else 0.0
-    for name in ("is_perfect", "inp_sto_round", "out_sto_round"):
-        v[name] = bool(v[name])
-    return TileIO(dx=dx, dy=dy, **v)
-
-
-# --------------------------------------------------------------------------
-# The forward pass
-
-
-def _input_scale(xp: Tensor, io: TileIO, pidx: Optional[Tensor], x: Tensor) -> Tensor:
-    """Noise-management factor alpha per (group, row, input piece): (G, B, n_in)."""
-    nm = io.noise_management
-    G, B, n, p = xp.shape
-    if nm == NoiseManagementType.ABS_MAX:
-        # max|x| without a temporary of x's size (vector_norm(inf) is 10x slower on CPU)
-        alpha = torch.maximum(xp.amax(dim=-1), xp.amin(dim=-1).neg_())
-        if io.nm_thres > 0:
-            alpha = alpha.clamp(max=io.nm_thres)
-    elif nm == NoiseManagementType.MAX:
-        if pidx is None:
-            alpha = xp.amax(dim=-1)
-        else:  # pads must not count as zeros in a max
-            ext = torch.cat([x, x.new_full((G, B, 1), -math.inf)], dim=-1)
-            alpha = ext.index_select(2, pidx).reshape(G, B, n, p).amax(dim=-1)
-        if io.nm_thres > 0:
-            alpha = alpha.clamp(max=io.nm_thres)
-    elif nm == NoiseManagementType.CONSTANT:
-        alpha = xp.new_full((G, B, n), io.nm_thres)
-    else:
-        alpha = xp.new_ones((G, B, n))
-    return alpha
-
-
-def _round(t: Tensor, stochastic: bool) -> Tensor:
-    """rint in place; stochastic rounding adds U(-1/2, 1/2) first."""
-    if stochastic:
-        t.add_(torch.rand_like(t).sub_(0.5))
-    return t.round_()
-
-
-def _mvm_steps(
-    xp: Tensor,
-    inv_in: Tensor,
-    tiles: Tensor,
-    io: TileIO,
-    piece_sizes: Tensor,
-) -> Tensor:
-    """One round of DAC -> MVM -> ADC for a set of rows.
-
-    xp: (G, M, n, p) inputs; inv_in: (G, M, n) factor 1/(alpha*r) of each row
-    and piece; piece_sizes: (G*n,) the true input count of each piece (for IR
-    drop). Returns the ADC result in output steps, (G, n, M, N), rounded
-    when quantized, not yet clipped.
+    Buffers (None until set, so only then in ``state_dict()``):
+    ``mapping_scales`` ``(G*N,)`` or ``(1,)`` (weight scaling and
+    remapping); ``programmed_conductances`` and ``drift_exponents``
+    ``(2, G, N, K)`` for g+ and g-; ``conductance_scales`` ``(G, n_out,
+    n_in)`` (uS per tile unit of each tile); ``drift_reference`` ``(G, N)``;
+    ``analog_weight`` ``(G, N, K)`` (the tile weights now, used in eval);
+    ``drift_scales`` ``(G*N,)`` (the drift compensation, a digital factor);
+    ``input_range_update_idx`` ``(G, n_in)`` (data initializations done).
+    Parameters: ``out_scaling_alpha`` (``mapping.learn_out_scaling``),
+    ``input_range`` ``(G, n_in)`` (``pre_post.input_range``).
+    ``programming_report``: the closed-loop write's result.
     """
-    G, M, n, p = xp.shape
-    N = tiles.shape[-1]
-    dx, dy = io.dx, io.dy
-    # DAC: v in input steps (integers) when quantized.
-    scale = inv_in / dx if dx > 0 else inv_in
-    # Scale in the input's own layout (a strided out= is many times slower),
-    # then pieces first: a no-op for one piece, one copy of the input else.
-    v = (xp * scale.unsqueeze(-1)).transpose(1, 2).contiguous()  # (G, n, M, p)
-    if dx > 0:
-        _round(v, io.inp_sto_round)
-        bound = io.inp_bound / dx
-    else:
-        bound = io.inp_bound
-    needs_clip = not (io.noise_management == NoiseManagementType.ABS_MAX and io.nm_thres <= 0)
-    if needs_clip or io.inp_sto_round:
-        v.clamp_(-bound, bound)
-    if io.inp_noise > 0:
-        _rng.add_normal_(v, io.inp_noise / (dx if dx > 0 else 1.0))
-    vin = v.view(G * n, M, p)
-    w = tiles.reshape(G * n, p, N)
-    ux = dx if dx > 0 else 1.0  # normalized input per step
-    uy = dy if dy > 0 else 1.0  # normalized output per step
-    simple = io.w_noise == 0 and io.ir_drop == 0 and io.out_nonlinearity == 0
-    if simple:
-        # y/dy = (dx/dy) W v + (out_noise/dy) xi. One tile: addmm adds the
-        # noise and the factor inside the GEMM. Several: on CPU, baddbmm copies
-        # a strided weight view, which costs more than a separate add.
-        if G * n == 1 and io.out_noise > 0:
-            y = _rng.randn((M, N), dtype=v.dtype, device=v.device)
-            y.addmm_(vin[0], w[0], beta=io.out_noise / uy, alpha=ux / uy)  # in place
-            y = y.unsqueeze(0)
+
+    def __init__(self, rpu_config: RPUConfigBase, geometry: TileGeometry, mapped: bool, *, device=None,
+                 name: str = "AnalogTile"):
+        super().__init__()
+        self.rpu_config = copy.deepcopy(rpu_config)
+        self.geometry = geometry
+        self.mapped = mapped
+        self.name = name
+        self.programming_report: Optional[dict] = None
+        self.register_buffer("mapping_scales", None)
+        for buffer in PROGRAMMED_STATE:
+            self.register_buffer(buffer, None)
+        self.out_scaling_alpha: Optional[nn.Parameter] = None
+        m = self.rpu_config.mapping
+        if m.learn_out_scaling:
+            size = geometry.groups * geometry.shape[1] if m.out_scaling_columnwise else 1
+            self.out_scaling_alpha = nn.Parameter(torch.ones(size, device=device))
+        self._tiles_cache: Optional[tuple] = None
+        self._io_cache: Optional[tuple] = None
+        self._update_key = NO_UPDATE
+        self._recorded: list[tuple[Tensor, Tensor]] = []
+        self.reset_input_range(device)
+
+    # -- config -------------------------------------------------------------
+
+    def packed_io(self) -> tuple[list[float], list[float]]:
+        """The forward and backward IOParameters, validated and packed for the
+        op. Re-validated whenever a field changed since the last call, so a
+        config mutated after conversion is checked at its next use. While
+        torch.compile traces, the fields are packed without validation (the
+        graph is guarded on them; eager calls and conversion validate)."""
+        cfg = self.rpu_config
+        fwd, bwd = cfg.forward, cfg.backward
+        if torch.compiler.is_compiling():
+            return TileIO.pack(fwd, validate=False), TileIO.pack(bwd, validate=False)
+        snapshot = (type(cfg), tuple(fwd.__dict__.values()), tuple(bwd.__dict__.values()))
+        if self._io_cache is None or self._io_cache[0] != snapshot:
+            cfg.check_tile_config(f"{self.name}.rpu_config")
+            self._io_cache = (snapshot, TileIO.pack(fwd), TileIO.pack(bwd))
+        return self._io_cache[1], self._io_cache[2]
+
+    def reader(self) -> programming.Reader:
+        """How the programming and read algorithms run this tile's forward."""
+        return programming.Reader(self.geometry, self.rpu_config.forward, self.packed_io())
+
+    # -- weights ------------------------------------------------------------
+
+    def to_tile_units(self, w: Tensor) -> Tensor:
+        if self.mapping_scales is None:
+            return w
+        return w / per_output(self.mapping_scales.to(w.dtype), self.geometry.groups, 3)
+
+    def to_digital_units(self, t: Tensor) -> Tensor:
+        if self.mapping_scales is None:
+            return t
+        return t * per_output(self.mapping_scales.to(t.dtype), self.geometry.groups, 3)
+
+    def tile_weight(self, w: Tensor) -> Tensor:
+        """The weights on the devices, (G, N, K) tile units: in eval, once
+        programmed, the programmed (or drifted) weights; else ``w`` in tile
+        units (differentiable)."""
+        if not self.training and self.analog_weight is not None:
+            return self.analog_weight
+        return self.to_tile_units(w)
+
+    def tiles(self, w: Tensor, draws: int = 1) -> Tensor:
+        """The tile array of a forward pass in the op's layout, (G, n_in,
+        p_in, N) (``draws * G`` groups with ``draws > 1``): ``tile_weight``,
+        with the weight modifier (``rpu_config.modifier``) in training (and
+        in eval with ``enable_during_test``); the stored weights are not
+        changed and the gradient passes straight through. Without a modifier
+        the layout is a view of the weights when the pieces are even and
+        nothing is scaled; in eval without autograd a copy is cached while
+        the weight tensor and its version are unchanged."""
+        if self._modifier_acts():
+            tw = self.tile_weight(w)
+            if draws > 1:
+                tw = tw.repeat(draws, 1, 1)
+            mod = hwa.apply_weight_modifier(tw.detach(), self.rpu_config.modifier, self.geometry.in_sizes,
+                                            self.geometry.out_sizes, getattr(self.rpu_config, "noise_model", None))
+            return self.geometry.layout((tw + (mod.to(tw.dtype) - tw).detach()).float())
+        cacheable = not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        if cacheable:
+            key = (w._version, w.data_ptr(), w.dtype, w.device, _tensor_key(self.mapping_scales),
+                   _tensor_key(self.analog_weight))
+            if self._tiles_cache is not None and self._tiles_cache[0] == key:
+                return self._tiles_cache[1]
+        tw = self.tile_weight(w)
+        t = self.geometry.layout(tw.to(compute_dtype(tw.dtype)))
+        self._tiles_cache = (key, t) if cacheable else None
+        return t
+
+    def _modifier_acts(self) -> bool:
+        modifier = getattr(self.rpu_config, "modifier", None)
+        return (modifier is not None and (self.training or modifier.enable_during_test)
+                and hwa.modifier_active(modifier))
+
+    def digital_scales(self) -> Optional[Tensor]:
+        """The fixed digital factor per output (the op's ``col_scale``): the
+        mapping scales, times the drift compensation in eval once drifted."""
+        s = self.mapping_scales
+        d = None if self.training else self.drift_scales
+        if d is None:
+            return s
+        return d if s is None else s * d
+
+    def output_scales(self) -> Optional[Tensor]:
+        """Every digital factor per output: ``digital_scales`` times the
+        learned output scales (detached)."""
+        s = self.digital_scales()
+        a = None if self.out_scaling_alpha is None else self.out_scaling_alpha.detach()
+        if a is None:
+            return s
+        return a if s is None else s.reshape(-1) * a.reshape(-1)
+
+    def effective_weight(self, w: Tensor) -> Tensor:
+        """The weights the tiles compute with, in digital units, (G, N, K):
+        ``tile_weight`` times every digital output factor."""
+        t = self.tile_weight(w).float()
+        s = self.output_scales()
+        return t if s is None else t * per_output(s.float(), self.geometry.groups, 3)
+
+    # -- compute ------------------------------------------------------------
+
+    def forward(self, x: Tensor, w: Tensor, bias: Optional[Tensor] = None, samples: int = 1) -> Tensor:
+        """(G, B, K) inputs -> (G, B, N) outputs of the tile array, with the
+        digital output scales and ``bias``. The B rows are ``samples``
+        samples of ``B / samples`` consecutive rows each; with the
+        modifier's ``per_batch_sample`` every sample gets its own perturbed
+        weights."""
+        forward_io, backward_io = self.packed_io()
+        G, N, K = self.geometry.shape
+        if not torch.is_floating_point(x):
+            raise TypeError(f"{self.name}: input dtype {x.dtype}: expected a floating-point tensor")
+        if x.dim() != 3 or x.shape[-1] != K or x.shape[0] != G:
+            raise ValueError(
+                f"{self.name}: input of shape {tuple(x.shape)}: expected (groups={G}, batch, {K}) "
+                f"for a tile array of {K} inputs"
+            )
+        S = self._weight_draws(samples, x.shape[1])
+        tiles = self.tiles(w, S)
+        learn = self.out_scaling_alpha is not None
+        col = self.digital_scales()
+        op_bias = None if (bias is None or learn) else bias
+        ir_cfg = input_range_config(self.rpu_config)
+        if ir_cfg is not None:
+            ir = self._checked_input_range(x)
+            y = input_range_mvm(x, tiles, ir, self.geometry, ir_cfg, self.rpu_config.forward,
+                                (forward_io, backward_io), samples=S)
+            y = apply_digital(y, col, op_bias).to(x.dtype)
         else:
-            vin.mul_(ux / uy)
-            y = torch.bmm(vin, w)
-            if io.out_noise > 0:
-                _rng.add_normal_(y, io.out_noise / uy)
-        if dy > 0:
-            _round(y, io.out_sto_round)
-        return y.view(G, n, M, N)
-    # General case, in normalized units.
-    vn = vin * ux
-    y = torch.bmm(vn, w)
-    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
-        norm = torch.linalg.vector_norm(vn, dim=-1, keepdim=True)
-        y.addcmul_(_rng.randn(y.shape, dtype=y.dtype, device=y.device), norm, value=io.w_noise)
-    elif io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ:
-        std = torch.bmm(vn.square(), w.abs()).sqrt_()
-        y.addcmul_(_rng.randn(y.shape, dtype=y.dtype, device=y.device), std, value=io.w_noise)
-    if io.ir_drop > 0:
-        # C++-tile IR drop: each piece with its own n; positions j = 0..n-1.
-        sizes = piece_sizes.to(torch.float32)[:, None]
-        j = torch.arange(p, dtype=torch.float32, device=xp.device)
-        frac = (1 - (1 - j / sizes).square()) * (j < sizes)  # (G*n, p)
-        a = (sizes[:, :, None] / io.ir_drop_g_ratio) * torch.bmm(vn.abs(), w.abs())
-        c = a * (a * (0.05 * a - 0.2) + 0.5)
-        y.sub_(io.ir_drop * c * torch.bmm(vn * frac[:, None, :], w))
-    if io.out_nonlinearity > 0:
-        y = y / (1 + (io.out_nonlinearity * y).abs())
-    if io.out_noise > 0:
-        _rng.add_normal_(y, io.out_noise)
-    y.div_(uy)
-    if dy > 0:
-        _round(y, io.out_sto_round)
-    return y.view(G, n, M, N)
+            y = torch.ops.fxanalog.tile_mvm(fold_samples(x, S), tiles, list(self.geometry.in_sizes),
+                                            list(self.geometry.out_sizes), _repeat_groups(col, S),
+                                            _repeat_groups(op_bias, S), forward_io, backward_io, self._update_key)
+            y = unfold_samples(y, S)
+        if learn:
+            y = y * per_output(self.out_scaling_alpha.to(y.dtype), G, -1)
+            if bias is not None:
+                y = y + bias.to(y.dtype).reshape(G, 1, N)
+        return y
 
+    def _weight_draws(self, samples: int, rows: int) -> int:
+        """How many perturbed weight sets a forward pass draws: ``samples``
+        with the modifier's ``per_batch_sample`` (when the modifier acts),
+        else 1."""
+        if samples <= 1 or not self._modifier_acts() or not self.rpu_config.modifier.per_batch_sample:
+            return 1
+        if rows % samples:
+            raise ValueError(f"{self.name}: {rows} input rows are not {samples} samples of equal size")
+        return samples
 
-def _saturated_pieces(y: Tensor, bound: float, out_sizes: Sequence[int]) -> Tensor:
-    """(G, n, M, N) output steps -> (G, n, M, n_out) bool: the tile reached the bound."""
-    hit = y.abs() >= bound
-    if len(out_sizes) == 1:
-        return hit.any(dim=-1, keepdim=True)
-    ends = torch.tensor(list(out_sizes), device=y.device).cumsum(0)
-    counts = hit.to(torch.int32).cumsum(-1)
-    at_end = counts.index_select(-1, ends - 1)
-    per_piece = torch.diff(at_end, dim=-1, prepend=torch.zeros_like(at_end[..., :1]))
-    return per_piece > 0
+    def _checked_input_range(self, x: Tensor) -> Tensor:
+        ir = self.input_range
+        expected = (self.geometry.groups, self.geometry.n_in)
+        if ir is None or tuple(ir.shape) != expected:
+            raise ValueError(
+                f"{self.name}: rpu_config.pre_post.input_range.enable = True but the tile has "
+                f"{'no input range' if ir is None else f'an input range of shape {tuple(ir.shape)}'}; expected "
+                f"{expected}: enable it in the config before converting the model"
+            )
+        if self.training and not self._input_range_init_done:
+            cfg = input_range_config(self.rpu_config)
+            self._input_range_init_done = cfg.init_from_data <= 0 or init_from_data_(
+                ir, self.input_range_update_idx, x, self.geometry.in_sizes, cfg)
+        # Checked where it costs no host-device sync (CPU tensors, eager).
+        if ir.device.type == "cpu" and not torch.compiler.is_compiling() and not bool((ir > 0).all()):
+            raise ValueError(
+                f"{self.name}.input_range = {ir.detach().flatten().tolist()}: every range must be > 0 "
+                "(a too large learning rate on the input range?)"
+            )
+        return ir
 
+    # -- mapping and periphery state ---------------------------------------------
 
-def tile_forward(
-    x: Tensor,
-    tiles: Tensor,
-    in_sizes: Sequence[int],
-    out_sizes: Sequence[int],
-    io: TileIO,
-    col_scale: Optional[Tensor] = None,
-    bias: Optional[Tensor] = None,
-) -> Tensor:
-    """The analog forward of a tile array, in float32. Returns (G, B, N).
+    @torch.no_grad()
+    def reset_mapping_scales(self, w: Tensor) -> None:
+        """Weight scaling (``mapping.weight_scaling_omega``): the tile holds
+        W/alpha with alpha = max|W|/omega (per output when columnwise), and
+        alpha goes to the digital output scales."""
+        m = self.rpu_config.mapping
+        if m.weight_scaling_omega > 0:
+            wf = w.detach().float()
+            amax = wf.abs().amax(dim=-1).reshape(-1) if m.weight_scaling_columnwise else wf.abs().amax().reshape(1)
+            alpha = amax / m.weight_scaling_omega
+            self.mapping_scales = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+        else:
+            self.mapping_scales = None
+        self.invalidate_cache()
 
-    ``col_scale`` (G*N or broadcastable) and ``bias`` (G*N) are digital and
-    applied last, with ``io.out_scale``.
-    """
-    G, B, K = x.shape
-    _, n, p, N = tiles.shape
-    ct = compute_dtype(x.dtype)
-    x = x.to(ct)
-    tiles = tiles.to(ct)
-    if io.is_perfect:
-        y = torch.matmul(x, unlayout_tiles(tiles, in_sizes).transpose(1, 2)) * io.out_scale
-        return _finish_digital(y, col_scale, bias)
-
-    pidx = pad_index(in_sizes, x)
-    if pidx is None:
-        xp = x.reshape(G, B, n, p)
-    else:
-        xp = torch.cat([x, x.new_zeros(G, B, 1)], dim=-1).index_select(2, pidx).view(G, B, n, p)
-
-    alpha = _input_scale(xp, io, pidx, x)  # (G, B, n)
-    zero_piece = None
-    if not bool((alpha > 0).all()):  # rare: zero (or negative MAX) scales
-        # An all-zero batch of a piece gives zero (aihwkit skips such a tile).
-        zero_piece = (alpha == 0).all(dim=1, keepdim=True) if io.inp_noise == 0 else None
-        alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
-
-    sizes = _piece_sizes(tuple(in_sizes), G, x.device)
-    y = _mvm_steps(xp, 1.0 / alpha, tiles, io, sizes)  # (G, n, B, N) output steps
-    bound = io.out_bound / (io.dy if io.dy > 0 else 1.0) if io.out_bound > 0 else math.inf
-
-    if bound < math.inf:
-        _bound_management(y, xp, alpha, tiles, io, sizes, out_sizes, bound)
-
-    # Digital: y_steps * dy * alpha * out_scale, summed over input pieces.
-    row = alpha * ((io.dy if io.dy > 0 else 1.0) * io.out_scale)  # (G, B, n)
-    if zero_piece is not None:
-        row = row.masked_fill(zero_piece, 0.0)
-    if n == 1 and col_scale is None and bias is not None:
-        y0 = y[:, 0]
-        return torch.addcmul(bias.to(y.dtype).reshape(G, 1, N), y0, row, out=y0)  # one pass, in place
-    # (a fresh contiguous result when n > 1: y[:, 0] is then a strided view)
-    out = y[:, 0].mul_(row[:, :, 0:1]) if n == 1 else torch.mul(y[:, 0], row[:, :, 0:1])
-    for i in range(1, n):  # the digital sum over input pieces, all tiles at once
-        out.addcmul_(y[:, i], row[:, :, i : i + 1])
-    return _finish_digital(out, col_scale, bias)
-
-
-@functools.lru_cache(maxsize=256)
-def _piece_sizes(in_sizes: tuple, G: int, device: torch.device) -> Tensor:
-    """(G*n,) the true input count of every piece, for IR drop."""
-    return torch.tensor(in_sizes, device=device).repeat(G)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64 (for gradcheck); everything else computes in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _finish_digital(y: Tensor, col_scale: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
-    G, B, N = y.shape
-    if col_scale is not None:
-        y = y.mul_(col_scale.to(y.dtype).reshape(-1, 1, N) if col_scale.numel() > 1 else col_scale.to(y.dtype))
-    if bias is not None:
-        y = y.add_(bias.to(y.dtype).reshape(G, 1, N))
-    return y
-
-
-def _bound_management(
-    y: Tensor,
-    xp: Tensor,
-    alpha: Tensor,
-    tiles: Tensor,
-    io: TileIO,
-    piece_sizes: Tensor,
-    out_sizes: Sequence[int],
-    bound: float,
-) -> None:
-    """Clip ``y`` (G, n, B, N, in output steps) in place; with iterative bound
-    management first redo, with the input scale halved each round, the rows
-    of each tile that reached the bound (only those rows, as aihwkit's CUDA
-    tile). A redone tile's values are stored times its factor r, so the
-    final scaling stays per (row, input piece)."""
-    G, n, B, N = y.shape
-    mn, mx = torch.aminmax(y)  # a full reduction: far faster than per row
-    if not bool((mx >= bound) | (mn <= -bound)):
-        return
-    limit = io.last_round_factor
-    if io.bound_management != BoundManagementType.ITERATIVE or limit < 1:
-        y.clamp_(-bound, bound)
-        return
-    piece_of_col = piece_index(out_sizes, y.device)
-    sat = _saturated_pieces(y, bound, out_sizes)  # (G, n, B, n_out): tiles to redo
-    xq = xp.transpose(1, 2)  # (G, n, B, p): rows by piece
-    aq = alpha.transpose(1, 2)  # (G, n, B)
-    r = 1.0
-    while True:
-        r *= 2
-        # The rows to redo, gathered per (group, piece) and padded to the
-        # largest count M, so that one bmm over all pieces redoes them with
-        # the pieces' own tiles (no copy of any tile).
-        redo = sat.any(dim=-1)  # (G, n, B)
-        count = redo.sum(dim=-1)  # (G, n)
-        M = int(count.max())
-        rows = torch.sort((~redo).to(torch.int8), dim=-1, stable=True).indices[..., :M]  # (G, n, M)
-        valid = torch.arange(M, device=y.device) < count.unsqueeze(-1)  # (G, n, M)
-        x_sub = xq.gather(2, rows.unsqueeze(-1).expand(-1, -1, -1, xq.shape[-1]))
-        a_sub = aq.gather(2, rows)
-        ynew = _mvm_steps(x_sub.transpose(1, 2), (1.0 / (a_sub * r)).transpose(1, 2), tiles, io, piece_sizes)
-        last = r > limit
-        if last:  # the last round is kept even if it clips
-            ynew.clamp_(-bound, bound)
-        idx = rows.unsqueeze(-1)
-        take = sat.gather(2, idx.expand(-1, -1, -1, sat.shape[-1])) & valid.unsqueeze(-1)  # (G, n, M, n_out)
-        cols = take.index_select(-1, piece_of_col)  # (G, n, M, N)
-        idx_n = idx.expand(-1, -1, -1, N)
-        y.scatter_(2, idx_n, torch.where(cols, ynew * r, y.gather(2, idx_n)))
-        if last:
+    @torch.no_grad()
+    def reset_input_range(self, device=None) -> None:
+        """The learned input range (``rpu_config.pre_post.input_range``): a
+        parameter ``input_range`` of one range per (group, input piece), at
+        ``init_value``, and its count of data initializations
+        ``input_range_update_idx``; both None when the config does not enable it."""
+        self._input_range_init_done = False  # set once every piece had its init_from_data batches
+        cfg = input_range_config(self.rpu_config)
+        if cfg is None:
+            self.input_range = None
+            self.register_buffer("input_range_update_idx", None)
             return
-        still = take & _saturated_pieces(ynew, bound, out_sizes)
-        sat = torch.zeros_like(sat).scatter_(2, idx.expand(-1, -1, -1, sat.shape[-1]), still)
-        if not bool(sat.any()):
+        shape = (self.geometry.groups, self.geometry.n_in)
+        self.input_range = nn.Parameter(torch.full(shape, float(cfg.init_value), device=device),
+                                        requires_grad=cfg.learn_input_range)
+        self.register_buffer("input_range_update_idx", torch.zeros(shape, dtype=torch.long, device=device))
+
+    def invalidate_cache(self) -> None:
+        """Forget the cached tile array (after the weights were written behind
+        autograd's back, e.g. through ``weight.data``)."""
+        self._tiles_cache = None
+
+    def reset(self, w: Tensor) -> None:
+        """New digital weights ``w``: the programmed state goes, the mapping
+        scales are computed anew."""
+        self.clear_programmed_state()
+        self.reset_mapping_scales(w)
+
+    # -- programming and drift ----------------------------------------------------
+
+    def clear_programmed_state(self) -> None:
+        """Forget the programmed state (back to the digital weights in eval)."""
+        for buffer in PROGRAMMED_STATE:
+            setattr(self, buffer, None)
+        self.invalidate_cache()
+
+    def check_deployed(self, what: str) -> None:
+        if self.training:
+            raise ValueError(f"{what}: layer {self.name!r} is in training mode; programming and drift act "
+                             "on a deployed model: call model.eval() first")
+
+    @torch.no_grad()
+    def program(self, w: Tensor) -> None:
+        """Program the weights ``w`` onto the tiles (eval mode): draw the
+        programming noise and drift exponents of all devices once and keep
+        them, with the drift-compensation reference. A tile without a noise
+        model (``FloatingPointRPUConfig``) is left as it is."""
+        self.check_deployed("program_analog_weights")
+        nm = getattr(self.rpu_config, "noise_model", None)
+        if nm is None:
             return
+        self.rpu_config.check_tile_config(f"{self.name}.rpu_config")
+        comp = getattr(self.rpu_config, "drift_compensation", None)
+        state = programming.program(self.reader(), nm, comp, self.to_tile_units(w.detach()).float())
+        self.programmed_conductances = state.conductances
+        self.drift_exponents = state.drift_exponents
+        self.conductance_scales = state.conductance_scales
+        self.analog_weight = state.weight
+        self.drift_reference = state.drift_reference
+        self.drift_scales = None
+        self.invalidate_cache()
+
+    @torch.no_grad()
+    def drift(self, w: Tensor, t_inference: float) -> None:
+        """Set the tiles to their state ``t_inference`` seconds after
+        programming (eval mode): drift and 1/f read noise, recomputed from
+        the programmed state (not cumulative), then the drift compensation.
+        Programs first when not programmed yet."""
+        self.check_deployed("drift_analog_weights")
+        if isinstance(t_inference, bool) or not isinstance(t_inference, (int, float)) or not t_inference >= 0:
+            raise ValueError(f"drift_analog_weights: t_inference = {t_inference!r}: expected seconds >= 0")
+        nm = getattr(self.rpu_config, "noise_model", None)
+        if nm is None:
+            return
+        if self.programmed_conductances is None:
+            self.program(w)
+        self.rpu_config.check_tile_config(f"{self.name}.rpu_config")
+        state = programming.ProgrammedState(self.programmed_conductances, self.drift_exponents,
+                                            self.conductance_scales, self.analog_weight, self.drift_reference)
+        self.analog_weight = programming.drift(nm, self.geometry, state, float(t_inference))
+        comp = getattr(self.rpu_config, "drift_compensation", None)
+        if comp is not None and self.drift_reference is not None:
+            self.drift_scales = programming.compensation(self.reader(), comp, self.analog_weight,
+                                                         self.drift_reference).reshape(-1)
+        else:
+            self.drift_scales = None
+        self.invalidate_cache()
+
+    # -- after optimizer steps ----------------------------------------------------
+
+    @torch.no_grad()
+    def clip_(self, w: Tensor) -> None:
+        """Clip the tile weights per tile as ``rpu_config.clip`` says, writing
+        the result into ``w`` (the layer's weights, digital units)."""
+        clip = getattr(self.rpu_config, "clip", None)
+        if clip is None or clip.type == WeightClipType.NONE:
+            return
+        clip.validate(f"{self.name}.rpu_config.clip")
+        t = self.to_tile_units(w.detach()).float()
+        bound = hwa.clip_bound(t, clip, self.geometry)
+        w.copy_(self.to_digital_units(torch.maximum(torch.minimum(t, bound), -bound)).to(w.dtype))
+        self.invalidate_cache()
+
+    @torch.no_grad()
+    def remap(self, w: Tensor) -> None:
+        """Remap the tile weights as ``rpu_config.remap`` says:
+        LAYERWISE_SYMMETRIC divides them by ``s = max|w| / remapped_wmax``,
+        CHANNELWISE_SYMMETRIC each output row by its own ``s``; ``s`` goes
+        into the mapping scales, so the effective weights do not change."""
+        remap = getattr(self.rpu_config, "remap", None)
+        if remap is None or remap.type == WeightRemapType.NONE:
+            return
+        where = f"{self.name}.rpu_config.remap"
+        remap.validate(where)
+        if remap.max_scale_range != 0 or remap.max_scale_ref != 0:
+            raise ValueError(
+                f"{where}: max_scale_range = {remap.max_scale_range!r}, max_scale_ref = "
+                f"{remap.max_scale_ref!r}: limits on the remapping scales are not supported; expected 0.0"
+            )
+        t = self.to_tile_units(w.detach()).float()
+        m = t.abs().amax().reshape(1) if remap.type == WeightRemapType.LAYERWISE_SYMMETRIC else \
+            t.abs().amax(dim=-1).reshape(-1)
+        s = m / remap.remapped_wmax
+        s = torch.where(s > 0, s, torch.ones_like(s))
+        old = self.mapping_scales
+        self.mapping_scales = s if old is None else old.float() * s
+        self.invalidate_cache()
+
+    def post_update_step(self, w: Tensor) -> None:
+        """What follows an optimizer step: clipping, then remapping."""
+        self.clip_(w)
+        self.remap(w)
+
+    # -- realistic write and read ---------------------------------------------------
+
+    @torch.no_grad()
+    def realistic_write(self, w: Tensor, tolerance: float = 0.01, max_iterations: int = 100) -> dict:
+        """Write the weights ``w`` by closed-loop programming
+        (``programming.closed_loop_write``): the written weights replace
+        ``w`` (the programmed state is cleared). Returns the report
+        ``{"iterations", "error"}``, also kept as ``programming_report``."""
+        step = programming.write_step(self.rpu_config, f"layer {self.name!r}")
+        target = self.to_tile_units(w.detach()).float()
+        written, report = programming.closed_loop_write(
+            self.reader(), lambda w_new, w_max: step(self.rpu_config, w_new, w_max), target, tolerance, max_iterations)
+        self.clear_programmed_state()
+        w.copy_(self.to_digital_units(written).to(w.dtype))
+        self.programming_report = report
+        return report
+
+    @torch.no_grad()
+    def read_weights(self, w: Tensor) -> Tensor:
+        """The effective weights (G, N, K), digital units, estimated from
+        noisy forward passes of the tiles as a chip is read out
+        (``programming.least_squares_read``), in eval mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            est = programming.least_squares_read(self.reader(), self.tile_weight(w).detach().float(),
+                                                 self.digital_scales())
+        finally:
+            self.train(was_training)
+        if self.out_scaling_alpha is not None:
+            est = est * per_output(self.out_scaling_alpha.detach().float(), self.geometry.groups, 3)
+        return est
+
+    # -- training: the (x, d) of each step ------------------------------------------
+
+    def record_updates(self, enable: bool = True) -> None:
+        """Record the (x, d) of every training forward/backward of this tile
+        (``recorded_updates``): the op's raw input x (G, B, K) and the
+        gradient d (G, B, N) of the tile output, handed over by the op's
+        backward through ``fxanalog::tile_record`` (docs/architecture.md)."""
+        if enable and self._update_key == NO_UPDATE:
+            self._update_key = register_recorder(self._record)
+        elif not enable:
+            self._update_key = NO_UPDATE
+            self._recorded.clear()
+
+    def _record(self, x: Tensor, d: Tensor) -> None:
+        self._recorded.append((x, d))
+
+    def recorded_updates(self) -> Optional[tuple[Tensor, Tensor]]:
+        """The (x, d) recorded since the last call, the batches of several
+        backward passes concatenated in order: (G, B_total, K) and
+        (G, B_total, N); None when nothing was recorded. Forgets them."""
+        if not self._recorded:
+            return None
+        xs, ds = zip(*self._recorded)
+        self._recorded.clear()
+        return torch.cat(xs, dim=1), torch.cat(ds, dim=1)
+
+    # -- state dict --------------------------------------------------------------
+
+    def prepare_load(self, state_dict: dict, prefix: str, replace: bool, device) -> None:
+        """Before loading: the optional buffers (the programmed state, the
+        mapping scales) exist only in some states; make those the state
+        dict holds (``prefix`` + name) ready to receive them on ``device``,
+        and with ``replace`` (the layer's weights are loaded too) drop those
+        it lacks."""
+        self._input_range_init_done = False  # the loaded counts decide anew
+        for buffer in _OPTIONAL_BUFFERS:
+            key = prefix + buffer
+            if key in state_dict:
+                setattr(self, buffer, torch.empty_like(state_dict[key], device=device))
+            elif replace:
+                setattr(self, buffer, None)
+        self.invalidate_cache()
+
+    def extra_repr(self) -> str:
+        g = self.geometry
+        groups = f"{g.groups}x" if g.groups > 1 else ""
+        return (f"tiles={groups}{g.n_out}x{g.n_in} of <= {max(g.out_sizes)}x{g.p_in}, "
+                f"rpu_config={type(self.rpu_config).__name__}")
 
 
-# --------------------------------------------------------------------------
-# Backward
+def _repeat_groups(v: Optional[Tensor], samples: int) -> Optional[Tensor]:
+    """A per-(group, output) vector (G*N) for ``samples`` copies of the groups."""
+    if v is None or samples == 1 or v.numel() == 1:
+        return v
+    return v.reshape(-1).repeat(samples)
 
-
-def tile_backward_input(
-    grad: Tensor,
-    tiles: Tensor,
-    in_sizes: Sequence[int],
-    out_sizes: Sequence[int],
-    io: TileIO,
-    forward=None,
-) -> Tensor:
-    """Gradient for x of (G, B, N) ``grad``: the transposed MVM, noisy when
-    the backward IOParameters are not perfect, computed by ``forward``
-    (``tile_forward`` by default; the op passes its dispatch, so CUDA
-    tensors use the Triton kernel). Returns (G, B, K)."""
-    ct = compute_dtype(grad.dtype)
-    w = unlayout_tiles(tiles.to(ct), in_sizes)  # (G, N, K)
-    if io.is_perfect:
-        return torch.matmul(grad.to(ct), w) * io.out_scale
-    wt = layout_tiles(w.transpose(1, 2).contiguous(), out_sizes)  # transposed array: N inputs in out pieces
-    return (forward or tile_forward)(grad.to(ct), wt, out_sizes, in_sizes, io)

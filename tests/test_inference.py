@@ -74,8 +74,8 @@ def test_programming_per_tile_conductance_scale():
         layer.weight.copy_(torch.tensor([[0.5, -1.0, 0.1, 0.2], [0.25, 0.0, -0.4, 0.0]]))
     program_analog_weights(layer)
     # tile 1: inputs 0-1, max 1.0 -> 25 uS per unit; tile 2: inputs 2-3, max 0.4 -> 62.5
-    assert torch.allclose(layer.conductance_scales, torch.tensor([[[25.0, 62.5]]]))
-    assert layer.programmed_conductances.shape == (2, 1, 2, 4)
+    assert torch.allclose(layer.tile.conductance_scales, torch.tensor([[[25.0, 62.5]]]))
+    assert layer.tile.programmed_conductances.shape == (2, 1, 2, 4)
 
 
 def test_programming_noise_of_layer_weights():
@@ -89,7 +89,7 @@ def test_programming_noise_of_layer_weights():
         layer.weight.fill_(0.5)
         layer.weight[:, 0] = 1.0  # max 1 -> s = 25 uS per unit
     program_analog_weights(layer)
-    err = (layer.analog_weight[0, :, 1:] - 0.5) * 25.0  # 99 750 devices
+    err = (layer.tile.analog_weight[0, :, 1:] - 0.5) * 25.0  # 99 750 devices
     s1, s0 = pcm_sigma(12.5), pcm_sigma(0.0)
     expected = math.sqrt(s1 * s1 + s0 * s0 * (0.5 - 1 / (2 * math.pi)))
     assert abs(err.std().item() / expected - 1) < 0.02
@@ -109,16 +109,16 @@ def test_drift_of_noise_free_devices_is_exact(model):
     cfg.drift_compensation = None
     cfg.mapping.max_input_size = 16
     layer = AnalogLinear(40, 8, rpu_config=cfg).eval()
-    target = layer.target_tile_weight().detach()
+    target = layer.tile.to_tile_units(layer.weight_matrix()).detach()
     program_analog_weights(layer)
-    assert torch.allclose(layer.analog_weight, target, atol=1e-7)
-    g, nu = layer.programmed_conductances, layer.drift_exponents
-    scale = layer.conductance_scales.repeat_interleave(torch.tensor(layer.in_sizes), dim=2)
+    assert torch.allclose(layer.tile.analog_weight, target, atol=1e-7)
+    g, nu = layer.tile.programmed_conductances, layer.tile.drift_exponents
+    scale = layer.tile.conductance_scales.repeat_interleave(torch.tensor(layer.in_sizes), dim=2)
     for t in (3600.0, T_YEAR):
         drift_analog_weights(layer, t)
         f = ((t + 20.0) / 20.0) ** (-nu)
         expected = (g[0] * f[0] - g[1] * f[1]) / scale
-        assert torch.allclose(layer.analog_weight, expected, rtol=1e-5, atol=1e-7)
+        assert torch.allclose(layer.tile.analog_weight, expected, rtol=1e-5, atol=1e-7)
         x = torch.randn(5, 40)
         assert torch.allclose(layer(x), x @ expected[0].t() + layer.bias, rtol=1e-4, atol=1e-5)
 
@@ -127,23 +127,23 @@ def test_drift_is_recomputed_from_the_programmed_state():
     cfg = InferenceRPUConfig()
     layer = AnalogLinear(30, 10, rpu_config=cfg).eval()
     drift_analog_weights(layer, 3600.0)  # programs first
-    assert layer.programmed_conductances is not None
+    assert layer.tile.programmed_conductances is not None
     torch.manual_seed(7)
     drift_analog_weights(layer, 3600.0)
-    one_hour = layer.analog_weight.clone()
+    one_hour = layer.tile.analog_weight.clone()
     drift_analog_weights(layer, 86400.0)
     torch.manual_seed(7)
     drift_analog_weights(layer, 3600.0)
-    assert torch.equal(layer.analog_weight, one_hour)
+    assert torch.equal(layer.tile.analog_weight, one_hour)
 
 
 def test_training_mode_uses_the_digital_weights():
     layer = AnalogLinear(6, 3, rpu_config=quiet_config()).eval()
     program_analog_weights(layer)
     drift_analog_weights(layer, 1e5)
-    assert not torch.equal(layer.tile_weight(), layer.target_tile_weight())
+    assert not torch.equal(layer.tile.tile_weight(layer.weight_matrix()), layer.tile.to_tile_units(layer.weight_matrix()))
     layer.train()
-    assert torch.equal(layer.tile_weight(), layer.target_tile_weight())
+    assert torch.equal(layer.tile.tile_weight(layer.weight_matrix()), layer.tile.to_tile_units(layer.weight_matrix()))
     x = torch.randn(4, 6)
     assert torch.allclose(layer(x), x @ layer.weight.t() + layer.bias, atol=1e-6)
 
@@ -152,7 +152,7 @@ def test_floating_point_layers_are_not_programmed():
     layer = AnalogLinear(6, 3, rpu_config=FloatingPointRPUConfig()).eval()
     program_analog_weights(layer)
     drift_analog_weights(layer, 100.0)
-    assert layer.analog_weight is None
+    assert layer.tile.analog_weight is None
 
 
 @pytest.mark.parametrize("comp", [GlobalDriftCompensation(), PerColumnDriftCompensation()])
@@ -168,7 +168,7 @@ def test_compensation_restores_the_mean_output(comp):
     drift_analog_weights(layer, T_YEAR)
     compensated = layer(x).abs().mean().item()
     assert abs(compensated / level0 - 1) < 0.05
-    layer.drift_scales = None  # the same drifted weights, uncompensated
+    layer.tile.drift_scales = None  # the same drifted weights, uncompensated
     drifted = layer(x).abs().mean().item()
     assert drifted / level0 < 0.6  # (1.6e6)^-nu with nu ~ 0.05
 
@@ -194,7 +194,7 @@ def test_state_dict_round_trip_weights_only():
     assert torch.equal(outs[0], outs[1])
     # an unprogrammed state loads back into a programmed layer
     a.load_state_dict(AnalogConv2d(3, 4, 3, rpu_config=cfg).state_dict())
-    assert a.analog_weight is None
+    assert a.tile.analog_weight is None
 
 
 # --------------------------------------------------------------------------
@@ -239,12 +239,12 @@ def test_remap_layerwise_and_channelwise():
     w = torch.tensor([[1.0, -2.0], [0.5, 0.25]])
     layer = _layer_with(w, remap__type=WeightRemapType.LAYERWISE_SYMMETRIC)
     remap_weights(layer)
-    assert torch.equal(layer.mapping_scales, torch.tensor([2.0]))
-    assert torch.equal(layer.target_tile_weight()[0].detach(), w / 2)
+    assert torch.equal(layer.tile.mapping_scales, torch.tensor([2.0]))
+    assert torch.equal(layer.tile.to_tile_units(layer.weight_matrix())[0].detach(), w / 2)
     assert torch.allclose(layer.get_weights()[0], w)
     layer = _layer_with(w, remap__type=WeightRemapType.CHANNELWISE_SYMMETRIC, remap__remapped_wmax=0.5)
     remap_weights(layer)
-    assert torch.equal(layer.mapping_scales, torch.tensor([4.0, 1.0]))
+    assert torch.equal(layer.tile.mapping_scales, torch.tensor([4.0, 1.0]))
     assert torch.allclose(layer.get_weights()[0], w)
     layer = _layer_with(w, remap__type=WeightRemapType.LAYERWISE_SYMMETRIC, remap__max_scale_range=2.0)
     with pytest.raises(ValueError, match="max_scale_range"):
@@ -400,12 +400,12 @@ def test_realistic_write_512_tile_reaches_tolerance():
     cfg = InferenceRPUConfig()
     cfg.mapping.weight_scaling_omega = 1.0
     layer = AnalogLinear(512, 512, rpu_config=cfg)
-    target = layer.target_tile_weight().detach().clone()
+    target = layer.tile.to_tile_units(layer.weight_matrix()).detach().clone()
     report = realistic_write(layer)
     r = report["AnalogLinear"]
-    assert layer.programming_report == r
+    assert layer.tile.programming_report == r
     assert r["iterations"] < 100 and r["error"] < 0.01
-    true_error = (layer.target_tile_weight().detach() - target).abs().mean() / target.abs().max()
+    true_error = (layer.tile.to_tile_units(layer.weight_matrix()).detach() - target).abs().mean() / target.abs().max()
     assert true_error < 0.01
 
 
@@ -417,10 +417,10 @@ def test_realistic_write_tile_array_reaches_tolerance():
     cfg.mapping.max_output_size = 64
     model = nn.Sequential(AnalogLinear(300, 100, rpu_config=cfg))  # 3 x 2 tiles
     layer = model[0]
-    target = layer.target_tile_weight().detach().clone()
+    target = layer.tile.to_tile_units(layer.weight_matrix()).detach().clone()
     report = realistic_write(model)
     assert set(report) == {"0"} and report["0"]["error"] < 0.01
-    err = (layer.target_tile_weight().detach() - target).abs()
+    err = (layer.tile.to_tile_units(layer.weight_matrix()).detach() - target).abs()
     for rows in err.split(layer.out_sizes, dim=1):
         for tile, t in zip(rows.split(layer.in_sizes, dim=2), target.split(layer.in_sizes, dim=2)):
             assert tile.mean() / t.abs().max() < 0.01  # every tile (max of its own target)
@@ -477,7 +477,7 @@ def test_read_weights_noisy_tile_within_predicted_error():
 def test_identity_and_probe_reads_of_an_exact_tile(inp_noise):
     """Both code paths (row by row, and whole tiles when idle inputs carry
     input noise) read an exact tile array's weights back exactly."""
-    from fxanalog.inference import _identity_read, _probe_read
+    from fxanalog.programming import identity_read, probe_read
 
     torch.manual_seed(12)
     cfg = InferenceRPUConfig()
@@ -486,10 +486,11 @@ def test_identity_and_probe_reads_of_an_exact_tile(inp_noise):
     cfg.mapping.max_input_size = 24
     cfg.mapping.max_output_size = 5
     layer = AnalogLinear(70, 12, rpu_config=cfg)
-    w = layer.target_tile_weight().detach()
-    assert torch.allclose(_identity_read(layer, w), w.transpose(1, 2), atol=1e-7)
+    w = layer.tile.to_tile_units(layer.weight_matrix()).detach()
+    reader = layer.tile.reader()
+    assert torch.allclose(identity_read(reader, w), w.transpose(1, 2), atol=1e-7)
     for k, R in ((4, 2), (32, 1)):
-        assert torch.allclose(_probe_read(layer, w, k, R), w, atol=1e-6)
+        assert torch.allclose(probe_read(reader, w, k, R), w, atol=1e-6)
 
 
 def test_compensation_with_input_noise_uses_the_full_identity():

@@ -69,7 +69,7 @@ def test_config_defaults_round_trip_and_validation():
 
 def test_disabled_by_default_no_parameter():
     layer = AnalogLinear(6, 4)
-    assert layer.input_range is None and layer.input_range_update_idx is None
+    assert layer.tile.input_range is None and layer.tile.input_range_update_idx is None
     assert "input_range" not in dict(layer.named_parameters())
 
 
@@ -82,7 +82,7 @@ def test_perfect_forward_is_the_clipped_digital_result():
     layer = make_linear(w, cfg, max_in=4, bias=b)  # pieces 3, 3, 3
     assert layer.in_sizes == [3, 3, 3]
     with torch.no_grad():
-        layer.input_range.copy_(torch.tensor([[0.5, 1.0, 2.0]]))
+        layer.tile.input_range.copy_(torch.tensor([[0.5, 1.0, 2.0]]))
     x = 3 * torch.randn(7, 9)
     r = torch.tensor([0.5] * 3 + [1.0] * 3 + [2.0] * 3)
     expected = F.linear(torch.maximum(torch.minimum(x, r), -r), w, b)
@@ -102,7 +102,7 @@ def test_quantized_forward_matches_per_piece_reference(max_in):
     assert layer.in_sizes == sizes
     ranges = torch.linspace(0.7, 1.6, len(sizes))
     with torch.no_grad():
-        layer.input_range.copy_(ranges.reshape(1, -1))
+        layer.tile.input_range.copy_(ranges.reshape(1, -1))
     x = 1.5 * torch.randn(10, 13)
     expected = 0
     for (a, e), r in zip(pieces(x, sizes), ranges.tolist()):
@@ -117,13 +117,13 @@ def test_grouped_conv_has_a_range_per_group_and_piece():
     cfg.forward.is_perfect = True
     cfg.mapping.max_input_size = 10  # 4 channels/group * 3*3 = 36 inputs -> 4 pieces of 9
     conv = AnalogConv2d(8, 6, 3, padding=1, groups=2, rpu_config=cfg).eval()
-    assert tuple(conv.input_range.shape) == (2, 4)
+    assert tuple(conv.tile.input_range.shape) == (2, 4)
     with torch.no_grad():
-        conv.input_range.copy_(torch.tensor([[0.3, 0.6, 0.9, 1.2], [1.5, 1.8, 2.1, 2.4]]))
+        conv.tile.input_range.copy_(torch.tensor([[0.3, 0.6, 0.9, 1.2], [1.5, 1.8, 2.1, 2.4]]))
     x = 2 * torch.randn(2, 8, 5, 5)
     # Reference: unfold per group, clip each piece by its range, matmul, fold.
     cols = F.unfold(x, 3, padding=1).reshape(2, 2, 36, 25)  # (batch, group, K, L)
-    r = conv.input_range.detach().repeat_interleave(9, dim=1)  # (group, K)
+    r = conv.tile.input_range.detach().repeat_interleave(9, dim=1)  # (group, K)
     cols = torch.maximum(torch.minimum(cols, r[None, :, :, None]), -r[None, :, :, None])
     wg = conv.weight.detach().reshape(2, 3, 36)
     y = torch.einsum("gnk,bgkl->bgnl", wg, cols).reshape(2, 6, 5, 5) + conv.bias.detach().reshape(1, 6, 1, 1)
@@ -138,14 +138,14 @@ def test_initialization_from_data_is_a_running_mean_of_alpha_std():
     batches = [torch.randn(8, 10) * s for s in (1.0, 3.0, 7.0)]
     std = [torch.stack([b[:, :5].std(), b[:, 5:].std()]) for b in batches]
     layer(batches[0])
-    torch.testing.assert_close(layer.input_range.detach()[0], 2.0 * std[0])  # k = 0: the first batch only
+    torch.testing.assert_close(layer.tile.input_range.detach()[0], 2.0 * std[0])  # k = 0: the first batch only
     layer(batches[1])
-    torch.testing.assert_close(layer.input_range.detach()[0], (2.0 * std[0] + 2.0 * std[1]) / 2)
-    assert layer.input_range_update_idx.tolist() == [[2, 2]]
+    torch.testing.assert_close(layer.tile.input_range.detach()[0], (2.0 * std[0] + 2.0 * std[1]) / 2)
+    assert layer.tile.input_range_update_idx.tolist() == [[2, 2]]
     layer(batches[2])  # past init_from_data: unchanged
-    torch.testing.assert_close(layer.input_range.detach()[0], (2.0 * std[0] + 2.0 * std[1]) / 2)
+    torch.testing.assert_close(layer.tile.input_range.detach()[0], (2.0 * std[0] + 2.0 * std[1]) / 2)
     layer.eval()(batches[2] * 100)  # eval never updates
-    assert layer.input_range_update_idx.tolist() == [[2, 2]]
+    assert layer.tile.input_range_update_idx.tolist() == [[2, 2]]
 
 
 def test_constant_piece_does_not_count_for_initialization():
@@ -154,9 +154,9 @@ def test_constant_piece_does_not_count_for_initialization():
     x = torch.randn(4, 6)
     x[:, :3] = 1.5  # std 0 in the first piece
     layer(x)
-    assert layer.input_range_update_idx.tolist() == [[0, 1]]
-    assert layer.input_range[0, 0].item() == 4.0
-    torch.testing.assert_close(layer.input_range[0, 1].detach(), 3.0 * x[:, 3:].std())
+    assert layer.tile.input_range_update_idx.tolist() == [[0, 1]]
+    assert layer.tile.input_range[0, 0].item() == 4.0
+    torch.testing.assert_close(layer.tile.input_range[0, 1].detach(), 3.0 * x[:, 3:].std())
 
 
 def _expected_grads(x, w, g, r, cfg):
@@ -190,14 +190,14 @@ def test_gradient_of_the_range_and_of_the_input(fields, scale):
     layer = make_linear(w, cfg).train()
     r = 0.8
     with torch.no_grad():
-        layer.input_range.fill_(r)
+        layer.tile.input_range.fill_(r)
     x = (scale * torch.randn(6, 40)).requires_grad_()
     g = torch.randn(6, 5)
     (layer(x) * g).sum().backward()
     exp_r, exp_x = _expected_grads(x.detach(), w, g, torch.tensor(r), cfg.pre_post.input_range)
     frac = 1 - ((x.detach().abs() >= r).float().mean())
     assert (frac > 0.95) == (scale == 0.2)  # the cases cover both sides of input_min_percentage
-    torch.testing.assert_close(layer.input_range.grad[0, 0], exp_r, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(layer.tile.input_range.grad[0, 0], exp_r, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(x.grad, exp_x, rtol=1e-5, atol=1e-6)
 
 
@@ -214,7 +214,7 @@ def test_gradient_with_output_clipping_management():
     layer = make_linear(w, cfg).train()
     r = 1.1
     with torch.no_grad():
-        layer.input_range.fill_(r)
+        layer.tile.input_range.fill_(r)
     x = torch.randn(12, 20)
     g = torch.randn(12, 8)
     (layer(x) * g).sum().backward()
@@ -224,15 +224,15 @@ def test_gradient_with_output_clipping_management():
     assert f < 0.95
     push, _ = _expected_grads(x, w, g, torch.tensor(r), cfg.pre_post.input_range)
     expected = (g * (wv.clamp(-2.0, 2.0) - wv)).sum() + push - (1 - f) * r
-    torch.testing.assert_close(layer.input_range.grad[0, 0], expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(layer.tile.input_range.grad[0, 0], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_fixed_range_gets_no_gradient_and_training_learns_it():
     cfg = ir_config(learn_input_range=False, init_from_data=0)
     layer = make_linear(torch.randn(3, 4), cfg).train()
-    assert not layer.input_range.requires_grad
+    assert not layer.tile.input_range.requires_grad
     layer(torch.randn(2, 4)).sum().backward()
-    assert layer.input_range.grad is None
+    assert layer.tile.input_range.grad is None
     # Learned: inputs far beyond the range and a loss asking for larger outputs widen it.
     torch.manual_seed(6)
     cfg = ir_config(init_from_data=0, init_value=0.5)
@@ -244,7 +244,7 @@ def test_fixed_range_gets_no_gradient_and_training_learns_it():
         (-layer(2.0 + torch.rand(16, 4))).mean().backward()
         layer.weight.grad = None
         opt.step()
-    assert layer.input_range.item() > 1.0
+    assert layer.tile.input_range.item() > 1.0
 
 
 def test_state_dict_round_trip_with_weights_only():
@@ -253,20 +253,20 @@ def test_state_dict_round_trip_with_weights_only():
     layer = make_linear(torch.randn(4, 6), cfg, max_in=3).train()
     layer(torch.randn(5, 6))
     sd = layer.state_dict()
-    assert set(sd) >= {"input_range", "input_range_update_idx"}
+    assert set(sd) >= {"tile.input_range", "tile.input_range_update_idx"}
     buf = io.BytesIO()
     torch.save(sd, buf)
     buf.seek(0)
     fresh = make_linear(torch.zeros(4, 6), ir_config(init_from_data=3), max_in=3)
     fresh.load_state_dict(torch.load(buf, weights_only=True))
-    torch.testing.assert_close(fresh.input_range, layer.input_range)
-    assert fresh.input_range_update_idx.tolist() == [[1, 1]]
+    torch.testing.assert_close(fresh.tile.input_range, layer.tile.input_range)
+    assert fresh.tile.input_range_update_idx.tolist() == [[1, 1]]
 
 
 def test_bad_ranges_and_late_enabling_are_reported():
     layer = make_linear(torch.randn(3, 4), ir_config(init_from_data=0))
     with torch.no_grad():
-        layer.input_range.fill_(-1.0)
+        layer.tile.input_range.fill_(-1.0)
     with pytest.raises(ValueError, match=r"AnalogLinear\.input_range = \[-1\.0\]: every range must be > 0"):
         layer(torch.randn(2, 4))
     late = AnalogLinear(4, 3)

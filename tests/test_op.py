@@ -6,7 +6,8 @@ import torch
 import fxanalog
 from fxanalog import FloatingPointRPUConfig, InferenceRPUConfig, IOParameters
 from fxanalog.nn import AnalogConv2d, AnalogLinear
-from fxanalog.tile import layout_tiles, pack_io, split_sizes
+from fxanalog.geometry import layout_tiles, split_sizes
+from fxanalog.ops import TileIO
 
 
 def _args(io: IOParameters, requires_grad=False):
@@ -16,7 +17,8 @@ def _args(io: IOParameters, requires_grad=False):
     x = torch.randn(2, 5, 10, requires_grad=requires_grad)
     tiles = layout_tiles(w, ins).detach().requires_grad_(requires_grad)
     bias = torch.randn(12, requires_grad=requires_grad)
-    return (x, tiles, ins, outs, torch.rand(12) + 0.5, bias, pack_io(io), pack_io(IOParameters(is_perfect=True)))
+    return (x, tiles, ins, outs, torch.rand(12) + 0.5, bias, TileIO.pack(io), TileIO.pack(IOParameters(is_perfect=True)),
+            -1)
 
 
 def test_opcheck_schema_fake_and_autograd_registration():

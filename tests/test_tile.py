@@ -383,12 +383,12 @@ def test_learned_output_scaling_gets_gradients():
     layer = linear(torch.randn(3, 4), b=torch.randn(3), cfg=cfg).train()
     x = torch.randn(5, 4)
     with torch.no_grad():
-        layer.out_scaling_alpha.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        layer.tile.out_scaling_alpha.copy_(torch.tensor([1.0, 2.0, 0.5]))
     y = layer(x)
     want = (x @ layer.weight.T) * torch.tensor([1.0, 2.0, 0.5]) + layer.bias
     assert torch.allclose(y, want, atol=1e-5)
     y.sum().backward()
-    assert torch.allclose(layer.out_scaling_alpha.grad, (x @ layer.weight.T).sum(0), atol=1e-4)
+    assert torch.allclose(layer.tile.out_scaling_alpha.grad, (x @ layer.weight.T).sum(0), atol=1e-4)
 
 
 # ----------------------------------------------------------------------------

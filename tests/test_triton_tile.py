@@ -1,5 +1,5 @@
 """The fused Triton tile kernel (``fxanalog.triton_kernels.tile_mvm``) against
-the torch path ``fxanalog.tile.tile_forward`` and against noise formulas.
+the torch path ``fxanalog.ops.tile_mvm_torch.tile_forward`` and against noise formulas.
 
 On CPU the kernels run in Triton's interpreter. ``triton.jit`` picks the
 interpreter when a kernel is *decorated* (it reads ``TRITON_INTERPRET`` then),
@@ -37,8 +37,10 @@ import pytest
 import torch
 
 from fxanalog.config import BoundManagementType, IOParameters, NoiseManagementType, WeightNoiseType
-from fxanalog.tile import layout_tiles, pack_io, split_sizes, tile_forward, unpack_io
-from fxanalog.triton_kernels.dispatch import triton_available
+from fxanalog.geometry import layout_tiles, split_sizes
+from fxanalog.ops import TileIO, dispatch
+from fxanalog.ops.dispatch import triton_available
+from fxanalog.ops.tile_mvm_torch import tile_forward
 
 pytestmark = pytest.mark.skipif(not triton_available(), reason="triton cannot be imported on this machine")
 
@@ -83,7 +85,7 @@ def case(io: dict, G=2, B=37, K=37, N=23, max_in=16, max_out=10, x_scale=1.0, w_
         in_sizes=in_sizes,
         out_sizes=out_sizes,
         fields=dict(io),
-        io=pack_io(IOParameters(**io)),
+        io=TileIO.pack(IOParameters(**io)),
         col_scale=(torch.rand(G * N, generator=gen) + 0.5) if col_scale else None,
         bias=torch.randn(G * N, generator=gen) if bias else None,
         block=block,
@@ -151,7 +153,7 @@ def check_close(name: str, out: torch.Tensor, ref: torch.Tensor, max_frac: float
 
 
 def check_equal(name: str, c: dict, out: torch.Tensor, max_frac: float) -> None:
-    io = unpack_io(c["io"])
+    io = TileIO.unpack(c["io"])
     ref = tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], io, c["col_scale"], c["bias"])
     check_close(name, out, ref, max_frac)
 
@@ -160,7 +162,7 @@ def round1_overdrive(c: dict, cols=slice(None)) -> float:
     """max over tiles (and the given output columns) of |round-1 output| /
     out_bound, by a direct formula (ABS_MAX scaling, DAC rounded, no ADC):
     > 4 means rounds r = 2, 4, 8."""
-    io = unpack_io(c["io"])
+    io = TileIO.unpack(c["io"])
     x, w = c["x"].double(), c["w"].double()
     worst = 0.0
     start = 0
@@ -245,7 +247,7 @@ def _dac(xp, alpha, io):
 
 def expected_std(name: str, c: dict) -> torch.Tensor:
     """(G, B, N) standard deviation of output - noise-free output, by formula."""
-    io = unpack_io(c["io"])
+    io = TileIO.unpack(c["io"])
     x, w = c["x"].double(), c["w"].double()
     var = torch.zeros(x.shape[0], x.shape[1], w.shape[1], dtype=torch.float64)
     for sl in _pieces(c):
@@ -286,7 +288,7 @@ def noise_free_reference(name: str, c: dict) -> torch.Tensor:
         fields["out_res"] = 0.0
     if name == "inp-sto-round":
         fields["inp_res"] = 0.0
-    io = unpack_io(pack_io(IOParameters(**fields)))
+    io = TileIO.unpack(TileIO.pack(IOParameters(**fields)))
     return tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], io)
 
 
@@ -314,14 +316,14 @@ def check_stats(name: str, c: dict, out: torch.Tensor) -> None:
 
 
 def _launch(c: dict, device: str) -> torch.Tensor:
-    from fxanalog.triton_kernels.tile_mvm import triton_tile_forward
+    from fxanalog.triton_kernels.tile_mvm import launch
 
     def dev(t):
         return None if t is None else t.to(device)
 
     blocks = {} if c["block"] is None else dict(block_m=c["block"], block_n=c["block"], block_k=c["block"])
-    return triton_tile_forward(
-        dev(c["x"]), dev(c["tiles"]), c["in_sizes"], c["out_sizes"], unpack_io(c["io"]),
+    return launch(
+        dev(c["x"]), dev(c["tiles"]), c["in_sizes"], c["out_sizes"], TileIO.unpack(c["io"]),
         dev(c["col_scale"]), dev(c["bias"]), **blocks,
     )
 
@@ -371,17 +373,17 @@ def _worker(inp: str, outp: str) -> None:
 
     jobs = torch.load(inp, weights_only=False)
     results = {"interpreted": type(kernels._tile_forward_kernel).__name__ == "InterpretedFunction"}
-    use_triton_orig = kernels.use_triton
     torch.manual_seed(0)
     for key, c in jobs.items():
         if key.startswith("layer:"):  # through the op, with the dispatch sending CPU tensors to Triton
             launches = []
-            launcher = kernels.triton_tile_forward
-            kernels.use_triton = lambda t: True
-            kernels.triton_tile_forward = lambda *a, **k: launches.append(1) or launcher(*a, **k)
+            dispatch.register("tile_mvm", "triton", lambda *a, **k: launches.append(1) or kernels.launch(*a, **k),
+                              supports=kernels.supports)
+            dispatch.force_implementation("triton")
             with torch.no_grad():
                 results[key] = (c[0](c[1]), len(launches))
-            kernels.use_triton, kernels.triton_tile_forward = use_triton_orig, launcher
+            dispatch.force_implementation(None)
+            dispatch.register("tile_mvm", "triton", kernels.launch, supports=kernels.supports)
         elif key.startswith("groups:"):  # more groups than a grid axis holds: sliced launches
             limit = kernels.MAX_GRID_GROUPS
             kernels.MAX_GRID_GROUPS = 2
@@ -479,53 +481,56 @@ def test_seeded_and_fresh_draws_gpu():
 def test_gpu_default_blocks_and_dispatch():
     # Heuristic block sizes (no override) on a larger layer, and the op's
     # dispatch: CUDA -> Triton, forced -> torch path; both agree without noise.
-    from fxanalog.triton_kernels import set_force_torch
-    from fxanalog.triton_kernels.tile_mvm import tile_mvm_forward
+    from fxanalog.ops.tile_mvm import forward
 
     c = case(quiet(), G=1, B=300, K=1300, N=700, max_in=512, max_out=512, w_scale=0.05, block=None)
     out = _launch(c, "cuda")
     check_equal("large", c, out, max_frac=0.005)
-    args = (c["x"].cuda(), c["tiles"].cuda(), c["in_sizes"], c["out_sizes"], unpack_io(c["io"]))
+    args = (c["x"].cuda(), c["tiles"].cuda(), c["in_sizes"], c["out_sizes"], TileIO.unpack(c["io"]))
     try:
-        set_force_torch(True)
-        forced = tile_mvm_forward(*args)
+        dispatch.force_implementation("torch")
+        forced = forward(*args)
     finally:
-        set_force_torch(None)
-    check_close("dispatch", tile_mvm_forward(*args), forced, max_frac=0.005)
+        dispatch.force_implementation(None)
+    check_close("dispatch", forward(*args), forced, max_frac=0.005)
 
 
 # ----------------------------------------------------------------------------
 # In-process checks that launch no kernel
 
 
-def test_ir_drop_and_float64_fall_back_to_torch_path():
-    from fxanalog.triton_kernels.tile_mvm import kernel_supports, triton_tile_forward
+def test_ir_drop_float64_and_empty_batches_go_to_the_torch_path():
+    from fxanalog.triton_kernels.tile_mvm import launch, supports
 
     c = case(quiet(ir_drop=1.0, inp_res=1 / 126))
-    io = unpack_io(c["io"])
-    assert not kernel_supports(c["x"], c["tiles"], io)
-    out = triton_tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], io)
-    ref = tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], io)
-    assert torch.equal(out, ref)
-    # ir_drop changes the result, so the fallback is not a no-op comparison
-    plain = unpack_io(pack_io(IOParameters(**quiet(inp_res=1 / 126))))
-    assert not torch.allclose(ref, tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], plain))
+    io = TileIO.unpack(c["io"])
+    plain = TileIO.unpack(TileIO.pack(IOParameters(**quiet(inp_res=1 / 126))))
     x64, t64 = c["x"].double(), c["tiles"].double()
-    assert not kernel_supports(x64, t64, plain)
-    out64 = triton_tile_forward(x64, t64, c["in_sizes"], c["out_sizes"], plain)
-    assert out64.dtype == torch.float64
-    assert torch.equal(out64, tile_forward(x64, t64, c["in_sizes"], c["out_sizes"], plain))
+    cases = [(c["x"], c["tiles"], io), (x64, t64, plain), (c["x"][:, :0], c["tiles"], plain)]
+    assert supports(c["x"], c["tiles"], plain)  # the plain case itself is the kernel's
+    dispatch.force_implementation("triton")  # even forced, the dispatch keeps these on the torch path
+    try:
+        for x, tiles, cio in cases:
+            assert not supports(x, tiles, cio)
+            assert dispatch.select("tile_mvm", x, x, tiles, cio).name == "torch"
+            with pytest.raises(ValueError, match="supports"):
+                launch(x, tiles, c["in_sizes"], c["out_sizes"], cio)
+    finally:
+        dispatch.force_implementation(None)
+    # ir_drop changes the result, so the torch path really computes it
+    ref = tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], io)
+    assert not torch.allclose(ref, tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], plain))
 
 
 def test_bad_shapes_raise_clear_errors():
-    from fxanalog.triton_kernels.tile_mvm import triton_tile_forward
+    from fxanalog.triton_kernels.tile_mvm import launch
 
     c = CASES["ABS_MAX-NONE"]
-    io = unpack_io(c["io"])
+    io = TileIO.unpack(c["io"])
     with pytest.raises(ValueError, match="in_sizes"):
-        triton_tile_forward(c["x"], c["tiles"], [10, 27], c["out_sizes"], io)
+        launch(c["x"], c["tiles"], [10, 27], c["out_sizes"], io)
     with pytest.raises(ValueError, match=r"expected \(G, B, K\)"):
-        triton_tile_forward(c["x"][0], c["tiles"], c["in_sizes"], c["out_sizes"], io)
+        launch(c["x"][0], c["tiles"], c["in_sizes"], c["out_sizes"], io)
 
 
 def test_precision_setting():

@@ -1,10 +1,9 @@
-"""Triton GPU kernels of the analog tile ops, one op per file, each with the
-dispatch that sends CPU tensors (or everything, when forced) to the torch path.
+"""Triton GPU kernels of the analog tile ops: one op per file, each with its
+kernels and launcher (``launch``) and the ``supports`` check the op layer
+registers them with (``fxanalog.ops``, which also dispatches: CUDA tensors
+to these kernels, everything else to the torch path). ``streams`` holds the
+named random streams every kernel draws from; ``utils`` the block-size
+heuristic and piece tables.
 
-Set ``FXANALOG_FORCE_TORCH=1`` (or call ``set_force_torch(True)``) to use the
-torch path on GPU tensors too.
+Importing a module of this package imports Triton.
 """
-
-from fxanalog.triton_kernels.dispatch import set_force_torch, triton_available, use_triton
-
-__all__ = ["set_force_torch", "triton_available", "use_triton"]

@@ -1,9 +1,12 @@
-"""Analog layers: the modules that hold a converted weight matmul's analog state.
+"""Analog layers: the modules that put a weight matmul on analog tiles.
 
-Every converted matmul is one ``AnalogLayerBase``: it owns (or, with
-``inplace=True``, shares) the digital weight and bias parameters, the tile
-map of its config's mapping, the digital mapping scales, and computes its
-output with one call of ``fxanalog::tile_mvm`` on all of its tiles.
+Every converted matmul is one ``AnalogLayerBase``. It owns (or, with
+``inplace=True``, shares) the digital ``weight`` and ``bias`` parameters, so
+``state_dict`` keys stay those of the digital layer, and knows its kind's
+shapes (im2col for convolutions); everything analog (the config, the tile
+geometry, the periphery, the programmed state) is its ``tile``, an
+``fxanalog.tile.AnalogTile``, which the layer calls with its weights as a
+``(G, N, K)`` view (``weight_matrix()``).
 
 ``AnalogLinear`` and ``AnalogConv1d/2d/3d`` are constructible as in aihwkit
 and have ``from_digital`` / ``to_digital``; the compiler also builds
@@ -13,37 +16,19 @@ HuggingFace's ``Conv1D`` with ``transposed=True``).
 
 from __future__ import annotations
 
-import copy
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
-from fxanalog.nn.input_range import input_range_config, input_range_matmul
-from fxanalog.tile import (
-    _finish_digital,
-    compute_dtype,
-    fold_samples,
-    layout_tiles,
-    pack_io,
-    split_sizes,
-    unfold_samples,
-)
+from fxanalog.geometry import TileGeometry
+from fxanalog.tile import AnalogTile
 
-__all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers"]
-
-# Buffers of the programmed state (see AnalogLayerBase and fxanalog.inference).
-ANALOG_STATE = (
-    "programmed_conductances",
-    "drift_exponents",
-    "conductance_scales",
-    "drift_reference",
-    "analog_weight",
-    "drift_scales",
-)
+__all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
+           "conv_class_for"]
 
 
 def _tuple(v, n: int) -> tuple:
@@ -56,335 +41,183 @@ class AnalogLayerBase(nn.Module):
     Attributes:
         weight, bias: the digital parameters (shared with the source model
             when converted in place).
-        rpu_config: the layer's config (validated at every use).
-        in_sizes, out_sizes: the tile split of one group's K inputs and N
-            outputs (``[K]``, ``[N]`` for one tile).
-        mapping_scales: digital factor per output (weight scaling omega),
-            or None.
-        out_scaling_alpha: learnable output scales (``learn_out_scaling``).
+        tile: the ``AnalogTile`` (config, periphery, analog state).
         analog_name: the layer's name in the model, used in messages.
 
-    Analog state (buffers, in ``state_dict()`` once set; see
-    ``fxanalog.inference``): ``programmed_conductances`` and
-    ``drift_exponents`` ``(2, G, N, K)`` for g+ and g-,
-    ``conductance_scales`` ``(G, n_out, n_in)`` (uS per tile unit of each
-    tile), ``drift_reference`` ``(G, N)``, ``analog_weight`` ``(G, N, K)``
-    (the tile weights now, used in eval) and ``drift_scales`` ``(G*N,)``
-    (the drift compensation, folded into the digital column scales in eval).
-    ``programming_report`` holds the closed-loop write's result.
+    Subclasses define ``_digital`` (the digital class), ``tile_shape``,
+    ``weight_matrix``/``matrix_to_weight`` when the weight is not stored as
+    ``(G*N, K...)``, ``_digital_args`` and ``_from_digital_args`` (the
+    constructor arguments of the digital class and of this one).
     """
 
-    groups: int
+    _digital: type = nn.Module
 
     def _init_analog(self, rpu_config, groups: int, mapped: bool) -> None:
         rpu_config = InferenceRPUConfig() if rpu_config is None else rpu_config
         check_rpu_config(rpu_config, f"{type(self).__name__}.rpu_config")
-        self.rpu_config = copy.deepcopy(rpu_config)
-        self.groups = groups
-        self.mapped = mapped
-        self.analog_name = type(self).__name__
-        self._tiles_cache: Optional[tuple] = None
-        self._io_cache: Optional[tuple] = None
-        N, K = self.tile_shape
-        m = self.rpu_config.mapping
-        self.in_sizes = split_sizes(K, m.max_input_size if mapped else 0)
-        self.out_sizes = split_sizes(N, m.max_output_size if mapped else 0)
-        self.register_buffer("mapping_scales", None)
-        self.out_scaling_alpha = None
-        for name in ANALOG_STATE:
-            self.register_buffer(name, None)
-        self.programming_report: Optional[dict] = None
-        self.reset_mapping_scales()
-        self.reset_input_range()
+        N, K = self._matrix_dims(groups)
+        m = rpu_config.mapping
+        geometry = TileGeometry.split(groups, N, K, m.max_output_size if mapped else 0,
+                                      m.max_input_size if mapped else 0)
+        self.tile = AnalogTile(rpu_config, geometry, mapped, device=self.weight.device, name=type(self).__name__)
+        self.tile.reset_mapping_scales(self.weight_matrix())
 
-    # -- shapes ------------------------------------------------------------
+    def _matrix_dims(self, groups: int) -> tuple[int, int]:
+        """(N, K) of one group's weight matrix."""
+        return self.weight.shape[0] // groups, math.prod(self.weight.shape[1:])
+
+    # -- what the tile holds ---------------------------------------------------
+
+    @property
+    def rpu_config(self):
+        """The config of the layer's tiles (``tile.rpu_config``)."""
+        return self.tile.rpu_config
+
+    @property
+    def analog_name(self) -> str:
+        return self.tile.name
+
+    @analog_name.setter
+    def analog_name(self, name: str) -> None:
+        self.tile.name = name
+
+    @property
+    def mapped(self) -> bool:
+        return self.tile.mapped
+
+    @property
+    def groups(self) -> int:
+        return self.tile.geometry.groups
+
+    @property
+    def in_sizes(self) -> list[int]:
+        """The tile split of one group's K inputs (``[K]`` for one tile)."""
+        return list(self.tile.geometry.in_sizes)
+
+    @property
+    def out_sizes(self) -> list[int]:
+        return list(self.tile.geometry.out_sizes)
 
     @property
     def tile_shape(self) -> tuple[int, int]:
         """(N, K): outputs and inputs of one group's weight matrix."""
-        w = self.weight
-        return w.shape[0] // self.groups, math.prod(w.shape[1:])
+        _, N, K = self.tile.geometry.shape
+        return N, K
 
     @property
     def num_tiles(self) -> int:
-        return self.groups * len(self.in_sizes) * len(self.out_sizes)
+        return self.tile.geometry.num_tiles
 
-    def digital_weight_matrix(self) -> Tensor:
+    @property
+    def programming_report(self) -> Optional[dict]:
+        """The last closed-loop write's report (``tile.programming_report``)."""
+        return self.tile.programming_report
+
+    def weight_matrix(self) -> Tensor:
         """The weights as (G, N, K) matrices (a view of ``weight``)."""
         N, K = self.tile_shape
         return self.weight.reshape(self.groups, N, K)
-
-    # -- mapping scales ----------------------------------------------------
-
-    @torch.no_grad()
-    def reset_mapping_scales(self) -> None:
-        """Weight scaling (``mapping.weight_scaling_omega``): the tile holds
-        W/alpha with alpha = max|W|/omega (per output when columnwise), and
-        alpha goes to the digital output scales."""
-        m = self.rpu_config.mapping
-        G = self.groups
-        N, _ = self.tile_shape
-        if m.weight_scaling_omega > 0:
-            w = self.digital_weight_matrix().detach().float()
-            if m.weight_scaling_columnwise:
-                amax = w.abs().amax(dim=-1).reshape(-1)
-            else:
-                amax = w.abs().amax().reshape(1)
-            alpha = amax / m.weight_scaling_omega
-            alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
-            self.mapping_scales = alpha
-        else:
-            self.mapping_scales = None
-        if m.learn_out_scaling:
-            size = G * N if m.out_scaling_columnwise else 1
-            self.out_scaling_alpha = nn.Parameter(torch.ones(size, device=self.weight.device))
-        self._tiles_cache = None
-
-    # -- input range -------------------------------------------------------
-
-    @torch.no_grad()
-    def reset_input_range(self) -> None:
-        """The learned input range (``rpu_config.pre_post.input_range``): a
-        parameter ``input_range`` of one range per (group, input piece), at
-        ``init_value``, and its count of data initializations
-        ``input_range_update_idx``; both None when the config does not enable it."""
-        self._input_range_init_done = False  # set once every piece had its init_from_data batches
-        cfg = input_range_config(self.rpu_config)
-        if cfg is None:
-            self.input_range = None
-            self.register_buffer("input_range_update_idx", None)
-            return
-        shape = (self.groups, len(self.in_sizes))
-        device = self.weight.device
-        self.input_range = nn.Parameter(
-            torch.full(shape, float(cfg.init_value), device=device), requires_grad=cfg.learn_input_range
-        )
-        self.register_buffer("input_range_update_idx", torch.zeros(shape, dtype=torch.long, device=device))
-
-    # -- tiles -------------------------------------------------------------
-
-    def tile_weight(self) -> Tensor:
-        """The conductance-equivalent weights on the tiles, (G, N, K), in tile
-        units: in eval, once programmed, the programmed (or drifted) weights;
-        else the target weights."""
-        if not self.training and self.analog_weight is not None:
-            return self.analog_weight
-        return self.target_tile_weight()
-
-    def target_tile_weight(self) -> Tensor:
-        """The digital weights in tile units (divided by the mapping scales), (G, N, K)."""
-        w = self.digital_weight_matrix()
-        if self.mapping_scales is not None:
-            s = self.mapping_scales.to(w.dtype)
-            w = w / (s.reshape(self.groups, -1, 1) if s.numel() > 1 else s)
-        return w
-
-    def tiles(self) -> Tensor:
-        """The tile array, (G, n_in, p_in, N): a view of the weights when the
-        pieces are even and nothing is scaled, else a copy. In eval mode
-        without autograd the copy is cached while the weight tensor and its
-        version are unchanged (writes through ``weight.data`` bypass version
-        tracking: use ``set_weights`` or call ``invalidate_tiles()``)."""
-        cacheable = not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if cacheable:
-            key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype, self.weight.device,
-                   self.training, _tensor_key(self.mapping_scales), _tensor_key(self.analog_weight))
-            if self._tiles_cache is not None and self._tiles_cache[0] == key:
-                return self._tiles_cache[1]
-        w = self.tile_weight()
-        t = layout_tiles(w.to(compute_dtype(w.dtype)), self.in_sizes)
-        self._tiles_cache = (key, t) if cacheable else None
-        return t
-
-    def invalidate_tiles(self) -> None:
-        """Forget the cached tile array (after writing the weights behind autograd's back)."""
-        self._tiles_cache = None
-
-    # -- compute -----------------------------------------------------------
-
-    def packed_io(self) -> tuple[list[float], list[float]]:
-        """The forward and backward IOParameters, validated and packed for the
-        op. Re-validated whenever a field changed since the last call, so a
-        config mutated after conversion is checked at its next use."""
-        cfg = self.rpu_config
-        fwd, bwd = cfg.forward, cfg.backward
-        snapshot = (type(cfg), tuple(fwd.__dict__.values()), tuple(bwd.__dict__.values()))
-        if self._io_cache is None or self._io_cache[0] != snapshot:
-            cfg.check_tile_config(f"{self.analog_name}.rpu_config")
-            self._io_cache = (snapshot, pack_io(fwd), pack_io(bwd))
-        return self._io_cache[1], self._io_cache[2]
-
-    def analog_matmul(self, x: Tensor, samples: int = 1) -> Tensor:
-        """(G, B, K) inputs -> (G, B, N) outputs of the tile array, with the
-        digital output scales and bias. The B rows are ``samples`` samples of
-        ``B / samples`` consecutive rows each; with the modifier's
-        ``per_batch_sample`` every sample gets its own perturbed weights."""
-        forward_io, backward_io = self.packed_io()
-        G = self.groups
-        N, K = self.tile_shape
-        if not torch.is_floating_point(x):
-            raise TypeError(f"{self.analog_name}: input dtype {x.dtype}: expected a floating-point tensor")
-        if x.shape[-1] != K or x.shape[0] != G:
-            raise ValueError(
-                f"{self.analog_name}: input of shape {tuple(x.shape)}: expected (groups={G}, batch, {K}) "
-                f"for a tile array of {K} inputs"
-            )
-        S = self._weight_draws(samples, x.shape[1])
-        tiles = self.forward_tiles(S)
-        learn = self.out_scaling_alpha is not None
-        col = self.digital_col_scale()
-        bias = None if (self.bias is None or learn) else self.bias
-        if input_range_config(self.rpu_config) is not None:
-            y = input_range_matmul(self, x, tiles, forward_io, backward_io, samples=S)
-            y = _finish_digital(y, col, bias).to(x.dtype)
-        else:
-            y = torch.ops.fxanalog.tile_mvm(
-                fold_samples(x, S),
-                tiles,
-                self.in_sizes,
-                self.out_sizes,
-                _repeat_groups(col, S),
-                _repeat_groups(bias, S),
-                forward_io,
-                backward_io,
-            )
-            y = unfold_samples(y, S)
-        if learn:
-            a = self.out_scaling_alpha.to(y.dtype)
-            y = y * (a.reshape(G, 1, N) if a.numel() > 1 else a)
-            if self.bias is not None:
-                y = y + self.bias.to(y.dtype).reshape(G, 1, N)
-        return y
-
-    def _weight_draws(self, samples: int, rows: int) -> int:
-        """How many perturbed weight sets this forward pass draws: ``samples``
-        with the modifier's ``per_batch_sample`` (when the modifier acts),
-        else 1."""
-        modifier = getattr(self.rpu_config, "modifier", None)
-        if (
-            samples <= 1
-            or modifier is None
-            or not modifier.per_batch_sample
-            or not (self.training or modifier.enable_during_test)
-        ):
-            return 1
-        from fxanalog.inference import modifier_active
-
-        if not modifier_active(modifier):
-            return 1
-        if rows % samples:
-            raise ValueError(f"{self.analog_name}: {rows} input rows are not {samples} samples of equal size")
-        return samples
-
-    def forward_tiles(self, draws: int = 1) -> Tensor:
-        """The tiles of this forward pass: ``tiles()``, with the weight
-        modifier (``rpu_config.modifier``) applied in training (and in eval
-        with ``enable_during_test``); the stored weights are not changed.
-        ``draws > 1`` (``per_batch_sample``): that many independently perturbed
-        copies, as ``draws * G`` groups (copy-major)."""
-        modifier = getattr(self.rpu_config, "modifier", None)
-        if modifier is not None and (self.training or modifier.enable_during_test):
-            from fxanalog.inference import modified_tile_weight, modifier_active
-
-            if modifier_active(modifier):
-                return layout_tiles(modified_tile_weight(self, draws).float(), self.in_sizes)
-        return self.tiles()
-
-    def digital_col_scale(self) -> Optional[Tensor]:
-        """The digital factor per output passed to the op: the mapping scales,
-        times the drift compensation in eval once drifted."""
-        s = self.mapping_scales
-        d = None if self.training else self.drift_scales
-        if d is None:
-            return s
-        return d if s is None else s * d
-
-    # -- analog state --------------------------------------------------------
-
-    def clear_analog_state(self) -> None:
-        """Forget the programmed state (back to the digital weights in eval)."""
-        for name in ANALOG_STATE:
-            setattr(self, name, None)
-        self._tiles_cache = None
-
-    @torch.no_grad()
-    def set_tile_weight(self, w: Tensor) -> None:
-        """Set the digital weights from (G, N, K) tile-unit weights (times the
-        mapping scales); the mapping scales stay."""
-        if self.mapping_scales is not None:
-            s = self.mapping_scales.to(w.dtype)
-            w = w * (s.reshape(self.groups, -1, 1) if s.numel() > 1 else s)
-        self.weight.copy_(self.matrix_to_weight(w).to(self.weight.dtype))
-        self._tiles_cache = None
 
     def matrix_to_weight(self, w: Tensor) -> Tensor:
         """(G, N, K) matrices to the shape of ``weight``."""
         return w.reshape(self.weight.shape)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        # The analog state exists only once programmed (and the mapping scales
-        # only with weight scaling or remapping): take them from the state
-        # dict when there, drop them when a full state of this layer lacks them.
-        full = (prefix + "weight") in state_dict
-        self._input_range_init_done = False  # the loaded counts decide anew
-        for name in ("mapping_scales",) + ANALOG_STATE:
-            key = prefix + name
-            if key in state_dict:
-                v = state_dict[key]
-                setattr(self, name, torch.empty_like(v, device=self.weight.device))
-            elif full:
-                setattr(self, name, None)
-        self._tiles_cache = None
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+    def analog_matmul(self, x: Tensor, samples: int = 1) -> Tensor:
+        """(G, B, K) inputs -> (G, B, N) outputs of the tile array (see
+        ``AnalogTile.forward``)."""
+        return self.tile(x, self.weight_matrix(), self.bias, samples)
 
-    # -- weights -----------------------------------------------------------
+    # -- weights (aihwkit's API) -------------------------------------------------
 
     @torch.no_grad()
     def get_weights(self, realistic: bool = False) -> tuple[Tensor, Optional[Tensor]]:
         """The effective digital weights (tile weights times the digital
-        scales) in the digital layer's shape, and the bias. ``realistic=True``
-        estimates them from noisy forward passes instead
-        (``fxanalog.inference.read_weights``)."""
-        if realistic:
-            from fxanalog.inference import read_weights
-
-            return read_weights(self)
-        w = self.tile_weight().float()
-        s = self.digital_col_scale()
-        if s is not None:
-            w = w * (s.reshape(self.groups, -1, 1) if s.numel() > 1 else s)
-        if self.out_scaling_alpha is not None:
-            a = self.out_scaling_alpha.detach()
-            w = w * (a.reshape(self.groups, -1, 1) if a.numel() > 1 else a)
-        w = self.matrix_to_weight(w).to(self.weight.dtype)
+        scales) in the shape of ``weight``, and a copy of the bias.
+        ``realistic=True`` estimates them from noisy forward passes instead,
+        as a chip is read out (``AnalogTile.read_weights``)."""
+        w = self.weight_matrix()
+        est = self.tile.read_weights(w) if realistic else self.tile.effective_weight(w)
         b = None if self.bias is None else self.bias.detach().clone()
-        return w.clone(), b
+        return self.matrix_to_weight(est).to(self.weight.dtype).clone(), b
 
     @torch.no_grad()
     def set_weights(self, weight: Tensor, bias: Optional[Tensor] = None) -> None:
-        """Set the digital weights (and bias), then the mapping scales anew."""
+        """Set the digital weights (and bias); the programmed state goes and
+        the mapping scales are computed anew."""
         if tuple(weight.shape) != tuple(self.weight.shape):
             raise ValueError(
                 f"{self.analog_name}.set_weights: weight of shape {tuple(weight.shape)}: "
                 f"expected {tuple(self.weight.shape)}"
             )
+        if bias is not None and self.bias is None:
+            raise ValueError(f"{self.analog_name}.set_weights: the layer has no bias")
         self.weight.copy_(weight)
         if bias is not None:
-            if self.bias is None:
-                raise ValueError(f"{self.analog_name}.set_weights: the layer has no bias")
             self.bias.copy_(bias)
-        self.clear_analog_state()
-        self.reset_mapping_scales()
+        self.tile.reset(self.weight_matrix())
 
-    def extra_repr(self) -> str:
-        N, K = self.tile_shape
-        tiles = f"{self.groups}x" if self.groups > 1 else ""
-        return (
-            f"{super().extra_repr()}, tiles={tiles}{len(self.out_sizes)}x{len(self.in_sizes)} "
-            f"of <= {max(self.out_sizes)}x{max(self.in_sizes)}, rpu_config={type(self.rpu_config).__name__}"
-        ).lstrip(", ")
+    # -- deployment (aihwkit's layer methods) --------------------------------------
+
+    def program_analog_weights(self) -> None:
+        """Program the weights onto the tiles (eval mode): programming noise
+        and drift exponents drawn once (``AnalogTile.program``)."""
+        self.tile.program(self.weight_matrix())
+
+    def drift_analog_weights(self, t_inference: float = 0.0) -> None:
+        """The tiles ``t_inference`` seconds after programming (eval mode),
+        with read noise and drift compensation (``AnalogTile.drift``)."""
+        self.tile.drift(self.weight_matrix(), t_inference)
+
+    # -- digital <-> analog ------------------------------------------------------
+
+    def _digital_args(self) -> dict:
+        """The keyword arguments of ``_digital`` for this layer (without bias)."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_digital_args(cls, module: nn.Module) -> dict:
+        """The keyword arguments of this class for a digital ``module``
+        (without rpu_config, weights and bias)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_digital(cls, module: nn.Module, rpu_config=None, *, mapped: bool = True, share: bool = False):
+        """An analog copy of a digital layer (``_digital`` or a subclass);
+        ``share=True`` uses the module's own parameter tensors."""
+        if not isinstance(module, cls._digital):
+            raise TypeError(f"{cls.__name__}.from_digital: expected an {cls._digital.__name__}, "
+                            f"got {type(module).__name__}")
+        w = module.weight if share else nn.Parameter(module.weight.detach().clone())
+        b = None
+        if module.bias is not None:
+            b = module.bias if share else nn.Parameter(module.bias.detach().clone())
+        return cls(**cls._from_digital_args(module), bias=module.bias is not None, rpu_config=rpu_config,
+                   mapped=mapped, weight=w, bias_param=b)
+
+    def to_digital(self, realistic: bool = False) -> nn.Module:
+        """A plain digital layer (``_digital``) with the current effective
+        weights (read from noisy forward passes with ``realistic=True``, see
+        ``get_weights``)."""
+        w, b = self.get_weights(realistic=realistic)
+        w = self._digital_weight(w)
+        layer = self._digital(**self._digital_args(), bias=b is not None, device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if b is not None:
+                layer.bias.copy_(b)
+        return layer
+
+    def _digital_weight(self, w: Tensor) -> Tensor:
+        """``get_weights``'s weight in the digital class's layout."""
+        return w
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The tile's optional state is replaced when this layer's weights load.
+        self.tile.prepare_load(state_dict, prefix + "tile.", (prefix + "weight") in state_dict, self.weight.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
 
 
 def named_analog_layers(model: nn.Module) -> list[tuple[str, "AnalogLayerBase"]]:
@@ -394,19 +227,6 @@ def named_analog_layers(model: nn.Module) -> list[tuple[str, "AnalogLayerBase"]]
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     return [(name or m.analog_name, m) for name, m in model.named_modules() if isinstance(m, AnalogLayerBase)]
-
-
-def _repeat_groups(v: Optional[Tensor], samples: int) -> Optional[Tensor]:
-    """A per-(group, output) vector (G*N) for ``samples`` copies of the groups."""
-    if v is None or samples == 1 or v.numel() == 1:
-        return v
-    return v.reshape(-1).repeat(samples)
-
-
-def _tensor_key(t: Optional[Tensor]):
-    return None if t is None else (t._version, t.data_ptr())
-
-
 
 
 # --------------------------------------------------------------------------
@@ -442,11 +262,12 @@ class AnalogLinear(AnalogLayerBase):
         self.bias = bias_param
         self._init_analog(rpu_config, groups=1, mapped=mapped)
 
-    @property
-    def tile_shape(self) -> tuple[int, int]:
+    _digital = nn.Linear
+
+    def _matrix_dims(self, groups: int) -> tuple[int, int]:
         return self.out_features, self.in_features
 
-    def digital_weight_matrix(self) -> Tensor:
+    def weight_matrix(self) -> Tensor:
         w = self.weight.t() if self.transposed else self.weight
         return w.unsqueeze(0)
 
@@ -464,37 +285,19 @@ class AnalogLinear(AnalogLayerBase):
         y = self.analog_matmul(x.reshape(1, -1, self.in_features), samples)
         return y.reshape(*lead, self.out_features)
 
+    def _digital_args(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features}
+
     @classmethod
-    def from_digital(cls, module: nn.Module, rpu_config=None, *, mapped: bool = True, share: bool = False):
-        """An analog copy of ``nn.Linear`` (or a subclass); ``share=True``
-        uses the module's own parameter tensors."""
-        if not isinstance(module, nn.Linear):
-            raise TypeError(f"AnalogLinear.from_digital: expected an nn.Linear, got {type(module).__name__}")
-        w = module.weight if share else nn.Parameter(module.weight.detach().clone())
-        b = None
-        if module.bias is not None:
-            b = module.bias if share else nn.Parameter(module.bias.detach().clone())
-        return cls(module.in_features, module.out_features, module.bias is not None, rpu_config,
-                   mapped=mapped, weight=w, bias_param=b)
+    def _from_digital_args(cls, module: nn.Linear) -> dict:
+        return {"in_features": module.in_features, "out_features": module.out_features}
 
-    def to_digital(self, realistic: bool = False) -> nn.Linear:
-        """A plain ``nn.Linear`` with the current effective weights (read from
-        noisy forward passes with ``realistic=True``, see ``get_weights``)."""
-        w, b = self.get_weights(realistic=realistic)
-        if self.transposed:
-            w = w.t()
-        lin = nn.Linear(self.in_features, self.out_features, bias=b is not None,
-                        device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(w)
-            if b is not None:
-                lin.bias.copy_(b)
-        return lin
-
-    def get_weights_matrix(self) -> Tensor:
-        """(out, in) effective weights, whatever the storage orientation."""
-        w, _ = self.get_weights()
+    def _digital_weight(self, w: Tensor) -> Tensor:
         return w.t() if self.transposed else w
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}" + (", transposed=True" if self.transposed else ""))
 
 
 # --------------------------------------------------------------------------
@@ -599,35 +402,20 @@ class _AnalogConvNd(AnalogLayerBase):
         y = y.reshape(B, self.out_channels, *L)
         return y.squeeze(0) if unbatched else y
 
-    @classmethod
-    def from_digital(cls, module: nn.Module, rpu_config=None, *, mapped: bool = True, share: bool = False):
-        if not isinstance(module, cls._digital):
-            raise TypeError(f"{cls.__name__}.from_digital: expected an {cls._digital.__name__}, "
-                            f"got {type(module).__name__}")
-        w = module.weight if share else nn.Parameter(module.weight.detach().clone())
-        b = None
-        if module.bias is not None:
-            b = module.bias if share else nn.Parameter(module.bias.detach().clone())
-        return cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                   module.dilation, module.groups, module.bias is not None, module.padding_mode, rpu_config,
-                   mapped=mapped, weight=w, bias_param=b)
+    def _digital_args(self) -> dict:
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+                "dilation": self.dilation, "groups": self.groups, "padding_mode": self.padding_mode}
 
-    def to_digital(self, realistic: bool = False) -> nn.Module:
-        """A plain ``nn.ConvNd`` with the current effective weights (read from
-        noisy forward passes with ``realistic=True``, see ``get_weights``)."""
-        w, b = self.get_weights(realistic=realistic)
-        conv = self._digital(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                             self.dilation, self.groups, b is not None, self.padding_mode,
-                             device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(w)
-            if b is not None:
-                conv.bias.copy_(b)
-        return conv
+    @classmethod
+    def _from_digital_args(cls, module: nn.Module) -> dict:
+        return {"in_channels": module.in_channels, "out_channels": module.out_channels,
+                "kernel_size": module.kernel_size, "stride": module.stride, "padding": module.padding,
+                "dilation": module.dilation, "groups": module.groups, "padding_mode": module.padding_mode}
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, groups={self.groups}, " + super().extra_repr())
+                f"padding={self.padding}, groups={self.groups}")
 
 
 class AnalogConv1d(_AnalogConvNd):

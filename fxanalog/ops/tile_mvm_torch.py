@@ -1,0 +1,292 @@
+"""The torch implementation of ``fxanalog::tile_mvm``: the analog MVM of a
+tile array in plain torch (any device; the CPU path, and the reference the
+Triton kernel is tested against).
+
+* ``x``: ``(G, B, K)``: G independent groups (1 for linear layers, ``groups``
+  for grouped convolutions), B input vectors, K inputs per group.
+* ``tiles``: ``(G, n_in, p_in, N)``: the group's weights laid out by
+  ``fxanalog.geometry.layout_tiles`` (input pieces of the sizes ``in_sizes``,
+  each padded with zero rows to ``p_in``); along the N outputs the pieces
+  are ``out_sizes``.
+
+Each (group, input piece, output piece) is one full tile with its own noise
+management, DAC, ADC, noise and bound management, as docs/tile.md states.
+Partial sums over input pieces are added in digital; the column scales and
+the bias are applied at the end. Everything is batched over groups, pieces
+and rows: there is no Python loop over tiles.
+
+Internally the DAC works in input steps (``v = rint(x*s/dx)``, integers) and
+the ADC in output steps (``y/dy``): the step sizes fold into one GEMM factor
+``dx/dy``, and the output noise is added by the GEMM itself (``addmm``'s
+``beta``), so the common case costs one matmul, one draw of normals and a
+few passes over the output. Every derived quantity (steps, bounds, the clip
+rule, the rounds of bound management) comes from ``TileIO``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from fxanalog import _rng
+from fxanalog.config import NoiseManagementType, WeightNoiseType
+from fxanalog.geometry import pad_index, piece_index, unlayout_tiles
+from fxanalog.ops.io import TileIO
+
+__all__ = ["tile_forward", "apply_digital", "compute_dtype"]
+
+
+def _input_scale(xp: Tensor, io: TileIO, pidx: Optional[Tensor], x: Tensor) -> Tensor:
+    """Noise-management factor alpha per (group, row, input piece): (G, B, n_in)."""
+    nm = io.noise_management
+    G, B, n, p = xp.shape
+    if nm == NoiseManagementType.ABS_MAX:
+        # max|x| without a temporary of x's size (vector_norm(inf) is 10x slower on CPU)
+        alpha = torch.maximum(xp.amax(dim=-1), xp.amin(dim=-1).neg_())
+        if io.nm_thres > 0:
+            alpha = alpha.clamp(max=io.nm_thres)
+    elif nm == NoiseManagementType.MAX:
+        if pidx is None:
+            alpha = xp.amax(dim=-1)
+        else:  # pads must not count as zeros in a max
+            ext = torch.cat([x, x.new_full((G, B, 1), -math.inf)], dim=-1)
+            alpha = ext.index_select(2, pidx).reshape(G, B, n, p).amax(dim=-1)
+        if io.nm_thres > 0:
+            alpha = alpha.clamp(max=io.nm_thres)
+    elif nm == NoiseManagementType.CONSTANT:
+        alpha = xp.new_full((G, B, n), io.nm_thres)  # 0 is refused by the config
+    else:
+        alpha = xp.new_ones((G, B, n))
+    return alpha
+
+
+def _round(t: Tensor, stochastic: bool) -> Tensor:
+    """rint in place; stochastic rounding adds U(-1/2, 1/2) first."""
+    if stochastic:
+        t.add_(torch.rand_like(t).sub_(0.5))
+    return t.round_()
+
+
+def _mvm_steps(
+    xp: Tensor,
+    inv_in: Tensor,
+    tiles: Tensor,
+    io: TileIO,
+    piece_sizes: Tensor,
+) -> Tensor:
+    """One round of DAC -> MVM -> ADC for a set of rows.
+
+    xp: (G, M, n, p) inputs; inv_in: (G, M, n) factor 1/(alpha*r) of each row
+    and piece; piece_sizes: (G*n,) the true input count of each piece (for IR
+    drop). Returns the ADC result in output steps, (G*n, M, N) (a fresh
+    tensor; callers view it as (G, n, M, N)), rounded
+    when quantized, not yet clipped.
+    """
+    G, M, n, p = xp.shape
+    N = tiles.shape[-1]
+    ux, uy = io.ux, io.uy  # normalized input per DAC unit, output per ADC unit
+    # DAC: v in input steps (integers) when quantized.
+    scale = inv_in / ux
+    # Scale in the input's own layout (a strided out= is many times slower),
+    # then pieces first: a no-op for one piece, one copy of the input else.
+    v = (xp * scale.unsqueeze(-1)).transpose(1, 2).contiguous()  # (G, n, M, p)
+    if io.dx > 0:
+        _round(v, io.inp_sto_round)
+    if io.clip_input:
+        v.clamp_(-io.inp_bound_steps, io.inp_bound_steps)
+    if io.inp_noise > 0:
+        _rng.add_normal_(v, io.inp_noise / ux)
+    vin = v.view(G * n, M, p)
+    w = tiles.reshape(G * n, p, N)
+    if io.linear_adc:
+        # y/dy = (dx/dy) W v + (out_noise/dy) xi. One tile: addmm adds the
+        # noise and the factor inside the GEMM. Several: on CPU, baddbmm copies
+        # a strided weight view, which costs more than a separate add.
+        if G * n == 1 and io.out_noise > 0:
+            y = _rng.randn((1, M, N), dtype=v.dtype, device=v.device)
+            y[0].addmm_(vin[0], w[0], beta=io.out_noise / uy, alpha=ux / uy)  # in place
+        else:
+            vin.mul_(ux / uy)
+            y = torch.bmm(vin, w)
+            if io.out_noise > 0:
+                _rng.add_normal_(y, io.out_noise / uy)
+        if io.dy > 0:
+            _round(y, io.out_sto_round)
+        return y
+    # General case, in normalized units.
+    vn = vin * ux
+    y = torch.bmm(vn, w)
+    if io.w_noise > 0 and io.w_noise_type == WeightNoiseType.ADDITIVE_CONSTANT:
+        norm = torch.linalg.vector_norm(vn, dim=-1, keepdim=True)
+        y.addcmul_(_rng.randn(y.shape, dtype=y.dtype, device=y.device), norm, value=io.w_noise)
+    elif io.w_noise > 0 and io.w_noise_type == WeightNoiseType.PCM_READ:
+        std = torch.bmm(vn.square(), w.abs()).sqrt_()
+        y.addcmul_(_rng.randn(y.shape, dtype=y.dtype, device=y.device), std, value=io.w_noise)
+    if io.ir_drop > 0:
+        # C++-tile IR drop: each piece with its own n; positions j = 0..n-1.
+        sizes = piece_sizes.to(torch.float32)[:, None]
+        j = torch.arange(p, dtype=torch.float32, device=xp.device)
+        frac = (1 - (1 - j / sizes).square()) * (j < sizes)  # (G*n, p)
+        a = (sizes[:, :, None] / io.ir_drop_g_ratio) * torch.bmm(vn.abs(), w.abs())
+        c = a * (a * (0.05 * a - 0.2) + 0.5)
+        y.sub_(io.ir_drop * c * torch.bmm(vn * frac[:, None, :], w))
+    if io.out_nonlinearity > 0:
+        y = y / (1 + (io.out_nonlinearity * y).abs())
+    if io.out_noise > 0:
+        _rng.add_normal_(y, io.out_noise)
+    y.div_(uy)
+    if io.dy > 0:
+        _round(y, io.out_sto_round)
+    return y
+
+
+def _saturated_pieces(y: Tensor, bound: float, out_sizes: Sequence[int]) -> Tensor:
+    """(G, n, M, N) output steps -> (G, n, M, n_out) bool: the tile reached the bound."""
+    hit = y.abs() >= bound
+    if len(out_sizes) == 1:
+        return hit.any(dim=-1, keepdim=True)
+    ends = torch.tensor(list(out_sizes), device=y.device).cumsum(0)
+    counts = hit.to(torch.int32).cumsum(-1)
+    at_end = counts.index_select(-1, ends - 1)
+    per_piece = torch.diff(at_end, dim=-1, prepend=torch.zeros_like(at_end[..., :1]))
+    return per_piece > 0
+
+
+def tile_forward(
+    x: Tensor,
+    tiles: Tensor,
+    in_sizes: Sequence[int],
+    out_sizes: Sequence[int],
+    io: TileIO,
+    col_scale: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+) -> Tensor:
+    """The analog forward of a tile array, in float32. Returns (G, B, N).
+
+    ``col_scale`` (G*N or broadcastable) and ``bias`` (G*N) are digital and
+    applied last, with ``io.out_scale``.
+    """
+    G, B, K = x.shape
+    _, n, p, N = tiles.shape
+    ct = compute_dtype(x.dtype)
+    x = x.to(ct)
+    tiles = tiles.to(ct)
+    if io.is_perfect:
+        y = torch.matmul(x, unlayout_tiles(tiles, in_sizes).transpose(1, 2)) * io.out_scale
+        return apply_digital(y, col_scale, bias)
+
+    pidx = pad_index(in_sizes, x)
+    if pidx is None:
+        xp = x.reshape(G, B, n, p)
+    else:
+        xp = torch.cat([x, x.new_zeros(G, B, 1)], dim=-1).index_select(2, pidx).view(G, B, n, p)
+
+    alpha = _input_scale(xp, io, pidx, x)  # (G, B, n)
+    zero_piece = None
+    if not bool((alpha > 0).all()):  # rare: zero (or negative MAX) scales
+        # An all-zero batch of a piece gives zero (aihwkit skips such a tile).
+        zero_piece = (alpha == 0).all(dim=1, keepdim=True) if io.gate_zero_pieces else None
+        alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+
+    sizes = _piece_sizes(tuple(in_sizes), G, x.device)
+    y_base = _mvm_steps(xp, 1.0 / alpha, tiles, io, sizes)  # (G*n, B, N) output steps
+    y = y_base.view(G, n, B, N)
+    if io.bounded:
+        _bound_management(y, xp, alpha, tiles, io, sizes, out_sizes)
+
+    # Digital: y_steps * dy * alpha * out_scale, summed over input pieces.
+    row = alpha * (io.uy * io.out_scale)  # (G, B, n)
+    if zero_piece is not None:
+        row = row.masked_fill(zero_piece, 0.0)
+    if n == 1 and col_scale is None and bias is not None:
+        y0 = y_base  # (G, B, N): the fresh result itself, not a view
+        return torch.addcmul(bias.to(y.dtype).reshape(G, 1, N), y0, row, out=y0)  # one pass, in place
+    # A fresh tensor either way (never a view: callers may modify it in place).
+    out = y_base.mul_(row[:, :, 0:1]) if n == 1 else torch.mul(y[:, 0], row[:, :, 0:1])
+    for i in range(1, n):  # the digital sum over input pieces, all tiles at once
+        out.addcmul_(y[:, i], row[:, :, i : i + 1])
+    return apply_digital(out, col_scale, bias)
+
+
+@functools.lru_cache(maxsize=256)
+def _piece_sizes(in_sizes: tuple, G: int, device: torch.device) -> Tensor:
+    """(G*n,) the true input count of every piece, for IR drop."""
+    return torch.tensor(in_sizes, device=device).repeat(G)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64 (for gradcheck); everything else computes in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def apply_digital(y: Tensor, col_scale: Optional[Tensor], bias: Optional[Tensor]) -> Tensor:
+    """``y * col_scale + bias`` in place on a (G, B, N) result: ``col_scale``
+    one factor or one per (group, output), ``bias`` one per (group, output)."""
+    G, B, N = y.shape
+    if col_scale is not None:
+        y = y.mul_(col_scale.to(y.dtype).reshape(-1, 1, N) if col_scale.numel() > 1 else col_scale.to(y.dtype))
+    if bias is not None:
+        y = y.add_(bias.to(y.dtype).reshape(G, 1, N))
+    return y
+
+
+def _bound_management(
+    y: Tensor,
+    xp: Tensor,
+    alpha: Tensor,
+    tiles: Tensor,
+    io: TileIO,
+    piece_sizes: Tensor,
+    out_sizes: Sequence[int],
+) -> None:
+    """Clip ``y`` (G, n, B, N, in output steps) in place; with iterative bound
+    management first redo, with the input scale halved each round, the rows
+    of each tile that reached the bound (only those rows, as aihwkit's CUDA
+    tile). A redone tile's values are stored times its factor r, so the
+    final scaling stays per (row, input piece)."""
+    G, n, B, N = y.shape
+    bound = io.out_bound_steps
+    mn, mx = torch.aminmax(y)  # a full reduction: far faster than per row
+    if not bool((mx >= bound) | (mn <= -bound)):
+        return
+    if not io.iterative_bound_management:
+        y.clamp_(-bound, bound)
+        return
+    limit = io.last_round_factor
+    piece_of_col = piece_index(out_sizes, y.device)
+    sat = _saturated_pieces(y, bound, out_sizes)  # (G, n, B, n_out): tiles to redo
+    xq = xp.transpose(1, 2)  # (G, n, B, p): rows by piece
+    aq = alpha.transpose(1, 2)  # (G, n, B)
+    r = 1.0
+    while True:
+        r *= 2
+        # The rows to redo, gathered per (group, piece) and padded to the
+        # largest count M, so that one bmm over all pieces redoes them with
+        # the pieces' own tiles (no copy of any tile).
+        redo = sat.any(dim=-1)  # (G, n, B)
+        count = redo.sum(dim=-1)  # (G, n)
+        M = int(count.max())
+        rows = torch.sort((~redo).to(torch.int8), dim=-1, stable=True).indices[..., :M]  # (G, n, M)
+        valid = torch.arange(M, device=y.device) < count.unsqueeze(-1)  # (G, n, M)
+        x_sub = xq.gather(2, rows.unsqueeze(-1).expand(-1, -1, -1, xq.shape[-1]))
+        a_sub = aq.gather(2, rows)
+        ynew = _mvm_steps(x_sub.transpose(1, 2), (1.0 / (a_sub * r)).transpose(1, 2), tiles, io,
+                          piece_sizes).view(G, n, -1, N)
+        last = r > limit
+        if last:  # the last round is kept even if it clips
+            ynew.clamp_(-bound, bound)
+        idx = rows.unsqueeze(-1)
+        take = sat.gather(2, idx.expand(-1, -1, -1, sat.shape[-1])) & valid.unsqueeze(-1)  # (G, n, M, n_out)
+        cols = take.index_select(-1, piece_of_col)  # (G, n, M, N)
+        idx_n = idx.expand(-1, -1, -1, N)
+        y.scatter_(2, idx_n, torch.where(cols, ynew * r, y.gather(2, idx_n)))
+        if last:
+            return
+        still = take & _saturated_pieces(ynew, bound, out_sizes)
+        sat = torch.zeros_like(sat).scatter_(2, idx.expand(-1, -1, -1, sat.shape[-1]), still)
+        if not bool(sat.any()):
+            return
