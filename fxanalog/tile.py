@@ -107,6 +107,8 @@ class AnalogTile(nn.Module):
         self._io_cache: Optional[tuple] = None
         self._update_key = NO_UPDATE
         self._recorded: list[tuple[Tensor, Tensor]] = []
+        if getattr(self.rpu_config, "records_updates", False):  # configs of pulsed training
+            self.record_updates(True)
         self.reset_input_range(device)
 
     # -- config -------------------------------------------------------------
