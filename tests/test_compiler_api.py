@@ -1,11 +1,16 @@
 """fxanalog.compile's options, bad input, in-place semantics, state dicts,
-torch.compile and torch.export of an analog model, explain."""
+torch.compile and torch.export of an analog model, explain; the pipeline:
+layer rules, strategies, typed records, imports."""
 
 from __future__ import annotations
 
+import ast
 import copy
+import dataclasses
 import io
+import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +19,18 @@ from torch import nn
 
 import fxanalog
 from fxanalog.nn import AnalogLinear, AnalogMultiheadAttention
+from fxanalog.passes import (
+    CHILD_SWAP,
+    CompileContext,
+    CompileOptions,
+    LayerRecord,
+    LayerRule,
+    RuleTable,
+    TileMap,
+    register_layer_rule,
+    registered_rules,
+    run,
+)
 from tests import zoo
 
 
@@ -369,3 +386,230 @@ def test_layers_that_are_analog_already_are_kept():
     assert sorted(n for n, _ in analog.analog_tiles()) == ["0", "2"]
     with pytest.warns(UserWarning, match="no layer to convert"):
         assert fxanalog.compile(analog, fp()) is analog
+
+
+# -- the pipeline: layer rules, strategies, typed records --------------------------
+
+
+class Gain(nn.Module):
+    """A layer type of the user's: y = (x W^T) * g, with its own forward."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in) / n_in**0.5)
+        self.gain = nn.Parameter(torch.rand(n_out) + 0.5)
+
+    def forward(self, x):
+        return F.linear(x, self.weight) * self.gain
+
+
+class AnalogGain(nn.Module):
+    """Its analog version: the matmul on a tile layer, the gain in digital."""
+
+    def __init__(self, linear, gain):
+        super().__init__()
+        self.linear, self.gain = linear, gain
+
+    @classmethod
+    def from_digital(cls, module, rpu_config, *, mapped=True, share=False):
+        n_out, n_in = module.weight.shape
+        return cls(AnalogLinear(n_in, n_out, False, rpu_config, mapped=mapped, weight=module.weight), module.gain)
+
+    def forward(self, x):
+        return self.linear(x) * self.gain
+
+
+def test_a_registered_rule_converts_a_new_layer_type():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), Gain(8, 5))
+    x = torch.randn(3, 6)
+    # Without a rule the Gain is traced through: its F.linear is a functional match.
+    plain = fxanalog.compile(model, fp())
+    assert {r.name: r.converted_by for r in plain.layer_records()} == {"0": "module", "analog_2_weight": "functional"}
+
+    rule = LayerRule("Gain", modules=(Gain,), analog_class=AnalogGain,
+                     tile_shapes=lambda m: [("linear", m.module.weight.shape, 1)])
+    with register_layer_rule(rule):
+        analog = fxanalog.compile(model, fp(), inplace=True)
+        report = fxanalog.explain(model)
+    gain_layer = getattr(analog, "2")
+    assert type(gain_layer) is AnalogGain and gain_layer.linear.weight is model[2].weight
+    records = {r.name: r for r in analog.layer_records()}
+    assert list(records) == ["0", "2.linear"]
+    gain = records["2.linear"]
+    assert (gain.kind, gain.converted_by, gain.source, gain.shape) == ("Gain.linear", "module", "2", (5, 8))
+    # The dry run plans the tiles the rewrite builds.
+    row = {r["name"]: r for r in report.rows}["2.linear"]
+    assert row["tile_grid"] == list(gain.tile_map.grid) and row["in_sizes"] == list(gain.tile_map.in_sizes)
+    with torch.no_grad():
+        torch.testing.assert_close(analog(x), model(x))
+    # Removed again: back to the functional match.
+    assert rule not in registered_rules()
+    assert [r.converted_by for r in fxanalog.compile(model, fp()).layer_records()] == ["module", "functional"]
+
+
+def test_a_registered_digital_rule_keeps_a_layer_type_digital():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), Gain(8, 5))
+    handle = register_layer_rule(LayerRule("Gain", modules=(Gain,), digital_reason="gain layers stay digital"))
+    try:
+        analog = fxanalog.compile(model, fp())
+    finally:
+        handle.remove()
+    assert isinstance(getattr(analog, "1"), Gain)
+    assert [(r.name, r.converted_by_text, r.shape) for r in analog.layer_records()] == [
+        ("0", "module", (8, 6)), ("1", "digital: gain layers stay digital", (5, 8))]
+
+
+def test_bad_layer_rules():
+    with pytest.raises(TypeError, match="give modules, functions or methods"):
+        LayerRule("nothing", analog_class=AnalogLinear)
+    with pytest.raises(TypeError, match="give analog_class or build"):
+        LayerRule("neither", modules=(Gain,))
+    with pytest.raises(TypeError, match="needs match and build"):
+        LayerRule("F.gain", functions=(F.linear,), analog_class=AnalogLinear)
+    with pytest.raises(TypeError, match="expected a LayerRule"):
+        register_layer_rule((Gain, AnalogGain))
+
+
+class Small(nn.Module):
+    """A convolution, an attention and a linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, 3)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.conv(x).transpose(1, 2)
+        h = h + self.attn(h, h, h, need_weights=False)[0]
+        return self.fc(h)
+
+
+def test_every_strategy_makes_the_same_records():
+    """fx tracing (compile), the child swap (the fallback for an untraceable
+    forward) and dynamo's graph (the torch.compile backend) run the same
+    passes: the same layers, weight shapes, tile maps and configs. Only how
+    each found a layer differs (a module, a swapped child, a functional
+    call in dynamo's graph)."""
+    torch.manual_seed(0)
+    model = Small().eval()
+    x = torch.randn(2, 3, 10)
+    cfg = fxanalog.InferenceRPUConfig()
+    cfg.mapping.max_input_size = 16  # the in_proj (24 x 8) and the others on small tiles
+    cfg.mapping.max_output_size = 6
+
+    def same(record):
+        return record.name, record.shape, record.tile_map, record.rpu_config
+
+    compiled = fxanalog.compile(model, cfg).layer_records()
+    assert [r.name for r in compiled] == ["conv", "attn.in_proj", "attn.out_proj", "fc"]
+    assert {r.converted_by for r in compiled} == {"module"}
+
+    options = CompileOptions.build(cfg)
+    ctx = CompileContext(options, RuleTable.for_options(options))
+    unit = run(ctx, CHILD_SWAP.trace(ctx, model))
+    assert unit.changed and isinstance(unit.result.attn, AnalogMultiheadAttention) and unit.result is not model
+    swapped = ctx.state.records
+    assert [same(r) for r in swapped] == [same(r) for r in compiled]
+    assert {r.converted_by for r in swapped} == {"fallback-swap"}
+
+    torch._dynamo.reset()
+    try:
+        be = fxanalog.backend(cfg, inner="eager", model=model)
+        torch.compile(model, backend=be)(x)
+        dynamo = sorted(be.layer_records(), key=lambda r: [c.name for c in compiled].index(r.name))
+    finally:
+        torch._dynamo.reset()  # also forgets the backend's layers and records
+    assert [same(r) for r in dynamo] == [same(r) for r in compiled]
+    assert [(r.kind, r.converted_by, r.source) for r in dynamo] == [
+        ("F.conv1d", "functional", "conv.weight"),
+        ("F.multi_head_attention_forward.in_proj", "functional", "attn.in_proj_weight"),
+        ("F.multi_head_attention_forward.out_proj", "functional", "attn.in_proj_weight"),
+        ("F.linear", "functional", "fc.weight")]
+
+
+def test_records_are_typed_and_round_trip_through_the_json_schema():
+    lstm, _ = fxanalog.compile(zoo.build("lstm")).layer_records()
+    head = fxanalog.compile(zoo.build("mlp"), exclude=["fc3"]).layer_records()[-1]
+    assert all(isinstance(r, LayerRecord) for r in (lstm, head))
+    assert [f.name for f in dataclasses.fields(LayerRecord)] == [
+        "name", "kind", "converted_by", "source", "shape", "tile_map", "rpu_config", "digital_reason",
+        "programming_report"]
+    assert (lstm.converted_by, lstm.analog, lstm.shape, lstm.tile_map) == ("digital", False, (48, 6), None)
+    assert lstm.digital_reason.startswith("recurrent layer")
+    assert lstm.converted_by_text == f"digital: {lstm.digital_reason}"
+    assert (head.name, head.converted_by, head.digital_reason) == ("fc3", "digital", "excluded by 'fc3'")
+
+    mapped = fxanalog.compile(nn.Sequential(nn.Linear(1300, 600)), fxanalog.InferenceRPUConfig())
+    (rec,) = mapped.layer_records()
+    assert rec.analog and rec.converted_by == "module" and rec.digital_reason is None
+    assert rec.tile_map == TileMap((1, 2, 3), (434, 433, 433), (300, 300), (512, 512))
+    assert rec.tile_map.count == 6 and rec.tile_map.utilization == pytest.approx(1300 * 600 / (6 * 512 * 512))
+    for r in (lstm, head, rec):
+        d = r.to_dict()
+        # The documented layer entry of the JSON dump (docs/compiler.md), in its key order.
+        assert list(d) == ["name", "kind", "converted_by", "source", "shape", "tiles", "rpu_config", "config_diff",
+                           "programming_report"]
+        assert d["converted_by"] == r.converted_by_text
+        assert LayerRecord.from_dict(json.loads(json.dumps(d))) == r
+    d = rec.to_dict()
+    assert d["tiles"] == {"count": 6, "grid": [1, 2, 3], "in_sizes": [434, 433, 433], "out_sizes": [300, 300],
+                          "tile_size": [512, 512], "utilization": rec.tile_map.utilization}
+    assert d["rpu_config"]["class"] == "InferenceRPUConfig" and d["config_diff"] == []
+    assert json.loads(fxanalog.dump(mapped, "json"))["layers"] == [json.loads(json.dumps(d))]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rec.name = "other"
+    with pytest.raises(ValueError, match="digital_reason"):
+        LayerRecord("fc", "Linear", "digital", "fc")
+    with pytest.raises(ValueError, match="expected one of"):
+        LayerRecord("fc", "Linear", "swapped", "fc")
+
+
+def test_the_compiler_imports_at_module_level_without_cycles():
+    """The compiler's modules (passes, driver, backend, model, summary, dump,
+    the seed API) import fxanalog modules at module level only, and the
+    import graph among them has no cycle."""
+    root = Path(__file__).resolve().parents[1]
+    files = {f"fxanalog.passes.{p.stem}": p for p in (root / "passes").glob("*.py") if p.stem != "__init__"}
+    files["fxanalog.passes"] = root / "passes" / "__init__.py"
+    for name in ("compiler", "dynamo_backend", "model", "summary", "dump", "nn.conversion"):
+        files[f"fxanalog.{name}"] = root / "fxanalog" / f"{name.replace('.', '/')}.py"
+    graph = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text())
+        targets = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+                    base = f"{package}.{base}" if base else package
+                found = [f"{base}.{a.name}" for a in node.names] + [base]
+            elif isinstance(node, ast.Import):
+                found = [a.name for a in node.names]
+            else:
+                continue
+            found = [t for t in found if t.startswith("fxanalog")]
+            if found and node not in tree.body:
+                pytest.fail(f"{name}: a function-local import of {found[0]}")
+            targets |= {t for t in found if t in files and t != name}
+        graph[name] = targets
+    if "fxanalog.passes" in graph:  # the package imports its modules; they do not import it back
+        for name in graph:
+            assert name == "fxanalog.passes" or "fxanalog.passes" not in graph[name], name
+    done, stack = set(), []
+
+    def visit(name):
+        assert name not in stack, " -> ".join(stack[stack.index(name):] + [name])
+        if name in done:
+            return
+        stack.append(name)
+        for t in graph[name]:
+            visit(t)
+        stack.pop()
+        done.add(name)
+
+    for name in graph:
+        visit(name)
