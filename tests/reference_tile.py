@@ -1,5 +1,5 @@
 """An independent, deliberately simple implementation of one tile's forward
-(shared/reference/analog-semantics.md, section 1), one input vector at a
+(docs/tile.md, "One tile, one input vector"), one input vector at a
 time, in float64, without noise. Tests compare fxanalog against it; it shares
 no code with fxanalog."""
 

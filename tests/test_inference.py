@@ -1,5 +1,5 @@
 """Programming, drift, compensation, clipping, modifiers, remapping and
-realistic read/write on analog layers (analog-semantics.md sections 3, 4).
+realistic read/write on analog layers (docs/physics.md).
 
 Expected values are computed here by hand or from the formulas; statistical
 checks state their tolerance next to the sample size.

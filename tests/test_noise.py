@@ -1,5 +1,5 @@
 """Noise models, conductance converter and drift compensations against the
-formulas of analog-semantics.md section 3, computed here independently.
+formulas of docs/physics.md, computed here independently.
 
 Statistical tests draw 10^5 devices per level: the standard error of a
 standard deviation is then 1/sqrt(2n) = 0.22 %, of a mean sigma/sqrt(n);

@@ -20,13 +20,13 @@ class InputRangeParameter(ConfigBase):
     ``ir``: a static, trained replacement for dynamic noise management (which
     is then usually set to ``NONE``, with bound management ``NONE``). One
     ``ir`` per input piece of the tile array (the tiles that share the piece
-    see the same inputs), a parameter of the layer (``layer.input_range``).
+    see the same inputs), a parameter of the layer's tile (``layer.tile.input_range``).
     """
 
     enable: bool = param(
         False,
         doc="Clip each tile's inputs to [-r, r] and divide them by r before the DAC; multiply the tile's output "
-            "by r. One r per input piece of the tile array (`layer.input_range`).")
+            "by r. One r per input piece of the tile array (`layer.tile.input_range`).")
     learn_input_range: bool = param(
         True, doc="r is trained by the gradient below; `False`: r stays (after the initialization from data).")
     init_value: float = param(3.0, check=Number(gt=0), doc="Initial r.")
