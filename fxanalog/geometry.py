@@ -18,7 +18,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["TileGeometry", "split_sizes", "piece_index", "pad_index", "layout_tiles", "unlayout_tiles", "fold_samples",
+__all__ = ["TileGeometry", "per_output", "split_sizes", "piece_index", "pad_index", "layout_tiles", "unlayout_tiles", "fold_samples",
            "unfold_samples"]
 
 
@@ -189,3 +189,13 @@ class TileGeometry:
         out = torch.tensor(self.out_sizes, device=v.device)
         inp = torch.tensor(self.in_sizes, device=v.device)
         return v.repeat_interleave(out, dim=1).repeat_interleave(inp, dim=2)
+
+
+def per_output(v: Tensor, n_out: int, axis: str) -> Tensor:
+    """A digital factor per output, given as one value or one per output
+    (per (group, output), groups first), shaped to broadcast over (G, B, N)
+    results (``axis="result"``: outputs last) or (G, N, K) weights
+    (``axis="weight"``: outputs on axis 1)."""
+    if v.numel() == 1:
+        return v.reshape(())
+    return v.reshape(-1, 1, n_out) if axis == "result" else v.reshape(-1, n_out, 1)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from fxanalog.config import BaseDriftCompensation, BaseNoiseModel, IOParameters, NoiseManagementType
-from fxanalog.geometry import TileGeometry, layout_tiles, unlayout_tiles
+from fxanalog.geometry import TileGeometry, layout_tiles, per_output, unlayout_tiles
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE
 
@@ -307,8 +307,7 @@ def least_squares_read(reader: Reader, w: Tensor, col_scale: Optional[Tensor], c
     n, p = geo.n_in, geo.p_in
     tiles = geo.stack_pieces(w.float())
     if col_scale is not None:
-        col_scale = torch.broadcast_to(col_scale.float().reshape(-1, 1, N) if col_scale.numel() > 1
-                                       else col_scale.float(), (G, n, N)).reshape(G * n * N)
+        col_scale = torch.broadcast_to(per_output(col_scale.float(), N, "result"), (G, n, N)).reshape(G * n * N)
     mask = geo.pad_mask(w.device).repeat(G, 1).unsqueeze(1).float()  # (G*n, 1, p)
     xtx = torch.zeros(G * n, p, p, dtype=torch.float64, device=w.device)
     xty = torch.zeros(G * n, p, N, dtype=torch.float64, device=w.device)

@@ -35,14 +35,14 @@ from torch import Tensor, nn
 
 from fxanalog import hwa, programming
 from fxanalog.config import RPUConfigBase, WeightClipType, WeightRemapType
-from fxanalog.geometry import TileGeometry, fold_samples, unfold_samples
+from fxanalog.geometry import TileGeometry, fold_samples, per_output, unfold_samples
 from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE
 from fxanalog.ops.tile_mvm_torch import apply_digital, compute_dtype
 from fxanalog.ops.tile_record import register_recorder
 
-__all__ = ["AnalogTile", "PROGRAMMED_STATE", "per_output"]
+__all__ = ["AnalogTile", "PROGRAMMED_STATE"]
 
 # Buffers of the programmed state (None until programmed; see ``program``).
 PROGRAMMED_STATE = (
@@ -55,15 +55,6 @@ PROGRAMMED_STATE = (
 )
 # Buffers that exist only in some states (taken from a state dict when there).
 _OPTIONAL_BUFFERS = ("mapping_scales",) + PROGRAMMED_STATE
-
-
-def per_output(v: Tensor, groups: int, dims: int) -> Tensor:
-    """A scalar or per-(group, output) factor ``v`` shaped to broadcast over
-    ``(G, N, K)`` weights (``dims=3``, outputs on axis 1) or ``(G, B, N)``
-    results (``dims=-1``, outputs last)."""
-    if v.numel() == 1:
-        return v.reshape(())
-    return v.reshape(groups, -1, 1) if dims == 3 else v.reshape(groups, 1, -1)
 
 
 def _tensor_key(t: Optional[Tensor]):
@@ -135,15 +126,19 @@ class AnalogTile(nn.Module):
 
     # -- weights ------------------------------------------------------------
 
+    @property
+    def _n_out(self) -> int:
+        return self.geometry.shape[1]
+
     def to_tile_units(self, w: Tensor) -> Tensor:
         if self.mapping_scales is None:
             return w
-        return w / per_output(self.mapping_scales.to(w.dtype), self.geometry.groups, 3)
+        return w / per_output(self.mapping_scales.to(w.dtype), self._n_out, "weight")
 
     def to_digital_units(self, t: Tensor) -> Tensor:
         if self.mapping_scales is None:
             return t
-        return t * per_output(self.mapping_scales.to(t.dtype), self.geometry.groups, 3)
+        return t * per_output(self.mapping_scales.to(t.dtype), self._n_out, "weight")
 
     def tile_weight(self, w: Tensor) -> Tensor:
         """The weights on the devices, (G, N, K) tile units: in eval, once
@@ -208,7 +203,7 @@ class AnalogTile(nn.Module):
         ``tile_weight`` times every digital output factor."""
         t = self.tile_weight(w).float()
         s = self.output_scales()
-        return t if s is None else t * per_output(s.float(), self.geometry.groups, 3)
+        return t if s is None else t * per_output(s.float(), self._n_out, "weight")
 
     # -- compute ------------------------------------------------------------
 
@@ -244,7 +239,7 @@ class AnalogTile(nn.Module):
                                             _repeat_groups(op_bias, S), forward_io, backward_io, self._update_key)
             y = unfold_samples(y, S)
         if learn:
-            y = y * per_output(self.out_scaling_alpha.to(y.dtype), G, -1)
+            y = y * per_output(self.out_scaling_alpha.to(y.dtype), N, "result")
             if bias is not None:
                 y = y + bias.to(y.dtype).reshape(G, 1, N)
         return y
@@ -460,7 +455,7 @@ class AnalogTile(nn.Module):
         finally:
             self.train(was_training)
         if self.out_scaling_alpha is not None:
-            est = est * per_output(self.out_scaling_alpha.detach().float(), self.geometry.groups, 3)
+            est = est * per_output(self.out_scaling_alpha.detach().float(), self._n_out, "weight")
         return est
 
     # -- training: the (x, d) of each step ------------------------------------------

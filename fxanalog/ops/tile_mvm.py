@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from fxanalog.geometry import layout_tiles, unlayout_tiles
+from fxanalog.geometry import layout_tiles, per_output, unlayout_tiles
 from fxanalog.ops import dispatch
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm_torch import compute_dtype, tile_forward
@@ -103,7 +103,7 @@ def _backward(ctx, grad):
     # d: the gradient of the tile's own output (before the digital factors)
     d = grad.to(ct) * fio.out_scale
     if col_scale is not None:
-        d = d * (col_scale.to(ct).reshape(-1, 1, N) if col_scale.numel() > 1 else col_scale.to(ct))
+        d = d * per_output(col_scale.to(ct), N, "result")
     if ctx.update_key != NO_UPDATE:
         torch.ops.fxanalog.tile_record(x, d, ctx.update_key)
     grad_x = grad_tiles = grad_bias = None

@@ -1,6 +1,7 @@
 """The torch implementation of ``fxanalog::tile_mvm``: the analog MVM of a
-tile array in plain torch (any device; the CPU path, and the reference the
-Triton kernel is tested against).
+tile array in plain torch, on any device (the CPU path; the Triton kernels
+are tested against it, and it against the independent one-vector-at-a-time
+oracle of ``tests/reference_tile.py``).
 
 * ``x``: ``(G, B, K)``: G independent groups (1 for linear layers, ``groups``
   for grouped convolutions), B input vectors, K inputs per group.
@@ -34,7 +35,7 @@ from torch import Tensor
 
 from fxanalog import _rng
 from fxanalog.config import NoiseManagementType, WeightNoiseType
-from fxanalog.geometry import pad_index, piece_index, unlayout_tiles
+from fxanalog.geometry import pad_index, per_output, piece_index, unlayout_tiles
 from fxanalog.ops.io import TileIO
 
 __all__ = ["tile_forward", "apply_digital", "compute_dtype"]
@@ -228,7 +229,7 @@ def apply_digital(y: Tensor, col_scale: Optional[Tensor], bias: Optional[Tensor]
     one factor or one per (group, output), ``bias`` one per (group, output)."""
     G, B, N = y.shape
     if col_scale is not None:
-        y = y.mul_(col_scale.to(y.dtype).reshape(-1, 1, N) if col_scale.numel() > 1 else col_scale.to(y.dtype))
+        y = y.mul_(per_output(col_scale.to(y.dtype), N, "result"))
     if bias is not None:
         y = y.add_(bias.to(y.dtype).reshape(G, 1, N))
     return y
