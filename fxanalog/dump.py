@@ -27,7 +27,8 @@ JSON schema (``"schema": "fxanalog.dump/1"``)::
                 "utilization", "macs"}}
 
 A model whose forward could not be traced has ``"graph": "modules"``: its
-nodes are its modules (op ``"module"``) and edges go from parent to child.
+nodes are its modules (op ``"module"``; an analog layer is one node, its
+own submodules are not listed) and edges go from parent to child.
 
 ``FXANALOG_DUMP_DIR=<folder>``: every ``fxanalog.compile`` writes the graph
 after each pass into ``<folder>/<Model>_<pid>_<n>/NN_<pass>.txt`` (code and
@@ -90,11 +91,13 @@ def dump_data(model: nn.Module, example_inputs=None) -> dict:
     else:
         graph_kind = "modules"
         for name, mod in model.named_modules():
+            if any(name.startswith(layer + ".") for layer in layers_by_name):
+                continue  # inside an analog layer: the layer is one node
             label = name or "(root)"
+            analog = name in layers_by_name
             nodes.append({"name": label, "op": "module", "target": type(mod).__name__, "inputs": [],
-                          "analog": name in layers_by_name, "layer": name if name in layers_by_name else None,
-                          "shape": None, "dtype": None})
-            for i, (child, _) in enumerate(mod.named_children()):
+                          "analog": analog, "layer": name if analog else None, "shape": None, "dtype": None})
+            for i, (child, _) in enumerate(() if analog else mod.named_children()):
                 edges.append({"src": label, "dst": f"{name}.{child}" if name else child, "index": i})
     layers = [r.to_dict() for r in summary_records(model)]
     return {"schema": "fxanalog.dump/1", "model": type(model).__name__, "graph": graph_kind,

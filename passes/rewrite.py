@@ -61,16 +61,22 @@ def dry_run_records(m: Match, prefix: str = "") -> list:
                         m.converted_by, source, e.shape, e.tile_map, m.rpu_config) for e in m.tile_maps]
 
 
-def _erase_unused(node: fx.Node) -> None:
-    graph = node.graph
-    if node.users or node.op not in ("get_attr", "call_method", "call_function"):
+def _erase(node: fx.Node, erased: set) -> None:
+    node.graph.erase_node(node)
+    erased.add(node)
+
+
+def _erase_unused(node: fx.Node, erased: set) -> None:
+    """Erase a ``get_attr`` or view node left without users, and the
+    inputs it leaves without users in turn."""
+    if node in erased or node.users or node.op not in ("get_attr", "call_method", "call_function"):
         return
     inputs = list(node.all_input_nodes)
-    graph.erase_node(node)
+    _erase(node, erased)
     for n in inputs:
         if n.op == "get_attr" or (n.op in ("call_method", "call_function") and not n.users
                                   and transpose_operand(n) is not None):
-            _erase_unused(n)
+            _erase_unused(n, erased)
 
 
 def rewrite(ctx: CompileContext, unit: GraphUnit):
@@ -84,6 +90,7 @@ def rewrite(ctx: CompileContext, unit: GraphUnit):
         return SKIPPED
     graph = unit.graph
     replaced: dict = {}  # earlier rewrites, for arguments the matches captured
+    erased: set = set()
     for m in unit.matches:
         layer = unit.strategy.build(ctx, unit, m)
         layer.train(unit.root.training if m.training is None else m.training)
@@ -99,12 +106,12 @@ def rewrite(ctx: CompileContext, unit: GraphUnit):
         m.node.replace_all_uses_with(new)
         replaced[m.node] = new
         for old in reversed(m.erase):
-            if getattr(old, "_erased", False) or (old is not m.node and old.users):
+            if old in erased or (old is not m.node and old.users):
                 continue
             inputs = list(old.all_input_nodes)
-            graph.erase_node(old)
+            _erase(old, erased)
             for n in inputs:
                 if n is not new and not n.users:
-                    _erase_unused(n)
+                    _erase_unused(n, erased)
     unit.strategy.finish(unit)
     unit.changed = True
