@@ -166,7 +166,7 @@ def bench_time(name, model, target):
     trace = best_of(lambda: torch.fx.symbolic_trace(model))
     inplace = best_of(lambda: fxanalog.compile(model, inplace=True))
     copied = best_of(lambda: fxanalog.compile(model))
-    tiles = len(list(fxanalog.compile(model, inplace=True).analog_tiles()))
+    tiles = len(list(fxanalog.compile(model, inplace=True).named_analog_layers()))
     print(f"{name}: {n_layers} Linear/Conv/MultiheadAttention modules -> {tiles} analog tile layers")
     print(f"  fx.symbolic_trace (baseline)  {trace * 1e3:8.1f} ms")
     print(f"  compile(inplace=True)         {inplace * 1e3:8.1f} ms  = {inplace / trace:5.1f} x trace, "
@@ -180,7 +180,7 @@ def bench_memory():
     model = Big()
     size = sum(p.numel() * p.element_size() for p in model.parameters())
     extra_inplace, analog = peak_extra(lambda: fxanalog.compile(model, inplace=True))
-    assert all(layer.weight is model.layers[i].weight for i, (_, layer) in enumerate(analog.analog_tiles()))
+    assert all(layer.weight is model.layers[i].weight for i, (_, layer) in enumerate(analog.named_analog_layers()))
     del analog
     gc.collect()
     extra_copy, analog = peak_extra(lambda: fxanalog.compile(model))

@@ -145,20 +145,26 @@ class AnalogBackend:
 
     # -- state ---------------------------------------------------------------
 
-    def named_analog_layers(self) -> list[tuple[str, nn.Module]]:
-        """(name, analog module) of every live layer this backend built (an
+    def _built(self) -> list[tuple[str, nn.Module]]:
+        """(name, analog module) of every live module this backend built (an
         attention is one ``AnalogMultiheadAttention``)."""
         out = []
         for per_param in list(self._cache.values()):
             out += list(per_param.values())
         return out
 
+    def named_analog_layers(self) -> list[tuple[str, nn.Module]]:
+        """(name, layer) of every live analog layer (``AnalogLayerBase``; an
+        attention's projections are layers of their own)."""
+        out = []
+        for name, module in self._built():
+            for sub, layer in named_analog_layers(module):
+                out.append(((name if layer is module else f"{name}.{sub}"), layer))
+        return out
+
     def analog_tiles(self):
-        """(name, tile layer) of every live analog tile layer (an attention
-        counts two)."""
-        for name, layer in self.named_analog_layers():
-            for sub, tile in named_analog_layers(layer):
-                yield (name if tile is layer else f"{name}.{sub}"), tile
+        """The tile objects (``AnalogTile``) of every live analog layer."""
+        return (layer.tile for _, layer in self.named_analog_layers())
 
     def layer_records(self) -> list:
         """The layer records (``LayerRecord``) of everything this backend

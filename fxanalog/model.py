@@ -21,6 +21,7 @@ from typing import Iterator
 from torch import fx, nn
 
 from fxanalog.inference import drift_analog_weights, program_analog_weights
+from fxanalog.tile import AnalogTile
 from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
 
 __all__ = ["AnalogModelMixin", "AnalogGraphModule", "analog_class", "digital_class", "layer_records",
@@ -49,13 +50,19 @@ def clear_layer_records(model: nn.Module) -> None:
 class AnalogModelMixin:
     """Methods of every analog model returned by ``fxanalog.compile``."""
 
-    def analog_tiles(self) -> Iterator[tuple[str, AnalogLayerBase]]:
-        """Iterate ``(name, layer)`` over the analog tile layers."""
-        return iter(named_analog_layers(self))
-
     def named_analog_layers(self) -> list[tuple[str, AnalogLayerBase]]:
-        """``(name, layer)`` of the analog tile layers, in module order."""
+        """``(name, layer)`` of the analog layers (``AnalogLayerBase``; an
+        attention's projections are layers of their own), in module order."""
         return named_analog_layers(self)
+
+    def analog_layers(self) -> Iterator[AnalogLayerBase]:
+        """The analog layers, in module order."""
+        return (layer for _, layer in named_analog_layers(self))
+
+    def analog_tiles(self) -> Iterator[AnalogTile]:
+        """The tile objects (``AnalogTile``) of the analog layers, in module
+        order, as aihwkit's ``analog_tiles()``."""
+        return (layer.tile for _, layer in named_analog_layers(self))
 
     def layer_records(self) -> list:
         """How each weighted layer was converted (or why it stayed digital):

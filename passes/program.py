@@ -5,7 +5,7 @@ of every analog layer of the compiled model with closed-loop programming.
 
 Calls ``fxanalog.inference.realistic_write`` (the inference-physics part of
 fxanalog), which programs all tiles of the model at once and leaves the
-report of each layer on ``layer.programming_report``; summaries and dumps
+report of each layer on ``layer.tile.programming_report``; summaries and dumps
 show it. The graph is not changed. It runs once, on the whole model, after
 the graph passes.
 """

@@ -146,7 +146,7 @@ class LayerRecord:
     def with_layer(self, layer) -> "LayerRecord":
         """This record with the live state of its built tile layer: its tile
         map, config and programming report."""
-        report = getattr(layer, "programming_report", None)
+        report = layer.tile.programming_report
         return replace(self, tile_map=TileMap.of_layer(layer), rpu_config=layer.rpu_config,
                        programming_report=None if report is None else _plain(report))
 

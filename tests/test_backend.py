@@ -61,7 +61,7 @@ def test_same_layers_as_compile(name):
         for x in zoo.all_branch_inputs(name, model):
             out = fn(*x)
             torch.testing.assert_close(out, model(*x), rtol=1e-5, atol=1e-5)
-    assert tiles_per_weight(be.analog_tiles()) == tiles_per_weight(compiled.analog_tiles())
+    assert tiles_per_weight(be.named_analog_layers()) == tiles_per_weight(compiled.named_analog_layers())
     digital_compile = {r.name for r in compiled.layer_records() if not r.analog}
     digital_backend = {r.name for r in be.layer_records() if not r.analog}
     # The embedding lookup is not a matmul call in the dynamo graph either way; recurrent layers are reported.
@@ -116,7 +116,7 @@ def test_options_through_torch_compile():
     x = zoo.inputs("mlp")[0]
     torch.testing.assert_close(fn(x), model(x), rtol=1e-5, atol=1e-5)
     (be,) = [b for b in shared_backends() if b.options.exclude == ("fc3",)]
-    assert sorted(name for name, _ in be.analog_tiles()) == ["fc1", "fc2"]
+    assert sorted(name for name, _ in be.named_analog_layers()) == ["fc1", "fc2"]
     assert {r.name: r.converted_by_text for r in be.layer_records()}["fc3"] == "digital: excluded by 'fc3'"
 
 

@@ -87,7 +87,7 @@ def test_one_analog_layer_per_weight_matmul(name, compiled):
     model, analog = compiled[name]
     used = weight_matmuls(name, model)
     assert len(used) > 0
-    tiles = dict(analog.analog_tiles())
+    tiles = dict(analog.named_analog_layers())
     assert len(tiles) == len(used), (sorted(tiles), sorted(used))
     # Every matmul weight is the weight of one analog layer (same values).
     analog_weights = {id(layer.weight) for layer in tiles.values()}
@@ -195,7 +195,7 @@ def noise_power_to_first_order(exact: nn.Module, inputs: list) -> float:
         probes.append((p, len(module.in_sizes)))
         return out + p
 
-    hooks = [layer.register_forward_hook(probe) for _, layer in exact.analog_tiles()]
+    hooks = [layer.register_forward_hook(probe) for _, layer in exact.named_analog_layers()]
     total = 0.0
     try:
         for x in inputs:
@@ -263,9 +263,9 @@ def test_output_noise_has_the_predicted_power(name):
 def test_dumps_and_summary(name, compiled):
     model, analog = compiled[name]
     x = zoo.inputs(name)
-    n_tiles = len(list(analog.analog_tiles()))
+    n_tiles = len(list(analog.named_analog_layers()))
     text = fxanalog.dump(analog, "text")
-    for layer_name, _ in analog.analog_tiles():
+    for layer_name, _ in analog.named_analog_layers():
         assert layer_name in text
     data = json.loads(fxanalog.dump(analog, "json", example_inputs=x))
     assert data["schema"] == "fxanalog.dump/1"
@@ -276,5 +276,5 @@ def test_dumps_and_summary(name, compiled):
     assert isinstance(g, nx.DiGraph) and g.number_of_nodes() == len(data["nodes"])
     s = fxanalog.analog_summary(analog, x)
     assert s.totals["analog_layers"] == n_tiles
-    assert s.totals["tiles"] == sum(layer.num_tiles for _, layer in analog.analog_tiles())
+    assert s.totals["tiles"] == sum(layer.num_tiles for _, layer in analog.named_analog_layers())
     assert str(s).count("\n") >= len(s.rows) + 2

@@ -122,7 +122,7 @@ def test_exclude_and_layer_config():
         return cfg
 
     analog = fxanalog.compile(model, exclude=["conv*"], layer_config=layer_config)
-    tiles = dict(analog.analog_tiles())
+    tiles = dict(analog.named_analog_layers())
     assert sorted(tiles) == ["fc1", "fc2", "fc3"]
     assert seen == [("fc1", "Linear"), ("fc2", "Linear"), ("fc3", "Linear")]
     assert tiles["fc1"].rpu_config.forward.out_noise == 0.0
@@ -154,7 +154,7 @@ def test_conversion_map_takes_precedence():
 
     model = zoo.build("mlp")
     analog = fxanalog.compile(model, fp(), conversion_map={nn.Linear: MyAnalogLinear})
-    assert all(type(layer) is MyAnalogLinear for _, layer in analog.analog_tiles())
+    assert all(type(layer) is MyAnalogLinear for _, layer in analog.named_analog_layers())
     assert {r.converted_by for r in analog.layer_records()} == {"conversion_map"}
 
 
@@ -183,7 +183,7 @@ def test_torch_transformer_encoder_layer():
     layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
     analog = fxanalog.compile(layer, fp())
     assert isinstance(analog.self_attn, AnalogMultiheadAttention)
-    assert sorted(n for n, _ in analog.analog_tiles()) == ["linear1", "linear2", "self_attn.in_proj",
+    assert sorted(n for n, _ in analog.named_analog_layers()) == ["linear1", "linear2", "self_attn.in_proj",
                                                              "self_attn.out_proj"]
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
@@ -321,7 +321,7 @@ def test_realistic_read_write_programs_every_layer():
     model = zoo.build("mlp")
     torch.manual_seed(0)
     analog = fxanalog.compile(model, realistic_read_write=True)
-    reports = {name: getattr(layer, "programming_report", None) for name, layer in analog.analog_tiles()}
+    reports = {name: layer.tile.programming_report for name, layer in analog.named_analog_layers()}
     assert set(reports) == {"fc1", "fc2", "fc3"} and all(r is not None for r in reports.values())
     rows = fxanalog.analog_summary(analog).rows
     assert all(r["programming_report"] is not None for r in rows)
@@ -367,7 +367,7 @@ def test_shared_weight_and_unsupported_matmuls_are_reported():
 
     model = Net()
     analog = fxanalog.compile(model, fp())
-    layers = dict(analog.analog_tiles())
+    layers = dict(analog.named_analog_layers())
     assert sorted(layers) == ["analog_w", "analog_w_1"]
     assert layers["analog_w"].weight is layers["analog_w_1"].weight  # shared, not copied
     digital = {r.name: r.converted_by_text for r in analog.layer_records() if not r.analog}
@@ -383,7 +383,7 @@ def test_layers_that_are_analog_already_are_kept():
     analog = fxanalog.compile(model, fp(), inplace=True)
     assert getattr(analog, "0") is model[0]  # kept as it is, not traced into
     assert [r.name for r in analog.layer_records()] == ["2"]
-    assert sorted(n for n, _ in analog.analog_tiles()) == ["0", "2"]
+    assert sorted(n for n, _ in analog.named_analog_layers()) == ["0", "2"]
     with pytest.warns(UserWarning, match="no layer to convert"):
         assert fxanalog.compile(analog, fp()) is analog
 

@@ -8,7 +8,7 @@ from torch import nn
 
 import fxanalog
 import fxanalog.nn.conversion as conversion
-from fxanalog.nn import AnalogConv2d, AnalogLinear
+from fxanalog.nn import AnalogConv2d, AnalogLayerBase, AnalogLinear
 from tests import zoo
 
 
@@ -24,9 +24,9 @@ def test_one_tile_per_layer_versus_mapped():
     cfg = fxanalog.InferenceRPUConfig()
     one = conversion.convert_to_analog(model, cfg)
     mapped = conversion.convert_to_analog_mapped(model, cfg)
-    assert [layer.num_tiles for _, layer in one.analog_tiles()] == [1, 1]
+    assert [layer.num_tiles for _, layer in one.named_analog_layers()] == [1, 1]
     # 1300 -> 3 input pieces, 700 -> 2 output pieces; 700 -> 2 input pieces, 10 -> 1.
-    assert [layer.num_tiles for _, layer in mapped.analog_tiles()] == [6, 2]
+    assert [layer.num_tiles for _, layer in mapped.named_analog_layers()] == [6, 2]
 
 
 def test_conversion_map_and_exclude_and_specific_config():
@@ -42,7 +42,7 @@ def test_conversion_map_and_exclude_and_specific_config():
 
     analog = conversion.convert_to_analog(model, fxanalog.InferenceRPUConfig(), conversion_map={nn.Conv2d: MyConv},
                                           specific_rpu_config_fun=specific, exclude_modules=["fc3"])
-    tiles = dict(analog.analog_tiles())
+    tiles = dict(analog.named_analog_layers())
     assert type(tiles["conv1"]) is MyConv and type(tiles["fc1"]) is AnalogLinear
     assert "fc3" not in tiles and isinstance(analog.fc3, nn.Linear)
     assert names == ["conv1", "conv2", "fc1", "fc2"]
@@ -81,11 +81,12 @@ def test_convert_to_digital_carries_the_current_weights(name):
     cfg.mapping.weight_scaling_omega = 1.0  # weights held as W/alpha with alpha in digital
     analog = conversion.convert_to_analog_mapped(model, cfg)
     with torch.no_grad():
-        for _, layer in analog.analog_tiles():
+        for _, layer in analog.named_analog_layers():
             layer.weight.mul_(0.5)  # "trained" weights, different from the original
     digital = conversion.convert_to_digital(analog)
     assert not any(isinstance(m, AnalogLinear) for m in digital.modules())
-    assert not hasattr(digital, "analog_tiles") or list(digital.analog_tiles()) == []
+    assert not hasattr(digital, "named_analog_layers") or list(digital.named_analog_layers()) == []
+    assert not any(isinstance(m, AnalogLayerBase) for m in digital.modules())
     # Reference: the original model with its matmul weights halved by hand
     # (the tied embedding shares the head's Parameter: halved once, for both).
     ref = zoo.build(name)

@@ -105,7 +105,7 @@ def test_every_source_package_is_listed():
 def test_entry_points_declared():
     project = PYPROJECT["project"]
     assert project["scripts"]["fxanalog"] == "fxanalog.cli:main"
-    assert project["entry-points"]["torch_dynamo_backends"]["fxanalog"] == "fxanalog.backend:fxanalog_backend"
+    assert project["entry-points"]["torch_dynamo_backends"]["fxanalog"] == "fxanalog.dynamo_backend:fxanalog_backend"
 
 
 def test_installed_distribution(tmp_path):
@@ -133,7 +133,7 @@ print(json.dumps({
 
     assert out["version"] == fxanalog.__version__ == PYPROJECT["project"]["version"]
     assert out["stray"] == [], f"top-level import names other than fxanalog: {out['stray']}"
-    assert ["torch_dynamo_backends", "fxanalog", "fxanalog.backend:fxanalog_backend"] in out["eps"]
+    assert ["torch_dynamo_backends", "fxanalog", "fxanalog.dynamo_backend:fxanalog_backend"] in out["eps"]
     assert ["console_scripts", "fxanalog", "fxanalog.cli:main"] in out["eps"]
     assert out["backend_callable"] and out["script_is_main"]
     assert Path(out["kernels_file"]).resolve().parent == package_folder("fxanalog.triton_kernels").resolve()

@@ -21,12 +21,10 @@ from torch import nn
 
 import fxanalog
 from fxanalog import FloatingPointRPUConfig
-from fxanalog.config import register_config_class
 from fxanalog.nn.modules import AnalogLinear, named_analog_layers
 
 
-@register_config_class
-@dataclasses.dataclass(repr=False)
+@dataclasses.dataclass(repr=False)  # (not registered: it stays out of the config reference)
 class RecordingConfig(FloatingPointRPUConfig):
     """An exact tile that records its (x, d) from construction: what a
     pulsed-training config will be."""

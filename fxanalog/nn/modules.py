@@ -108,11 +108,6 @@ class AnalogLayerBase(nn.Module):
     def num_tiles(self) -> int:
         return self.tile.geometry.num_tiles
 
-    @property
-    def programming_report(self) -> Optional[dict]:
-        """The last closed-loop write's report (``tile.programming_report``)."""
-        return self.tile.programming_report
-
     def weight_matrix(self) -> Tensor:
         """The weights as (G, N, K) matrices (a view of ``weight``)."""
         N, K = self.tile_shape
