@@ -84,20 +84,20 @@ def main() -> None:
     report("drift(1 day) alone, ResNet-18", timed(lambda: drift_analog_weights(net, 86400.0), repeat=3), 2.0,
            randn, "4 draws/weight")
 
-    tile = AnalogLinear(512, 512, rpu_config=cfg)
+    layer = AnalogLinear(512, 512, rpu_config=cfg)
     x = torch.randn(512, 512)
-    gemm = timed(lambda: x @ tile.weight.detach().t(), repeat=5)
+    gemm = timed(lambda: x @ layer.weight.detach().t(), repeat=5)
     print(f"baseline: one 512x512x512 GEMM                  {gemm:8.4f} s")
-    realistic_write(tile)  # warm-up
-    seconds = timed(lambda: realistic_write(tile), repeat=3)
+    realistic_write(layer)  # warm-up
+    seconds = timed(lambda: realistic_write(layer), repeat=3)
     report("realistic write, 512 x 512 tile", seconds, 1.0, gemm, "GEMM")
-    print(f"    report: {tile.programming_report}")
+    print(f"    report: {layer.tile.programming_report}")
 
     if not args.skip_resnet_write:
         seconds = timed(lambda: realistic_write(net))
         report("realistic write, ResNet-18", seconds, 60.0, randn, "4 draws/weight")
-        worst = max(m.programming_report["error"] for m in net)
-        most = max(m.programming_report["iterations"] for m in net)
+        worst = max(m.tile.programming_report["error"] for m in net)
+        most = max(m.tile.programming_report["iterations"] for m in net)
         print(f"    worst layer error {worst:.5f}, most iterations {most}")
 
 
