@@ -31,6 +31,7 @@ __all__ = ["generate", "missing_meanings", "config_classes", "config_enums", "de
 _ORDER = [
     "InferenceRPUConfig",
     "FloatingPointRPUConfig",
+    "SingleRPUConfig",
     "IOParameters",
     "MappingParameter",
     "WeightModifierParameter",
@@ -44,14 +45,23 @@ _ORDER = [
     "SinglePairConductanceConverter",
     "GlobalDriftCompensation",
     "PerColumnDriftCompensation",
+    "UpdateParameters",
+    "PulsedDevice",
+    "IdealDevice",
+    "ConstantStepDevice",
+    "LinearStepDevice",
+    "SoftBoundsDevice",
+    "ExpStepDevice",
+    "PowStepDevice",
 ]
 
 _INTRO = """\
 # Config reference
 
 Every field of fxanalog's configs, its default and its meaning. Names,
-nesting and defaults are those of aihwkit's `InferenceRPUConfig` (see
-[concepts](concepts.md) and the [physics](physics.md)).
+nesting and defaults are those of aihwkit's `InferenceRPUConfig`,
+`FloatingPointRPUConfig` and `SingleRPUConfig` with its update parameters
+and devices (see [concepts](concepts.md) and the [physics](physics.md)).
 
 This page is generated from the dataclasses by `python -m fxanalog._docgen`;
 a test fails when it is out of date. Do not edit it by hand.

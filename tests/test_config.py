@@ -21,6 +21,7 @@ from fxanalog import (
 )
 from fxanalog.config import (
     GlobalDriftCompensation,
+    PulseType,
     InputRangeParameter,
     PCMLikeNoiseModel,
     PerColumnDriftCompensation,
@@ -219,7 +220,7 @@ def test_every_field_declares_a_check_and_a_doc():
             assert field_check(f) is not None, f"{cls.__name__}.{f.name} declares no check"
             assert field_doc(f), f"{cls.__name__}.{f.name} has no doc"
     for e in (NoiseManagementType, BoundManagementType, WeightNoiseType, WeightClipType, WeightModifierType,
-              WeightRemapType):
+              WeightRemapType, PulseType):
         for member in e:
             assert isinstance(member.doc, str) and member.doc.strip(), f"{e.__name__}.{member.name} has no doc"
     assert NoiseManagementType.ABS_MAX.doc.startswith("Divide each input vector by its largest magnitude")
@@ -236,8 +237,18 @@ def test_number_walker_covers_the_fields_of_the_issue():
                  "PCMLikeNoiseModel.g_max", "PCMLikeNoiseModel.t_0", "PCMLikeNoiseModel.t_read",
                  "PCMLikeNoiseModel.prog_noise_scale", "PCMLikeNoiseModel.read_noise_scale",
                  "CustomDriftPCMLikeNoiseModel.drift_scale", "StateIndependentNoiseModel.drift_nu_mean",
-                 "SinglePairConductanceConverter.g_min"):
+                 "SinglePairConductanceConverter.g_min",
+                 # the configs of training on pulsed devices
+                 "UpdateParameters.desired_bl", "UpdateParameters.res", "UpdateParameters.um_grad_scale",
+                 "PulsedDevice.dw_min", "ConstantStepDevice.dw_min", "ConstantStepDevice.w_min",
+                 "ConstantStepDevice.w_max_dtod", "ConstantStepDevice.corrupt_devices_prob",
+                 "ConstantStepDevice.construction_seed", "IdealDevice.lifetime", "LinearStepDevice.gamma_up_dtod",
+                 "SoftBoundsDevice.write_noise_std", "ExpStepDevice.A_down", "ExpStepDevice.dw_min_std_slope",
+                 "PowStepDevice.pow_gamma", "PowStepDevice.pow_up_down_dtod"):
         assert name in names, name
+    bools = {f"{cls.__name__}.{name}" for cls, name in number_fields(Bool)}
+    assert {"UpdateParameters.fixed_bl", "ConstantStepDevice.enforce_consistency", "LinearStepDevice.mult_noise",
+            "SoftBoundsDevice.reverse_up", "PowStepDevice.apply_write_noise_on_set"} <= bools
     lists = {f"{cls.__name__}.{name}" for cls, name in number_fields(NumberList)}
     assert {"PCMLikeNoiseModel.prog_coeff", "StateIndependentNoiseModel.prog_coeff",
             "WeightModifierParameter.coeffs"} <= lists

@@ -17,10 +17,14 @@ The package, one module per group (as aihwkit's ``simulator.parameters``):
 * ``inference``: clipping, weight modifiers and remapping (hardware-aware training);
 * ``pre_post``: the learned input range;
 * ``noise``: conductance converters, noise models and drift compensation;
-* ``rpu``: the RPU configs that hold all of the above.
+* ``training``: ``UpdateParameters`` (how a training step becomes device pulses);
+* ``devices``: the devices of tiles trained by pulses (``IdealDevice``,
+  ``PulsedDevice`` and its ``ConstantStep``, ``LinearStep``, ``SoftBounds``,
+  ``ExpStep``, ``PowStep`` devices);
+* ``rpu``: the RPU configs that hold all of the above (``InferenceRPUConfig``,
+  ``FloatingPointRPUConfig``, and ``SingleRPUConfig`` for training on the devices).
 
-A new group (say the update parameters or pulsed devices of training tiles)
-is a new module here: a dataclass of ``ConfigBase`` whose fields are declared
+A new group is a new module here: a dataclass of ``ConfigBase`` whose fields are declared
 with ``param(default, doc=..., check=...)``, decorated with
 ``@register_config_class``, exported below. Validation, the refusal of
 unknown attributes, dicts and the generated reference then come with it.
@@ -40,10 +44,20 @@ from fxanalog.config.enums import (
     BoundManagementType,
     NamedEnum,
     NoiseManagementType,
+    PulseType,
     WeightClipType,
     WeightModifierType,
     WeightNoiseType,
     WeightRemapType,
+)
+from fxanalog.config.devices import (
+    ConstantStepDevice,
+    ExpStepDevice,
+    IdealDevice,
+    LinearStepDevice,
+    PowStepDevice,
+    PulsedDevice,
+    SoftBoundsDevice,
 )
 from fxanalog.config.inference import WeightClipParameter, WeightModifierParameter, WeightRemapParameter
 from fxanalog.config.io import IOParameters
@@ -59,7 +73,14 @@ from fxanalog.config.noise import (
     StateIndependentNoiseModel,
 )
 from fxanalog.config.pre_post import InputRangeParameter, PrePostProcessingParameter
-from fxanalog.config.rpu import FloatingPointRPUConfig, InferenceRPUConfig, RPUConfigBase, check_rpu_config
+from fxanalog.config.rpu import (
+    FloatingPointRPUConfig,
+    InferenceRPUConfig,
+    RPUConfigBase,
+    SingleRPUConfig,
+    check_rpu_config,
+)
+from fxanalog.config.training import UpdateParameters
 
 __all__ = [
     "ConfigBase",
@@ -77,6 +98,7 @@ __all__ = [
     "WeightClipType",
     "WeightModifierType",
     "WeightRemapType",
+    "PulseType",
     "IOParameters",
     "MappingParameter",
     "WeightClipParameter",
@@ -95,5 +117,14 @@ __all__ = [
     "RPUConfigBase",
     "FloatingPointRPUConfig",
     "InferenceRPUConfig",
+    "SingleRPUConfig",
+    "UpdateParameters",
+    "IdealDevice",
+    "PulsedDevice",
+    "ConstantStepDevice",
+    "LinearStepDevice",
+    "SoftBoundsDevice",
+    "ExpStepDevice",
+    "PowStepDevice",
     "check_rpu_config",
 ]

@@ -15,7 +15,7 @@ import enum
 from typing import Any
 
 __all__ = ["NamedEnum", "NoiseManagementType", "BoundManagementType", "WeightNoiseType", "WeightClipType",
-           "WeightModifierType", "WeightRemapType"]
+           "WeightModifierType", "WeightRemapType", "PulseType"]
 
 
 class NamedEnum(enum.Enum):
@@ -96,3 +96,46 @@ class WeightRemapType(NamedEnum):
     LAYERWISE_SYMMETRIC = "LayerwiseSymmetric", "One scale per layer: s = max|W| / remapped_wmax."
     CHANNELWISE_SYMMETRIC = "ChannelwiseSymmetric", "One scale per output."
 
+
+class PulseType(NamedEnum):
+    """How a training step's (x, d) become device pulses (``UpdateParameters.pulse_type``).
+
+    Below, BL, A and B are the pulse-train length and the probability scales
+    of the error and input lines chosen per batch row (``UpdateParameters``);
+    a positive learning rate moves a cross-point down when d_i x_j > 0.
+    """
+
+    NONE = (
+        "None",
+        "No pulses: the exact update W -= lr sum_b d_b x_b^T in floating point, not clipped. The device's "
+        "step rule, bounds and device-to-device draws are not used; only its `lifetime`, `diffusion` and "
+        "`reset_std` act, uniformly, as for an `IdealDevice`.",
+    )
+    STOCHASTIC_COMPRESSED = (
+        "StochasticCompressed",
+        "Stochastic pulse trains: in each of BL slots, input line j fires with probability B |x_j| and error "
+        "line i with probability A |d_i| (one draw per line and slot, shared by every cross-point on the "
+        "line); each coincidence is one device pulse at (i, j). Inputs of both signs in one pass.",
+    )
+    STOCHASTIC = (
+        "Stochastic",
+        "The pulse trains of `STOCHASTIC_COMPRESSED`, with the pulses of positive and of negative inputs "
+        "applied in two passes per slot: the same pulses, applied to the cross-points in another order "
+        "(aihwkit: CPU tiles only).",
+    )
+    NONE_WITH_DEVICE = (
+        "NoneWithDevice",
+        "The exact floating-point update of `NONE`, then every weight clipped to its cross-point's bounds "
+        "(the device's drawn b_min, b_max); no pulses.",
+    )
+    MEAN_COUNT = (
+        "MeanCount",
+        "Deterministic counts: input line j gets n_j = min(round(BL B |x_j|), BL) pulses, error line i "
+        "m_i = min(round(BL A |d_i|), BL), and cross-point (i, j) round(m_i n_j / BL) device pulses (the "
+        "expected number of coincidences, rounded), each with its own cycle-to-cycle noise.",
+    )
+    DETERMINISTIC_IMPLICIT = (
+        "DeterministicImplicit",
+        "Deterministic coincidences: cross-point (i, j) gets round(BL q_d(A |d_i|) q_x(B |x_j|)) device pulses, "
+        "where q_x, q_d quantize to steps of `x_res_implicit`, `d_res_implicit` (when > 0) and clip to [0, 1].",
+    )

@@ -6,14 +6,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from fxanalog.config.base import ConfigBase, InstanceOf, Nested, param, register_config_class
+from fxanalog.config.devices import ConstantStepDevice, IdealDevice, PulsedDevice
 from fxanalog.config.enums import BoundManagementType, NoiseManagementType
 from fxanalog.config.inference import WeightClipParameter, WeightModifierParameter, WeightRemapParameter
 from fxanalog.config.io import IOParameters
 from fxanalog.config.mapping import MappingParameter
 from fxanalog.config.noise import BaseDriftCompensation, BaseNoiseModel, GlobalDriftCompensation, PCMLikeNoiseModel
 from fxanalog.config.pre_post import PrePostProcessingParameter
+from fxanalog.config.training import UpdateParameters
 
-__all__ = ['RPUConfigBase', 'FloatingPointRPUConfig', 'InferenceRPUConfig', 'check_rpu_config']
+__all__ = ['RPUConfigBase', 'FloatingPointRPUConfig', 'InferenceRPUConfig', 'SingleRPUConfig', 'check_rpu_config']
 
 
 # --------------------------------------------------------------------------
@@ -106,21 +108,73 @@ class InferenceRPUConfig(RPUConfigBase):
         doc="Digital correction of the drift (`GlobalDriftCompensation`), or `None` for none.")
 
     def check_consistency(self, where: str) -> None:
-        ir = self.pre_post.input_range
-        if ir.enable and ir.manage_output_clipping:
-            fwd = self.forward
-            if fwd.is_perfect or fwd.out_bound <= 0:
-                raise ValueError(
-                    f"{where}.pre_post.input_range.manage_output_clipping = True: needs an output bound "
-                    f"(forward.is_perfect = False and forward.out_bound > 0; got is_perfect = "
-                    f"{fwd.is_perfect!r}, out_bound = {fwd.out_bound!r})"
-                )
-            if fwd.noise_management != NoiseManagementType.NONE or fwd.bound_management != BoundManagementType.NONE:
-                raise ValueError(
-                    f"{where}.pre_post.input_range.manage_output_clipping = True: needs "
-                    f"forward.noise_management = NONE and forward.bound_management = NONE (got "
-                    f"{fwd.noise_management.name}, {fwd.bound_management.name})"
-                )
+        _check_output_clipping(self, where)
+
+
+def _check_output_clipping(cfg: Any, where: str) -> None:
+    """A learned input range that manages output clipping needs a bounded
+    forward pass without noise and bound management."""
+    ir = cfg.pre_post.input_range
+    if ir.enable and ir.manage_output_clipping:
+        fwd = cfg.forward
+        if fwd.is_perfect or fwd.out_bound <= 0:
+            raise ValueError(
+                f"{where}.pre_post.input_range.manage_output_clipping = True: needs an output bound "
+                f"(forward.is_perfect = False and forward.out_bound > 0; got is_perfect = "
+                f"{fwd.is_perfect!r}, out_bound = {fwd.out_bound!r})"
+            )
+        if fwd.noise_management != NoiseManagementType.NONE or fwd.bound_management != BoundManagementType.NONE:
+            raise ValueError(
+                f"{where}.pre_post.input_range.manage_output_clipping = True: needs "
+                f"forward.noise_management = NONE and forward.bound_management = NONE (got "
+                f"{fwd.noise_management.name}, {fwd.bound_management.name})"
+            )
+
+
+@register_config_class
+@dataclass(repr=False)
+class SingleRPUConfig(RPUConfigBase):
+    """A tile trained on its devices: every weight is one device that moves by update pulses (aihwkit's defaults).
+
+    Forward and backward are noisy ``IOParameters``; the update is pulsed
+    (``update``) on the devices of ``device`` (a ``ConstantStepDevice`` by
+    default), whose device-to-device parameters are drawn once per
+    cross-point when the tile is made. Tiles of this config record the
+    (x, d) of every training step for the analog optimizer
+    (``records_updates``).
+    """
+
+    forward: IOParameters = param(
+        default_factory=IOParameters,
+        doc="Periphery of the forward pass (DAC, ADC, noise, noise and bound management); noisy by default.")
+    # aihwkit's C++ tile (1.1.0) sets the backward pass's bound management to
+    # NONE whatever this group says (initializeForBackward).
+    backward: IOParameters = param(
+        default_factory=IOParameters,
+        doc="Periphery of the backward pass (the transposed MVM that gives the input gradient); noisy by "
+            "default, like `forward`. It does not change the d the devices are updated with.")
+    update: UpdateParameters = param(
+        default_factory=UpdateParameters,
+        doc="How each training step's (x, d) become pulses: pulse trains, their length and their management.")
+    device: PulsedDevice | IdealDevice = param(
+        default_factory=ConstantStepDevice,
+        check=InstanceOf((PulsedDevice, IdealDevice),
+                         "a device config (fxanalog.IdealDevice or a PulsedDevice such as ConstantStepDevice, "
+                         "LinearStepDevice, SoftBoundsDevice, ExpStepDevice, PowStepDevice)"),
+        doc="The device of every cross-point: its response to one pulse, its bounds, their device-to-device "
+            "spread, decay and diffusion.")
+    mapping: MappingParameter = param(
+        default_factory=MappingParameter,
+        doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
+            "layer is updated with its own pulses.")
+    pre_post: PrePostProcessingParameter = param(
+        default_factory=PrePostProcessingParameter,
+        doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
+    tile_kind: ClassVar[str] = "pulsed"
+    records_updates: ClassVar[bool] = True
+
+    def check_consistency(self, where: str) -> None:
+        _check_output_clipping(self, where)
 
 
 def check_rpu_config(rpu_config: Any, where: str = "rpu_config") -> None:
