@@ -16,8 +16,11 @@ everything analog is its ``tile``:
 * the forward of the layer's matmul: one call of ``fxanalog::tile_mvm``
   (``forward``), with the weight modifier of hardware-aware training;
 * the (x, d) of training steps, recorded by the op's backward
-  (``record_updates``, ``recorded_updates``): where the pulsed update of
-  analog training will take its data.
+  (``record_updates``, ``recorded_updates``), and for pulsed-device configs
+  (``SingleRPUConfig``) the devices' state (``device``: per-cross-point
+  parameters drawn once) and the pulsed update with them (``update``,
+  ``fxanalog::tile_update``), with the steps after it (decay, diffusion,
+  write noise) and the reset.
 
 The layer calls into its tile, handing it the weights as a ``(G, N, K)``
 view of its parameter (``w`` below, digital units); the tile never calls
@@ -33,7 +36,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from fxanalog import hwa, programming
+from fxanalog import devices, hwa, programming
 from fxanalog.config import RPUConfigBase, WeightClipType, WeightRemapType
 from fxanalog.geometry import TileGeometry, fold_samples, per_output, unfold_samples
 from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
@@ -41,6 +44,7 @@ from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE
 from fxanalog.ops.tile_mvm_torch import apply_digital, compute_dtype
 from fxanalog.ops.tile_record import register_recorder
+from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
 
 __all__ = ["AnalogTile", "PROGRAMMED_STATE"]
 
@@ -59,6 +63,26 @@ _OPTIONAL_BUFFERS = ("mapping_scales",) + PROGRAMMED_STATE
 
 def _tensor_key(t: Optional[Tensor]):
     return None if t is None else (t._version, t.data_ptr())
+
+
+class DeviceState(nn.Module):
+    """The per-cross-point parameters of a tile's pulsed devices, drawn once
+    when the tile is made (``fxanalog.devices.draw_state``), as buffers of
+    shape (G, N, K) (``<layer>.tile.device_state.<name>`` in the state dict):
+    bounds ``b_max``/``b_min``, step sizes ``scale_up``/``scale_down``, and
+    the device's own (slopes, exponents, decay, diffusion, reset bias); with
+    write noise the hidden ``persistent_weight``."""
+
+    def __init__(self, device_config, shape: tuple, device=None):
+        super().__init__()
+        self.rule = devices.rule_of(device_config)
+        for name, value in devices.draw_state(device_config, shape, device).items():
+            self.register_buffer(name, value)
+        if self.rule.write_noise > 0:
+            self.register_buffer("persistent_weight", torch.zeros(shape, device=device))
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {name: getattr(self, name) for name in self.rule.state_names}
 
 
 class AnalogTile(nn.Module):
@@ -101,6 +125,10 @@ class AnalogTile(nn.Module):
         if getattr(self.rpu_config, "records_updates", False):  # configs of pulsed training
             self.record_updates(True)
         self.reset_input_range(device)
+        self.device_state: Optional[DeviceState] = None
+        dev_cfg = getattr(self.rpu_config, "device", None)
+        if dev_cfg is not None:
+            self.device_state = DeviceState(dev_cfg, geometry.shape, device)
 
     # -- config -------------------------------------------------------------
 
@@ -316,9 +344,109 @@ class AnalogTile(nn.Module):
 
     def reset(self, w: Tensor) -> None:
         """New digital weights ``w``: the programmed state goes, the mapping
-        scales are computed anew."""
+        scales are computed anew; on pulsed devices the weights are clipped
+        to every cross-point's bounds (written back into ``w``), as a chip's
+        devices can only hold what their range allows."""
         self.clear_programmed_state()
         self.reset_mapping_scales(w)
+        if self.device_state is not None and self.device_state.rule.pulsed:
+            self._set_device_weights(w, self.to_tile_units(w.detach()).float(), write_noise=True)
+
+    @torch.no_grad()
+    def _set_device_weights(self, w: Tensor, tw: Tensor, write_noise: bool, where: Optional[Tensor] = None) -> None:
+        """Tile-unit weights ``tw`` onto the devices: clipped to the bounds,
+        kept as the hidden weights with write noise (the visible ones drawn
+        around them, where ``where`` when given), written into ``w``."""
+        st = self.device_state
+        if st.rule.pulsed:
+            tw = torch.minimum(torch.maximum(tw, st.b_min), st.b_max)
+        if st.rule.write_noise > 0:
+            st.persistent_weight.copy_(tw)
+            dev_cfg = self.rpu_config.device
+            if write_noise and getattr(dev_cfg, "apply_write_noise_on_set", True):
+                noisy = tw + st.rule.write_noise * torch.randn_like(tw)
+                tw = noisy if where is None else torch.where(where, noisy, self.to_tile_units(w.detach()).float())
+        w.copy_(self.to_digital_units(tw).to(w.dtype))
+        self.invalidate_cache()
+
+    # -- pulsed training ------------------------------------------------------------
+
+    def _check_pulsed(self, what: str) -> None:
+        if self.device_state is None:
+            raise ValueError(f"{what}: layer {self.name!r} has a {type(self.rpu_config).__name__}, whose tiles "
+                             "have no devices to pulse; pulsed training needs a SingleRPUConfig")
+
+    @torch.no_grad()
+    def update(self, w: Tensor, lr: float) -> bool:
+        """The pulsed update of the tile with the (x, d) recorded since the
+        last update (``recorded_updates``; several backward passes
+        concatenated), scaled by the learning rate ``lr``: the devices move
+        by pulses (``fxanalog::tile_update``) and the result is written into
+        ``w`` (the layer's weights). Returns False when nothing was recorded."""
+        self._check_pulsed("update")
+        rec = self.recorded_updates()
+        if rec is None:
+            return False
+        x, d = rec
+        if self.mapping_scales is not None:
+            # d is the gradient of the tile output (alpha g, alpha the mapping
+            # scale); the devices move by the digital update over alpha:
+            # -lr g x^T / alpha, so an exact device follows SGD on the
+            # layer's weights (aihwkit's pre_update).
+            d = d / per_output(self.mapping_scales.to(d.dtype), self._n_out, "result").square()
+        st = self.device_state
+        dev_cfg = self.rpu_config.device
+        up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(dev_cfg))
+        hidden = st.rule.write_noise > 0
+        tw = st.persistent_weight if hidden else self.to_tile_units(w.detach()).float().clone()
+        touched = torch.ops.fxanalog.tile_update(
+            tw, x.float(), d.float(), list(st.tensors().values()), float(lr), pack_update(up), pack_rule(st.rule),
+            list(self.geometry.in_sizes), list(self.geometry.out_sizes))
+        if hidden:  # the visible weights: hidden ones plus fresh write noise where pulsed
+            noisy = tw + st.rule.write_noise * torch.randn_like(tw)
+            tw = torch.where(touched, noisy, self.to_tile_units(w.detach()).float())
+        w.copy_(self.to_digital_units(tw).to(w.dtype))
+        self.invalidate_cache()
+        return True
+
+    @torch.no_grad()
+    def _device_post_update(self, w: Tensor) -> None:
+        """Decay (``lifetime``) and diffusion (``diffusion``) of the devices,
+        once per update, then the write noise drawn anew everywhere."""
+        st = self.device_state
+        dev_cfg = self.rpu_config.device
+        decay, diffuse = dev_cfg.lifetime > 0, dev_cfg.diffusion > 0
+        if not (decay or diffuse):
+            return
+        hidden = st.rule.write_noise > 0
+        tw = st.persistent_weight if hidden else self.to_tile_units(w.detach()).float().clone()
+        state = st.tensors()
+        if decay:
+            devices.decay_(tw, state)
+        if diffuse:
+            devices.diffuse_(tw, state)
+        self._set_device_weights(w, tw.clone(), write_noise=True)
+
+    @torch.no_grad()
+    def reset_columns(self, w: Tensor, start_column_idx: int = 0, num_columns: int = 1,
+                      reset_prob: float = 1.0) -> None:
+        """aihwkit's reset: the devices of ``num_columns`` inputs from
+        ``start_column_idx`` (wrapping around; -1: all) go, each with
+        probability ``reset_prob``, to ``reset_bias + reset_std xi`` (clipped
+        to their bounds)."""
+        self._check_pulsed("reset_columns")
+        G, N, K = self.geometry.shape
+        if num_columns < 0:
+            num_columns = K
+        cols = (torch.arange(num_columns, device=w.device) + start_column_idx) % K
+        mask = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
+        mask[:, :, cols] = True
+        if reset_prob < 1:
+            mask &= torch.rand(mask.shape, device=w.device) < reset_prob
+        st = self.device_state
+        tw = (st.persistent_weight if st.rule.write_noise > 0 else self.to_tile_units(w.detach()).float()).clone()
+        devices.reset_(tw, st.tensors(), float(self.rpu_config.device.reset_std), mask)
+        self._set_device_weights(w, tw, write_noise=True)
 
     # -- programming and drift ----------------------------------------------------
 
@@ -421,9 +549,12 @@ class AnalogTile(nn.Module):
         self.invalidate_cache()
 
     def post_update_step(self, w: Tensor) -> None:
-        """What follows an optimizer step: clipping, then remapping."""
+        """What follows an optimizer step: clipping, then remapping; on
+        devices, decay and diffusion."""
         self.clip_(w)
         self.remap(w)
+        if self.device_state is not None:
+            self._device_post_update(w)
 
     # -- realistic write and read ---------------------------------------------------
 

@@ -17,18 +17,30 @@ HuggingFace's ``Conv1D`` with ``transposed=True``).
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from fxanalog.geometry import TileGeometry
 from fxanalog.tile import AnalogTile
 
 __all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
-           "conv_class_for"]
+           "analog_layers_of", "conv_class_for"]
+
+# The analog layers built around each weight Parameter (weakly), so that an
+# optimizer given ``model.parameters()`` finds the tiles to update.
+_LAYERS_OF_WEIGHT: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def analog_layers_of(param: Tensor) -> list["AnalogLayerBase"]:
+    """The live analog layers whose weight is ``param``."""
+    refs = _LAYERS_OF_WEIGHT.get(param, ())
+    return [layer for layer in (r() for r in refs) if layer is not None and layer.weight is param]
 
 
 def _tuple(v, n: int) -> tuple:
@@ -60,7 +72,9 @@ class AnalogLayerBase(nn.Module):
         geometry = TileGeometry.split(groups, N, K, m.max_output_size if mapped else 0,
                                       m.max_input_size if mapped else 0)
         self.tile = AnalogTile(rpu_config, geometry, mapped, device=self.weight.device, name=type(self).__name__)
-        self.tile.reset_mapping_scales(self.weight_matrix())
+        self.tile.reset(self.weight_matrix())
+        refs = _LAYERS_OF_WEIGHT.setdefault(self.weight, [])
+        refs[:] = [r for r in refs if r() is not None] + [weakref.ref(self)]
 
     def _matrix_dims(self, groups: int) -> tuple[int, int]:
         """(N, K) of one group's weight matrix."""

@@ -109,8 +109,9 @@ def _backward(ctx, grad):
     grad_x = grad_tiles = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_x = _transposed_mvm(d, tiles, ctx.in_sizes, ctx.out_sizes, bio).to(x.dtype)
-    if ctx.needs_input_grad[1]:
+    if ctx.needs_input_grad[1] and ctx.update_key == NO_UPDATE:
         # dL/dW = d^T x per group, laid out like the tiles (pads get zero).
+        # (A recording tile's weights move by its pulsed update instead: no gradient.)
         gw = torch.matmul(d.transpose(1, 2), x.to(ct))  # (G, N, K)
         grad_tiles = layout_tiles(gw, ctx.in_sizes).to(tiles.dtype)
     if ctx.has_bias and ctx.needs_input_grad[5]:

@@ -1,0 +1,263 @@
+"""The torch implementation of ``fxanalog::tile_update``: the pulsed update
+of a tile array, in plain torch, on any device (docs/training.md states the
+semantics; this is the reference the fast paths are tested against).
+
+For every tile (group g, output piece o, input piece i) and every batch row
+b, in order:
+
+1. *Update management* (``management``): from the row's largest |x| over
+   the tile's inputs and largest |d| over its outputs, the length BL of the
+   pulse trains and the probability factors A (error lines) and B (input
+   lines).
+2. *Pulse trains* (``pulse_trains``): in each of the BL slots every input
+   line j fires with probability min(1, B |x_j|) and every error line i with
+   min(1, A |d_i|), one uniform draw per line and slot, so a line's train is
+   shared by every cross-point on it.
+3. *Coincidences*: cross-point (i, j) gets one pulse per slot where both of
+   its lines fired, down when sign(d_i x_j) > 0 (the direction of
+   ``-lr d x^T``), and each pulse moves the weight by the device's rule
+   (``fxanalog.devices``): its own cycle-to-cycle draw, the step at the
+   weight the previous pulse left, the clip to the cross-point's bounds.
+
+Row b+1 starts from the weights row b left. With ``pulse_type`` NONE the
+update is the exact ``w -= lr d^T x`` (also for ``IdealDevice``);
+NONE_WITH_DEVICE clips that to the bounds; MEAN_COUNT and
+DETERMINISTIC_IMPLICIT replace the random trains by aihwkit's deterministic
+counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from fxanalog.config import PulseType, UpdateParameters, resolution_step
+from fxanalog.devices import DeviceRule, apply_pulses
+from fxanalog.geometry import piece_index
+
+__all__ = ["PulsedUpdate", "management", "pulse_trains", "tile_update", "pack_update", "unpack_update", "pack_rule",
+           "unpack_rule"]
+
+
+@dataclass(frozen=True)
+class PulsedUpdate:
+    """``UpdateParameters`` resolved for the update, with the device's weight
+    granularity ``dw``."""
+
+    desired_bl: int
+    fixed_bl: bool
+    bl_management: bool
+    update_management: bool
+    um_grad_scale: float
+    res: float  # probability resolution (0: none)
+    sto_round: bool
+    pulse_type: PulseType
+    x_res_implicit: float
+    d_res_implicit: float
+    dw: float
+
+    @staticmethod
+    def of(params: UpdateParameters, dw: float) -> "PulsedUpdate":
+        return PulsedUpdate(int(params.desired_bl), bool(params.fixed_bl), bool(params.update_bl_management),
+                            bool(params.update_management), float(params.um_grad_scale),
+                            resolution_step(params.res), bool(params.sto_round), params.pulse_type,
+                            resolution_step(params.x_res_implicit), resolution_step(params.d_res_implicit), float(dw))
+
+
+def _discretize(p: Tensor, res: float, sto_round: bool) -> Tensor:
+    if res <= 0:
+        return p
+    q = p / res
+    if sto_round:
+        q = q + torch.rand_like(q) - 0.5
+    return torch.round(q) * res
+
+
+def management(x_max: Tensor, d_max: Tensor, lr: float, up: PulsedUpdate) -> tuple[Tensor, Tensor, Tensor]:
+    """(BL, A, B) of every row and tile from the rows' largest |x| and |d|
+    over the tile's lines (any broadcastable shapes): BL an integer tensor
+    (0: no pulses), A the factor of the error lines, B of the input lines.
+    Computed in float32 in aihwkit's order of operations, so that BL =
+    ceil(k) lands on the same side of a whole number as aihwkit's."""
+    shape = torch.broadcast_shapes(x_max.shape, d_max.shape)
+    f32 = torch.float32
+    x_max, d_max = x_max.expand(shape).to(f32), d_max.expand(shape).to(f32)
+    lr_t = torch.tensor(lr, dtype=f32)
+    g = torch.tensor(up.dw, dtype=f32)
+    max_bl = up.desired_bl
+    # calculateBlAB: without management, or as its starting point
+    if up.fixed_bl or up.bl_management or float(g * max_bl) >= lr:
+        bl0 = torch.tensor(float(max_bl), dtype=f32)
+        a0 = torch.sqrt(lr_t / (g * bl0))
+    else:
+        bl0 = torch.clamp(torch.ceil(lr_t / g), min=1)
+        a0 = torch.tensor(1.0, dtype=f32)
+    BL = torch.full(shape, float(bl0), dtype=f32, device=x_max.device)
+    A = torch.full(shape, float(a0), dtype=f32, device=x_max.device)
+    B = A.clone()
+    if up.bl_management or up.update_management:
+        zero = (x_max == 0) | (d_max == 0)
+        d_val = up.um_grad_scale * d_max
+        k = lr_t * x_max * d_val / g
+        if up.bl_management:
+            BL = torch.clamp(torch.ceil(k), max=max_bl)
+            A = torch.sqrt(lr_t / (g * BL.clamp(min=1)))
+            B = A.clone()
+        if up.update_management:
+            d_val = torch.where(k > max_bl, d_val * (max_bl / torch.where(k > 0, k, torch.ones_like(k))), d_val)
+            safe_d = torch.where(zero, torch.ones_like(d_val), d_val)
+            safe_x = torch.where(zero, torch.ones_like(x_max), x_max)
+            A = A * torch.sqrt(safe_x / safe_d)
+            B = B * torch.sqrt(safe_d / safe_x)
+        BL = torch.where(zero, torch.zeros_like(BL), BL)
+    return BL.to(torch.int64), A, B
+
+
+def _row_maxima(v: Tensor, sizes: Sequence[int]) -> Tensor:
+    """(G, B, L) -> (G, B, n_pieces): max |v| over each piece's lines."""
+    return torch.stack([p.abs().amax(dim=-1) for p in v.split(list(sizes), dim=-1)], dim=-1)
+
+
+def pulse_trains(x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, in_sizes: Sequence[int],
+                 out_sizes: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+    """The pulse trains of every row and tile (stochastic pulse types).
+
+    Returns ``x_fire`` (G, B, n_out, K, L) and ``d_fire`` (G, B, n_in, N, L)
+    booleans, L the longest train: whether input line j (for the tiles of
+    output piece o) and error line i (for the tiles of input piece i) fire
+    in slot t; slots at or past a tile's BL are False. And BL (G, B, n_out,
+    n_in)."""
+    G, B, K = x.shape
+    N = d.shape[-1]
+    BL, A, Bx = management(_row_maxima(x, in_sizes)[:, :, None, :], _row_maxima(d, out_sizes)[:, :, :, None],
+                           lr, up)  # (G, B, n_out, n_in)
+    L = int(BL.max()) if BL.numel() else 0
+    pin, pout = piece_index(in_sizes, x.device), piece_index(out_sizes, x.device)
+    # probability and train length of each line, for each tile that holds it
+    px = _discretize(Bx.index_select(3, pin) * x.abs().float()[:, :, None, :], up.res, up.sto_round)  # (G,B,n_out,K)
+    pd = _discretize(A.index_select(2, pout).transpose(2, 3) * d.abs().float()[:, :, None, :], up.res,
+                     up.sto_round)  # (G, B, n_in, N)
+    bl_x = BL.index_select(3, pin)  # (G, B, n_out, K)
+    bl_d = BL.index_select(2, pout).transpose(2, 3)  # (G, B, n_in, N)
+    slots = torch.arange(max(L, 1), device=x.device)
+    x_fire = (px[..., None] > torch.rand(*px.shape, max(L, 1), device=x.device)) & (slots < bl_x[..., None])
+    d_fire = (pd[..., None] > torch.rand(*pd.shape, max(L, 1), device=x.device)) & (slots < bl_d[..., None])
+    return x_fire[..., :L], d_fire[..., :L], BL
+
+
+def _deterministic_counts(x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, in_sizes, out_sizes) -> Tensor:
+    """Signed coincidence counts (G, N, K) of one row (``x`` (G, K), ``d``
+    (G, N)), positive meaning down, for MEAN_COUNT and DETERMINISTIC_IMPLICIT
+    (aihwkit's dense bit lines)."""
+    x, d = x[:, None], d[:, None]  # one row: (G, 1, K), (G, 1, N)
+    BL, A, Bx = management(_row_maxima(x, in_sizes)[:, :, None, :], _row_maxima(d, out_sizes)[:, :, :, None],
+                           lr, up)
+    pin, pout = piece_index(in_sizes, x.device), piece_index(out_sizes, x.device)
+    bl = BL.index_select(3, pin).index_select(2, pout).double()[:, 0]  # (G, N, K)
+    px = (Bx.index_select(3, pin).index_select(2, pout) * x.abs().double()[:, :, None, :])[:, 0]
+    pd = (A.index_select(3, pin).index_select(2, pout) * d.abs().double()[:, :, :, None])[:, 0]
+    sign = torch.sign(d[:, 0]).double()[:, :, None] * torch.sign(x[:, 0]).double()[:, None, :]
+    if up.pulse_type == PulseType.MEAN_COUNT:
+        cx = torch.clamp(torch.round(bl * _discretize(px, up.res, up.sto_round)), min=0)
+        cx = torch.minimum(cx, bl)
+        cd = torch.minimum(torch.clamp(torch.round(bl * _discretize(pd, up.res, up.sto_round)), min=0), bl)
+        counts = torch.round(cd / torch.where(bl > 0, bl, torch.ones_like(bl)) * cx)
+    else:
+        vx = _discretize(px, up.x_res_implicit, up.sto_round).clamp(0, 1)
+        vd = _discretize(pd, up.d_res_implicit, up.sto_round).clamp(0, 1)
+        counts = torch.round(bl * vd * vx)
+    return (counts * sign).to(torch.int64)
+
+
+@torch.no_grad()
+def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, rule: DeviceRule,
+                state: dict[str, Tensor], in_sizes: Sequence[int], out_sizes: Sequence[int],
+                trains: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+    """The pulsed update of the (G, N, K) tile weights ``w`` (tile units,
+    changed in place and returned) with the rows of ``x`` (G, B, K) and ``d``
+    (G, B, N), as the module docstring says. ``trains``: given pulse trains
+    (``pulse_trains``'s first two results) instead of drawn ones. Returns
+    the boolean (G, N, K) mask of the cross-points that got a pulse."""
+    G, N, K = w.shape
+    touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
+    if lr == 0 or x.shape[1] == 0:
+        return touched
+    if not rule.pulsed or up.pulse_type in (PulseType.NONE, PulseType.NONE_WITH_DEVICE):
+        w.sub_(lr * torch.matmul(d.transpose(1, 2).to(w.dtype), x.to(w.dtype)))
+        if rule.pulsed and up.pulse_type == PulseType.NONE_WITH_DEVICE:
+            w.copy_(torch.minimum(torch.maximum(w, state["b_min"]), state["b_max"]))
+        touched[:] = True
+        return touched
+    xs, ds = x.float(), d.float()
+    sign_down = lr > 0
+    if up.pulse_type in (PulseType.MEAN_COUNT, PulseType.DETERMINISTIC_IMPLICIT):
+        for b in range(x.shape[1]):
+            c = _deterministic_counts(xs[:, b], ds[:, b], abs(lr), up, in_sizes, out_sizes)  # (G, N, K)
+            active = c != 0
+            if bool(active.any()):
+                _apply(w, rule, state, active, (c > 0) == sign_down, c.abs())
+                touched |= active
+        return touched
+    if trains is None:
+        x_fire, d_fire, _ = pulse_trains(xs, ds, abs(lr), up, in_sizes, out_sizes)
+    else:
+        x_fire, d_fire = trains
+    in_starts = [sum(in_sizes[:i]) for i in range(len(in_sizes))]
+    out_starts = [sum(out_sizes[:o]) for o in range(len(out_sizes))]
+    x_pos, d_pos = x > 0, d > 0
+    for g in range(G):
+        for b in range(x.shape[1]):
+            for o, (r0, nr) in enumerate(zip(out_starts, out_sizes)):
+                for i, (c0, nc) in enumerate(zip(in_starts, in_sizes)):
+                    xf = x_fire[g, b, o, c0:c0 + nc]  # (k, L)
+                    df = d_fire[g, b, i, r0:r0 + nr]  # (n, L)
+                    rows = df.any(dim=-1).nonzero().flatten()
+                    cols = xf.any(dim=-1).nonzero().flatten()
+                    if rows.numel() == 0 or cols.numel() == 0:
+                        continue
+                    counts = torch.matmul(df[rows].double(), xf[cols].double().T).round().to(torch.int64)
+                    # down where sign(d_i) sign(x_j) > 0 (for lr > 0)
+                    down = (d_pos[g, b, r0 + rows][:, None] == x_pos[g, b, c0 + cols][None, :]) == sign_down
+                    ri, ci = (r0 + rows)[:, None], (c0 + cols)[None, :]
+                    sub = {k: v[g][ri, ci] for k, v in state.items()}
+                    w[g][ri, ci] = apply_pulses(rule, w[g][ri, ci], down, counts, sub)
+                    touched[g][ri, ci] |= counts > 0
+    return touched
+
+
+def _apply(w: Tensor, rule: DeviceRule, state: dict, active: Tensor, down: Tensor, count: Tensor) -> None:
+    idx = active.nonzero(as_tuple=True)
+    sub = {k: v[idx] for k, v in state.items()}
+    w[idx] = apply_pulses(rule, w[idx], down[idx], count[idx], sub)
+
+
+# --------------------------------------------------------------------------
+# The op's flat arguments (custom ops take no dataclasses)
+
+_PULSE_TYPES = list(PulseType)
+
+
+def pack_update(up: PulsedUpdate) -> list[float]:
+    return [float(up.desired_bl), float(up.fixed_bl), float(up.bl_management), float(up.update_management),
+            up.um_grad_scale, up.res, float(up.sto_round), float(_PULSE_TYPES.index(up.pulse_type)),
+            up.x_res_implicit, up.d_res_implicit, up.dw]
+
+
+def unpack_update(v: Sequence[float]) -> PulsedUpdate:
+    return PulsedUpdate(int(v[0]), bool(v[1]), bool(v[2]), bool(v[3]), float(v[4]), float(v[5]), bool(v[6]),
+                        _PULSE_TYPES[int(v[7])], float(v[8]), float(v[9]), float(v[10]))
+
+
+def pack_rule(rule: DeviceRule) -> list[float]:
+    return [float(getattr(rule, f.name)) for f in fields(DeviceRule)]
+
+
+def unpack_rule(v: Sequence[float]) -> DeviceRule:
+    kw = {}
+    for f, value in zip(fields(DeviceRule), v):
+        kw[f.name] = int(value) if f.name == "kind" else (bool(value) if f.type in ("bool", bool) else float(value))
+    return DeviceRule(**kw)

@@ -1,0 +1,87 @@
+"""``AnalogSGD``: SGD for analog models, as aihwkit's ``fxanalog.optim``.
+
+One ``step()`` does, with each parameter group's learning rate:
+
+1. plain SGD (``torch.optim.SGD``, with its momentum, dampening, weight
+   decay, Nesterov and ``maximize`` options) on every parameter that has a
+   gradient: the digital ones (biases, norms, embeddings, the layers that
+   stay digital) and the weights of inference tiles (hardware-aware
+   training);
+2. for every tile on pulsed devices (``SingleRPUConfig``) among the
+   parameters: the pulsed update with the (x, d) its layer recorded since
+   the last step (``AnalogTile.update``; several forward/backward passes
+   concatenate). Its weights have no gradient, so step 1 never touches
+   them: momentum and weight decay apply to digital parameters only;
+3. for every analog tile: the steps after an update
+   (``AnalogTile.post_update_step``): clipping and remapping of inference
+   tiles, decay and diffusion of devices.
+
+``AnalogSGD(model.parameters(), lr=...)`` finds the tiles from the layers
+built around the parameters; ``regroup_param_groups(model)`` is accepted
+(aihwkit code calls it) and changes nothing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from fxanalog.nn.modules import AnalogLayerBase, analog_layers_of
+
+__all__ = ["AnalogSGD"]
+
+
+class AnalogSGD(torch.optim.SGD):
+    """SGD on the digital parameters, pulsed updates on analog tiles (see
+    the module docstring). Arguments as ``torch.optim.SGD``."""
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov, maximize=maximize)
+        if not self._analog_layers():
+            warnings.warn("AnalogSGD: none of the parameters belongs to an analog layer; it acts as "
+                          "torch.optim.SGD (convert the model first, e.g. with fxanalog.compile)", stacklevel=2)
+
+    def regroup_param_groups(self, model: nn.Module) -> None:
+        """Accepted for aihwkit code; the tiles are found from the
+        parameters, so the groups stay as they are."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"AnalogSGD.regroup_param_groups: expected the model (an nn.Module), "
+                            f"got {type(model).__name__}")
+
+    def _analog_layers(self) -> list[tuple[AnalogLayerBase, float]]:
+        """(layer, learning rate) of every analog layer whose weight is one
+        of the parameters, each once."""
+        seen, out = set(), []
+        for group in self.param_groups:
+            for p in group["params"]:
+                for layer in analog_layers_of(p):
+                    if id(layer) not in seen:
+                        seen.add(id(layer))
+                        out.append((layer, group["lr"]))
+        return out
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable] = None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        super().step()
+        layers = self._analog_layers()
+        pulsed = [(layer, lr) for layer, lr in layers
+                  if layer.tile.device_state is not None and layer.weight.requires_grad]
+        updated = [layer.tile.update(layer.weight_matrix(), lr) for layer, lr in pulsed]
+        if pulsed and not any(updated):
+            names = ", ".join(layer.analog_name for layer, _ in pulsed)
+            raise RuntimeError(
+                f"AnalogSGD.step: no pulsed layer ({names}) recorded a training backward pass since the last "
+                "step; call loss.backward() on a training forward first"
+            )
+        for layer, _ in layers:
+            layer.tile.post_update_step(layer.weight_matrix())
+        return loss

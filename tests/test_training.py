@@ -1,0 +1,448 @@
+"""Analog training on pulsed devices (docs/training.md): device-to-device
+draws, the per-pulse rules, the pulse trains and their statistics, the
+pulsed update against an independent per-pulse implementation and against
+formulas, AnalogSGD, and training through every entry point.
+
+Statistical checks state their tolerance and draw enough samples that a
+correct implementation passes with overwhelming probability; they are
+seeded. Expected values are computed in the test (formulas, hand-made
+cases, or tests/reference_update.py), never read from fxanalog.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import fxanalog
+from fxanalog import (
+    ConstantStepDevice,
+    ExpStepDevice,
+    IdealDevice,
+    LinearStepDevice,
+    PowStepDevice,
+    PulseType,
+    SingleRPUConfig,
+    SoftBoundsDevice,
+    UpdateParameters,
+)
+from fxanalog.devices import draw_state, one_pulse, rule_of
+from fxanalog.nn import AnalogLinear
+from fxanalog.nn.modules import named_analog_layers
+from fxanalog.ops.tile_update_torch import PulsedUpdate, management, pulse_trains, tile_update
+from fxanalog.optim import AnalogSGD
+from reference_update import reference_update
+
+
+def quiet_io(cfg: SingleRPUConfig) -> SingleRPUConfig:
+    """Exact forward and backward, so training differences come from the update alone."""
+    cfg.forward.is_perfect = True
+    cfg.backward.is_perfect = True
+    return cfg
+
+
+def no_dtod(device, **kw):
+    """A device without device-to-device variation (each field set to 0)."""
+    for name in ("dw_min_dtod", "w_max_dtod", "w_min_dtod", "up_down_dtod"):
+        setattr(device, name, 0.0)
+    for name, value in kw.items():
+        setattr(device, name, value)
+    return device
+
+
+# ----------------------------------------------------------------------------
+# Device-to-device parameters
+
+
+def test_device_to_device_draws_follow_their_formulas():
+    torch.manual_seed(0)
+    dev = ConstantStepDevice()  # dw_min 0.001, dw_min_dtod 0.3, up_down_dtod 0.01, w_max 0.6 +- 30%
+    st = draw_state(dev, (1, 300, 400))  # 120 000 cross-points
+    M = st["scale_up"].numel()
+    # scale_up = |1 + 0.3 xi + 0.01 xi'| dw_min; the abs changes the mean by < 1e-9 at this spread.
+    sd = math.sqrt(0.3**2 + 0.01**2) * 1e-3
+    assert abs(st["scale_up"].mean().item() - 1e-3) < 4.5 * sd / math.sqrt(M)
+    assert abs(st["scale_up"].std().item() / sd - 1) < 0.02
+    # up and down share the gain: their difference is 2 * 0.01 xi' dw_min
+    diff = (st["scale_up"] - st["scale_down"]) / 1e-3
+    assert abs(diff.std().item() / 0.02 - 1) < 0.02
+    # bounds: b_max = |0.6 (1 + 0.3 xi)|, b_min = -|0.6 (1 + 0.3 xi)| (enforce_consistency)
+    assert abs(st["b_max"].mean().item() - 0.6) < 4.5 * 0.18 / math.sqrt(M)
+    assert abs(st["b_min"].mean().item() + 0.6) < 4.5 * 0.18 / math.sqrt(M)
+    assert bool((st["b_max"] >= 0).all()) and bool((st["b_min"] <= 0).all())
+    assert st["b_max"].unique().numel() > M // 2  # different per cross-point
+
+
+def test_up_down_bias_and_log_normal_gain():
+    torch.manual_seed(1)
+    st = draw_state(no_dtod(ConstantStepDevice(), up_down=0.2), (1, 10, 10))
+    # up_down > 0 weakens down steps: up = dw_min, down = (1 - 0.2) dw_min
+    assert torch.allclose(st["scale_up"], torch.full_like(st["scale_up"], 1e-3))
+    assert torch.allclose(st["scale_down"], torch.full_like(st["scale_down"], 0.8e-3))
+    st = draw_state(no_dtod(ConstantStepDevice(), dw_min_dtod=0.5, dw_min_dtod_log_normal=True), (1, 200, 200))
+    log_gain = torch.log(st["scale_up"] / 1e-3)
+    assert abs(log_gain.std().item() / 0.5 - 1) < 0.02 and abs(log_gain.mean().item()) < 0.01
+
+
+def test_device_state_is_kept_in_the_state_dict_and_loads_weights_only():
+    torch.manual_seed(2)
+    cfg = SingleRPUConfig(device=SoftBoundsDevice())
+    a = AnalogLinear(6, 4, rpu_config=cfg)
+    keys = [k for k in a.state_dict() if k.startswith("tile.device_state.")]
+    assert {"tile.device_state.b_max", "tile.device_state.scale_up", "tile.device_state.slope_up"} <= set(keys)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    torch.manual_seed(3)
+    b = AnalogLinear(6, 4, rpu_config=cfg)
+    assert not torch.equal(a.tile.device_state.b_max, b.tile.device_state.b_max)  # drawn per tile
+    b.load_state_dict(torch.load(buf, weights_only=True))
+    for k in keys:
+        assert torch.equal(b.state_dict()[k], a.state_dict()[k])
+
+
+def test_construction_seed_fixes_the_draws():
+    d1 = draw_state(ConstantStepDevice(construction_seed=7), (1, 5, 5))
+    torch.manual_seed(123)
+    d2 = draw_state(ConstantStepDevice(construction_seed=7), (1, 5, 5))
+    assert all(torch.equal(d1[k], d2[k]) for k in d1)
+
+
+def test_weights_are_clipped_to_each_cross_points_bounds():
+    torch.manual_seed(4)
+    cfg = SingleRPUConfig(device=ConstantStepDevice())
+    w = torch.full((8, 8), 5.0)
+    layer = AnalogLinear(8, 8, bias=False, rpu_config=cfg)
+    layer.set_weights(w)
+    assert torch.equal(layer.weight.detach(), layer.tile.device_state.b_max[0])
+
+
+# ----------------------------------------------------------------------------
+# One pulse
+
+
+def _state(rule_kind: str, n: int, **kv):
+    base = dict(b_max=torch.full((n,), 0.6), b_min=torch.full((n,), -0.6), scale_up=torch.full((n,), 1e-3),
+                scale_down=torch.full((n,), 1e-3))
+    base.update({k: torch.full((n,), float(v)) for k, v in kv.items()})
+    return base
+
+
+@pytest.mark.parametrize("down", [False, True])
+def test_one_pulse_statistics_of_every_device(down):
+    torch.manual_seed(5)
+    n = 200_000
+    w0 = torch.linspace(-0.5, 0.5, n)
+    dn = torch.full((n,), down)
+    xi = torch.randn(n)
+    sd = 0.3
+    sgn = -1.0 if down else 1.0
+    cases = []
+    # ConstantStep: +- scale (1 + sd xi)
+    cases.append((ConstantStepDevice(dw_min_std=sd), _state("c", n), sgn * 1e-3 * torch.ones(n)))
+    # LinearStep (multiplicative noise): +- (slope w + scale) (1 + sd xi)
+    slope_up, slope_down = -0.5e-3 / 0.6, -0.5e-3 / -0.6
+    lin = LinearStepDevice(dw_min_std=sd)
+    slope = slope_down if down else slope_up
+    cases.append((lin, _state("l", n, slope_up=slope_up, slope_down=slope_down), sgn * (slope * w0 + 1e-3)))
+    # PowStep: +- scale ((b_max - w)/R)^g_up or ((w - b_min)/R)^g_down
+    frac = (w0 + 0.6) / 1.2 if down else (0.6 - w0) / 1.2
+    cases.append((PowStepDevice(dw_min_std=sd), _state("p", n, gamma_up=1.5, gamma_down=0.7),
+                  sgn * 1e-3 * frac ** (0.7 if down else 1.5)))
+    # ExpStep: z = 2 w / (b_max - b_min) a + b; up: max(1 - A_up e^(g_up z), 0), down: max(1 - A_down e^(-g_down z), 0)
+    e = ExpStepDevice(dw_min_std=sd)
+    z = 2 * w0 / 1.2 * e.a + e.b
+    y = (1 - e.A_down * torch.exp(-e.gamma_down * z)).clamp(min=0) if down else \
+        (1 - e.A_up * torch.exp(e.gamma_up * z)).clamp(min=0)
+    cases.append((e, _state("e", n), sgn * y * 1e-3))
+    for device, st, mean_step in cases:
+        rule = rule_of(device)
+        got = one_pulse(rule, w0.clone(), dn, st, xi) - w0
+        # the noise multiplies the whole step: (got - mean)/mean = sd xi exactly
+        nz = mean_step.abs() > 2e-4  # float32 rounding of w0 + step stays below 1e-3 relative
+        ratio = (got[nz] - mean_step[nz]) / mean_step[nz]
+        torch.testing.assert_close(ratio, sd * xi[nz], atol=1e-3, rtol=0, msg=type(device).__name__)
+
+
+def test_additive_noise_of_linear_step_and_clip_at_the_bounds():
+    n = 1000
+    xi = torch.linspace(-3, 3, n)
+    lin = rule_of(LinearStepDevice(mult_noise=False, dw_min_std=0.3))
+    st = _state("l", n, slope_up=-1e-3 / 0.6, slope_down=1e-3 / 0.6)
+    w0 = torch.full((n,), 0.3)
+    got = one_pulse(lin, w0, torch.zeros(n, dtype=torch.bool), st, xi) - w0
+    expected = -1e-3 / 0.6 * 0.3 + 1e-3 * (1 + 0.3 * xi)  # slope w + scale (1 + sd xi)
+    torch.testing.assert_close(got, expected, atol=1e-7, rtol=0)  # float32 around w = 0.3
+    const = rule_of(ConstantStepDevice(dw_min_std=0.0))
+    top = torch.full((n,), 0.6)  # at the bound: an up pulse is clipped back to it
+    assert torch.equal(one_pulse(const, top, torch.zeros(n, dtype=torch.bool), _state("c", n), xi), top)
+
+
+# ----------------------------------------------------------------------------
+# Update management and pulse trains
+
+
+def _up(**kw) -> PulsedUpdate:
+    return PulsedUpdate.of(UpdateParameters(**kw), 1e-3)
+
+
+def test_management_by_hand():
+    # lr 0.1, x_max 1, d_max 0.047, dw 1e-3: k = 0.1 * 1 * 0.047 / 1e-3 = 4.7 -> BL = 5,
+    # A = B = sqrt(0.1 / (1e-3 * 5)) = sqrt(20); update management: A *= sqrt(1/0.047), B *= sqrt(0.047)
+    BL, A, B = management(torch.tensor([1.0]), torch.tensor([0.047]), 0.1, _up())
+    assert BL.item() == 5
+    assert math.isclose(A.item(), math.sqrt(20) * math.sqrt(1 / 0.047), rel_tol=1e-6)
+    assert math.isclose(B.item(), math.sqrt(20) * math.sqrt(0.047), rel_tol=1e-6)
+    # the largest input and error fire with probability sqrt(k / BL) = sqrt(4.7 / 5) in each slot
+    assert math.isclose(B.item() * 1.0, math.sqrt(4.7 / 5), rel_tol=1e-6)
+    assert math.isclose(A.item() * 0.047, math.sqrt(4.7 / 5), rel_tol=1e-6)
+    # k = 100 > 31: BL = 31, d_val clipped by 31/100
+    BL, A, B = management(torch.tensor([1.0]), torch.tensor([1.0]), 0.1, _up())
+    assert BL.item() == 31
+    d_val = 1.0 * 31 / 100
+    assert math.isclose(A.item(), math.sqrt(0.1 / 0.031) * math.sqrt(1 / d_val), rel_tol=1e-6)
+    # a zero row makes no pulse
+    assert management(torch.tensor([0.0]), torch.tensor([1.0]), 0.1, _up())[0].item() == 0
+    # without management: fixed BL = desired_bl, A = B = sqrt(lr / (dw BL))
+    BL, A, B = management(torch.tensor([1.0]), torch.tensor([1.0]), 0.1,
+                          _up(update_management=False, update_bl_management=False))
+    assert BL.item() == 31 and math.isclose(A.item(), math.sqrt(0.1 / 0.031), rel_tol=1e-6)
+    # not fixed, lr > dw * BL: A = B = 1 and BL = ceil(lr / dw)
+    BL, A, B = management(torch.tensor([1.0]), torch.tensor([1.0]), 0.1,
+                          _up(update_management=False, update_bl_management=False, fixed_bl=False))
+    assert BL.item() == 100 and A.item() == 1 and B.item() == 1
+
+
+def test_pulse_counts_mean_variance_and_shared_line_covariance():
+    torch.manual_seed(6)
+    R = 4000  # rows: independent repetitions of the same row
+    x = torch.tensor([0.9, 0.5, -0.3])
+    d = torch.tensor([0.02, -0.01])
+    lr = 0.1
+    X, D = x.repeat(R, 1)[None], d.repeat(R, 1)[None]
+    x_fire, d_fire, BL = pulse_trains(X, D, lr, _up(), [3], [2])
+    counts = torch.einsum("bnt,bkt->bnk", d_fire[0, :, 0].float(), x_fire[0, :, 0].float())  # (R, N, K)
+    bl = BL[0, 0, 0, 0].item()
+    k = lr * 0.9 * 0.02 / 1e-3
+    assert bl == math.ceil(k)
+    _, A, B = management(torch.tensor([0.9]), torch.tensor([0.02]), lr, _up())
+    p, q = (B * x.abs()).clamp(max=1), (A * d.abs()).clamp(max=1)
+    pq = q[:, None] * p[None, :]
+    mean = counts.mean(0)
+    # E[n_ij] = BL p_j q_i = lr |x_j d_i| / dw (when k <= desired_bl)
+    torch.testing.assert_close(pq.double() * bl, lr * (d.abs()[:, None] * x.abs()[None, :]).double() / 1e-3,
+                               rtol=1e-5, atol=0)
+    var = bl * pq * (1 - pq)
+    assert bool(((mean - bl * pq).abs() < 4.5 * torch.sqrt(var / R)).all())
+    assert bool(((counts.var(0) / var - 1).abs() < 0.15).all())
+    # Cov(n_i0, n_i1) = BL q_i (1 - q_i) p_0 p_1: the error line is shared along the row
+    c = counts[:, 0]
+    cov = ((c[:, 0] - c[:, 0].mean()) * (c[:, 1] - c[:, 1].mean())).mean().item()
+    expected = bl * q[0].item() * (1 - q[0].item()) * p[0].item() * p[1].item()
+    assert expected > 0.02 and abs(cov / expected - 1) < 0.15
+
+
+# ----------------------------------------------------------------------------
+# The update against the independent implementation
+
+
+def _small_case(seed=7, N=5, K=7, B=6):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, K, generator=g)
+    d = torch.randn(B, N, generator=g) * 0.05
+    return x, d
+
+
+@pytest.mark.parametrize("kind", ["constant", "linear", "pow", "exp"])
+def test_update_equals_the_per_pulse_reference_without_noise(kind):
+    torch.manual_seed(8)
+    dev = {"constant": ConstantStepDevice, "linear": SoftBoundsDevice, "pow": PowStepDevice,
+           "exp": ExpStepDevice}[kind](dw_min_std=0.0)
+    rule = rule_of(dev)
+    x, d = _small_case()
+    N, K = d.shape[1], x.shape[1]
+    st = draw_state(dev, (1, N, K))
+    w0 = ((torch.rand(1, N, K) - 0.5) * 0.8).clamp(st["b_min"], st["b_max"])
+    up = PulsedUpdate.of(UpdateParameters(), 1e-3)
+    x_fire, d_fire, _ = pulse_trains(x[None], d[None], 0.5, up, [K], [N])
+    w = w0.clone()
+    tile_update(w, x[None], d[None], 0.5, up, rule, st, [K], [N], trains=(x_fire, d_fire))
+    params = []
+    for i in range(N):
+        row = []
+        for j in range(K):
+            p = {name: st[name][0, i, j].item() for name in st}
+            p["sd"] = 0.0
+            if kind == "exp":
+                p.update(a=dev.a, b=dev.b, A_up=dev.A_up, A_down=dev.A_down, g_up=dev.gamma_up, g_down=dev.gamma_down)
+            row.append(p)
+        params.append(row)
+    fx = [[[bool(x_fire[0, b, 0, j, t]) for j in range(K)] for t in range(x_fire.shape[-1])] for b in range(x.shape[0])]
+    fd = [[[bool(d_fire[0, b, 0, i, t]) for i in range(N)] for t in range(d_fire.shape[-1])] for b in range(x.shape[0])]
+    ref = reference_update({"constant": "constant", "linear": "linear", "pow": "pow", "exp": "exp"}[kind],
+                           w0[0].double().tolist(), x.tolist(), d.tolist(), fx, fd, params)
+    assert (w != w0).any()  # pulses happened
+    torch.testing.assert_close(w[0].double(), torch.tensor(ref, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_expected_weight_change_is_minus_lr_d_x_for_constant_step_and_ideal():
+    torch.manual_seed(9)
+    x, d = _small_case(N=4, K=5, B=3)
+    lr = 0.05
+    target = -lr * d.T @ x  # (N, K)
+    dev = no_dtod(ConstantStepDevice(dw_min_std=0.3))
+    rule, st = rule_of(dev), draw_state(dev, (1, 4, 5))
+    up = PulsedUpdate.of(UpdateParameters(), 1e-3)
+    R = 3000
+    total = torch.zeros(4, 5, dtype=torch.float64)
+    sq = torch.zeros(4, 5, dtype=torch.float64)
+    for _ in range(R):
+        w = torch.zeros(1, 4, 5)
+        tile_update(w, x[None], d[None], lr, up, rule, st, [5], [4])
+        total += w[0].double()
+        sq += w[0].double() ** 2
+    mean, var = total / R, sq / R - (total / R) ** 2
+    # E[dW] = -lr d^T x when no row has k > desired_bl (here k < 31 for every row)
+    assert bool(((mean - target.double()).abs() < 4.5 * torch.sqrt(var / R) + 1e-7).all())
+    # the ideal device is exact
+    w = torch.zeros(1, 4, 5)
+    ideal = rule_of(IdealDevice())
+    tile_update(w, x[None], d[None], lr, up, ideal, draw_state(IdealDevice(), (1, 4, 5)), [5], [4])
+    torch.testing.assert_close(w[0], target, atol=1e-7, rtol=0)
+
+
+def test_soft_bounds_saturate_towards_their_bound():
+    # n up pulses without noise: b_max - w_n = (b_max - w_0) (1 - dw / b_max)^n
+    dev = no_dtod(SoftBoundsDevice(dw_min_std=0.0))
+    rule, st = rule_of(dev), draw_state(dev, (1, 1, 1))
+    w = torch.zeros(1, 1, 1)
+    x = torch.ones(1, 200, 1)
+    d = -torch.ones(1, 200, 1) * 1e-3  # one up pulse per row (k = 1: BL = 1, p = q = 1)
+    up = PulsedUpdate.of(UpdateParameters(), 1e-3)
+    tile_update(w, x, d, 1.0, up, rule, st, [1], [1])
+    expected = 0.6 - 0.6 * (1 - 1e-3 / 0.6) ** 200
+    assert math.isclose(w.item(), expected, rel_tol=1e-5)
+
+
+def test_asymmetry_drifts_weights_under_balanced_pulses():
+    # up_down = -0.2: up steps are (1 - 0.2) dw, down steps dw; n up and n down pulses drift by -0.2 n dw
+    dev = no_dtod(ConstantStepDevice(dw_min_std=0.0), up_down=-0.2)
+    rule, st = rule_of(dev), draw_state(dev, (1, 1, 1))
+    w = torch.zeros(1, 1, 1)
+    n = 50
+    x = torch.ones(1, 2 * n, 1)
+    d = torch.tensor([-1e-3, 1e-3] * n).reshape(1, 2 * n, 1)  # alternately up and down, one pulse each
+    tile_update(w, x, d, 1.0, PulsedUpdate.of(UpdateParameters(), 1e-3), rule, st, [1], [1])
+    assert math.isclose(w.item(), -0.2 * n * 1e-3, rel_tol=1e-5, abs_tol=1e-9)
+
+
+def test_tile_arrays_update_each_tile_with_its_own_maxima():
+    # Two input pieces, lr 1, d = -0.01 (an up update): the first piece (x_max = 1) has k = 10, so
+    # BL = 10, the second (x_max = 0.1, its own maximum) k = 1, BL = 1; in both the largest input
+    # and the error fire in every slot (probability sqrt(k/BL) = 1). Without noise: 10 pulses on
+    # the first piece's cross-points, 1 on the second's. With the layer's maxima instead the second
+    # piece's inputs would fire with probability 0.1 in 10 slots.
+    dev = no_dtod(ConstantStepDevice(dw_min_std=0.0))
+    rule, st = rule_of(dev), draw_state(dev, (1, 1, 4))
+    x = torch.tensor([[[1.0, 1.0, 0.1, 0.1]]])
+    d = torch.tensor([[[-0.01]]])
+    up = PulsedUpdate.of(UpdateParameters(), 1e-3)
+    _, _, BL = pulse_trains(x, d, 1.0, up, [2, 2], [1])
+    assert BL[0, 0, 0].tolist() == [10, 1]
+    w = torch.zeros(1, 1, 4)
+    tile_update(w, x, d, 1.0, up, rule, st, [2, 2], [1])
+    torch.testing.assert_close(w, torch.tensor([[[10e-3, 10e-3, 1e-3, 1e-3]]]), atol=1e-7, rtol=0)
+
+
+# ----------------------------------------------------------------------------
+# AnalogSGD and training
+
+
+def _mlp(cfg, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(AnalogLinear(4, 6, rpu_config=cfg), nn.Tanh(), AnalogLinear(6, 2, rpu_config=cfg))
+
+
+def test_analog_sgd_ideal_device_equals_sgd():
+    cfg = quiet_io(SingleRPUConfig(device=IdealDevice()))
+    model = _mlp(cfg)
+    digital = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+    with torch.no_grad():
+        for a, b in ((model[0], digital[0]), (model[2], digital[2])):
+            b.weight.copy_(a.weight)
+            b.bias.copy_(a.bias)
+    opt_a = AnalogSGD(model.parameters(), lr=0.1)
+    opt_d = torch.optim.SGD(digital.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x, y = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
+        for m, opt in ((model, opt_a), (digital, opt_d)):
+            opt.zero_grad()
+            nn.functional.mse_loss(m(x), y).backward()
+            opt.step()
+    for a, b in ((model[0], digital[0]), (model[2], digital[2])):
+        torch.testing.assert_close(a.weight, b.weight, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.bias, b.bias, atol=1e-6, rtol=1e-6)
+
+
+def test_several_backward_passes_before_one_step_concatenate():
+    cfg = quiet_io(SingleRPUConfig(device=IdealDevice()))
+    model = _mlp(cfg)
+    ref = _mlp(cfg)
+    x1, x2 = torch.randn(3, 4), torch.randn(5, 4)
+    opt = AnalogSGD(model.parameters(), lr=0.1)
+    model(x1).sum().backward()
+    model(x2).sum().backward()
+    opt.step()
+    # the same as one batch of both (rows in order; the loss is a sum)
+    opt_r = AnalogSGD(ref.parameters(), lr=0.1)
+    ref(torch.cat([x1, x2])).sum().backward()
+    opt_r.step()
+    torch.testing.assert_close(model[0].weight, ref[0].weight, atol=1e-6, rtol=1e-6)
+
+
+def test_clear_errors_and_warnings():
+    with pytest.warns(UserWarning, match="none of the parameters belongs to an analog layer"):
+        AnalogSGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    model = _mlp(quiet_io(SingleRPUConfig()))
+    opt = AnalogSGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="recorded a training backward pass"):
+        opt.step()
+    with pytest.raises(ValueError, match="dw_min"):
+        SingleRPUConfig(device=ConstantStepDevice(dw_min=-0.001)).validate()
+    with pytest.raises(ValueError, match="w_min"):
+        SingleRPUConfig(device=ConstantStepDevice(w_min=0.7)).validate()
+    with pytest.raises(TypeError):
+        ConstantStepDevice(dw_minn=0.001)
+
+
+def test_pulsed_training_is_the_same_through_every_entry_point():
+    cfg = SingleRPUConfig(device=ConstantStepDevice())
+    g = torch.Generator().manual_seed(3)
+    batches = [(torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)) for _ in range(3)]
+
+    def digital():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+
+    def train(model):
+        opt = AnalogSGD(model.parameters(), lr=0.1)
+        for x, y in batches:
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+        return [layer.weight.detach().clone() for _, layer in named_analog_layers(model)]
+
+    results = {}
+    torch.manual_seed(5)
+    results["compile"] = train(fxanalog.compile(digital(), cfg))
+    torch.manual_seed(5)
+    results["convert_to_analog_mapped"] = train(fxanalog.convert_to_analog_mapped(digital(), cfg))
+    for name, w in results.items():
+        for a, b in zip(w, results["compile"]):
+            assert torch.equal(a, b), name
