@@ -446,3 +446,66 @@ def test_pulsed_training_is_the_same_through_every_entry_point():
     for name, w in results.items():
         for a, b in zip(w, results["compile"]):
             assert torch.equal(a, b), name
+
+
+# ----------------------------------------------------------------------------
+# The C kernel against the Python loop
+
+
+@pytest.mark.skipif(fxanalog.ops.tile_update_torch.native is None, reason="the C extension was not built")
+@pytest.mark.parametrize("device", [ConstantStepDevice, SoftBoundsDevice, LinearStepDevice, PowStepDevice,
+                                    ExpStepDevice])
+def test_native_kernel_applies_the_same_pulses_as_the_python_loop(device):
+    """With the same pulse trains and no cycle-to-cycle noise both paths make
+    the same pulses in the same order per cross-point: equal results (up to
+    the last bit of expf/powf for the exponential and power steps)."""
+    torch.manual_seed(10)
+    dev = device(dw_min_std=0.0)
+    if device is LinearStepDevice:
+        dev.gamma_up, dev.gamma_down = 0.5, 0.3
+    rule = rule_of(dev)
+    G, B, N, K = 2, 7, 9, 11
+    ins, outs = [6, 5], [5, 4]
+    x = torch.randn(G, B, K)
+    d = torch.randn(G, B, N) * 0.05
+    st = draw_state(dev, (G, N, K))
+    w0 = ((torch.rand(G, N, K) - 0.5) * 0.8).clamp(st["b_min"], st["b_max"])
+    up = PulsedUpdate.of(UpdateParameters(), 1e-3)
+    trains = pulse_trains(x, d, 0.7, up, ins, outs)[:2]
+    results = []
+    for native in (True, False):
+        w = w0.clone()
+        touched = tile_update(w, x, d, 0.7, up, rule, st, ins, outs, trains=trains, use_native=native)
+        results.append((w, touched))
+    assert torch.equal(results[0][1], results[1][1]) and bool(results[0][1].any())
+    exact = device in (ConstantStepDevice, SoftBoundsDevice, LinearStepDevice)
+    torch.testing.assert_close(results[0][0], results[1][0], atol=0 if exact else 1e-7, rtol=0)
+
+
+@pytest.mark.skipif(fxanalog.ops.tile_update_torch.native is None, reason="the C extension was not built")
+def test_native_kernel_noise_statistics_and_thread_count_independence():
+    # 400 pulses per cross-point (one per row): the sum of 400 steps dw (1 + 0.3 xi) has mean 400 dw and
+    # standard deviation 0.3 dw sqrt(400); over 10 000 cross-points both within their standard errors.
+    dev = no_dtod(ConstantStepDevice(dw_min_std=0.3), w_max=10.0, w_min=-10.0)
+    rule = rule_of(dev)
+    N, K, B = 100, 100, 400
+    st = draw_state(dev, (1, N, K))
+    x = torch.ones(1, B, K)
+    d = -torch.ones(1, B, N) * 1e-3  # k = 1: one up pulse per row at every cross-point
+    up = PulsedUpdate.of(UpdateParameters(), 1e-3)
+    outs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(11)
+            w = torch.zeros(1, N, K)
+            tile_update(w, x, d, 1.0, up, rule, st, [K], [N], use_native=True)
+            outs.append(w)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outs[0], outs[1])  # every row has its own stream
+    delta = outs[0].double().flatten() / 1e-3  # in units of dw
+    M = delta.numel()
+    assert abs(delta.mean().item() - 400) < 4.5 * 6 / math.sqrt(M)
+    assert abs(delta.std().item() / 6 - 1) < 0.05

@@ -19,7 +19,12 @@ b, in order:
    (``fxanalog.devices``): its own cycle-to-cycle draw, the step at the
    weight the previous pulse left, the clip to the cross-point's bounds.
 
-Row b+1 starts from the weights row b left. With ``pulse_type`` NONE the
+Row b+1 starts from the weights row b left. The pulse trains are drawn
+here in torch; the coincidences and pulses run in C (``fxanalog._pulsed``,
+rows of the weight matrix on several threads, each row with its own random
+stream) for float32 CPU weights when the extension is built, else in the
+Python loop below (which the tests compare it with, pulse for pulse).
+With ``pulse_type`` NONE the
 update is the exact ``w -= lr d^T x`` (also for ``IdealDevice``);
 NONE_WITH_DEVICE clips that to the bounds; MEAN_COUNT and
 DETERMINISTIC_IMPLICIT replace the random trains by aihwkit's deterministic
@@ -29,11 +34,18 @@ counts.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
+
+try:  # the coincidences and pulses in C (fxanalog/_pulsed.c); optional at install
+    from fxanalog import _pulsed as native
+except ImportError:  # pragma: no cover - only without a C compiler at install
+    native = None
 
 from fxanalog.config import PulseType, UpdateParameters, resolution_step
 from fxanalog.devices import DeviceRule, apply_pulses
@@ -176,12 +188,14 @@ def _deterministic_counts(x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, in_
 @torch.no_grad()
 def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, rule: DeviceRule,
                 state: dict[str, Tensor], in_sizes: Sequence[int], out_sizes: Sequence[int],
-                trains: Optional[tuple[Tensor, Tensor]] = None) -> Tensor:
+                trains: Optional[tuple[Tensor, Tensor]] = None, use_native: Optional[bool] = None) -> Tensor:
     """The pulsed update of the (G, N, K) tile weights ``w`` (tile units,
     changed in place and returned) with the rows of ``x`` (G, B, K) and ``d``
     (G, B, N), as the module docstring says. ``trains``: given pulse trains
-    (``pulse_trains``'s first two results) instead of drawn ones. Returns
-    the boolean (G, N, K) mask of the cross-points that got a pulse."""
+    (``pulse_trains``'s first two results) instead of drawn ones.
+    ``use_native``: the C kernel (True) or the Python loop (False); None:
+    the C kernel where it applies. Returns the boolean (G, N, K) mask of the
+    cross-points that got a pulse."""
     G, N, K = w.shape
     touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if lr == 0 or x.shape[1] == 0:
@@ -206,6 +220,11 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
         x_fire, d_fire, _ = pulse_trains(xs, ds, abs(lr), up, in_sizes, out_sizes)
     else:
         x_fire, d_fire = trains
+    if use_native is None:
+        use_native = native is not None and w.device.type == "cpu" and w.dtype == torch.float32
+    if use_native:
+        _native_update(w, touched, x, d, x_fire, d_fire, lr, rule, state, in_sizes, out_sizes)
+        return touched
     in_starts = [sum(in_sizes[:i]) for i in range(len(in_sizes))]
     out_starts = [sum(out_sizes[:o]) for o in range(len(out_sizes))]
     x_pos, d_pos = x > 0, d > 0
@@ -227,6 +246,73 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
                     w[g][ri, ci] = apply_pulses(rule, w[g][ri, ci], down, counts, sub)
                     touched[g][ri, ci] |= counts > 0
     return touched
+
+
+_POOL: Optional[ThreadPoolExecutor] = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers != workers:
+            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fxanalog-update")
+        return _POOL
+
+
+def _words(fire: Tensor) -> Tensor:
+    """(..., L) booleans to int64 words, slot t in bit t."""
+    L = fire.shape[-1]
+    if L > 63:
+        raise ValueError(f"pulse trains of {L} slots: at most 63 are supported (UpdateParameters.desired_bl)")
+    return (fire.to(torch.int64) << torch.arange(L, device=fire.device)).sum(dim=-1)
+
+
+def _native_update(w, touched, x, d, x_fire, d_fire, lr, rule: DeviceRule, state, in_sizes, out_sizes) -> None:
+    """The coincidences and pulses of every group in C, rows split among threads."""
+    G, N, K = w.shape
+    B = x.shape[1]
+    n_out, n_in = len(out_sizes), len(in_sizes)
+    x_words = _words(x_fire).contiguous()  # (G, B, n_out, K)
+    d_words = _words(d_fire).permute(0, 3, 1, 2).contiguous()  # (G, N, B, n_in): each row's words together
+    x_neg = (x < 0).to(torch.uint8).contiguous()
+    d_neg = (d < 0).to(torch.uint8).contiguous()
+    row_piece = piece_index(out_sizes, "cpu").to(torch.int32).contiguous()
+    col_piece = piece_index(in_sizes, "cpu").to(torch.int32).contiguous()
+    names = ("b_max", "b_min", "scale_up", "scale_down", "slope_up", "slope_down", "gamma_up", "gamma_down")
+    device = (rule.kind, int(rule.mult_noise), int(rule.exp_std_add != 0 or rule.exp_std_slope != 0),
+              rule.dw_min_std, rule.exp_a, rule.exp_b, rule.exp_A_up, rule.exp_A_down, rule.exp_gamma_up,
+              rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope)
+    seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: manual_seed fixes every draw
+    threads = max(1, min(torch.get_num_threads(), N))
+    wt = touched.view(torch.uint8)
+    keep = []  # every tensor whose address the C code reads stays alive until it returns
+    jobs = []
+    for g in range(G):
+        nz = x_words[g] != 0  # (B, n_out, K): the columns whose input line fires, per (row, output piece)
+        per_piece = torch.stack([p.sum(dim=-1) for p in nz.split(list(in_sizes), dim=-1)], dim=-1)  # (B, n_out, n_in)
+        ptr = torch.zeros(B * n_out * n_in + 1, dtype=torch.int64)
+        ptr[1:] = per_piece.reshape(-1).cumsum(0)  # segments in (b, o, input piece) order = column order
+        cols = nz.reshape(B * n_out, K).nonzero()[:, 1].to(torch.int32).contiguous()
+        st = [state[n][g].contiguous() if n in state else None for n in names]
+        wg = w[g]
+        assert wg.is_contiguous() and wt[g].is_contiguous()
+        tensors = [wg, wt[g], x_words[g], d_words[g], x_neg[g], d_neg[g], row_piece, col_piece, ptr, cols] + st
+        keep.append(tensors)
+        pointers = tuple(None if v is None else v.data_ptr() for v in tensors)
+        sizes = (N, K, B, n_out, n_in)
+        bounds = [N * k // threads for k in range(threads + 1)]
+        for r0, r1 in zip(bounds[:-1], bounds[1:]):
+            if r1 > r0:
+                jobs.append((pointers, sizes, device, seed, g * N, int(lr < 0), r0, r1))
+    if len(jobs) == 1 or threads == 1:
+        for job in jobs:
+            native.update_rows(*job)
+    else:
+        futures = [_pool(threads).submit(native.update_rows, *job) for job in jobs]
+        for f in futures:
+            f.result()
+    del keep
 
 
 def _apply(w: Tensor, rule: DeviceRule, state: dict, active: Tensor, down: Tensor, count: Tensor) -> None:
