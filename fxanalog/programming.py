@@ -257,14 +257,18 @@ register_write_step("inference", _write_programmed)
 
 
 @torch.no_grad()
-def closed_loop_write(reader: Reader, step: Callable[[Tensor, Tensor], Tensor], target: Tensor, tolerance: float,
-                      max_iterations: int) -> tuple[Tensor, dict]:
+def closed_loop_write(reader: Reader, step: Callable[[Tensor, Tensor, Tensor], Tensor], target: Tensor,
+                      tolerance: float, max_iterations: int, bounds: Optional[tuple[Tensor, Tensor]] = None
+                      ) -> tuple[Tensor, dict]:
     """Program and verify (G, N, K) ``target`` tile weights, all tiles at once.
 
     From a random state U(-0.01, 0.01): read the tiles (``probe_read``),
     ``e = read - target``; a tile is done once ``mean|e| / max|target| <
     tolerance``; in the others every device with ``|e| > tolerance *
-    max|target|`` is rewritten by ``step(w - e, w_max)``. Returns the written
+    max|target|`` is rewritten by ``step(w, w_new, w_max)``: from the
+    current ``w`` towards ``w_new = w - e`` there (``w`` elsewhere).
+    ``bounds``: each device's (low, high) range, which the random start
+    respects. Returns the written
     weights and ``{"iterations": writes, "error": max over tiles of the
     relative error measured when the tile was found done (or the last one)}``."""
     geo = reader.geometry
@@ -273,6 +277,8 @@ def closed_loop_write(reader: Reader, step: Callable[[Tensor, Tensor], Tensor], 
     t_max_e = geo.expand(t_max)
     band = tolerance * t_max_e
     w = torch.empty_like(target).uniform_(-0.01, 0.01)
+    if bounds is not None:
+        w = torch.minimum(torch.maximum(w, bounds[0]), bounds[1])
     done = torch.zeros_like(t_max, dtype=torch.bool)
     final = torch.zeros_like(t_max)  # each tile's error when it was found done (or the last one)
     verified = torch.zeros_like(target, dtype=torch.bool)
@@ -290,7 +296,7 @@ def closed_loop_write(reader: Reader, step: Callable[[Tensor, Tensor], Tensor], 
         # at the corrected target.
         verified |= e.abs() <= band
         redo = ~verified & ~geo.expand(done)
-        w = torch.where(redo, step(w - e, t_max_e), w)
+        w = torch.where(redo, step(w, torch.where(redo, w - e, w), t_max_e), w)
         iterations += 1
     return w, {"iterations": iterations, "error": float(final.max())}
 

@@ -128,6 +128,11 @@ class AnalogTile(nn.Module):
         self.device_state: Optional[DeviceState] = None
         dev_cfg = getattr(self.rpu_config, "device", None)
         if dev_cfg is not None:
+            if input_range_config(self.rpu_config) is not None:
+                raise ValueError(
+                    f"{name}: rpu_config.pre_post.input_range.enable = True with a {type(self.rpu_config).__name__}: "
+                    "the pulsed update of tiles with a learned input range is not supported; disable the input range"
+                )
             self.device_state = DeviceState(dev_cfg, geometry.shape, device)
 
     # -- config -------------------------------------------------------------
@@ -562,16 +567,42 @@ class AnalogTile(nn.Module):
     def realistic_write(self, w: Tensor, tolerance: float = 0.01, max_iterations: int = 100) -> dict:
         """Write the weights ``w`` by closed-loop programming
         (``programming.closed_loop_write``): the written weights replace
-        ``w`` (the programmed state is cleared). Returns the report
+        ``w`` (the programmed state is cleared). On pulsed devices every
+        write is a pulsed update towards the target. Returns the report
         ``{"iterations", "error"}``, also kept as ``programming_report``."""
-        step = programming.write_step(self.rpu_config, f"layer {self.name!r}")
         target = self.to_tile_units(w.detach()).float()
-        written, report = programming.closed_loop_write(
-            self.reader(), lambda w_new, w_max: step(self.rpu_config, w_new, w_max), target, tolerance, max_iterations)
-        self.clear_programmed_state()
-        w.copy_(self.to_digital_units(written).to(w.dtype))
+        st = self.device_state
+        if st is not None and st.rule.pulsed:  # program and verify by pulses
+            bounds = (st.b_min, st.b_max)
+            target = torch.minimum(torch.maximum(target, st.b_min), st.b_max)
+            written, report = programming.closed_loop_write(self.reader(), self._pulsed_write, target, tolerance,
+                                                            max_iterations, bounds)
+            self.clear_programmed_state()
+            self._set_device_weights(w, written, write_noise=True)
+        else:
+            step = programming.write_step(self.rpu_config, f"layer {self.name!r}")
+            written, report = programming.closed_loop_write(
+                self.reader(), lambda w_cur, w_new, w_max: step(self.rpu_config, w_new, w_max), target, tolerance,
+                max_iterations)
+            self.clear_programmed_state()
+            w.copy_(self.to_digital_units(written).to(w.dtype))
         self.programming_report = report
         return report
+
+    def _pulsed_write(self, w_cur: Tensor, w_new: Tensor, w_max: Tensor) -> Tensor:
+        """One write of a closed loop on pulsed devices: a pulsed update with
+        one row per input, x the unit vector of input j and d the column's
+        error ``w_cur - w_new`` (learning rate 1), so the devices move by
+        pulses towards ``w_new`` (as aihwkit writes by updates)."""
+        G, N, K = w_cur.shape
+        x = torch.eye(K, device=w_cur.device).expand(G, K, K).contiguous()
+        d = (w_cur - w_new).transpose(1, 2).contiguous()  # (G, K rows, N)
+        st = self.device_state
+        up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(self.rpu_config.device))
+        w = w_cur.clone()
+        torch.ops.fxanalog.tile_update(w, x, d, list(st.tensors().values()), 1.0, pack_update(up), pack_rule(st.rule),
+                                       list(self.geometry.in_sizes), list(self.geometry.out_sizes))
+        return w
 
     @torch.no_grad()
     def read_weights(self, w: Tensor) -> Tensor:

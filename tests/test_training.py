@@ -422,7 +422,10 @@ def test_clear_errors_and_warnings():
 
 
 def test_pulsed_training_is_the_same_through_every_entry_point():
-    cfg = SingleRPUConfig(device=ConstantStepDevice())
+    # construction_seed: the devices are drawn from their own generator, so the torch.compile backend
+    # (which builds its layers while dynamo compiles, the global random state saved and restored around
+    # it) draws the same devices and then the same noise as the other entry points.
+    cfg = SingleRPUConfig(device=ConstantStepDevice(construction_seed=42))
     g = torch.Generator().manual_seed(3)
     batches = [(torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)) for _ in range(3)]
 
@@ -438,11 +441,33 @@ def test_pulsed_training_is_the_same_through_every_entry_point():
             opt.step()
         return [layer.weight.detach().clone() for _, layer in named_analog_layers(model)]
 
+    def eager():
+        net = digital()
+        return nn.Sequential(AnalogLinear.from_digital(net[0], cfg), nn.Tanh(), AnalogLinear.from_digital(net[2], cfg))
+
+    def backend():
+        net = digital()
+        torch._dynamo.reset()
+        # the layers are built (their devices drawn) when the first call compiles, right before it runs,
+        # as fxanalog.compile builds them right before training: the same draws in the same order
+        return torch.compile(net, backend=fxanalog.backend(cfg, inner="eager", model=net))
+
     results = {}
+    for name, build in (("compile", lambda: fxanalog.compile(digital(), cfg)),
+                        ("convert_to_analog_mapped", lambda: fxanalog.convert_to_analog_mapped(digital(), cfg)),
+                        ("eager layers", eager)):
+        torch.manual_seed(5)
+        results[name] = train(build())
     torch.manual_seed(5)
-    results["compile"] = train(fxanalog.compile(digital(), cfg))
-    torch.manual_seed(5)
-    results["convert_to_analog_mapped"] = train(fxanalog.convert_to_analog_mapped(digital(), cfg))
+    compiled = backend()
+    opt = AnalogSGD(compiled.parameters(), lr=0.1)
+    for x, y in batches:
+        opt.zero_grad()
+        nn.functional.mse_loss(compiled(x), y).backward()
+        opt.step()
+    results["torch.compile backend"] = [compiled._orig_mod[0].weight.detach().clone(),
+                                        compiled._orig_mod[2].weight.detach().clone()]
+    torch._dynamo.reset()
     for name, w in results.items():
         for a, b in zip(w, results["compile"]):
             assert torch.equal(a, b), name
@@ -509,3 +534,78 @@ def test_native_kernel_noise_statistics_and_thread_count_independence():
     M = delta.numel()
     assert abs(delta.mean().item() - 400) < 4.5 * 6 / math.sqrt(M)
     assert abs(delta.std().item() / 6 - 1) < 0.05
+
+
+# ----------------------------------------------------------------------------
+# After the update: decay, diffusion, write noise, reset
+
+
+def _layer(device, n_in=30, n_out=20, seed=12):
+    torch.manual_seed(seed)
+    return AnalogLinear(n_in, n_out, bias=False, rpu_config=quiet_io(SingleRPUConfig(device=device)))
+
+
+def test_decay_moves_weights_towards_the_reset_bias():
+    # lifetime 100, no dtod: w <- (w - reset) (1 - 1/100) + reset per post-update step
+    layer = _layer(no_dtod(ConstantStepDevice(), lifetime=100.0, reset=0.05))
+    w0 = layer.weight.detach().clone()
+    layer.tile.post_update_step(layer.weight_matrix())
+    torch.testing.assert_close(layer.weight.detach(), (w0 - 0.05) * 0.99 + 0.05, atol=1e-7, rtol=0)
+
+
+def test_diffusion_adds_noise_of_its_rate():
+    layer = _layer(no_dtod(ConstantStepDevice(), diffusion=0.01), n_in=200, n_out=200)
+    w0 = layer.weight.detach().clone()
+    layer.tile.post_update_step(layer.weight_matrix())
+    dz = (layer.weight.detach() - w0).flatten() / 0.01
+    assert abs(dz.std().item() - 1) < 0.02 and abs(dz.mean().item()) < 4.5 / 200
+
+
+def test_write_noise_is_drawn_around_the_hidden_weight():
+    # write_noise_std 2 (in units of dw_min): the visible weight is the hidden one plus N(0, (2 dw_min)^2)
+    layer = _layer(no_dtod(SoftBoundsDevice(write_noise_std=2.0)), n_in=200, n_out=200)
+    hidden = layer.tile.device_state.persistent_weight[0]
+    dz = (layer.weight.detach() - hidden).flatten() / 2e-3
+    assert abs(dz.std().item() - 1) < 0.02
+    # an update moves the hidden weights; the visible ones are drawn anew where pulses landed
+    x = torch.ones(1, 200)
+    layer.train()
+    opt = AnalogSGD(layer.parameters(), lr=1.0)
+    (layer(x) * 1e-3).sum().backward()  # d = 1e-3 on every output: one down pulse everywhere
+    before = hidden.clone()
+    opt.step()
+    # (a step's factor 1 + 0.3 xi is negative with probability P(xi < -1/0.3) = 4.3e-4)
+    assert (layer.tile.device_state.persistent_weight[0] < before).float().mean().item() > 0.998
+    moved = layer.tile.device_state.persistent_weight[0]
+    dz = (layer.weight.detach() - moved).flatten() / 2e-3
+    assert abs(dz.std().item() - 1) < 0.02  # fresh write noise around the new hidden weights
+
+
+def test_reset_columns():
+    layer = _layer(no_dtod(ConstantStepDevice(), reset=0.1, reset_std=0.0))
+    layer.tile.reset_columns(layer.weight_matrix(), start_column_idx=3, num_columns=2)
+    w = layer.weight.detach()
+    assert torch.equal(w[:, 3:5], torch.full((20, 2), 0.1))
+    assert not torch.equal(w[:, :3], torch.full((20, 3), 0.1))
+
+
+def test_realistic_write_by_pulses_reaches_the_tolerance():
+    torch.manual_seed(13)
+    cfg = SingleRPUConfig(device=ConstantStepDevice())
+    cfg.forward.out_noise = 0.0
+    digital = nn.Linear(16, 8, bias=False)
+    with torch.no_grad():
+        digital.weight.uniform_(-0.3, 0.3)
+    model = fxanalog.convert_to_analog(digital, cfg, realistic_read_write=True)
+    layer = model if isinstance(model, AnalogLinear) else next(l for _, l in named_analog_layers(model))
+    report = layer.tile.programming_report
+    assert report["iterations"] >= 2  # pulses, not a copy: several writes
+    err = (layer.weight.detach() - digital.weight).abs().mean() / digital.weight.abs().max()
+    assert err < 0.02, (report, err)
+
+
+def test_input_range_with_a_pulsed_config_is_refused():
+    cfg = SingleRPUConfig()
+    cfg.pre_post.input_range.enable = True
+    with pytest.raises(ValueError, match="input_range"):
+        AnalogLinear(4, 2, rpu_config=cfg)
