@@ -15,7 +15,9 @@
  * [row0, row1) of w, so callers run disjoint row ranges on several threads
  * (the GIL is released). Each row draws from its own xoshiro256++ stream
  * seeded from (seed, group, row) by splitmix64, so the numbers do not depend
- * on the thread count. Normals: Box-Muller in double precision (one pair per
+ * on the thread count; within a row the pulses are applied column by column,
+ * each cross-point's in batch-row order (the draws go to the pulses in that
+ * order). Normals: Box-Muller in double precision (one pair per
  * two pulses of the row's stream).
  *
  * Arithmetic is float32, in the order of fxanalog/devices.py's one_pulse,
@@ -26,6 +28,8 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* device kinds (fxanalog/devices.py) */
 enum { CONSTANT_STEP = 1, LINEAR_STEP = 2, EXP_STEP = 3, POW_STEP = 4 };
@@ -81,23 +85,23 @@ static inline float gauss(rng_t *r) {
 }
 
 typedef struct {
-    int kind, mult_noise, complex_noise;
+    int kind, n_params, mult_noise, complex_noise;
     float sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add, std_slope;
-    const float *b_max, *b_min, *scale_up, *scale_down, *slope_up, *slope_down, *gamma_up, *gamma_down;
+    const float *params; /* (N, K, n_params): b_max, b_min, scale_up, scale_down, then slopes or exponents */
 } device_t;
 
-/* One pulse at cross-point k (index into the state arrays), as devices.one_pulse. */
-static inline float one_pulse(const device_t *dv, int64_t k, float w, int down, float xi) {
-    const float bmax = dv->b_max[k], bmin = dv->b_min[k];
+/* One pulse at a cross-point whose parameters are pr[0..n_params), as devices.one_pulse. */
+static inline float one_pulse(const device_t *dv, const float *pr, float w, int down, float xi) {
+    const float bmax = pr[0], bmin = pr[1];
     const float sign = down ? -1.0f : 1.0f;
-    const float scale = down ? dv->scale_down[k] : dv->scale_up[k];
+    const float scale = down ? pr[3] : pr[2];
     const float sd = dv->sd;
     switch (dv->kind) {
     case CONSTANT_STEP:
         w = w + sign * scale * (1.0f + sd * xi);
         break;
     case LINEAR_STEP: {
-        const float slope = down ? dv->slope_down[k] : dv->slope_up[k];
+        const float slope = down ? pr[5] : pr[4];
         if (dv->mult_noise)
             w = w + sign * (slope * w + scale) * (1.0f + sd * xi);
         else
@@ -125,7 +129,7 @@ static inline float one_pulse(const device_t *dv, int64_t k, float w, int down, 
     case POW_STEP: {
         const float span = bmax - bmin;
         if (span == 0.0f) return w;
-        const float gamma = down ? dv->gamma_down[k] : dv->gamma_up[k];
+        const float gamma = down ? pr[5] : pr[4];
         float frac = down ? (w - bmin) / span : (bmax - w) / span;
         if (frac < 0.0f) frac = 0.0f;
         w = w + sign * scale * powf(frac, gamma) * (1.0f + sd * xi);
@@ -156,21 +160,58 @@ typedef struct {
     uint64_t seed, stream0;      /* row i draws from stream stream0 + i */
 } job_t;
 
-static void update_rows(const job_t *jb, const device_t *dv, int64_t row0, int64_t row1) {
-    const int64_t N = jb->N, K = jb->K, n_out = jb->n_out, n_in = jb->n_in;
+/* The pulses of one row, collected in batch-row order, then applied column by
+ * column (a stable sort by column keeps each cross-point's batch-row order):
+ * the row's weights and parameters are then read in increasing address order,
+ * which the hardware prefetcher follows, instead of at scattered columns once
+ * per batch row. */
+typedef struct {
+    int32_t j;
+    int16_t n;
+    int16_t down;
+} event_t;
+
+static void sort_by_column(event_t *ev, event_t *tmp, int64_t E, int64_t K, int32_t *count) {
+    if (E < 48) { /* insertion sort, stable */
+        for (int64_t a = 1; a < E; a++) {
+            event_t v = ev[a];
+            int64_t c = a - 1;
+            while (c >= 0 && ev[c].j > v.j) {
+                ev[c + 1] = ev[c];
+                c--;
+            }
+            ev[c + 1] = v;
+        }
+        return;
+    }
+    memset(count, 0, (size_t)(K + 1) * sizeof(int32_t)); /* counting sort, stable */
+    for (int64_t a = 0; a < E; a++) count[ev[a].j + 1]++;
+    for (int64_t c = 0; c < K; c++) count[c + 1] += count[c];
+    for (int64_t a = 0; a < E; a++) tmp[count[ev[a].j]++] = ev[a];
+    memcpy(ev, tmp, (size_t)E * sizeof(event_t));
+}
+
+static int update_rows(const job_t *jb, const device_t *dv, int64_t row0, int64_t row1) {
+    const int64_t K = jb->K, n_out = jb->n_out, n_in = jb->n_in;
+    int64_t cap = 1024;
+    event_t *ev = malloc((size_t)cap * sizeof(event_t)), *tmp = malloc((size_t)cap * sizeof(event_t));
+    int32_t *count = malloc((size_t)(K + 1) * sizeof(int32_t));
+    if (!ev || !tmp || !count) {
+        free(ev);
+        free(tmp);
+        free(count);
+        return -1;
+    }
     for (int64_t i = row0; i < row1; i++) {
-        rng_t rng;
-        seed_rng(&rng, jb->seed, jb->stream0 + (uint64_t)i);
         const int64_t o = jb->row_piece[i];
-        float *wrow = jb->w + i * K;
-        uint8_t *trow = jb->touched + i * K;
         const int64_t *drow = jb->d_words + i * jb->B * n_in;
+        int64_t E = 0;
         for (int64_t b = 0; b < jb->B; b++) {
             const int64_t *dw = drow + b * n_in; /* the error line's word for each input piece */
             int64_t any = 0;
             for (int64_t p = 0; p < n_in; p++) any |= dw[p];
             if (!any) continue;
-            const int dneg = jb->d_neg[b * N + i];
+            const int dneg = jb->d_neg[b * jb->N + i];
             const int64_t *xw = jb->x_words + (b * n_out + o) * K;
             const uint8_t *xneg = jb->x_neg + b * K;
             const int64_t *seg = jb->active_ptr + (b * n_out + o) * n_in;
@@ -181,16 +222,48 @@ static void update_rows(const job_t *jb, const device_t *dv, int64_t row0, int64
                     const int64_t j = jb->active_cols[c];
                     const int n = __builtin_popcountll((uint64_t)(xw[j] & dword));
                     if (!n) continue;
-                    const int down = (dneg == xneg[j]) ^ jb->flip;
-                    const int64_t k = i * K + j;
-                    float w = wrow[j];
-                    for (int q = 0; q < n; q++) w = one_pulse(dv, k, w, down, dv->sd != 0.0f ? gauss(&rng) : 0.0f);
-                    wrow[j] = w;
-                    trow[j] = 1;
+                    if (E == cap) {
+                        cap *= 2;
+                        event_t *a = realloc(ev, (size_t)cap * sizeof(event_t));
+                        event_t *bb = a ? realloc(tmp, (size_t)cap * sizeof(event_t)) : NULL;
+                        if (!a || !bb) {
+                            free(a ? a : ev);
+                            free(bb ? bb : tmp);
+                            free(count);
+                            return -1;
+                        }
+                        ev = a;
+                        tmp = bb;
+                    }
+                    ev[E].j = (int32_t)j;
+                    ev[E].n = (int16_t)n;
+                    ev[E].down = (int16_t)((dneg == xneg[j]) ^ jb->flip);
+                    E++;
                 }
             }
         }
+        if (!E) continue;
+        sort_by_column(ev, tmp, E, K, count);
+        rng_t rng;
+        seed_rng(&rng, jb->seed, jb->stream0 + (uint64_t)i);
+        float *wrow = jb->w + i * K;
+        uint8_t *trow = jb->touched + i * K;
+        const float *prow = dv->params + i * K * dv->n_params;
+        for (int64_t a = 0; a < E;) {
+            const int64_t j = ev[a].j;
+            const float *pr = prow + j * dv->n_params;
+            float w = wrow[j];
+            for (; a < E && ev[a].j == j; a++) /* every batch row's pulses at (i, j), in order */
+                for (int q = 0; q < ev[a].n; q++)
+                    w = one_pulse(dv, pr, w, ev[a].down, dv->sd != 0.0f ? gauss(&rng) : 0.0f);
+            wrow[j] = w;
+            trow[j] = 1;
+        }
     }
+    free(ev);
+    free(tmp);
+    free(count);
+    return 0;
 }
 
 static const void *ptr(PyObject *seq, Py_ssize_t k) {
@@ -200,10 +273,10 @@ static const void *ptr(PyObject *seq, Py_ssize_t k) {
 }
 
 /* update_rows(pointers: tuple, sizes: tuple, device: tuple, seed, stream0, flip, row0, row1)
- *   pointers: (w, touched, x_words, d_words, x_neg, d_neg, row_piece, col_piece, active_ptr, active_cols,
- *              b_max, b_min, scale_up, scale_down, slope_up, slope_down, gamma_up, gamma_down)  (ints or None)
+ *   pointers: (w, touched, x_words, d_words, x_neg, d_neg, row_piece, col_piece, active_ptr, active_cols, params)
  *   sizes: (N, K, B, n_out, n_in)
- *   device: (kind, mult_noise, complex_noise, sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add, std_slope) */
+ *   device: (kind, n_params, mult_noise, complex_noise, sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add,
+ *            std_slope) */
 static PyObject *py_update_rows(PyObject *self, PyObject *args) {
     PyObject *pointers, *sizes, *device;
     unsigned long long seed, stream0;
@@ -212,8 +285,8 @@ static PyObject *py_update_rows(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O!O!KKiLL", &PyTuple_Type, &pointers, &PyTuple_Type, &sizes, &PyTuple_Type,
                           &device, &seed, &stream0, &flip, &row0, &row1))
         return NULL;
-    if (PyTuple_GET_SIZE(pointers) != 18 || PyTuple_GET_SIZE(sizes) != 5 || PyTuple_GET_SIZE(device) != 12) {
-        PyErr_SetString(PyExc_ValueError, "update_rows: expected 18 pointers, 5 sizes and 12 device values");
+    if (PyTuple_GET_SIZE(pointers) != 11 || PyTuple_GET_SIZE(sizes) != 5 || PyTuple_GET_SIZE(device) != 13) {
+        PyErr_SetString(PyExc_ValueError, "update_rows: expected 11 pointers, 5 sizes and 13 device values");
         return NULL;
     }
     job_t jb;
@@ -228,14 +301,7 @@ static PyObject *py_update_rows(PyObject *self, PyObject *args) {
     jb.col_piece = ptr(pointers, 7);
     jb.active_ptr = ptr(pointers, 8);
     jb.active_cols = ptr(pointers, 9);
-    dv.b_max = ptr(pointers, 10);
-    dv.b_min = ptr(pointers, 11);
-    dv.scale_up = ptr(pointers, 12);
-    dv.scale_down = ptr(pointers, 13);
-    dv.slope_up = ptr(pointers, 14);
-    dv.slope_down = ptr(pointers, 15);
-    dv.gamma_up = ptr(pointers, 16);
-    dv.gamma_down = ptr(pointers, 17);
+    dv.params = ptr(pointers, 10);
     if (PyErr_Occurred()) return NULL;
     jb.N = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 0));
     jb.K = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 1));
@@ -243,24 +309,27 @@ static PyObject *py_update_rows(PyObject *self, PyObject *args) {
     jb.n_out = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 3));
     jb.n_in = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 4));
     dv.kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 0));
-    dv.mult_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 1));
-    dv.complex_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 2));
+    dv.n_params = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 1));
+    dv.mult_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 2));
+    dv.complex_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 3));
     float *fields[] = {&dv.sd, &dv.exp_a, &dv.exp_b, &dv.A_up, &dv.A_down, &dv.g_up, &dv.g_down, &dv.std_add,
                        &dv.std_slope};
-    for (int k = 0; k < 9; k++) *fields[k] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(device, 3 + k));
+    for (int k = 0; k < 9; k++) *fields[k] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(device, 4 + k));
     if (PyErr_Occurred()) return NULL;
-    if (!jb.w || !jb.touched || !jb.x_words || !jb.d_words || !dv.b_max || !dv.b_min || !dv.scale_up ||
-        !dv.scale_down || (dv.kind == LINEAR_STEP && (!dv.slope_up || !dv.slope_down)) ||
-        (dv.kind == POW_STEP && (!dv.gamma_up || !dv.gamma_down)) || row0 < 0 || row1 > jb.N || row0 > row1) {
+    const int needed = (dv.kind == LINEAR_STEP || dv.kind == POW_STEP) ? 6 : 4;
+    if (!jb.w || !jb.touched || !jb.x_words || !jb.d_words || !dv.params || dv.n_params < needed || row0 < 0 ||
+        row1 > jb.N || row0 > row1) {
         PyErr_SetString(PyExc_ValueError, "update_rows: a needed pointer is missing or the rows are out of range");
         return NULL;
     }
     jb.flip = flip;
     jb.seed = seed;
     jb.stream0 = stream0;
+    int status;
     Py_BEGIN_ALLOW_THREADS
-    update_rows(&jb, &dv, row0, row1);
+    status = update_rows(&jb, &dv, row0, row1);
     Py_END_ALLOW_THREADS
+    if (status) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

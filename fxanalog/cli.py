@@ -129,10 +129,14 @@ def _one_line(e: BaseException) -> str:
 
 def _cmd_demo(args) -> int:
     from fxanalog.demo import DemoError, run_demo
+    from fxanalog.train_demo import run_training_demo
 
     try:
-        run_demo(output=args.output, seed=args.seed, draws=args.draws, quick=args.quick,
-                 progress=not args.no_progress)
+        if args.train:
+            run_training_demo(output=args.output, seed=args.seed, quick=args.quick, progress=not args.no_progress)
+        else:
+            run_demo(output=args.output, seed=args.seed, draws=args.draws, quick=args.quick,
+                     progress=not args.no_progress)
     except DemoError as e:
         raise CLIError(str(e)) from None
     return 0
@@ -229,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="programming draws averaged per point (default: 10, or 2 with --quick)")
     demo.add_argument("--quick", action="store_true", help="fewer epochs, draws and test samples (seconds)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument("--train", action="store_true",
+                      help="instead: train a 64-64-10 MLP on the digits ON pulsed devices (ConstantStep, SoftBounds, "
+                           "an ideal device) with AnalogSGD, and plot the test accuracy per epoch")
     demo.set_defaults(func=_cmd_demo)
 
     model_help = "package.module:factory, a callable returning an nn.Module (e.g. fxanalog.presets:small_cnn)"

@@ -37,7 +37,7 @@ from fxanalog.config import (
 )
 
 __all__ = ["DeviceRule", "rule_of", "granularity", "draw_state", "apply_pulses", "decay_", "diffuse_", "reset_",
-           "STATE_NAMES"]
+           "PULSE_NAMES"]
 
 # Kinds of pulse response (the update op's device_kind).
 IDEAL, CONSTANT_STEP, LINEAR_STEP, EXP_STEP, POW_STEP = 0, 1, 2, 3, 4
@@ -66,17 +66,19 @@ class DeviceRule:
         return self.kind != IDEAL
 
     @property
-    def state_names(self) -> tuple[str, ...]:
-        return STATE_NAMES[self.kind] + (("persistent_weight",) if self.write_noise > 0 else ())
+    def pulse_names(self) -> tuple[str, ...]:
+        """The per-cross-point parameters a pulse reads, in the order the
+        update op packs them (the last axis of its ``params`` tensor)."""
+        return PULSE_NAMES[self.kind]
 
 
-_COMMON = ("b_max", "b_min", "scale_up", "scale_down", "decay_scale", "diffusion_rate", "reset_bias")
-STATE_NAMES: dict[int, tuple[str, ...]] = {
-    IDEAL: ("decay_scale", "diffusion_rate"),
-    CONSTANT_STEP: _COMMON,
-    LINEAR_STEP: _COMMON + ("slope_up", "slope_down"),
-    EXP_STEP: _COMMON,
-    POW_STEP: _COMMON + ("gamma_up", "gamma_down"),
+_BOUNDS_STEPS = ("b_max", "b_min", "scale_up", "scale_down")
+PULSE_NAMES: dict[int, tuple[str, ...]] = {
+    IDEAL: (),
+    CONSTANT_STEP: _BOUNDS_STEPS,
+    LINEAR_STEP: _BOUNDS_STEPS + ("slope_up", "slope_down"),
+    EXP_STEP: _BOUNDS_STEPS,
+    POW_STEP: _BOUNDS_STEPS + ("gamma_up", "gamma_down"),
 }
 
 
@@ -133,7 +135,9 @@ def _gauss(shape, generator: Optional[torch.Generator], device) -> Tensor:
 def draw_state(device, shape: tuple, target_device=None) -> dict[str, Tensor]:
     """The device-to-device parameters of ``shape`` cross-points, drawn once
     (from torch's default generator, or from ``construction_seed`` when not
-    0). See the device classes for the formulas."""
+    0). See the device classes for the formulas. ``decay_scale``,
+    ``diffusion_rate`` and ``reset_bias`` are there only when the device
+    has decay (``lifetime > 0``), diffusion, or a reset bias."""
     rule = rule_of(device)
     gen = None
     if getattr(device, "construction_seed", 0):
@@ -142,8 +146,10 @@ def draw_state(device, shape: tuple, target_device=None) -> dict[str, Tensor]:
     state: dict[str, Tensor] = {}
     if rule.kind == IDEAL:
         lifetime = float(device.lifetime)
-        state["decay_scale"] = torch.full(shape, 1.0 - 1.0 / lifetime if lifetime > 1 else (0.0 if lifetime > 0 else 1.0))
-        state["diffusion_rate"] = torch.full(shape, float(device.diffusion))
+        if lifetime > 0:
+            state["decay_scale"] = torch.full(shape, 1.0 - 1.0 / lifetime if lifetime > 1 else 1.0)
+        if device.diffusion > 0:
+            state["diffusion_rate"] = torch.full(shape, float(device.diffusion))
         return {k: v.to(target_device) for k, v in state.items()}
     b_max = device.w_max * (1 + device.w_max_dtod * draw())
     b_min = device.w_min * (1 + device.w_min_dtod * draw())
@@ -170,13 +176,13 @@ def draw_state(device, shape: tuple, target_device=None) -> dict[str, Tensor]:
         b_max, b_min = torch.where(stuck, value, b_max), torch.where(stuck, value, b_min)
         scale_up, scale_down = scale_up.masked_fill(stuck, 0.0), scale_down.masked_fill(stuck, 0.0)
     state.update(b_max=b_max, b_min=b_min, scale_up=scale_up, scale_down=scale_down)
-    state["diffusion_rate"] = (device.diffusion * (1 + device.diffusion_dtod * draw())).abs()
-    state["reset_bias"] = device.reset + device.reset_dtod * draw()
+    if device.diffusion > 0:
+        state["diffusion_rate"] = (device.diffusion * (1 + device.diffusion_dtod * draw())).abs()
+    if device.reset != 0 or device.reset_dtod > 0:
+        state["reset_bias"] = device.reset + device.reset_dtod * draw()
     if device.lifetime > 0:
         t = device.lifetime * (1 + device.lifetime_dtod * draw())
         state["decay_scale"] = torch.where(t > 1, 1 - 1 / t, torch.zeros_like(t))
-    else:
-        state["decay_scale"] = torch.ones(shape)
     if rule.kind == LINEAR_STEP:
         soft = isinstance(device, SoftBoundsDevice)
         g_up = 1.0 if soft else device.gamma_up + device.gamma_up_dtod * draw()

@@ -66,23 +66,44 @@ def _tensor_key(t: Optional[Tensor]):
 
 
 class DeviceState(nn.Module):
-    """The per-cross-point parameters of a tile's pulsed devices, drawn once
-    when the tile is made (``fxanalog.devices.draw_state``), as buffers of
-    shape (G, N, K) (``<layer>.tile.device_state.<name>`` in the state dict):
-    bounds ``b_max``/``b_min``, step sizes ``scale_up``/``scale_down``, and
-    the device's own (slopes, exponents, decay, diffusion, reset bias); with
-    write noise the hidden ``persistent_weight``."""
+    """The per-cross-point parameters of a tile's devices, drawn once when the
+    tile is made (``fxanalog.devices.draw_state``).
+
+    ``params`` (G, N, K, P) holds what a pulse reads, the last axis in the
+    order of ``rule.pulse_names`` (bounds ``b_max``, ``b_min``, step sizes
+    ``scale_up``, ``scale_down``, then the device's slopes or exponents),
+    packed so that a pulse at a cross-point reads one run of memory; the
+    names are attributes that give views of it. ``decay_scale``,
+    ``diffusion_rate`` and ``reset_bias`` (G, N, K) exist when the device has
+    decay, diffusion or a reset bias, ``persistent_weight`` (the hidden
+    weights) when it has write noise. State-dict keys:
+    ``<layer>.tile.device_state.<name>``."""
+
+    POST_NAMES = ("decay_scale", "diffusion_rate", "reset_bias")
 
     def __init__(self, device_config, shape: tuple, device=None):
         super().__init__()
         self.rule = devices.rule_of(device_config)
-        for name, value in devices.draw_state(device_config, shape, device).items():
-            self.register_buffer(name, value)
+        drawn = devices.draw_state(device_config, shape, device)
+        names = self.rule.pulse_names
+        packed = torch.stack([drawn[n] for n in names], dim=-1) if names else torch.zeros(*shape, 0, device=device)
+        self.register_buffer("params", packed.contiguous())
+        for name in self.POST_NAMES:
+            self.register_buffer(name, drawn.get(name))
         if self.rule.write_noise > 0:
             self.register_buffer("persistent_weight", torch.zeros(shape, device=device))
 
+    def __getattr__(self, name: str):
+        names = self.__dict__.get("rule").pulse_names if "rule" in self.__dict__ else ()
+        if name in names:
+            return self._buffers["params"][..., names.index(name)]
+        return super().__getattr__(name)
+
     def tensors(self) -> dict[str, Tensor]:
-        return {name: getattr(self, name) for name in self.rule.state_names}
+        """Every parameter by name (views of ``params`` for the pulse ones)."""
+        out = {name: getattr(self, name) for name in self.rule.pulse_names}
+        out.update({name: getattr(self, name) for name in self.POST_NAMES if getattr(self, name) is not None})
+        return out
 
 
 class AnalogTile(nn.Module):
@@ -405,7 +426,7 @@ class AnalogTile(nn.Module):
         hidden = st.rule.write_noise > 0
         tw = st.persistent_weight if hidden else self.to_tile_units(w.detach()).float().clone()
         touched = torch.ops.fxanalog.tile_update(
-            tw, x.float(), d.float(), list(st.tensors().values()), float(lr), pack_update(up), pack_rule(st.rule),
+            tw, x.float(), d.float(), st.params, float(lr), pack_update(up), pack_rule(st.rule),
             list(self.geometry.in_sizes), list(self.geometry.out_sizes))
         if hidden:  # the visible weights: hidden ones plus fresh write noise where pulsed
             noisy = tw + st.rule.write_noise * torch.randn_like(tw)
@@ -600,7 +621,7 @@ class AnalogTile(nn.Module):
         st = self.device_state
         up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(self.rpu_config.device))
         w = w_cur.clone()
-        torch.ops.fxanalog.tile_update(w, x, d, list(st.tensors().values()), 1.0, pack_update(up), pack_rule(st.rule),
+        torch.ops.fxanalog.tile_update(w, x, d, st.params, 1.0, pack_update(up), pack_rule(st.rule),
                                        list(self.geometry.in_sizes), list(self.geometry.out_sizes))
         return w
 

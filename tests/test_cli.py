@@ -298,3 +298,19 @@ def test_examples_models_from_the_repository_root(monkeypatch, capsys):
     out = capsys.readouterr().out
     # 784 inputs at max_input_size 512: two pieces of 392 -> 2 tiles; 256 -> 10: 1 tile
     assert "3 tiles" in out
+
+
+def test_demo_train_quick(tmp_path):
+    import json
+
+    from fxanalog.cli import main
+
+    assert main(["demo", "--train", "--quick", "--no-progress", "-o", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "training_results.json").read_text())
+    assert data["epochs"] == 2
+    assert set(data["accuracy"]) == {"ConstantStep", "SoftBounds", "Ideal device", "digital (SGD)"}
+    for curve in data["accuracy"].values():
+        assert len(curve) == 2 and all(0.0 <= a <= 1.0 for a in curve)
+        assert curve[-1] > 0.5  # ten classes: far above chance after two epochs
+    png = (tmp_path / "training_accuracy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

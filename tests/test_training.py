@@ -94,7 +94,8 @@ def test_device_state_is_kept_in_the_state_dict_and_loads_weights_only():
     cfg = SingleRPUConfig(device=SoftBoundsDevice())
     a = AnalogLinear(6, 4, rpu_config=cfg)
     keys = [k for k in a.state_dict() if k.startswith("tile.device_state.")]
-    assert {"tile.device_state.b_max", "tile.device_state.scale_up", "tile.device_state.slope_up"} <= set(keys)
+    assert keys == ["tile.device_state.params"]  # b_max, b_min, scale_up, scale_down, slope_up, slope_down
+    assert a.tile.device_state.params.shape == (1, 4, 6, 6)
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
     buf.seek(0)
@@ -609,3 +610,24 @@ def test_input_range_with_a_pulsed_config_is_refused():
     cfg.pre_post.input_range.enable = True
     with pytest.raises(ValueError, match="input_range"):
         AnalogLinear(4, 2, rpu_config=cfg)
+
+
+# ----------------------------------------------------------------------------
+# A network trained on the devices
+
+
+def test_digits_mlp_trains_on_constant_step_and_soft_bounds():
+    """The 64-64-10 tanh MLP of ``fxanalog demo --train`` (AnalogSGD, lr 0.1,
+    batch 16, 10 epochs, seed 0, noisy 7/9-bit periphery). Measured on
+    2026-11-30: ConstantStep 96.7%, SoftBounds 90.7%, digital SGD 96.2%
+    (docs/training.md); the thresholds leave a margin for the machine's
+    floating point. aihwkit 1.1.0's C++ tile is reported at about 92% with
+    SoftBounds in the same setting."""
+    from fxanalog.train_demo import train_on_devices
+
+    results = train_on_devices({"const": SingleRPUConfig(device=ConstantStepDevice()),
+                                "soft": SingleRPUConfig(device=SoftBoundsDevice())}, epochs=10, seed=0,
+                               digital=False)
+    assert results["const"][-1] >= 0.93, results
+    assert results["soft"][-1] >= 0.87, results
+    assert results["soft"][0] < results["soft"][-1]  # it learns

@@ -3,13 +3,14 @@ array's weights with the (x, d) of training steps.
 
 Schema::
 
-    fxanalog::tile_update(Tensor(a!) weights, Tensor x, Tensor d, Tensor[] state, float lr,
+    fxanalog::tile_update(Tensor(a!) weights, Tensor x, Tensor d, Tensor params, float lr,
                           float[] update, float[] device, int[] in_sizes, int[] out_sizes) -> Tensor
 
 ``weights`` ``(G, N, K)`` are the tile weights (tile units), changed in
 place; ``x`` ``(G, B, K)`` and ``d`` ``(G, B, N)`` the rows recorded by
-``fxanalog::tile_record``; ``state`` the device's per-cross-point parameters
-in ``DeviceRule.state_names`` order; ``update`` and ``device`` the packed
+``fxanalog::tile_record``; ``params`` ``(G, N, K, P)`` the device's
+per-cross-point parameters, the last axis in ``DeviceRule.pulse_names``
+order; ``update`` and ``device`` the packed
 ``PulsedUpdate`` and ``DeviceRule``. Returns the boolean ``(G, N, K)`` mask
 of the cross-points that got a pulse. The semantics are in
 ``fxanalog.ops.tile_update_torch`` (the torch implementation) and
@@ -28,22 +29,21 @@ from fxanalog.ops.tile_update_torch import unpack_rule, unpack_update
 __all__ = ["tile_update"]
 
 
-def _torch_impl(weights, x, d, state, lr, update, device, in_sizes, out_sizes):
+def _torch_impl(weights, x, d, params, lr, update, device, in_sizes, out_sizes):
     rule = unpack_rule(device)
-    return torch_tile_update(weights, x, d, lr, unpack_update(update), rule, dict(zip(rule.state_names, state)),
-                             in_sizes, out_sizes)
+    return torch_tile_update(weights, x, d, lr, unpack_update(update), rule, params, in_sizes, out_sizes)
 
 
 dispatch.register("tile_update", "torch", _torch_impl)
 
 
 @torch.library.custom_op("fxanalog::tile_update", mutates_args=("weights",), tags=(torch.Tag.nondeterministic_seeded,))
-def tile_update(weights: Tensor, x: Tensor, d: Tensor, state: list[Tensor], lr: float, update: list[float],
+def tile_update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float, update: list[float],
                 device: list[float], in_sizes: list[int], out_sizes: list[int]) -> Tensor:
     impl = dispatch.select("tile_update", weights, weights, x, d)
-    return impl.function(weights, x, d, state, lr, update, device, in_sizes, out_sizes)
+    return impl.function(weights, x, d, params, lr, update, device, in_sizes, out_sizes)
 
 
 @tile_update.register_fake
-def _(weights, x, d, state, lr, update, device, in_sizes, out_sizes):
+def _(weights, x, d, params, lr, update, device, in_sizes, out_sizes):
     return torch.empty(weights.shape, dtype=torch.bool, device=weights.device)

@@ -187,16 +187,21 @@ def _deterministic_counts(x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, in_
 
 @torch.no_grad()
 def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, rule: DeviceRule,
-                state: dict[str, Tensor], in_sizes: Sequence[int], out_sizes: Sequence[int],
+                params, in_sizes: Sequence[int], out_sizes: Sequence[int],
                 trains: Optional[tuple[Tensor, Tensor]] = None, use_native: Optional[bool] = None) -> Tensor:
     """The pulsed update of the (G, N, K) tile weights ``w`` (tile units,
     changed in place and returned) with the rows of ``x`` (G, B, K) and ``d``
-    (G, B, N), as the module docstring says. ``trains``: given pulse trains
+    (G, B, N), as the module docstring says. ``params``: the device's
+    per-cross-point parameters, (G, N, K, P) in ``rule.pulse_names`` order
+    (or a dict of (G, N, K) tensors by name). ``trains``: given pulse trains
     (``pulse_trains``'s first two results) instead of drawn ones.
     ``use_native``: the C kernel (True) or the Python loop (False); None:
     the C kernel where it applies. Returns the boolean (G, N, K) mask of the
     cross-points that got a pulse."""
     G, N, K = w.shape
+    if isinstance(params, dict):
+        params = torch.stack([params[n] for n in rule.pulse_names], dim=-1) if rule.pulse_names else None
+    state = {n: params[..., k] for k, n in enumerate(rule.pulse_names)}
     touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if lr == 0 or x.shape[1] == 0:
         return touched
@@ -223,7 +228,7 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
     if use_native is None:
         use_native = native is not None and w.device.type == "cpu" and w.dtype == torch.float32
     if use_native:
-        _native_update(w, touched, x, d, x_fire, d_fire, lr, rule, state, in_sizes, out_sizes)
+        _native_update(w, touched, x, d, x_fire, d_fire, lr, rule, params.contiguous(), in_sizes, out_sizes)
         return touched
     in_starts = [sum(in_sizes[:i]) for i in range(len(in_sizes))]
     out_starts = [sum(out_sizes[:o]) for o in range(len(out_sizes))]
@@ -268,7 +273,8 @@ def _words(fire: Tensor) -> Tensor:
     return (fire.to(torch.int64) << torch.arange(L, device=fire.device)).sum(dim=-1)
 
 
-def _native_update(w, touched, x, d, x_fire, d_fire, lr, rule: DeviceRule, state, in_sizes, out_sizes) -> None:
+def _native_update(w, touched, x, d, x_fire, d_fire, lr, rule: DeviceRule, params: Tensor, in_sizes,
+                   out_sizes) -> None:
     """The coincidences and pulses of every group in C, rows split among threads."""
     G, N, K = w.shape
     B = x.shape[1]
@@ -279,8 +285,7 @@ def _native_update(w, touched, x, d, x_fire, d_fire, lr, rule: DeviceRule, state
     d_neg = (d < 0).to(torch.uint8).contiguous()
     row_piece = piece_index(out_sizes, "cpu").to(torch.int32).contiguous()
     col_piece = piece_index(in_sizes, "cpu").to(torch.int32).contiguous()
-    names = ("b_max", "b_min", "scale_up", "scale_down", "slope_up", "slope_down", "gamma_up", "gamma_down")
-    device = (rule.kind, int(rule.mult_noise), int(rule.exp_std_add != 0 or rule.exp_std_slope != 0),
+    device = (rule.kind, params.shape[-1], int(rule.mult_noise), int(rule.exp_std_add != 0 or rule.exp_std_slope != 0),
               rule.dw_min_std, rule.exp_a, rule.exp_b, rule.exp_A_up, rule.exp_A_down, rule.exp_gamma_up,
               rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope)
     seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: manual_seed fixes every draw
@@ -294,10 +299,9 @@ def _native_update(w, touched, x, d, x_fire, d_fire, lr, rule: DeviceRule, state
         ptr = torch.zeros(B * n_out * n_in + 1, dtype=torch.int64)
         ptr[1:] = per_piece.reshape(-1).cumsum(0)  # segments in (b, o, input piece) order = column order
         cols = nz.reshape(B * n_out, K).nonzero()[:, 1].to(torch.int32).contiguous()
-        st = [state[n][g].contiguous() if n in state else None for n in names]
         wg = w[g]
         assert wg.is_contiguous() and wt[g].is_contiguous()
-        tensors = [wg, wt[g], x_words[g], d_words[g], x_neg[g], d_neg[g], row_piece, col_piece, ptr, cols] + st
+        tensors = [wg, wt[g], x_words[g], d_words[g], x_neg[g], d_neg[g], row_piece, col_piece, ptr, cols, params[g]]
         keep.append(tensors)
         pointers = tuple(None if v is None else v.data_ptr() for v in tensors)
         sizes = (N, K, B, n_out, n_in)
