@@ -3,7 +3,10 @@ a train of down pulses (docs/training.md): 20 cross-points each, with their
 device-to-device variation and cycle-to-cycle noise (the devices' defaults),
 starting from w = 0.
 
-    python examples/device_response.py [out.png]     # default docs/images/device_response.png
+    python examples/device_response.py [out.png]     # default ./device_response.png
+
+The docs' figure is made with
+``python examples/device_response.py docs/images/device_response.png``.
 """
 
 from __future__ import annotations
@@ -65,5 +68,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    here = os.path.dirname(os.path.abspath(__file__))
-    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "..", "docs", "images", "device_response.png"))
+    main(sys.argv[1] if len(sys.argv) > 1 else "device_response.png")

@@ -68,7 +68,8 @@ import json, os, sys, tempfile, traceback
 
 def run(path, blocks):
     namespace = {"__name__": "__main__", "__file__": path}
-    if path.endswith(".py"):  # a script: its folder is importable, as with `python script.py`
+    if path.endswith(".py"):  # a script, as with `python script.py`: no arguments, its folder importable
+        sys.argv = [path]
         sys.path.insert(0, os.path.dirname(path))
     for line, code in blocks:
         try:
