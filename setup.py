@@ -1,27 +1,41 @@
 """The C extensions: fxanalog._normal, the CPU normal generator of
 fxanalog/_rng.py, and fxanalog._pulsed, the CPU kernel of the pulsed update
-(fxanalog/ops/tile_update_torch.py). Everything else is in pyproject.toml.
+(fxanalog/ops/tile_update_torch.py), which share fxanalog/_ziggurat.h. Everything else is in pyproject.toml.
 Both are optional: without a C compiler the install goes on, the draws use
 torch's generator (fxanalog._rng.native is then None) and the update runs
-its Python loop (fxanalog.ops.tile_update_torch.native is None)."""
+its Python loop (fxanalog.ops.tile_update_torch.native is None).
+fxanalog._pulsed is built with OpenMP where the compiler has it (to share
+torch's threads, see fxanalog/_pulsed.c), else with POSIX threads."""
+
+import copy
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# -ffp-contract=off: no fused multiply-adds, so that every CPU (and the
+# tests' Python reference) rounds alike.
+FLAGS = ["-O3", "-ffp-contract=off"]
+
+
+class BuildExt(build_ext):
+    def build_extension(self, ext):
+        if ext.name == "fxanalog._pulsed":
+            with_openmp = copy.deepcopy(ext)
+            with_openmp.extra_compile_args = ext.extra_compile_args + ["-fopenmp"]
+            with_openmp.extra_link_args = ext.extra_link_args + ["-fopenmp"]
+            try:
+                return super().build_extension(with_openmp)
+            except Exception as e:  # no OpenMP in this compiler: POSIX threads
+                print(f"fxanalog._pulsed: building without OpenMP ({e})")
+        return super().build_extension(ext)
+
 
 setup(
+    cmdclass={"build_ext": BuildExt},
     ext_modules=[
-        Extension(
-            "fxanalog._normal",
-            sources=["fxanalog/_normal.c"],
-            # -ffp-contract=off: no fused multiply-adds, so that every CPU
-            # (and the tests' Python reference) rounds alike.
-            extra_compile_args=["-O3", "-ffp-contract=off"],
-            optional=True,
-        ),
-        Extension(
-            "fxanalog._pulsed",
-            sources=["fxanalog/_pulsed.c"],
-            extra_compile_args=["-O3", "-ffp-contract=off"],
-            optional=True,
-        ),
-    ]
+        Extension("fxanalog._normal", sources=["fxanalog/_normal.c"], depends=["fxanalog/_ziggurat.h"],
+                  extra_compile_args=FLAGS, optional=True),
+        Extension("fxanalog._pulsed", sources=["fxanalog/_pulsed.c"], depends=["fxanalog/_ziggurat.h"],
+                  extra_compile_args=FLAGS, extra_link_args=["-pthread"], optional=True),
+    ],
 )

@@ -6,25 +6,9 @@
  * words of 64 bits the caller draws from torch's default generator
  * (fxanalog/_rng.py).
  *
- * Distribution: the ziggurat method of Marsaglia and Tsang (2000) for the
- * half-normal density f(x) = exp(-x^2/2), LAYERS = 256 layers of equal area
- * V, with a random sign. Layers: X[1] = R, X[i+1] = f^-1(f(X[i]) + V/X[i])
- * for i = 1..254, X[256] = 0. Layer i >= 1 is the rectangle
- * [0, X[i]] x [f(X[i]), f(X[i+1])] (area V); layer 0 is the base, the strip
- * below f(R) of width X[0] = V / f(R) (area V), whose part beyond R stands
- * for the tail. R and V are Marsaglia and Tsang's constants for 256 layers.
- *
- * An attempt is one 32-bit word u: bits 0-7 pick the layer, bit 8 is the
- * sign, bits 9-31 (j, 23 bits) place x = j X[layer] / 2^23 in the layer.
- * The bits of the layer and of x are disjoint (the original RNOR reused
- * the layer bits in x; Doornik 2005). If j < K[layer] (x < X[layer+1]), x
- * is under the curve: the number is +-x (98.5% of attempts). Otherwise the
- * attempt is "rejected" and its number comes from the fix-up generator:
- * the wedge test y < f(x) with a fresh uniform y, Marsaglia's (1964) exact
- * tail algorithm beyond R in the base layer, and a fresh attempt in a new
- * random layer (high 32 bits of a fix-up word) after a failed wedge test.
- * The method is exact: its only approximation is the 2^23 grid of x in a
- * layer.
+ * Distribution: the ziggurat method of _ziggurat.h (256 layers, one 32-bit
+ * attempt per number); the rejected attempts are finished with the fix-up
+ * generator.
  *
  * The order, which every implementation below follows (so a state gives the
  * same numbers on every CPU): attempt t (t = 0..n-1) is half t / 8 % 2
@@ -45,6 +29,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_ziggurat.h"
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define HAVE_X86_SIMD 1
@@ -52,32 +38,14 @@
 #define HAVE_X86_SIMD 0
 #endif
 
-#define LAYERS 256
 #define LANES 8
 #define BLOCK (2 * LANES)  /* attempts per lane step */
 #define SEG_BLOCKS 128     /* blocks per segment: the rejected list (16 KB) fits on any thread stack */
 
-static const double R = 3.6541528853610088;
-static const double V = 4.92867323399e-3;
-static const double GRID = 8388608.0; /* 2^23 positions of x in a layer */
+static uint64_t KW[LAYERS]; /* K[i] | bits of W[i] << 32: one 64-bit gather fetches both (SIMD) */
 
-static double X[LAYERS + 1];  /* right edges */
-static double Fx[LAYERS + 1]; /* f(X[i]) */
-static float W[LAYERS];       /* X[i] / 2^23: x = j * W[i] */
-static uint32_t K[LAYERS];    /* j < K[i]: x < X[i+1], under the curve */
-static uint64_t KW[LAYERS];   /* K[i] | bits of W[i] << 32: one 64-bit gather fetches both (SIMD) */
-
-static void build_tables(void) {
-    X[0] = V / exp(-0.5 * R * R);
-    X[1] = R;
-    for (int i = 1; i < LAYERS - 1; ++i)
-        X[i + 1] = sqrt(-2.0 * log(V / X[i] + exp(-0.5 * X[i] * X[i])));
-    X[LAYERS] = 0.0;
-    for (int i = 0; i <= LAYERS; ++i)
-        Fx[i] = exp(-0.5 * X[i] * X[i]);
+static void build_kw(void) {
     for (int i = 0; i < LAYERS; ++i) {
-        W[i] = (float)(X[i] / GRID);
-        K[i] = (uint32_t)floor(GRID * (X[i + 1] / X[i]));
         uint32_t w_bits;
         memcpy(&w_bits, &W[i], sizeof w_bits);
         KW[i] = (uint64_t)K[i] | ((uint64_t)w_bits << 32);
@@ -105,55 +73,6 @@ static void seed(gen_t *g, const int64_t *w) {
             else
                 g->fix[i] = s[i];
         }
-    }
-}
-
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static inline uint64_t next64(uint64_t *s) {
-    const uint64_t result = rotl(s[0] + s[3], 23) + s[0];
-    const uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
-}
-
-/* Uniform in (0, 1]: 53 bits. */
-static inline double open_uniform(uint64_t *s) { return (double)((next64(s) >> 11) + 1) * 0x1.0p-53; }
-
-static inline float flip(float x, uint32_t u) { /* the sign by a bit flip: bit 8 -> bit 31 */
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    bits ^= (u & LAYERS) << 23;
-    memcpy(&x, &bits, sizeof x);
-    return x;
-}
-
-/* The signed number of a rejected attempt u, from the fix-up generator. */
-static float finish(uint64_t *s, uint32_t u) {
-    uint32_t layer = u & (LAYERS - 1), j = u >> 9;
-    for (;;) {
-        if (layer == 0) { /* x >= R in the base strip: a tail sample */
-            double a, b;
-            do {
-                a = -log(open_uniform(s)) / R;
-                b = -log(open_uniform(s));
-            } while (b + b < a * a);
-            return flip((float)(R + a), u);
-        }
-        double x = (double)j * (X[layer] / GRID);
-        double y = Fx[layer] + (1.0 - open_uniform(s)) * (Fx[layer + 1] - Fx[layer]);
-        if (y < exp(-0.5 * x * x))
-            return flip((float)x, u);
-        uint32_t v = (uint32_t)(next64(s) >> 32); /* start over: layer and x anew, same sign */
-        layer = v & (LAYERS - 1);
-        j = v >> 9;
-        if (j < K[layer])
-            return flip((float)j * W[layer], u);
     }
 }
 
@@ -474,6 +393,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__normal(void) {
     build_tables();
+    build_kw();
 #if HAVE_X86_SIMD
     build_compress8();
 #endif

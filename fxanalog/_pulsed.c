@@ -1,44 +1,58 @@
-/* fxanalog._pulsed: the coincidences and pulses of the pulsed update on CPU.
+/* fxanalog._pulsed: the stochastic pulsed update of a tile array on CPU.
  *
- * The semantics are those of fxanalog/ops/tile_update_torch.py (docs/training.md):
- * for every cross-point (i, j) of a group's (N, K) tile weights and every batch
- * row b in order, n = popcount(x_word[b][o(i)][j] & d_word[i][b][p(j)]) pulses
- * (bit t of a word: the line fired in slot t; o(i) the output piece of row i,
- * p(j) the input piece of column j), all in one direction (down where d_i and
- * x_j have the same sign, for a positive learning rate), each with its own
- * standard normal draw, the device's step at the current weight, then the clip
- * to the cross-point's bounds. The pulse trains themselves are drawn by the
- * caller (torch), so this file and the Python loop of the torch path apply the
- * same pulses.
+ * The semantics are those of fxanalog/ops/tile_update_torch.py (docs/training.md).
+ * Everything happens here, in three phases over the float32 weights w
+ * (G, N, K) of the tile groups:
  *
- * Work is split by rows: update_rows(.., row0, row1, ..) touches only rows
- * [row0, row1) of w, so callers run disjoint row ranges on several threads
- * (the GIL is released). Each row draws from its own xoshiro256++ stream
- * seeded from (seed, group, row) by splitmix64, so the numbers do not depend
- * on the thread count; within a row the pulses are applied column by column,
- * each cross-point's in batch-row order (the draws go to the pulses in that
- * order). Normals: Box-Muller in double precision (one pair per
- * two pulses of the row's stream).
+ * 0. Update management of every batch row b and tile (output piece o, input
+ *    piece p): from the row's largest |x| over the tile's inputs and largest
+ *    |d| over its outputs, the train length BL and the factors A (error
+ *    lines) and B (input lines), as tile_update_torch.management.
+ * 1. Input trains, for every (group g, row b, output piece o): input line j
+ *    (of input piece p) fires in slot t < BL when min(1, B |x_j|) > u, one
+ *    uniform u per slot. The lines that fired at least once are listed per
+ *    (g, b, o, p) with their train as a word (bit t: slot t; bit 63: x_j < 0),
+ *    in column order. Each (g, b, o) draws from its own stream.
+ * 2. Rows: for every weight row i (output piece o) and batch row b in order,
+ *    and every input piece p, error line i's train (min(1, A |d_i|) > u per
+ *    slot) is drawn from the row's stream; where it fired, cross-point (i, j)
+ *    of every listed input line j gets popcount(x word & d word) pulses, down
+ *    where d_i and x_j have the same sign (for a positive learning rate).
+ *    Each pulse: a standard normal draw from the row's stream, the device's
+ *    step at the current weight, the clip to the cross-point's bounds.
  *
- * Arithmetic is float32, in the order of fxanalog/devices.py's one_pulse,
- * built with -ffp-contract=off (no fused multiply-adds).
+ * Work is split among threads (see parallel()) by (g, b, o) in phase 1 and by
+ * weight rows in phase 2; every stream is seeded from (seed, what it draws for) by
+ * splitmix64, so the numbers do not depend on the thread count. A
+ * cross-point's pulses come in batch-row order, as the semantics require;
+ * different cross-points are independent. Given trains (the tests compare
+ * this file with the Python loop on the same trains) replace the draws.
+ *
+ * Random numbers: xoshiro256++; uniforms on torch.rand's float32 grid
+ * (k / 2^24), normals by the ziggurat of _ziggurat.h (the one fxanalog._rng
+ * uses), one at a time. Pulse arithmetic is float32 in the order of
+ * fxanalog/devices.py's apply_pulses, built with -ffp-contract=off.
  */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "_ziggurat.h"
+
 /* device kinds (fxanalog/devices.py) */
 enum { CONSTANT_STEP = 1, LINEAR_STEP = 2, EXP_STEP = 3, POW_STEP = 4 };
 
-typedef struct {
-    uint64_t s[4];
-    int has_spare;
-    double spare;
-} rng_t;
+#define NEG_BIT (1ULL << 63)
+#define SLOT_BITS (~NEG_BIT)
+
+/* -- random numbers (xoshiro256++ and the ziggurat of _ziggurat.h) ------ */
+
+typedef uint64_t rng_t[4];
 
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
@@ -47,51 +61,27 @@ static uint64_t splitmix64(uint64_t *x) {
     return z ^ (z >> 31);
 }
 
-static inline uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static inline uint64_t next64(rng_t *r) {
-    uint64_t *s = r->s;
-    uint64_t result = rotl(s[0] + s[3], 23) + s[0];
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return result;
+/* The stream of `what` (its own domain, 0 or 1) and `index` under `seed`. */
+static void seed_rng(rng_t r, uint64_t seed, uint64_t what, uint64_t index) {
+    uint64_t x = seed ^ ((2 * index + what) * 0xd1342543de82ef95ULL);
+    for (int k = 0; k < 4; k++) r[k] = splitmix64(&x);
+    if ((r[0] | r[1] | r[2] | r[3]) == 0) r[0] = 1; /* the one state that never moves */
 }
 
-static void seed_rng(rng_t *r, uint64_t seed, uint64_t stream) {
-    uint64_t x = seed ^ (stream * 0xd1342543de82ef95ULL);
-    for (int k = 0; k < 4; k++) r->s[k] = splitmix64(&x);
-    r->has_spare = 0;
+static inline float uniform24(uint64_t *r) { /* [0, 1) on torch.rand's float32 grid */
+    return (float)(next64(r) >> 40) * (1.0f / 16777216.0f);
 }
 
-static inline double uniform_open(rng_t *r) { /* (0, 1) */
-    return ((double)(next64(r) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-
-static inline float gauss(rng_t *r) {
-    if (r->has_spare) {
-        r->has_spare = 0;
-        return (float)r->spare;
-    }
-    double u = uniform_open(r), v = uniform_open(r);
-    double rad = sqrt(-2.0 * log(u)), ang = 6.283185307179586 * v;
-    r->spare = rad * sin(ang);
-    r->has_spare = 1;
-    return (float)(rad * cos(ang));
-}
+/* -- the device's step ---------------------------------------------------- */
 
 typedef struct {
     int kind, n_params, mult_noise, complex_noise;
     float sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add, std_slope;
-    const float *params; /* (N, K, n_params): b_max, b_min, scale_up, scale_down, then slopes or exponents */
 } device_t;
 
-/* One pulse at a cross-point whose parameters are pr[0..n_params), as devices.one_pulse. */
-static inline float one_pulse(const device_t *dv, const float *pr, float w, int down, float xi) {
+/* One pulse at a cross-point whose parameters are pr[0..n_params): b_max,
+ * b_min, scale_up, scale_down, then slopes or exponents (devices.PULSE_NAMES). */
+static inline __attribute__((always_inline)) float one_pulse(const device_t *dv, const float *pr, float w, int down, float xi) {
     const float bmax = pr[0], bmin = pr[1];
     const float sign = down ? -1.0f : 1.0f;
     const float scale = down ? pr[3] : pr[2];
@@ -143,128 +133,305 @@ static inline float one_pulse(const device_t *dv, const float *pr, float w, int 
     return w;
 }
 
-typedef struct {
-    float *w;                    /* (N, K), changed */
-    uint8_t *touched;            /* (N, K), set where a pulse landed */
-    const int64_t *x_words;      /* (B, n_out, K) */
-    const int64_t *d_words;      /* (N, B, n_in): row-major per weight row */
-    const uint8_t *x_neg;        /* (B, K) */
-    const uint8_t *d_neg;        /* (B, N) */
-    const int32_t *row_piece;    /* (N,) output piece of each row */
-    const int32_t *col_piece;    /* (K,) input piece of each column */
-    const int64_t *active_ptr;   /* (B * n_out * n_in + 1,) CSR per (row b, output piece, input piece)
-                                    of the columns whose x word is not 0 */
-    const int32_t *active_cols;
-    int64_t N, K, B, n_out, n_in;
-    int flip;                    /* 1 for a negative learning rate */
-    uint64_t seed, stream0;      /* row i draws from stream stream0 + i */
-} job_t;
+/* -- update management ---------------------------------------------------- */
 
-/* The pulses of one row, collected in batch-row order, then applied column by
- * column (a stable sort by column keeps each cross-point's batch-row order):
- * the row's weights and parameters are then read in increasing address order,
- * which the hardware prefetcher follows, instead of at scattered columns once
- * per batch row. */
 typedef struct {
-    int32_t j;
-    int16_t n;
-    int16_t down;
-} event_t;
+    double lr;         /* |learning rate| */
+    float dw;          /* the device's weight granularity */
+    int desired_bl, fixed_bl, bl_management, update_management;
+    float um_grad_scale;
+} manage_t;
 
-static void sort_by_column(event_t *ev, event_t *tmp, int64_t E, int64_t K, int32_t *count) {
-    if (E < 48) { /* insertion sort, stable */
-        for (int64_t a = 1; a < E; a++) {
-            event_t v = ev[a];
-            int64_t c = a - 1;
-            while (c >= 0 && ev[c].j > v.j) {
-                ev[c + 1] = ev[c];
-                c--;
-            }
-            ev[c + 1] = v;
-        }
-        return;
+/* BL, A (error lines) and B (input lines) of one row and tile from the row's
+ * largest |x| over the tile's inputs and largest |d| over its outputs, as
+ * tile_update_torch.management: float32 operations in the same order, so BL
+ * (where ceil(k) lands) is the same to the bit, and A and B to the last bit
+ * (torch's float32 sqrt is not always correctly rounded). */
+static void manage(const manage_t *m, float x_max, float d_max, int32_t *bl_out, float *a_out, float *b_out) {
+    const float lr = (float)m->lr, g = m->dw, max_bl = (float)m->desired_bl;
+    float bl, a;
+    if (m->fixed_bl || m->bl_management || (double)(g * max_bl) >= m->lr) {
+        bl = max_bl;
+        a = sqrtf(lr / (g * bl));
+    } else {
+        bl = ceilf(lr / g);
+        if (bl < 1.0f) bl = 1.0f;
+        a = 1.0f;
     }
-    memset(count, 0, (size_t)(K + 1) * sizeof(int32_t)); /* counting sort, stable */
-    for (int64_t a = 0; a < E; a++) count[ev[a].j + 1]++;
-    for (int64_t c = 0; c < K; c++) count[c + 1] += count[c];
-    for (int64_t a = 0; a < E; a++) tmp[count[ev[a].j]++] = ev[a];
-    memcpy(ev, tmp, (size_t)E * sizeof(event_t));
+    float b = a;
+    if (m->bl_management || m->update_management) {
+        const int zero = x_max == 0.0f || d_max == 0.0f;
+        float d_val = m->um_grad_scale * d_max;
+        const float k = lr * x_max * d_val / g;
+        if (m->bl_management) {
+            bl = ceilf(k);
+            if (bl > max_bl) bl = max_bl;
+            a = sqrtf(lr / (g * (bl < 1.0f ? 1.0f : bl)));
+            b = a;
+        }
+        if (m->update_management) {
+            if (k > max_bl) d_val = d_val * (max_bl / (k > 0.0f ? k : 1.0f));
+            const float safe_d = zero ? 1.0f : d_val, safe_x = zero ? 1.0f : x_max;
+            a = a * sqrtf(safe_x / safe_d);
+            b = b * sqrtf(safe_d / safe_x);
+        }
+        if (zero) bl = 0.0f;
+    }
+    *bl_out = (int32_t)bl;
+    *a_out = a;
+    *b_out = b;
 }
 
-static int update_rows(const job_t *jb, const device_t *dv, int64_t row0, int64_t row1) {
-    const int64_t K = jb->K, n_out = jb->n_out, n_in = jb->n_in;
-    int64_t cap = 1024;
-    event_t *ev = malloc((size_t)cap * sizeof(event_t)), *tmp = malloc((size_t)cap * sizeof(event_t));
-    int32_t *count = malloc((size_t)(K + 1) * sizeof(int32_t));
-    if (!ev || !tmp || !count) {
-        free(ev);
-        free(tmp);
-        free(count);
-        return -1;
-    }
-    for (int64_t i = row0; i < row1; i++) {
-        const int64_t o = jb->row_piece[i];
-        const int64_t *drow = jb->d_words + i * jb->B * n_in;
-        int64_t E = 0;
-        for (int64_t b = 0; b < jb->B; b++) {
-            const int64_t *dw = drow + b * n_in; /* the error line's word for each input piece */
-            int64_t any = 0;
-            for (int64_t p = 0; p < n_in; p++) any |= dw[p];
-            if (!any) continue;
-            const int dneg = jb->d_neg[b * jb->N + i];
-            const int64_t *xw = jb->x_words + (b * n_out + o) * K;
-            const uint8_t *xneg = jb->x_neg + b * K;
-            const int64_t *seg = jb->active_ptr + (b * n_out + o) * n_in;
+/* -- the update ----------------------------------------------------------- */
+
+typedef struct {
+    /* inputs */
+    const float *x;         /* (G, B, K) */
+    const float *d;         /* (G, B, N) */
+    int32_t *bl;            /* (G, B, n_out, n_in) train lengths, 0: no pulses (phase 0 writes them) */
+    float *a;               /* (G, B, n_out, n_in) error-line factors */
+    float *bx;              /* (G, B, n_out, n_in) input-line factors */
+    const int32_t *in_starts, *out_starts; /* (n_in + 1,), (n_out + 1,) first column / row of each piece */
+    const int64_t *x_given; /* (G, B, n_out, K) given input trains, or NULL */
+    const int64_t *d_given; /* (G, B, n_in, N) given error trains, or NULL */
+    const float *params;    /* (G, N, K, n_params) */
+    /* phase 1 -> phase 2: the input lines that fired, per (g, b, o) row of K entries */
+    int32_t *cols;          /* (G, B, n_out, K) */
+    int64_t *words;         /* (G, B, n_out, K) */
+    int32_t *offsets;       /* (G, B, n_out, n_in + 1) */
+    /* outputs */
+    float *w;               /* (G, N, K) */
+    uint8_t *touched;       /* (G, N, K) */
+    int64_t G, N, K, B, n_out, n_in;
+    float res;              /* probability resolution, 0: none */
+    int sto_round, flip;    /* flip: a negative learning rate */
+    uint64_t seed;
+    device_t dv;
+    manage_t um;
+} job_t;
+
+static int management(const job_t *jb, int64_t r0, int64_t r1) { /* rows of (G * B) */
+    const int64_t N = jb->N, K = jb->K, n_out = jb->n_out, n_in = jb->n_in;
+    float *x_max = malloc((size_t)(n_in + n_out) * sizeof(float)), *d_max = x_max + n_in;
+    if (!x_max) return -1;
+    for (int64_t gb = r0; gb < r1; gb++) {
+        for (int64_t p = 0; p < n_in; p++) {
+            float m = 0.0f;
+            for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) m = fmaxf(m, fabsf(jb->x[gb * K + j]));
+            x_max[p] = m;
+        }
+        for (int64_t o = 0; o < n_out; o++) {
+            float m = 0.0f;
+            for (int64_t i = jb->out_starts[o]; i < jb->out_starts[o + 1]; i++) m = fmaxf(m, fabsf(jb->d[gb * N + i]));
+            d_max[o] = m;
+        }
+        for (int64_t o = 0; o < n_out; o++)
             for (int64_t p = 0; p < n_in; p++) {
-                const int64_t dword = dw[p];
-                if (!dword) continue; /* the error line did not fire for this tile */
-                for (int64_t c = seg[p]; c < seg[p + 1]; c++) {
-                    const int64_t j = jb->active_cols[c];
-                    const int n = __builtin_popcountll((uint64_t)(xw[j] & dword));
-                    if (!n) continue;
-                    if (E == cap) {
-                        cap *= 2;
-                        event_t *a = realloc(ev, (size_t)cap * sizeof(event_t));
-                        event_t *bb = a ? realloc(tmp, (size_t)cap * sizeof(event_t)) : NULL;
-                        if (!a || !bb) {
-                            free(a ? a : ev);
-                            free(bb ? bb : tmp);
-                            free(count);
-                            return -1;
-                        }
-                        ev = a;
-                        tmp = bb;
+                const int64_t k = (gb * n_out + o) * n_in + p;
+                manage(&jb->um, x_max[p], d_max[o], jb->bl + k, jb->a + k, jb->bx + k);
+            }
+    }
+    free(x_max);
+    return 0;
+}
+
+static inline float probability(const job_t *jb, uint64_t *r, float p) {
+    if (jb->res > 0.0f) { /* as tile_update_torch._discretize */
+        float q = p / jb->res;
+        if (jb->sto_round) q = q + uniform24(r) - 0.5f;
+        p = rintf(q) * jb->res;
+    }
+    return p;
+}
+
+/* The train of a line firing with probability p in each of bl slots. */
+static inline int count_bits(uint64_t v) { /* few bits are set: one step per bit beats a table or SWAR */
+    int n = 0;
+    for (; v; v &= v - 1) n++;
+    return n;
+}
+
+static inline int64_t train(uint64_t *r, float p, int bl) {
+    if (!(p > 0.0f)) return 0;
+    if (p >= 1.0f) return (int64_t)((1ULL << bl) - 1);
+    uint64_t word = 0;
+    for (int t = 0; t < bl; t++)
+        if (p > uniform24(r)) word |= 1ULL << t;
+    return (int64_t)word;
+}
+
+static int input_trains(const job_t *jb, int64_t r0, int64_t r1) { /* rows r of (G * B * n_out) */
+    const int64_t K = jb->K, n_in = jb->n_in, n_out = jb->n_out;
+    for (int64_t r = r0; r < r1; r++) {
+        const int64_t gb = r / n_out, o = r % n_out;
+        const float *x = jb->x + gb * K;
+        const int64_t *given = jb->x_given ? jb->x_given + r * K : NULL;
+        int32_t *cols = jb->cols + r * K, *offsets = jb->offsets + r * (n_in + 1);
+        int64_t *words = jb->words + r * K;
+        rng_t rng;
+        seed_rng(rng, jb->seed, 0, (uint64_t)r);
+        int64_t count = 0;
+        for (int64_t p = 0; p < n_in; p++) {
+            offsets[p] = (int32_t)count;
+            const int64_t k = (gb * n_out + o) * n_in + p;
+            const int bl = jb->bl[k];
+            if (bl <= 0) continue;
+            const float scale = jb->bx[k];
+            for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) {
+                const int64_t word = given ? given[j] : train(rng, probability(jb, rng, scale * fabsf(x[j])), bl);
+                if (!word) continue;
+                cols[count] = (int32_t)j;
+                words[count] = (int64_t)((uint64_t)word | (x[j] < 0.0f ? NEG_BIT : 0));
+                count++;
+            }
+        }
+        offsets[n_in] = (int32_t)count;
+    }
+    return 0;
+}
+
+/* A row's pulses at one cross-point for one batch row. */
+typedef struct {
+    int32_t j;
+    int16_t n, down;
+} event_t;
+
+static inline __attribute__((always_inline)) void apply_events(const device_t *dv0, int kind, int noisy,
+                                                             const event_t *ev, int64_t E, float *wrow,
+                                                             uint8_t *trow, const float *prow, uint64_t *rng) {
+    device_t dv = *dv0;
+    dv.kind = kind; /* a constant where the caller passes one */
+    const int np = dv.n_params;
+    for (int64_t a = 0; a < E; a++) {
+        const int64_t j = ev[a].j;
+        const float *pr = prow + j * np;
+        float wv = wrow[j];
+        for (int q = 0; q < ev[a].n; q++) wv = one_pulse(&dv, pr, wv, ev[a].down, noisy ? standard_normal(rng) : 0.0f);
+        wrow[j] = wv;
+        trow[j] = 1;
+    }
+}
+
+/* Each weight row in two passes: first its error trains and coincidences,
+ * listed in batch-row order (so each cross-point's pulses stay in order)
+ * while the cross-points' weights and parameters are prefetched, then the
+ * pulses. The prefetches overlap the cache misses the scattered cross-points
+ * of a large tile would otherwise take one after another. */
+static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
+    const int64_t N = jb->N, K = jb->K, B = jb->B, n_out = jb->n_out, n_in = jb->n_in;
+    const int np = jb->dv.n_params;
+    const int noisy = jb->dv.sd != 0.0f;
+    int64_t cap = 4096;
+    event_t *ev = malloc((size_t)cap * sizeof(event_t));
+    if (!ev) return -1;
+    for (int64_t gi = i0; gi < i1; gi++) {
+        const int64_t g = gi / N, i = gi % N;
+        int64_t o = 0;
+        while (i >= jb->out_starts[o + 1]) o++;
+        float *wrow = jb->w + gi * K;
+        uint8_t *trow = jb->touched + gi * K;
+        const float *prow = jb->params + gi * K * np;
+        rng_t rng;
+        seed_rng(rng, jb->seed, 1, (uint64_t)gi);
+        int64_t E = 0;
+        for (int64_t b = 0; b < B; b++) {
+            const int64_t gb = g * B + b;
+            const float dv = jb->d[gb * N + i];
+            if (dv == 0.0f && !jb->d_given) continue; /* never fires */
+            const int dneg = dv < 0.0f;
+            const int64_t r = gb * n_out + o;
+            const int32_t *cols = jb->cols + r * K, *offsets = jb->offsets + r * (n_in + 1);
+            const int64_t *words = jb->words + r * K;
+            for (int64_t p = 0; p < n_in; p++) {
+                const int64_t k = r * n_in + p;
+                const int bl = jb->bl[k];
+                if (bl <= 0) continue;
+                const int64_t dword = jb->d_given ? jb->d_given[(gb * n_in + p) * N + i]
+                                                  : train(rng, probability(jb, rng, jb->a[k] * fabsf(dv)), bl);
+                if (!dword) continue;
+                if (E + (offsets[p + 1] - offsets[p]) > cap) {
+                    while (E + (offsets[p + 1] - offsets[p]) > cap) cap *= 2;
+                    event_t *grown = realloc(ev, (size_t)cap * sizeof(event_t));
+                    if (!grown) {
+                        free(ev);
+                        return -1;
                     }
-                    ev[E].j = (int32_t)j;
-                    ev[E].n = (int16_t)n;
-                    ev[E].down = (int16_t)((dneg == xneg[j]) ^ jb->flip);
-                    E++;
+                    ev = grown;
+                }
+                for (int32_t e = offsets[p]; e < offsets[p + 1]; e++) {
+                    const uint64_t xw = (uint64_t)words[e];
+                    const int n = count_bits(xw & SLOT_BITS & (uint64_t)dword);
+                    if (!n) continue;
+                    const int32_t j = cols[e];
+                    __builtin_prefetch(prow + (int64_t)j * np);
+                    __builtin_prefetch(wrow + j);
+                    ev[E++] = (event_t){j, (int16_t)n, (int16_t)((dneg == (int)(xw >> 63)) ^ jb->flip)};
                 }
             }
         }
-        if (!E) continue;
-        sort_by_column(ev, tmp, E, K, count);
-        rng_t rng;
-        seed_rng(&rng, jb->seed, jb->stream0 + (uint64_t)i);
-        float *wrow = jb->w + i * K;
-        uint8_t *trow = jb->touched + i * K;
-        const float *prow = dv->params + i * K * dv->n_params;
-        for (int64_t a = 0; a < E;) {
-            const int64_t j = ev[a].j;
-            const float *pr = prow + j * dv->n_params;
-            float w = wrow[j];
-            for (; a < E && ev[a].j == j; a++) /* every batch row's pulses at (i, j), in order */
-                for (int q = 0; q < ev[a].n; q++)
-                    w = one_pulse(dv, pr, w, ev[a].down, dv->sd != 0.0f ? gauss(&rng) : 0.0f);
-            wrow[j] = w;
-            trow[j] = 1;
+        switch (jb->dv.kind) { /* one loop per kind: the step's code without a switch per pulse */
+        case CONSTANT_STEP:
+            apply_events(&jb->dv, CONSTANT_STEP, noisy, ev, E, wrow, trow, prow, rng);
+            break;
+        case LINEAR_STEP:
+            apply_events(&jb->dv, LINEAR_STEP, noisy, ev, E, wrow, trow, prow, rng);
+            break;
+        default:
+            apply_events(&jb->dv, jb->dv.kind, noisy, ev, E, wrow, trow, prow, rng);
         }
     }
     free(ev);
-    free(tmp);
-    free(count);
     return 0;
 }
+
+/* Run fn on [0, total) split into `threads` contiguous ranges. Built with
+ * OpenMP (setup.py tries -fopenmp first), the ranges run on torch's own
+ * OpenMP threads: fxanalog imports torch first, so this module binds to the
+ * libgomp.so.1 torch loaded, whose worker threads, still spinning after
+ * torch's last parallel op, take the work at once (separate threads would
+ * have to wait for those cores). Without OpenMP, POSIX threads. */
+#ifdef _OPENMP
+static int parallel(const job_t *jb, int (*fn)(const job_t *, int64_t, int64_t), int64_t total, int threads) {
+    if (threads > total) threads = (int)(total > 0 ? total : 1);
+    if (threads <= 1) return fn(jb, 0, total);
+    int status = 0;
+#pragma omp parallel for num_threads(threads) schedule(static, 1) reduction(| : status)
+    for (int t = 0; t < threads; t++) status |= fn(jb, total * t / threads, total * (t + 1) / threads);
+    return status;
+}
+#else
+typedef struct {
+    const job_t *jb;
+    int (*fn)(const job_t *, int64_t, int64_t);
+    int64_t r0, r1;
+    int status;
+} part_t;
+
+static void *run_part(void *arg) {
+    part_t *pt = arg;
+    pt->status = pt->fn(pt->jb, pt->r0, pt->r1);
+    return NULL;
+}
+
+static int parallel(const job_t *jb, int (*fn)(const job_t *, int64_t, int64_t), int64_t total, int threads) {
+    if (threads > total) threads = (int)(total > 0 ? total : 1);
+    if (threads <= 1) return fn(jb, 0, total);
+    part_t parts[64];
+    pthread_t ids[64];
+    if (threads > 64) threads = 64;
+    int started = 0, status = 0;
+    for (int t = 0; t < threads; t++) parts[t] = (part_t){jb, fn, total * t / threads, total * (t + 1) / threads, 0};
+    for (int t = 1; t < threads; t++) {
+        if (pthread_create(&ids[t], NULL, run_part, &parts[t]) != 0) break;
+        started = t;
+    }
+    run_part(&parts[0]);
+    for (int t = 1; t <= started; t++) pthread_join(ids[t], NULL);
+    for (int t = started + 1; t < threads; t++) run_part(&parts[t]); /* the ones no thread could start for */
+    for (int t = 0; t < threads; t++) status |= parts[t].status;
+    return status;
+}
+#endif
 
 static const void *ptr(PyObject *seq, Py_ssize_t k) {
     PyObject *item = PyTuple_GET_ITEM(seq, k);
@@ -272,72 +439,139 @@ static const void *ptr(PyObject *seq, Py_ssize_t k) {
     return PyLong_AsVoidPtr(item);
 }
 
-/* update_rows(pointers: tuple, sizes: tuple, device: tuple, seed, stream0, flip, row0, row1)
- *   pointers: (w, touched, x_words, d_words, x_neg, d_neg, row_piece, col_piece, active_ptr, active_cols, params)
- *   sizes: (N, K, B, n_out, n_in)
+static int parse_manage(PyObject *t, manage_t *m) {
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 7) {
+        PyErr_SetString(PyExc_ValueError, "expected 7 update-management values");
+        return -1;
+    }
+    m->lr = PyFloat_AsDouble(PyTuple_GET_ITEM(t, 0));
+    m->dw = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(t, 1));
+    m->desired_bl = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, 2));
+    m->fixed_bl = PyObject_IsTrue(PyTuple_GET_ITEM(t, 3));
+    m->bl_management = PyObject_IsTrue(PyTuple_GET_ITEM(t, 4));
+    m->update_management = PyObject_IsTrue(PyTuple_GET_ITEM(t, 5));
+    m->um_grad_scale = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(t, 6));
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* update(pointers, sizes, device, manage, seed, flip, res, sto_round, threads)
+ *   pointers: (x, d, bl, a, bx, in_starts, out_starts, x_given, d_given, params, cols, words, offsets, w, touched)
+ *   sizes: (G, N, K, B, n_out, n_in)
  *   device: (kind, n_params, mult_noise, complex_noise, sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add,
- *            std_slope) */
-static PyObject *py_update_rows(PyObject *self, PyObject *args) {
-    PyObject *pointers, *sizes, *device;
-    unsigned long long seed, stream0;
-    int flip;
-    long long row0, row1;
-    if (!PyArg_ParseTuple(args, "O!O!O!KKiLL", &PyTuple_Type, &pointers, &PyTuple_Type, &sizes, &PyTuple_Type,
-                          &device, &seed, &stream0, &flip, &row0, &row1))
+ *            std_slope)
+ *   manage: (|lr|, dw, desired_bl, fixed_bl, update_bl_management, update_management, um_grad_scale)
+ *   bl, a, bx are written (the management of every row and tile) */
+static PyObject *py_update(PyObject *self, PyObject *args) {
+    PyObject *pointers, *sizes, *device, *manage_args;
+    unsigned long long seed;
+    int flip, sto_round, threads;
+    double res;
+    if (!PyArg_ParseTuple(args, "O!O!O!OKidii", &PyTuple_Type, &pointers, &PyTuple_Type, &sizes, &PyTuple_Type,
+                          &device, &manage_args, &seed, &flip, &res, &sto_round, &threads))
         return NULL;
-    if (PyTuple_GET_SIZE(pointers) != 11 || PyTuple_GET_SIZE(sizes) != 5 || PyTuple_GET_SIZE(device) != 13) {
-        PyErr_SetString(PyExc_ValueError, "update_rows: expected 11 pointers, 5 sizes and 13 device values");
+    if (PyTuple_GET_SIZE(pointers) != 15 || PyTuple_GET_SIZE(sizes) != 6 || PyTuple_GET_SIZE(device) != 13) {
+        PyErr_SetString(PyExc_ValueError, "update: expected 15 pointers, 6 sizes and 13 device values");
         return NULL;
     }
     job_t jb;
-    device_t dv;
-    jb.w = (float *)ptr(pointers, 0);
-    jb.touched = (uint8_t *)ptr(pointers, 1);
-    jb.x_words = ptr(pointers, 2);
-    jb.d_words = ptr(pointers, 3);
-    jb.x_neg = ptr(pointers, 4);
-    jb.d_neg = ptr(pointers, 5);
-    jb.row_piece = ptr(pointers, 6);
-    jb.col_piece = ptr(pointers, 7);
-    jb.active_ptr = ptr(pointers, 8);
-    jb.active_cols = ptr(pointers, 9);
-    dv.params = ptr(pointers, 10);
+    if (parse_manage(manage_args, &jb.um)) return NULL;
+    jb.x = ptr(pointers, 0);
+    jb.d = ptr(pointers, 1);
+    jb.bl = ptr(pointers, 2);
+    jb.a = ptr(pointers, 3);
+    jb.bx = ptr(pointers, 4);
+    jb.in_starts = ptr(pointers, 5);
+    jb.out_starts = ptr(pointers, 6);
+    jb.x_given = ptr(pointers, 7);
+    jb.d_given = ptr(pointers, 8);
+    jb.params = ptr(pointers, 9);
+    jb.cols = (int32_t *)ptr(pointers, 10);
+    jb.words = (int64_t *)ptr(pointers, 11);
+    jb.offsets = (int32_t *)ptr(pointers, 12);
+    jb.w = (float *)ptr(pointers, 13);
+    jb.touched = (uint8_t *)ptr(pointers, 14);
     if (PyErr_Occurred()) return NULL;
-    jb.N = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 0));
-    jb.K = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 1));
-    jb.B = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 2));
-    jb.n_out = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 3));
-    jb.n_in = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, 4));
-    dv.kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 0));
-    dv.n_params = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 1));
-    dv.mult_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 2));
-    dv.complex_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 3));
-    float *fields[] = {&dv.sd, &dv.exp_a, &dv.exp_b, &dv.A_up, &dv.A_down, &dv.g_up, &dv.g_down, &dv.std_add,
-                       &dv.std_slope};
+    int64_t *dims[] = {&jb.G, &jb.N, &jb.K, &jb.B, &jb.n_out, &jb.n_in};
+    for (int k = 0; k < 6; k++) *dims[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, k));
+    device_t *dv = &jb.dv;
+    dv->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 0));
+    dv->n_params = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 1));
+    dv->mult_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 2));
+    dv->complex_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 3));
+    float *fields[] = {&dv->sd, &dv->exp_a, &dv->exp_b, &dv->A_up, &dv->A_down, &dv->g_up, &dv->g_down,
+                       &dv->std_add, &dv->std_slope};
     for (int k = 0; k < 9; k++) *fields[k] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(device, 4 + k));
     if (PyErr_Occurred()) return NULL;
-    const int needed = (dv.kind == LINEAR_STEP || dv.kind == POW_STEP) ? 6 : 4;
-    if (!jb.w || !jb.touched || !jb.x_words || !jb.d_words || !dv.params || dv.n_params < needed || row0 < 0 ||
-        row1 > jb.N || row0 > row1) {
-        PyErr_SetString(PyExc_ValueError, "update_rows: a needed pointer is missing or the rows are out of range");
+    const int needed = (dv->kind == LINEAR_STEP || dv->kind == POW_STEP) ? 6 : 4;
+    if (!jb.x || !jb.d || !jb.bl || !jb.a || !jb.bx || !jb.in_starts || !jb.out_starts || !jb.params || !jb.cols ||
+        !jb.words || !jb.offsets || !jb.w || !jb.touched || dv->n_params < needed || jb.K > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "update: a needed pointer is missing or a size is out of range");
         return NULL;
     }
+    jb.res = (float)res;
+    jb.sto_round = sto_round;
     jb.flip = flip;
     jb.seed = seed;
-    jb.stream0 = stream0;
     int status;
     Py_BEGIN_ALLOW_THREADS
-    status = update_rows(&jb, &dv, row0, row1);
+    status = parallel(&jb, management, jb.G * jb.B, threads);
+    if (!status) status = parallel(&jb, input_trains, jb.G * jb.B * jb.n_out, threads);
+    if (!status) status = parallel(&jb, rows, jb.G * jb.N, threads);
     Py_END_ALLOW_THREADS
     if (status) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
+/* management(x_max, d_max, n, manage, bl, a, b): the management of n (x_max, d_max)
+ * pairs (float32 arrays; bl int32), for the tests against the torch path's. */
+static PyObject *py_management(PyObject *self, PyObject *args) {
+    PyObject *px, *pd, *manage_args, *pbl, *pa, *pb;
+    long long n;
+    if (!PyArg_ParseTuple(args, "OOLOOOO", &px, &pd, &n, &manage_args, &pbl, &pa, &pb)) return NULL;
+    manage_t m;
+    if (parse_manage(manage_args, &m)) return NULL;
+    const float *x_max = PyLong_AsVoidPtr(px), *d_max = PyLong_AsVoidPtr(pd);
+    int32_t *bl = PyLong_AsVoidPtr(pbl);
+    float *a = PyLong_AsVoidPtr(pa), *b = PyLong_AsVoidPtr(pb);
+    if (PyErr_Occurred()) return NULL;
+    for (long long k = 0; k < n; k++) manage(&m, x_max[k], d_max[k], bl + k, a + k, b + k);
+    Py_RETURN_NONE;
+}
+
+/* normals(out, n, seed): n standard normals of the kernel's generator (stream 0
+ * of `seed`), for the tests of its distribution. */
+static PyObject *py_normals(PyObject *self, PyObject *args) {
+    PyObject *address;
+    long long n;
+    unsigned long long seed;
+    if (!PyArg_ParseTuple(args, "OLK", &address, &n, &seed)) return NULL;
+    float *out = PyLong_AsVoidPtr(address);
+    if (PyErr_Occurred()) return NULL;
+    rng_t rng;
+    seed_rng(rng, seed, 1, 0);
+    for (long long k = 0; k < n; k++) out[k] = standard_normal(rng);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_openmp(PyObject *self, PyObject *args) {
+#ifdef _OPENMP
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
-    {"update_rows", py_update_rows, METH_VARARGS, "The pulses of rows [row0, row1) of one tile group (see the file)."},
+    {"openmp", py_openmp, METH_NOARGS, "Whether the update runs on OpenMP threads (else POSIX threads)."},
+    {"update", py_update, METH_VARARGS, "The stochastic pulsed update of tile groups (see the file)."},
+    {"management", py_management, METH_VARARGS, "Update management of (x_max, d_max) pairs, for tests."},
+    {"normals", py_normals, METH_VARARGS, "Standard normals of the kernel's generator, for tests."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_pulsed", "Pulsed-update kernels on CPU.", -1, methods};
 
-PyMODINIT_FUNC PyInit__pulsed(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__pulsed(void) {
+    build_tables();
+    return PyModule_Create(&module);
+}

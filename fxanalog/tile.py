@@ -424,14 +424,20 @@ class AnalogTile(nn.Module):
         dev_cfg = self.rpu_config.device
         up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(dev_cfg))
         hidden = st.rule.write_noise > 0
-        tw = st.persistent_weight if hidden else self.to_tile_units(w.detach()).float().clone()
+        # the devices' weights are the layer's own when they are in the same units and float32: updated in place
+        direct = not hidden and self.mapping_scales is None and w.dtype == torch.float32 and w.is_contiguous()
+        if hidden:
+            tw = st.persistent_weight
+        else:
+            tw = w.detach() if direct else self.to_tile_units(w.detach()).float().clone()
         touched = torch.ops.fxanalog.tile_update(
             tw, x.float(), d.float(), st.params, float(lr), pack_update(up), pack_rule(st.rule),
             list(self.geometry.in_sizes), list(self.geometry.out_sizes))
         if hidden:  # the visible weights: hidden ones plus fresh write noise where pulsed
             noisy = tw + st.rule.write_noise * torch.randn_like(tw)
             tw = torch.where(touched, noisy, self.to_tile_units(w.detach()).float())
-        w.copy_(self.to_digital_units(tw).to(w.dtype))
+        if not direct:
+            w.copy_(self.to_digital_units(tw).to(w.dtype))
         self.invalidate_cache()
         return True
 

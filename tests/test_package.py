@@ -169,7 +169,8 @@ exit 0
 """
 
 SCRIPT_FILES = ("scripts/env.sh", "scripts/test.sh", "scripts/demo.sh", ".ci/run")
-WATCHED = ("pyproject.toml", "setup.py", "fxanalog/_normal.c", "fxanalog/_pulsed.c")  # a change reinstalls
+# a change reinstalls
+WATCHED = ("pyproject.toml", "setup.py", "fxanalog/_normal.c", "fxanalog/_pulsed.c", "fxanalog/_ziggurat.h")
 
 
 @dataclass

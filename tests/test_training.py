@@ -34,6 +34,7 @@ from fxanalog import (
 from fxanalog.devices import draw_state, one_pulse, rule_of
 from fxanalog.nn import AnalogLinear
 from fxanalog.nn.modules import named_analog_layers
+from fxanalog.ops import tile_update_torch
 from fxanalog.ops.tile_update_torch import PulsedUpdate, management, pulse_trains, tile_update
 from fxanalog.optim import AnalogSGD
 from reference_update import reference_update
@@ -219,33 +220,107 @@ def test_management_by_hand():
     assert BL.item() == 100 and A.item() == 1 and B.item() == 1
 
 
-def test_pulse_counts_mean_variance_and_shared_line_covariance():
+PATHS = ["torch"] + (["C"] if tile_update_torch.native is not None else [])
+
+
+def _counts(x, d, lr, up, path, R):
+    """(R, N, K) pulse counts of R independent repetitions of the row (x, d)
+    and the train length: from the torch trains, or from the C kernel (each
+    repetition a tile group of a ConstantStep device without noise, spread
+    or bounds in reach, whose |change| / dw is the count)."""
+    if path == "torch":
+        x_fire, d_fire, BL = pulse_trains(x.repeat(R, 1)[None], d.repeat(R, 1)[None], lr, up, [len(x)], [len(d)])
+        return torch.einsum("bnt,bkt->bnk", d_fire[0, :, 0].float(), x_fire[0, :, 0].float()), BL[0, 0, 0, 0].item()
+    dev = no_dtod(ConstantStepDevice(dw_min_std=0.0), w_max=100.0, w_min=-100.0)
+    rule, st = rule_of(dev), draw_state(dev, (R, len(d), len(x)))
+    w = torch.zeros(R, len(d), len(x))
+    tile_update(w, x.repeat(R, 1, 1), d.repeat(R, 1, 1), lr, up, rule, st, [len(x)], [len(d)], use_native=True)
+    BL = management(x.abs().max()[None], d.abs().max()[None], lr, up)[0].item()
+    return (w.double().abs() / up.dw).round(), BL
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_pulse_counts_mean_variance_and_shared_line_covariance(path):
     torch.manual_seed(6)
-    R = 4000  # rows: independent repetitions of the same row
+    R = 4000  # independent repetitions of the same row
     x = torch.tensor([0.9, 0.5, -0.3])
     d = torch.tensor([0.02, -0.01])
     lr = 0.1
-    X, D = x.repeat(R, 1)[None], d.repeat(R, 1)[None]
-    x_fire, d_fire, BL = pulse_trains(X, D, lr, _up(), [3], [2])
-    counts = torch.einsum("bnt,bkt->bnk", d_fire[0, :, 0].float(), x_fire[0, :, 0].float())  # (R, N, K)
-    bl = BL[0, 0, 0, 0].item()
+    counts, bl = _counts(x, d, lr, _up(), path, R)  # (R, N, K)
     k = lr * 0.9 * 0.02 / 1e-3
     assert bl == math.ceil(k)
     _, A, B = management(torch.tensor([0.9]), torch.tensor([0.02]), lr, _up())
     p, q = (B * x.abs()).clamp(max=1), (A * d.abs()).clamp(max=1)
-    pq = q[:, None] * p[None, :]
-    mean = counts.mean(0)
+    pq = (q[:, None] * p[None, :]).double()
+    mean = counts.double().mean(0)
     # E[n_ij] = BL p_j q_i = lr |x_j d_i| / dw (when k <= desired_bl)
-    torch.testing.assert_close(pq.double() * bl, lr * (d.abs()[:, None] * x.abs()[None, :]).double() / 1e-3,
+    torch.testing.assert_close(pq * bl, lr * (d.abs()[:, None] * x.abs()[None, :]).double() / 1e-3,
                                rtol=1e-5, atol=0)
     var = bl * pq * (1 - pq)
     assert bool(((mean - bl * pq).abs() < 4.5 * torch.sqrt(var / R)).all())
-    assert bool(((counts.var(0) / var - 1).abs() < 0.15).all())
+    assert bool(((counts.double().var(0) / var - 1).abs() < 0.15).all())
     # Cov(n_i0, n_i1) = BL q_i (1 - q_i) p_0 p_1: the error line is shared along the row
-    c = counts[:, 0]
+    c = counts[:, 0].double()
     cov = ((c[:, 0] - c[:, 0].mean()) * (c[:, 1] - c[:, 1].mean())).mean().item()
     expected = bl * q[0].item() * (1 - q[0].item()) * p[0].item() * p[1].item()
     assert expected > 0.02 and abs(cov / expected - 1) < 0.15
+    # and the input line along the column: Cov(n_0j, n_1j) = BL p_j (1 - p_j) q_0 q_1
+    c = counts[:, :, 0].double()
+    cov = ((c[:, 0] - c[:, 0].mean()) * (c[:, 1] - c[:, 1].mean())).mean().item()
+    expected = bl * p[0].item() * (1 - p[0].item()) * q[0].item() * q[1].item()
+    assert expected > 0.01 and abs(cov / expected - 1) < 0.2
+
+
+@pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")
+def test_native_management_is_the_torch_one():
+    # BL to the bit (its ceil must land where aihwkit's does), A and B to float32 rounding (torch's
+    # float32 sqrt is not always correctly rounded, C's is). Random maxima over many magnitudes, zeros, k around whole numbers and above desired_bl, every flag
+    g = torch.Generator().manual_seed(3)
+    x_max = torch.cat([torch.rand(3000, generator=g) * 10 ** torch.randint(-4, 2, (3000,), generator=g),
+                       torch.tensor([0.0, 1.0, 0.5, 1.0])])
+    d_max = torch.cat([torch.rand(3000, generator=g) * 10 ** torch.randint(-6, 0, (3000,), generator=g),
+                       torch.tensor([1.0, 0.0, 0.094, 1e-3])])
+    n = x_max.numel()
+    for lr in (0.1, 0.05, 1.0, 3e-3):
+        for kw in ({}, {"update_management": False}, {"update_bl_management": False},
+                   {"update_management": False, "update_bl_management": False},
+                   {"update_management": False, "update_bl_management": False, "fixed_bl": False},
+                   {"desired_bl": 5, "um_grad_scale": 0.5}):
+            up = _up(**kw)
+            BL, A, B = management(x_max, d_max, lr, up)
+            out = (torch.empty(n, dtype=torch.int32), torch.empty(n), torch.empty(n))
+            tile_update_torch.native.management(x_max.data_ptr(), d_max.data_ptr(), n,
+                                                tile_update_torch.native_management(lr, up),
+                                                *(t.data_ptr() for t in out))
+            assert torch.equal(out[0].long(), BL), (lr, kw)
+            torch.testing.assert_close(out[1], A, rtol=3e-7, atol=0, msg=str((lr, kw)))
+            torch.testing.assert_close(out[2], B, rtol=3e-7, atol=0, msg=str((lr, kw)))
+
+
+@pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")
+def test_native_normals_are_standard_normal():
+    # 2 000 000 draws of the kernel's ziggurat: moments within 5 standard errors (their standard
+    # errors from the normal's own moments), the largest distance to the normal CDF below the
+    # Kolmogorov-Smirnov 0.1% level 1.95 / sqrt(n), and the fraction beyond the ziggurat's tail
+    # start r = 3.4426 (drawn by the separate tail method) within 5 standard errors of 2 (1 - Phi(r)).
+    n = 2_000_000
+    z = torch.empty(n)
+    tile_update_torch.native.normals(z.data_ptr(), n, 12345)
+    z = z.double()
+    se = 1 / math.sqrt(n)
+    assert abs(z.mean().item()) < 5 * se
+    assert abs(z.var().item() - 1) < 5 * math.sqrt(2) * se
+    assert abs((z ** 3).mean().item()) < 5 * math.sqrt(15) * se
+    assert abs((z ** 4).mean().item() - 3) < 5 * math.sqrt(96) * se
+    s = z.sort().values
+    cdf = 0.5 * (1 + torch.erf(s / math.sqrt(2)))
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    ks = torch.maximum(i / n - cdf, cdf - (i - 1) / n).max().item()
+    assert ks < 1.95 / math.sqrt(n)
+    r = 3.442619855899
+    tail = 2 * (1 - 0.5 * (1 + math.erf(r / math.sqrt(2))))
+    frac = (z.abs() > r).double().mean().item()
+    assert abs(frac - tail) < 5 * math.sqrt(tail * (1 - tail) / n)
 
 
 # ----------------------------------------------------------------------------
@@ -408,8 +483,11 @@ def test_several_backward_passes_before_one_step_concatenate():
 
 
 def test_clear_errors_and_warnings():
+    digital = nn.Linear(2, 2)
+    opt = AnalogSGD(digital.parameters(), lr=0.1)
+    digital(torch.ones(1, 2)).sum().backward()
     with pytest.warns(UserWarning, match="none of the parameters belongs to an analog layer"):
-        AnalogSGD(nn.Linear(2, 2).parameters(), lr=0.1)
+        opt.step()
     model = _mlp(quiet_io(SingleRPUConfig()))
     opt = AnalogSGD(model.parameters(), lr=0.1)
     with pytest.raises(RuntimeError, match="recorded a training backward pass"):
@@ -478,7 +556,7 @@ def test_pulsed_training_is_the_same_through_every_entry_point():
 # The C kernel against the Python loop
 
 
-@pytest.mark.skipif(fxanalog.ops.tile_update_torch.native is None, reason="the C extension was not built")
+@pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")
 @pytest.mark.parametrize("device", [ConstantStepDevice, SoftBoundsDevice, LinearStepDevice, PowStepDevice,
                                     ExpStepDevice])
 def test_native_kernel_applies_the_same_pulses_as_the_python_loop(device):
@@ -508,7 +586,7 @@ def test_native_kernel_applies_the_same_pulses_as_the_python_loop(device):
     torch.testing.assert_close(results[0][0], results[1][0], atol=0 if exact else 1e-7, rtol=0)
 
 
-@pytest.mark.skipif(fxanalog.ops.tile_update_torch.native is None, reason="the C extension was not built")
+@pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")
 def test_native_kernel_noise_statistics_and_thread_count_independence():
     # 400 pulses per cross-point (one per row): the sum of 400 steps dw (1 + 0.3 xi) has mean 400 dw and
     # standard deviation 0.3 dw sqrt(400); over 10 000 cross-points both within their standard errors.

@@ -19,12 +19,14 @@ b, in order:
    (``fxanalog.devices``): its own cycle-to-cycle draw, the step at the
    weight the previous pulse left, the clip to the cross-point's bounds.
 
-Row b+1 starts from the weights row b left. The pulse trains are drawn
-here in torch; the coincidences and pulses run in C (``fxanalog._pulsed``,
-rows of the weight matrix on several threads, each row with its own random
-stream) for float32 CPU weights when the extension is built, else in the
-Python loop below (which the tests compare it with, pulse for pulse).
-With ``pulse_type`` NONE the
+Row b+1 starts from the weights row b left. For float32 CPU weights, when
+the extension is built, all three steps run in C (``fxanalog._pulsed``:
+management, input trains per (row, output piece), then each weight row with
+its error trains and pulses, on torch's OpenMP threads, every row and train
+with its own random stream); else the trains are drawn here in torch and the
+pulses applied by the Python loop below (which the tests compare the C
+kernel with, pulse for pulse, on the same trains). With ``pulse_type`` NONE
+the
 update is the exact ``w -= lr d^T x`` (also for ``IdealDevice``);
 NONE_WITH_DEVICE clips that to the bounds; MEAN_COUNT and
 DETERMINISTIC_IMPLICIT replace the random trains by aihwkit's deterministic
@@ -33,9 +35,8 @@ counts.
 
 from __future__ import annotations
 
-import math
-import threading
-from concurrent.futures import ThreadPoolExecutor
+import functools
+import itertools
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
@@ -201,10 +202,10 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
     G, N, K = w.shape
     if isinstance(params, dict):
         params = torch.stack([params[n] for n in rule.pulse_names], dim=-1) if rule.pulse_names else None
-    state = {n: params[..., k] for k, n in enumerate(rule.pulse_names)}
     touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if lr == 0 or x.shape[1] == 0:
         return touched
+    state = {n: params[..., k] for k, n in enumerate(rule.pulse_names)}
     if not rule.pulsed or up.pulse_type in (PulseType.NONE, PulseType.NONE_WITH_DEVICE):
         w.sub_(lr * torch.matmul(d.transpose(1, 2).to(w.dtype), x.to(w.dtype)))
         if rule.pulsed and up.pulse_type == PulseType.NONE_WITH_DEVICE:
@@ -221,15 +222,12 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
                 _apply(w, rule, state, active, (c > 0) == sign_down, c.abs())
                 touched |= active
         return touched
-    if trains is None:
-        x_fire, d_fire, _ = pulse_trains(xs, ds, abs(lr), up, in_sizes, out_sizes)
-    else:
-        x_fire, d_fire = trains
     if use_native is None:
         use_native = native is not None and w.device.type == "cpu" and w.dtype == torch.float32
     if use_native:
-        _native_update(w, touched, x, d, x_fire, d_fire, lr, rule, params.contiguous(), in_sizes, out_sizes)
+        _native_update(w, touched, xs, ds, lr, up, rule, params.contiguous(), in_sizes, out_sizes, trains)
         return touched
+    x_fire, d_fire = pulse_trains(xs, ds, abs(lr), up, in_sizes, out_sizes)[:2] if trains is None else trains
     in_starts = [sum(in_sizes[:i]) for i in range(len(in_sizes))]
     out_starts = [sum(out_sizes[:o]) for o in range(len(out_sizes))]
     x_pos, d_pos = x > 0, d > 0
@@ -253,70 +251,53 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
     return touched
 
 
-_POOL: Optional[ThreadPoolExecutor] = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers != workers:
-            _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fxanalog-update")
-        return _POOL
-
-
 def _words(fire: Tensor) -> Tensor:
     """(..., L) booleans to int64 words, slot t in bit t."""
-    L = fire.shape[-1]
-    if L > 63:
-        raise ValueError(f"pulse trains of {L} slots: at most 63 are supported (UpdateParameters.desired_bl)")
-    return (fire.to(torch.int64) << torch.arange(L, device=fire.device)).sum(dim=-1)
+    return (fire.to(torch.int64) << torch.arange(fire.shape[-1], device=fire.device)).sum(dim=-1)
 
 
-def _native_update(w, touched, x, d, x_fire, d_fire, lr, rule: DeviceRule, params: Tensor, in_sizes,
-                   out_sizes) -> None:
-    """The coincidences and pulses of every group in C, rows split among threads."""
+@functools.lru_cache(maxsize=256)
+def _starts(sizes: tuple) -> Tensor:
+    """(n + 1,) int32: the first line of each piece, then the count."""
+    return torch.tensor([0, *itertools.accumulate(sizes)], dtype=torch.int32)
+
+
+def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, rule: DeviceRule,
+                   params: Tensor, in_sizes, out_sizes, trains=None) -> None:
+    """The pulse trains, coincidences and pulses in C (``fxanalog/_pulsed.c``),
+    on torch's thread count; ``trains``: given ones instead of drawn ones."""
     G, N, K = w.shape
     B = x.shape[1]
     n_out, n_in = len(out_sizes), len(in_sizes)
-    x_words = _words(x_fire).contiguous()  # (G, B, n_out, K)
-    d_words = _words(d_fire).permute(0, 3, 1, 2).contiguous()  # (G, N, B, n_in): each row's words together
-    x_neg = (x < 0).to(torch.uint8).contiguous()
-    d_neg = (d < 0).to(torch.uint8).contiguous()
-    row_piece = piece_index(out_sizes, "cpu").to(torch.int32).contiguous()
-    col_piece = piece_index(in_sizes, "cpu").to(torch.int32).contiguous()
+    if up.desired_bl > 63:
+        raise ValueError(f"UpdateParameters.desired_bl={up.desired_bl}: pulse trains of at most 63 slots are "
+                         "supported")
+    x_given = d_given = None
+    if trains is not None:
+        x_given = _words(trains[0]).contiguous()  # (G, B, n_out, K)
+        d_given = _words(trains[1]).contiguous()  # (G, B, n_in, N)
+    starts = (_starts(tuple(in_sizes)), _starts(tuple(out_sizes)))
+    tiles = (G, B, n_out, n_in)  # the management of every row and tile, written by the kernel
+    managed = (torch.empty(tiles, dtype=torch.int32), torch.empty(tiles), torch.empty(tiles))
+    listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K), dtype=torch.int64),
+              torch.empty((G, B, n_out, n_in + 1), dtype=torch.int32))
+    tensors = [x.contiguous(), d.contiguous(), *managed, *starts, x_given, d_given, params, *listed, w,
+               touched.view(torch.uint8)]
+    assert w.is_contiguous() and touched.is_contiguous()
     device = (rule.kind, params.shape[-1], int(rule.mult_noise), int(rule.exp_std_add != 0 or rule.exp_std_slope != 0),
               rule.dw_min_std, rule.exp_a, rule.exp_b, rule.exp_A_up, rule.exp_A_down, rule.exp_gamma_up,
               rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope)
     seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: manual_seed fixes every draw
-    threads = max(1, min(torch.get_num_threads(), N))
-    wt = touched.view(torch.uint8)
-    keep = []  # every tensor whose address the C code reads stays alive until it returns
-    jobs = []
-    for g in range(G):
-        nz = x_words[g] != 0  # (B, n_out, K): the columns whose input line fires, per (row, output piece)
-        per_piece = torch.stack([p.sum(dim=-1) for p in nz.split(list(in_sizes), dim=-1)], dim=-1)  # (B, n_out, n_in)
-        ptr = torch.zeros(B * n_out * n_in + 1, dtype=torch.int64)
-        ptr[1:] = per_piece.reshape(-1).cumsum(0)  # segments in (b, o, input piece) order = column order
-        cols = nz.reshape(B * n_out, K).nonzero()[:, 1].to(torch.int32).contiguous()
-        wg = w[g]
-        assert wg.is_contiguous() and wt[g].is_contiguous()
-        tensors = [wg, wt[g], x_words[g], d_words[g], x_neg[g], d_neg[g], row_piece, col_piece, ptr, cols, params[g]]
-        keep.append(tensors)
-        pointers = tuple(None if v is None else v.data_ptr() for v in tensors)
-        sizes = (N, K, B, n_out, n_in)
-        bounds = [N * k // threads for k in range(threads + 1)]
-        for r0, r1 in zip(bounds[:-1], bounds[1:]):
-            if r1 > r0:
-                jobs.append((pointers, sizes, device, seed, g * N, int(lr < 0), r0, r1))
-    if len(jobs) == 1 or threads == 1:
-        for job in jobs:
-            native.update_rows(*job)
-    else:
-        futures = [_pool(threads).submit(native.update_rows, *job) for job in jobs]
-        for f in futures:
-            f.result()
-    del keep
+    # a thread per ~100 000 weights: below that, starting threads costs more than it gains
+    threads = max(1, min(torch.get_num_threads(), G * N * K // 100_000))
+    native.update(tuple(None if v is None else v.data_ptr() for v in tensors), (G, N, K, B, n_out, n_in), device,
+                  native_management(abs(lr), up), seed, int(lr < 0), float(up.res), int(up.sto_round), threads)
+
+
+def native_management(lr: float, up: PulsedUpdate) -> tuple:
+    """``management``'s parameters as the C kernel takes them."""
+    return (float(lr), float(up.dw), int(up.desired_bl), bool(up.fixed_bl), bool(up.bl_management),
+            bool(up.update_management), float(up.um_grad_scale))
 
 
 def _apply(w: Tensor, rule: DeviceRule, state: dict, active: Tensor, down: Tensor, count: Tensor) -> None:
