@@ -39,6 +39,7 @@ __all__ = [
     "Digits",
     "DigitsCNN",
     "load_digits_data",
+    "progress_bar",
     "train",
     "accuracy",
     "accuracy_over_time",
@@ -117,7 +118,8 @@ def digits_cnn() -> DigitsCNN:
 # Training and evaluation
 
 
-def _bar(iterable, desc: str, progress: bool, total: Optional[int] = None):
+def progress_bar(iterable, desc: str, progress: bool, total: Optional[int] = None):
+    """``iterable`` with a tqdm bar on stderr when ``progress``."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, disable=not progress, leave=False, file=sys.stderr)
@@ -141,7 +143,7 @@ def train(
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
     last = float("nan")
-    for _ in _bar(range(epochs), desc, progress):
+    for _ in progress_bar(range(epochs), desc, progress):
         perm = torch.randperm(len(y), generator=gen)
         total, count = 0.0, 0
         for start in range(0, len(y), batch_size):
@@ -195,7 +197,7 @@ def accuracy_over_time(
 
     out = torch.empty(draws, len(times), dtype=torch.float64)
     model.eval()
-    for d in _bar(range(draws), desc, progress):
+    for d in progress_bar(range(draws), desc, progress):
         fxanalog.manual_seed(seed + d)
         program(model)
         for j, t in enumerate(times):

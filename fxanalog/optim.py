@@ -17,7 +17,9 @@ One ``step()`` does, with each parameter group's learning rate:
    tiles, decay and diffusion of devices.
 
 ``AnalogSGD(model.parameters(), lr=...)`` finds the tiles from the layers
-built around the parameters; ``regroup_param_groups(model)`` is accepted
+built around the parameters at every step (the ``torch.compile`` backend
+builds them at the first call, after the optimizer is made); a first step
+that finds none warns that it acts as ``torch.optim.SGD``; ``regroup_param_groups(model)`` is accepted
 (aihwkit code calls it) and changes nothing.
 """
 
@@ -42,9 +44,7 @@ class AnalogSGD(torch.optim.SGD):
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                          nesterov=nesterov, maximize=maximize)
-        if not self._analog_layers():
-            warnings.warn("AnalogSGD: none of the parameters belongs to an analog layer; it acts as "
-                          "torch.optim.SGD (convert the model first, e.g. with fxanalog.compile)", stacklevel=2)
+        self._warned = False  # checked at the first step: torch.compile's backend builds the layers at the first call
 
     def regroup_param_groups(self, model: nn.Module) -> None:
         """Accepted for aihwkit code; the tiles are found from the
@@ -73,6 +73,10 @@ class AnalogSGD(torch.optim.SGD):
                 loss = closure()
         super().step()
         layers = self._analog_layers()
+        if not layers and not self._warned:
+            self._warned = True
+            warnings.warn("AnalogSGD.step: none of the parameters belongs to an analog layer; it acts as "
+                          "torch.optim.SGD (convert the model first, e.g. with fxanalog.compile)", stacklevel=2)
         pulsed = [(layer, lr) for layer, lr in layers
                   if layer.tile.device_state is not None and layer.weight.requires_grad]
         updated = [layer.tile.update(layer.weight_matrix(), lr) for layer, lr in pulsed]

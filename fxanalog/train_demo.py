@@ -60,7 +60,7 @@ def train_on_devices(configs: dict, epochs: int = 10, lr: float = 0.1, batch_siz
     (``"digital (SGD)"``) when ``digital``. Every run starts from the same
     initial weights and sees the batches in the same order."""
     import fxanalog
-    from fxanalog.demo import _bar, load_digits_data
+    from fxanalog.demo import load_digits_data, progress_bar
     from fxanalog.optim import AnalogSGD
 
     data = load_digits_data(seed)
@@ -77,7 +77,7 @@ def train_on_devices(configs: dict, epochs: int = 10, lr: float = 0.1, batch_siz
             opt = AnalogSGD(model.parameters(), lr=lr)
         order_gen = torch.Generator().manual_seed(seed)
         curve = []
-        for _ in _bar(range(epochs), name, progress):
+        for _ in progress_bar(range(epochs), name, progress):
             model.train()
             order = torch.randperm(len(x_tr), generator=order_gen)
             for i in range(0, len(order), batch_size):
