@@ -1,30 +1,33 @@
-"""``AnalogSGD``: SGD for analog models, as aihwkit's ``fxanalog.optim``.
+"""Optimizers for analog models, as aihwkit's ``aihwkit.optim``:
+``AnalogSGD`` and ``AnalogOptimizer`` (any torch optimizer).
 
 One ``step()`` does, with each parameter group's learning rate:
 
-1. plain SGD (``torch.optim.SGD``, with its momentum, dampening, weight
-   decay, Nesterov and ``maximize`` options) on every parameter that has a
-   gradient: the digital ones (biases, norms, embeddings, the layers that
-   stay digital) and the weights of inference tiles (hardware-aware
-   training);
+1. the torch optimizer's own step (``AnalogSGD``: ``torch.optim.SGD`` with
+   its momentum, dampening, weight decay, Nesterov and ``maximize``
+   options) on every parameter that has a gradient: the digital ones
+   (biases, norms, embeddings, the layers that stay digital) and the
+   weights of inference tiles (hardware-aware training);
 2. for every tile on pulsed devices (``SingleRPUConfig``) among the
    parameters: the pulsed update with the (x, d) its layer recorded since
    the last step (``AnalogTile.update``; several forward/backward passes
-   concatenate). Its weights have no gradient, so step 1 never touches
-   them: momentum and weight decay apply to digital parameters only;
+   concatenate), scaled by the group's learning rate. Its weights have no
+   gradient, so step 1 never touches them: momentum, weight decay or
+   Adam's moments apply to digital parameters only;
 3. for every analog tile: the steps after an update
    (``AnalogTile.post_update_step``): clipping and remapping of inference
    tiles, decay and diffusion of devices.
 
-``AnalogSGD(model.parameters(), lr=...)`` finds the tiles from the layers
-built around the parameters at every step (the ``torch.compile`` backend
-builds them at the first call, after the optimizer is made); a first step
-that finds none warns that it acts as ``torch.optim.SGD``; ``regroup_param_groups(model)`` is accepted
-(aihwkit code calls it) and changes nothing.
+The tiles are found at every step from the layers built around the
+parameters (the ``torch.compile`` backend builds them at the first call,
+after the optimizer is made); a first step that finds none warns that the
+optimizer acts as its torch one. ``regroup_param_groups(model)`` is
+accepted (aihwkit code calls it) and changes nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Callable, Optional
 
@@ -33,24 +36,21 @@ from torch import nn
 
 from fxanalog.nn.modules import AnalogLayerBase, analog_layers_of
 
-__all__ = ["AnalogSGD"]
+__all__ = ["AnalogOptimizerMixin", "AnalogSGD", "AnalogOptimizer"]
 
 
-class AnalogSGD(torch.optim.SGD):
-    """SGD on the digital parameters, pulsed updates on analog tiles (see
-    the module docstring). Arguments as ``torch.optim.SGD``."""
+class AnalogOptimizerMixin:
+    """The analog part of a step (see the module docstring), before a torch
+    optimizer in the bases: ``class AnalogAdam(AnalogOptimizerMixin,
+    torch.optim.Adam)``."""
 
-    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-                         nesterov=nesterov, maximize=maximize)
-        self._warned = False  # checked at the first step: torch.compile's backend builds the layers at the first call
+    _warned = False
 
     def regroup_param_groups(self, model: nn.Module) -> None:
         """Accepted for aihwkit code; the tiles are found from the
         parameters, so the groups stay as they are."""
         if not isinstance(model, nn.Module):
-            raise TypeError(f"AnalogSGD.regroup_param_groups: expected the model (an nn.Module), "
+            raise TypeError(f"{type(self).__name__}.regroup_param_groups: expected the model (an nn.Module), "
                             f"got {type(model).__name__}")
 
     def _analog_layers(self) -> list[tuple[AnalogLayerBase, float]]:
@@ -75,17 +75,51 @@ class AnalogSGD(torch.optim.SGD):
         layers = self._analog_layers()
         if not layers and not self._warned:
             self._warned = True
-            warnings.warn("AnalogSGD.step: none of the parameters belongs to an analog layer; it acts as "
-                          "torch.optim.SGD (convert the model first, e.g. with fxanalog.compile)", stacklevel=2)
+            warnings.warn(f"{type(self).__name__}.step: none of the parameters belongs to an analog layer; it acts "
+                          "as its torch optimizer (convert the model first, e.g. with fxanalog.compile)", stacklevel=2)
         pulsed = [(layer, lr) for layer, lr in layers
                   if layer.tile.device_state is not None and layer.weight.requires_grad]
         updated = [layer.tile.update(layer.weight_matrix(), lr) for layer, lr in pulsed]
         if pulsed and not any(updated):
             names = ", ".join(layer.analog_name for layer, _ in pulsed)
             raise RuntimeError(
-                f"AnalogSGD.step: no pulsed layer ({names}) recorded a training backward pass since the last "
-                "step; call loss.backward() on a training forward first"
+                f"{type(self).__name__}.step: no pulsed layer ({names}) recorded a training backward pass since "
+                "the last step; call loss.backward() on a training forward first"
             )
         for layer, _ in layers:
             layer.tile.post_update_step(layer.weight_matrix())
         return loss
+
+
+class AnalogSGD(AnalogOptimizerMixin, torch.optim.SGD):
+    """SGD on the digital parameters, pulsed updates on analog tiles (see
+    the module docstring). Arguments as ``torch.optim.SGD``."""
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False):
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                         nesterov=nesterov, maximize=maximize)
+
+
+@functools.lru_cache(maxsize=None)
+def _analog_class(optimizer_cls: type) -> type:
+    return type(f"Analog{optimizer_cls.__name__}", (AnalogOptimizerMixin, optimizer_cls),
+                {"__module__": __name__, "__doc__": f"{optimizer_cls.__name__} on the digital parameters, pulsed "
+                 "updates on analog tiles (fxanalog.optim.AnalogOptimizer)."})
+
+
+class AnalogOptimizer:
+    """``AnalogOptimizer(torch.optim.Adam, model.parameters(), lr=...)``, as
+    aihwkit's: the given torch optimizer on the digital parameters, then the
+    pulsed updates of the analog tiles with each group's learning rate and
+    the post-update steps (see the module docstring). Returns an instance
+    of ``Analog<Name>``, a subclass of ``AnalogOptimizerMixin`` and of the
+    given class."""
+
+    def __new__(cls, optimizer_cls: type, *args, **kwargs):
+        if not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer)):
+            raise TypeError(f"AnalogOptimizer: expected a torch.optim.Optimizer class as the first argument, "
+                            f"got {optimizer_cls!r}")
+        if issubclass(optimizer_cls, AnalogOptimizerMixin):
+            return optimizer_cls(*args, **kwargs)
+        return _analog_class(optimizer_cls)(*args, **kwargs)

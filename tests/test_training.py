@@ -36,7 +36,7 @@ from fxanalog.nn import AnalogLinear
 from fxanalog.nn.modules import named_analog_layers
 from fxanalog.ops import tile_update_torch
 from fxanalog.ops.tile_update_torch import PulsedUpdate, management, pulse_trains, tile_update
-from fxanalog.optim import AnalogSGD
+from fxanalog.optim import AnalogOptimizer, AnalogSGD
 from reference_update import reference_update
 
 
@@ -464,6 +464,31 @@ def test_analog_sgd_ideal_device_equals_sgd():
     for a, b in ((model[0], digital[0]), (model[2], digital[2])):
         torch.testing.assert_close(a.weight, b.weight, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(a.bias, b.bias, atol=1e-6, rtol=1e-6)
+
+
+def test_analog_optimizer_wraps_any_torch_optimizer():
+    # AnalogOptimizer(torch.optim.Adam, ...): Adam on the biases, the same pulses on the tiles as AnalogSGD.
+    # Adam's first step moves a parameter by lr g / (|g| + eps) (bias-corrected moments m = g, v = g^2).
+    cfg = quiet_io(SingleRPUConfig(device=ConstantStepDevice(construction_seed=4)))
+    x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(2)), torch.zeros(8, 2)
+    results = {}
+    for name, make in (("adam", lambda p: AnalogOptimizer(torch.optim.Adam, p, lr=0.05)),
+                       ("sgd", lambda p: AnalogSGD(p, lr=0.05))):
+        model = _mlp(cfg)
+        bias0 = model[0].bias.detach().clone()
+        opt = make(model.parameters())
+        opt.regroup_param_groups(model)
+        nn.functional.mse_loss(model(x), y).backward()
+        grad = model[0].bias.grad.clone()
+        torch.manual_seed(3)
+        opt.step()
+        results[name] = (model[0].weight.detach().clone(), model[0].bias.detach().clone(), bias0, grad)
+    w_adam, b_adam, b0, g = results["adam"]
+    assert type(AnalogOptimizer(torch.optim.Adam, [torch.zeros(1, requires_grad=True)])).__name__ == "AnalogAdam"
+    torch.testing.assert_close(b_adam, b0 - 0.05 * g / (g.abs() + 1e-8), atol=1e-7, rtol=0)
+    assert torch.equal(w_adam, results["sgd"][0]) and not torch.equal(w_adam, _mlp(cfg)[0].weight.detach())
+    with pytest.raises(TypeError, match="torch.optim.Optimizer class"):
+        AnalogOptimizer("adam", [torch.zeros(1, requires_grad=True)])
 
 
 def test_several_backward_passes_before_one_step_concatenate():
