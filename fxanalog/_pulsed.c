@@ -210,6 +210,11 @@ typedef struct {
     manage_t um;
 } job_t;
 
+static inline float max_abs(float m, float v) { /* inline, unlike fmaxf; NaN propagates as in torch's amax */
+    const float a = fabsf(v);
+    return (a > m || a != a) ? a : m;
+}
+
 static int management(const job_t *jb, int64_t r0, int64_t r1) { /* rows of (G * B) */
     const int64_t N = jb->N, K = jb->K, n_out = jb->n_out, n_in = jb->n_in;
     float *x_max = malloc((size_t)(n_in + n_out) * sizeof(float)), *d_max = x_max + n_in;
@@ -217,12 +222,12 @@ static int management(const job_t *jb, int64_t r0, int64_t r1) { /* rows of (G *
     for (int64_t gb = r0; gb < r1; gb++) {
         for (int64_t p = 0; p < n_in; p++) {
             float m = 0.0f;
-            for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) m = fmaxf(m, fabsf(jb->x[gb * K + j]));
+            for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) m = max_abs(m, jb->x[gb * K + j]);
             x_max[p] = m;
         }
         for (int64_t o = 0; o < n_out; o++) {
             float m = 0.0f;
-            for (int64_t i = jb->out_starts[o]; i < jb->out_starts[o + 1]; i++) m = fmaxf(m, fabsf(jb->d[gb * N + i]));
+            for (int64_t i = jb->out_starts[o]; i < jb->out_starts[o + 1]; i++) m = max_abs(m, jb->d[gb * N + i]);
             d_max[o] = m;
         }
         for (int64_t o = 0; o < n_out; o++)
