@@ -58,7 +58,10 @@ def call_seed(device: torch.device) -> torch.Tensor:
 @triton.jit
 def stream_key(seed, rnd, stream, tiles, tile):
     """Philox key of one stream: the call's ``seed`` in the low word;
-    bound-management round ``rnd``, the ``stream`` (a ``Stream`` constant)
-    and ``tile`` (of ``tiles``) in the high word. Counters stay 32-bit,
-    which keeps the generator's registers low."""
-    return seed + (((rnd * _N_STREAMS + stream) * tiles + tile) << 32)
+    round ``rnd`` (the bound-management round of the MVM, the batch row of
+    the update), the ``stream`` (a ``Stream`` constant) and ``tile`` (of
+    ``tiles``) in the high word, computed in 64 bits (a 32-bit shift by 32
+    would drop it). Counters stay 32-bit, which keeps the generator's
+    registers low."""
+    high = (tl.cast(rnd, tl.int64) * _N_STREAMS + stream) * tiles + tile
+    return seed + (high << 32)
