@@ -13,8 +13,11 @@ per-cross-point parameters, the last axis in ``DeviceRule.pulse_names``
 order; ``update`` and ``device`` the packed
 ``PulsedUpdate`` and ``DeviceRule``. Returns the boolean ``(G, N, K)`` mask
 of the cross-points that got a pulse. The semantics are in
-``fxanalog.ops.tile_update_torch`` (the torch implementation) and
-docs/training.md.
+``fxanalog.ops.tile_update_torch`` (the torch implementation: a C kernel on
+CPU, else torch) and docs/training.md; on CUDA the Triton kernel
+``fxanalog.triton_kernels.tile_update`` computes the stochastic pulse types
+(``fxanalog.ops.dispatch`` picks one per call; both take the resolved
+``PulsedUpdate`` and ``DeviceRule``).
 """
 
 from __future__ import annotations
@@ -28,20 +31,15 @@ from fxanalog.ops.tile_update_torch import unpack_rule, unpack_update
 
 __all__ = ["tile_update"]
 
-
-def _torch_impl(weights, x, d, params, lr, update, device, in_sizes, out_sizes):
-    rule = unpack_rule(device)
-    return torch_tile_update(weights, x, d, lr, unpack_update(update), rule, params, in_sizes, out_sizes)
-
-
-dispatch.register("tile_update", "torch", _torch_impl)
+dispatch.register("tile_update", "torch", torch_tile_update)
 
 
 @torch.library.custom_op("fxanalog::tile_update", mutates_args=("weights",), tags=(torch.Tag.nondeterministic_seeded,))
 def tile_update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float, update: list[float],
                 device: list[float], in_sizes: list[int], out_sizes: list[int]) -> Tensor:
-    impl = dispatch.select("tile_update", weights, weights, x, d)
-    return impl.function(weights, x, d, params, lr, update, device, in_sizes, out_sizes)
+    up, rule = unpack_update(update), unpack_rule(device)
+    impl = dispatch.select("tile_update", weights, weights, x, d, lr, up, rule, in_sizes, out_sizes)
+    return impl.function(weights, x, d, lr, up, rule, params, in_sizes, out_sizes)
 
 
 @tile_update.register_fake

@@ -80,6 +80,19 @@ class PulsedUpdate:
                             resolution_step(params.res), bool(params.sto_round), params.pulse_type,
                             resolution_step(params.x_res_implicit), resolution_step(params.d_res_implicit), float(dw))
 
+    @property
+    def stochastic(self) -> bool:
+        """Random pulse trains (the other pulse types are exact or deterministic)."""
+        return self.pulse_type in (PulseType.STOCHASTIC_COMPRESSED, PulseType.STOCHASTIC)
+
+    def tile_management(self, x: Tensor, d: Tensor, lr: float, in_sizes: Sequence[int],
+                        out_sizes: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+        """(BL, A, B) of every row and tile, each (G, B, n_out, n_in), from
+        (G, B, K) ``x`` and (G, B, N) ``d`` (``management`` of the rows'
+        largest |x| over each input piece and |d| over each output piece)."""
+        return management(_row_maxima(x, in_sizes)[:, :, None, :], _row_maxima(d, out_sizes)[:, :, :, None], lr,
+                          self)
+
 
 def _discretize(p: Tensor, res: float, sto_round: bool) -> Tensor:
     if res <= 0:
@@ -146,8 +159,7 @@ def pulse_trains(x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, in_sizes: Se
     n_in)."""
     G, B, K = x.shape
     N = d.shape[-1]
-    BL, A, Bx = management(_row_maxima(x, in_sizes)[:, :, None, :], _row_maxima(d, out_sizes)[:, :, :, None],
-                           lr, up)  # (G, B, n_out, n_in)
+    BL, A, Bx = up.tile_management(x, d, lr, in_sizes, out_sizes)  # (G, B, n_out, n_in)
     L = int(BL.max()) if BL.numel() else 0
     pin, pout = piece_index(in_sizes, x.device), piece_index(out_sizes, x.device)
     # probability and train length of each line, for each tile that holds it
@@ -167,8 +179,7 @@ def _deterministic_counts(x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, in_
     (G, N)), positive meaning down, for MEAN_COUNT and DETERMINISTIC_IMPLICIT
     (aihwkit's dense bit lines)."""
     x, d = x[:, None], d[:, None]  # one row: (G, 1, K), (G, 1, N)
-    BL, A, Bx = management(_row_maxima(x, in_sizes)[:, :, None, :], _row_maxima(d, out_sizes)[:, :, :, None],
-                           lr, up)
+    BL, A, Bx = up.tile_management(x, d, lr, in_sizes, out_sizes)
     pin, pout = piece_index(in_sizes, x.device), piece_index(out_sizes, x.device)
     bl = BL.index_select(3, pin).index_select(2, pout).double()[:, 0]  # (G, N, K)
     px = (Bx.index_select(3, pin).index_select(2, pout) * x.abs().double()[:, :, None, :])[:, 0]
