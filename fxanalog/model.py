@@ -8,6 +8,15 @@ Either way it is a plain ``nn.Module``: ``train()``, ``eval()``, ``to()``,
 ``state_dict()``, ``load_state_dict()`` behave as usual, and the state dict
 holds only tensors.
 
+Saving the whole object: ``torch.save(model)`` / ``pickle`` round-trip, and
+``torch.load(..., weights_only=False)`` in a fresh process gives the same
+class with the same state and records. An ``AnalogGraphModule`` is saved as
+fx saves a ``GraphModule`` (its generated code, retraced on load with every
+submodule kept whole); a model of the user's class is saved by reference to
+that class, which the loading process must be able to import: a class
+defined in ``__main__`` or inside a function is refused at save time with
+an error saying so (save the ``state_dict`` instead).
+
 The compile's layer records (``fxanalog.passes.records.LayerRecord``) are
 kept on the model: in ``model.meta[RECORDS_KEY]`` for a GraphModule, else
 in the instance's ``__dict__`` under the same key (not a module attribute,
@@ -16,6 +25,8 @@ so not in the state dict).
 
 from __future__ import annotations
 
+import copy
+import pickle
 from typing import Iterator
 
 from torch import fx, nn
@@ -25,7 +36,7 @@ from fxanalog.tile import AnalogTile
 from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
 
 __all__ = ["AnalogModelMixin", "AnalogGraphModule", "analog_class", "digital_class", "layer_records",
-           "set_layer_records", "clear_layer_records", "RECORDS_KEY"]
+           "set_layer_records", "clear_layer_records", "check_importable", "RECORDS_KEY"]
 
 RECORDS_KEY = "fxanalog_layer_records"
 
@@ -83,6 +94,55 @@ class AnalogModelMixin:
 class AnalogGraphModule(AnalogModelMixin, fx.GraphModule):
     """A traced analog model: its ``.code`` shows the analog layers by name."""
 
+    def __reduce__(self):
+        """Pickled as fx pickles a ``GraphModule`` (the code, retraced when
+        loaded; see the module docstring), coming back as an
+        ``AnalogGraphModule`` of the same name with its layer records."""
+        check_importable(self, "saving")
+        _, (body, import_block) = super().__reduce__()
+        body = dict(body)
+        meta = body.pop("meta", {})
+        # The tracer that made the graph needs the compile's rules; the code
+        # is retraced with every submodule as a leaf, which any tracer does.
+        body["_tracer_cls"] = None
+        return _rebuild_graph_module, (body, import_block, meta, type(self).__name__)
+
+
+def _rebuild_graph_module(body: dict, import_block: str, meta: dict, class_name: str) -> AnalogGraphModule:
+    gm = fx.graph_module.reduce_graph_module(body, import_block)  # a GraphModule with every attribute
+    out = AnalogGraphModule.__new__(AnalogGraphModule)  # fx makes one class per instance
+    out.__setstate__(gm.__getstate__())
+    type(out).__name__ = class_name
+    out.recompile()
+    out.meta.update(meta)
+    return out
+
+
+def _unimportable(cls: type) -> str:
+    """Why a fresh process could not import ``cls`` by its name ("" if it can)."""
+    if cls.__module__ == "__main__":
+        return "is defined in __main__ (the script that made it)"
+    if "<locals>" in cls.__qualname__:
+        return "is defined inside a function"
+    return ""
+
+
+def check_importable(model: nn.Module, what: str) -> None:
+    """``pickle.PicklingError`` naming the first module of ``model`` whose
+    class a fresh process could not import (the class of a model whose
+    forward could not be traced, or of an untraceable child kept whole)."""
+    for name, module in model.named_modules():
+        if isinstance(module, fx.GraphModule):
+            continue  # saved as code: its class is not needed
+        cls = digital_class(type(module))
+        why = _unimportable(cls)
+        if why:
+            where = f"module {name!r}" if name else "the model"
+            raise pickle.PicklingError(
+                f"{what} the analog model: the class {cls.__qualname__} of {where} {why}, so a fresh process "
+                f"could not load it. Define the class in an importable module, or save model.state_dict() "
+                f"and load it into a model compiled again.")
+
 
 _CLASSES: dict[type, type] = {}
 
@@ -93,9 +153,41 @@ def analog_class(cls: type) -> type:
     if issubclass(cls, AnalogModelMixin):
         return cls
     if cls not in _CLASSES:
-        _CLASSES[cls] = type(cls.__name__, (AnalogModelMixin, cls), {"__module__": cls.__module__,
-                                                                     "__qualname__": cls.__qualname__})
+        namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                     "__reduce_ex__": _reduce_swapped}
+        # copy.copy / copy.deepcopy go through __reduce_ex__ unless these are
+        # defined: keep them working in-process for any class (no import check).
+        if getattr(cls, "__copy__", None) is None:
+            namespace["__copy__"] = _copy_swapped
+        if getattr(cls, "__deepcopy__", None) is None:
+            namespace["__deepcopy__"] = _deepcopy_swapped
+        _CLASSES[cls] = type(cls.__name__, (AnalogModelMixin, cls), namespace)
     return _CLASSES[cls]
+
+
+def _reduce_swapped(self, protocol):
+    """Pickling a model of ``analog_class(cls)``: by reference to ``cls``
+    (the mixed class has no importable name of its own) and the state."""
+    check_importable(self, "saving")
+    return _new_swapped, (digital_class(type(self)),), self.__getstate__()
+
+
+def _new_swapped(cls: type) -> nn.Module:
+    mixed = analog_class(cls)
+    return mixed.__new__(mixed)
+
+
+def _copy_swapped(self):
+    new = _new_swapped(digital_class(type(self)))
+    new.__setstate__(self.__getstate__())
+    return new
+
+
+def _deepcopy_swapped(self, memo):
+    new = _new_swapped(digital_class(type(self)))
+    memo[id(self)] = new
+    new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+    return new
 
 
 def digital_class(cls: type) -> type:

@@ -119,13 +119,15 @@ class AnalogTracer(fx.Tracer):
     that are analog already, the atomic ``torch.nn`` modules (no children)
     and the given untraceable submodules."""
 
-    def __init__(self, rules: RuleTable, leaves: frozenset = frozenset()):
+    def __init__(self, rules: Optional[RuleTable] = None, leaves: frozenset = frozenset()):
+        # Without rules (fx retracing a saved GraphModule made by an older
+        # fxanalog), only the given leaves and atomic modules are leaves.
         super().__init__()
         self.rules = rules
         self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.leaves or self.rules.is_leaf(m):
+        if module_qualified_name in self.leaves or (self.rules is not None and self.rules.is_leaf(m)):
             return True
         if isinstance(m, fx.GraphModule):
             return False
