@@ -56,8 +56,10 @@ def compile(
         exclude: layer names or fnmatch patterns that stay digital.
         layer_config: ``(name, module, rpu_config) -> rpu_config`` per layer.
         inplace: share the model's parameter tensors (no weight copied; the
-            model's own modules are never modified either). False: work on
-            a deep copy.
+            model's own modules are never modified either). With
+            ``realistic_read_write`` the written weights are the layers'
+            own copies: programming never writes into the model's tensors.
+            False: work on a deep copy.
 
     Returns:
         The analog model (an ``AnalogGraphModule``, or the model's own class
@@ -65,7 +67,8 @@ def compile(
         without any convertible layer comes back unchanged, with a warning.
     """
     ctx = _context(model, rpu_config, mapped, conversion_map, exclude, layer_config, dry_run=False,
-                   realistic_read_write=realistic_read_write, dumper=StageDumper.from_env(type(model).__name__))
+                   realistic_read_write=realistic_read_write, own_weights=inplace and realistic_read_write,
+                   dumper=StageDumper.from_env(type(model).__name__))
     source = model if inplace else copy.deepcopy(model)
     unit = convert(ctx, source, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
@@ -102,12 +105,12 @@ def explain(model: nn.Module, rpu_config=None, example_inputs=None, **kwargs) ->
 
 
 def _context(model, rpu_config, mapped, conversion_map, exclude, layer_config, dry_run,
-             realistic_read_write=False, dumper=None) -> CompileContext:
+             realistic_read_write=False, own_weights=False, dumper=None) -> CompileContext:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__module__}.{type(model).__name__}")
     options = CompileOptions.build(rpu_config, mapped=mapped, conversion_map=conversion_map, exclude=exclude,
                                    layer_config=layer_config, dry_run=dry_run,
-                                   realistic_read_write=realistic_read_write)
+                                   realistic_read_write=realistic_read_write, own_weights=own_weights)
     return CompileContext(options, RuleTable.for_options(options), dumper=dumper)
 
 

@@ -52,10 +52,11 @@ class CompileOptions:
     layer_config: Optional[Callable] = None
     dry_run: bool = False
     realistic_read_write: bool = False
+    own_weights: bool = False  # each layer gets its own copy of the weights it writes (see rewrite)
 
     @classmethod
     def build(cls, rpu_config, *, mapped=True, conversion_map=None, exclude=(), layer_config=None,
-              dry_run=False, realistic_read_write=False) -> "CompileOptions":
+              dry_run=False, realistic_read_write=False, own_weights=False) -> "CompileOptions":
         """Check the arguments (``TypeError``/``ValueError`` naming what is
         wrong) and make the options; ``rpu_config=None`` is
         ``InferenceRPUConfig()``."""
@@ -82,7 +83,7 @@ class CompileOptions:
             raise TypeError(f"layer_config: expected a function (name, module, rpu_config) -> rpu_config, "
                             f"got {type(layer_config).__name__}")
         return cls(rpu_config, bool(mapped), dict(conversion_map), exclude, layer_config, bool(dry_run),
-                   bool(realistic_read_write))
+                   bool(realistic_read_write), bool(own_weights))
 
     def exclude_pattern(self, *names: str) -> Optional[str]:
         """The first ``exclude`` pattern that matches one of the names (a

@@ -21,6 +21,11 @@ One ``LayerRecord`` per analog tile layer goes to ``ctx.state`` (name, kind,
 how converted, source, weight shape, the actual tile map and config). In a
 dry run (``explain``) nothing is built: the records come from the map
 pass's tile maps.
+
+With ``options.own_weights`` (``fxanalog.compile(inplace=True,
+realistic_read_write=True)``) each layer is built around its own copy of
+the weights (every parameter of 2 or more dimensions it uses; biases stay
+shared), so that writing them never writes into the model's tensors.
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ from fxanalog.nn.modules import named_analog_layers
 from .context import META_LAYER, META_MATCH, SKIPPED, CompileContext
 from .records import LayerRecord, TileMap
 from .rules import Match, transpose_operand
-from .trace import GraphUnit
+from .trace import GraphUnit, shallow_copy
 
-__all__ = ["rewrite", "layer_records", "dry_run_records"]
+__all__ = ["rewrite", "layer_records", "dry_run_records", "own_weights"]
 
 
 def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, source: str) -> list:
@@ -59,6 +64,35 @@ def dry_run_records(m: Match, prefix: str = "") -> list:
         return [LayerRecord(name, m.kind, m.converted_by, source, rpu_config=m.rpu_config)]
     return [LayerRecord(name + (f".{e.sub}" if e.sub else ""), m.kind + (f".{e.sub}" if e.sub else ""),
                         m.converted_by, source, e.shape, e.tile_map, m.rpu_config) for e in m.tile_maps]
+
+
+def own_weights(m: Match) -> None:
+    """Give the match its own copies of the weights its layer will hold:
+    ``m.weight``, the weights in ``m.params``, and for a module match a
+    shallow copy of the module (and of its children holding weights) whose
+    weights are copies. One weight met twice gets one copy."""
+    copies: dict = {}
+
+    def own(p):
+        if not isinstance(p, nn.Parameter) or p.dim() < 2:
+            return p
+        if id(p) not in copies:
+            copies[id(p)] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+        return copies[id(p)]
+
+    def own_module(module: nn.Module) -> nn.Module:
+        new = shallow_copy(module)
+        for name, p in module.named_parameters(recurse=False):
+            setattr(new, name, own(p))
+        for name, child in module.named_children():
+            if any(p.dim() >= 2 for p in child.parameters()):
+                setattr(new, name, own_module(child))
+        return new
+
+    m.weight = own(m.weight)
+    m.params = {k: own(v) for k, v in m.params.items()}
+    if m.module is not None:
+        m.module = own_module(m.module)
 
 
 def _erase(node: fx.Node, erased: set) -> None:
@@ -92,6 +126,8 @@ def rewrite(ctx: CompileContext, unit: GraphUnit):
     replaced: dict = {}  # earlier rewrites, for arguments the matches captured
     erased: set = set()
     for m in unit.matches:
+        if ctx.options.own_weights:
+            own_weights(m)
         layer = unit.strategy.build(ctx, unit, m)
         layer.train(unit.root.training if m.training is None else m.training)
         for rec in layer_records(layer, unit.prefix + m.name, m.kind, m.converted_by, unit.prefix + m.source):

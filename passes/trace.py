@@ -43,8 +43,8 @@ from fxanalog.model import AnalogGraphModule
 from .context import CompileContext
 from .rules import Match, RuleTable, get_attr_param
 
-__all__ = ["GraphUnit", "Strategy", "FxTrace", "ChildSwap", "AnalogTracer", "set_submodule", "FX_TRACE",
-           "CHILD_SWAP"]
+__all__ = ["GraphUnit", "Strategy", "FxTrace", "ChildSwap", "AnalogTracer", "set_submodule", "shallow_copy",
+           "FX_TRACE", "CHILD_SWAP"]
 
 
 @dataclass(eq=False)
@@ -192,7 +192,7 @@ class FxTrace(Strategy):
         unit.root.recompile()
 
 
-def _shallow_copy(module: nn.Module) -> nn.Module:
+def shallow_copy(module: nn.Module) -> nn.Module:
     """A copy of the module object sharing its parameters, buffers and
     children, so that children can be swapped without touching the original."""
     new = copy.copy(module)
@@ -209,7 +209,7 @@ class ChildSwap(Strategy):
     module_converted_by = "fallback-swap"
 
     def trace(self, ctx: CompileContext, module: nn.Module, prefix: str = "", example_inputs=None) -> GraphUnit:
-        root = module if ctx.options.dry_run else _shallow_copy(module)
+        root = module if ctx.options.dry_run else shallow_copy(module)
         graph = fx.Graph()
         calls, leaves = [], []
         for name, child in module.named_children():

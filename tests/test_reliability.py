@@ -170,3 +170,83 @@ def test_traced_model_with_an_untraceable_child_in_main_is_refused(tmp_path):
     """)
     assert out.returncode == 0, out.stderr
     assert "the class Gate of module '1' is defined in __main__" in out.stdout
+
+
+# -- issue 15 item 2: programming never writes into the user's tensors ------------------
+
+
+def _snapshot(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_same_state(model: nn.Module, snap: dict) -> None:
+    state = model.state_dict()
+    assert sorted(state) == sorted(snap)
+    for k, v in snap.items():
+        assert torch.equal(state[k], v), k
+
+
+@pytest.mark.parametrize("name", ["mlp", "encoder", "gpt", "control_flow"])
+def test_inplace_realistic_write_leaves_the_users_weights(name):
+    model = zoo.build(name)
+    snap = _snapshot(model)
+    torch.manual_seed(0)
+    analog = fxanalog.compile(model, fxanalog.InferenceRPUConfig(), realistic_read_write=True, inplace=True)
+    _assert_same_state(model, snap)
+    user = {id(p): n for n, p in model.named_parameters()}
+    for lname, layer in analog.named_analog_layers():
+        assert id(layer.weight) not in user, f"{lname} writes into the user's {user.get(id(layer.weight))}"
+        assert layer.tile.programming_report is not None
+        if layer.bias is not None:  # what is only read stays shared
+            assert id(layer.bias) in user, lname
+    # The layers hold the written weights: programming noise moved them away
+    # from the user's (relative change of the order of the write tolerance).
+    for lname, layer in analog.named_analog_layers():
+        assert not torch.equal(layer.weight, snap_of(model, snap, layer)), lname
+
+
+def snap_of(model: nn.Module, snap: dict, layer) -> torch.Tensor:
+    """The user's original values of the weight a layer was made from (by shape
+    and closeness: the written weights are within a few percent of them)."""
+    best = None
+    for k, v in snap.items():
+        if v.shape == layer.weight.shape and v.dim() >= 2:
+            d = (v - layer.weight.detach()).norm() / v.norm()
+            if best is None or d < best[0]:
+                best = (d, v)
+    assert best is not None and best[0] < 0.2, float(best[0]) if best else None
+    return best[1]
+
+
+def test_convert_to_analog_inplace_realistic_write_leaves_the_users_weights():
+    from fxanalog.nn.conversion import convert_to_analog
+
+    model = zoo.build("resnet")
+    snap = _snapshot(model)
+    torch.manual_seed(0)
+    analog = convert_to_analog(model, fxanalog.InferenceRPUConfig(), realistic_read_write=True, inplace=True)
+    _assert_same_state(model, snap)
+    assert all(layer.tile.programming_report is not None for _, layer in analog.named_analog_layers())
+
+
+def test_a_write_failing_midway_leaves_the_model_as_it_was():
+    from fxanalog.programming import register_write_step, write_step
+
+    model = zoo.build("mlp")
+    snap = _snapshot(model)
+    cfg = fxanalog.InferenceRPUConfig()
+    original = write_step(cfg, "test")
+
+    def fails_on_fc2(rpu_config, w_new, w_max):
+        if tuple(w_new.shape[-2:]) == tuple(model.fc2.weight.shape):
+            raise RuntimeError("write failed on the second layer")
+        return original(rpu_config, w_new, w_max)
+
+    register_write_step("inference", fails_on_fc2)
+    try:
+        for inplace in (True, False):
+            with pytest.raises(RuntimeError, match="write failed on the second layer"):
+                fxanalog.compile(model, cfg, realistic_read_write=True, inplace=inplace)
+            _assert_same_state(model, snap)  # fc1 was written before fc2 failed: not the user's fc1
+    finally:
+        register_write_step("inference", original)
