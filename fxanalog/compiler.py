@@ -16,12 +16,14 @@ import copy
 import warnings
 from typing import Callable, Optional
 
+import torch
 from torch import nn
 
 from fxanalog.dump import StageDumper
 from fxanalog.model import analog_class, set_layer_records
 from fxanalog.passes.context import CompileContext, CompileOptions
 from fxanalog.passes.pipeline import convert
+from fxanalog.passes.preserve import preserved
 from fxanalog.passes.program import program
 from fxanalog.passes.rules import LayerRule, RuleTable, register_layer_rule
 from fxanalog.summary import Report
@@ -69,8 +71,11 @@ def compile(
     ctx = _context(model, rpu_config, mapped, conversion_map, exclude, layer_config, dry_run=False,
                    realistic_read_write=realistic_read_write, own_weights=inplace and realistic_read_write,
                    dumper=StageDumper.from_env(type(model).__name__))
-    source = model if inplace else copy.deepcopy(model)
-    unit = convert(ctx, source, "", example_inputs)
+    # The user's model is left as it was whatever the passes run (preserve):
+    # with inplace=True its modules are the ones traced and run.
+    with preserved(model, values=inplace):
+        source = model if inplace else _deepcopy(model)
+        unit = convert(ctx, source, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
     if not unit.changed:
         warnings.warn(f"fxanalog.compile: {type(model).__name__} has no layer to convert; "
@@ -98,10 +103,26 @@ def explain(model: nn.Module, rpu_config=None, example_inputs=None, **kwargs) ->
         raise TypeError(f"explain: unexpected argument {sorted(unknown)[0]!r}")
     ctx = _context(model, rpu_config, kwargs.get("mapped", True), kwargs.get("conversion_map"),
                    kwargs.get("exclude", ()), kwargs.get("layer_config"), dry_run=True)
-    convert(ctx, model, "", example_inputs)
+    with preserved(model, values=True):  # a dry run: nothing of the model changes
+        convert(ctx, model, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
     return Report.from_records(_in_model_order(ctx.state.records, model),
                                title=f"fxanalog.explain: {type(model).__name__} (dry run)")
+
+
+def _deepcopy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``; tensors computed in a forward and kept in
+    plain attributes (a cache filled on the first call holds tensors with a
+    grad history, which ``deepcopy`` refuses) are copied detached."""
+    memo: dict = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) \
+                else (value,)
+            for t in items:
+                if isinstance(t, torch.Tensor) and not t.is_leaf and not isinstance(t, nn.Parameter):
+                    memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 def _context(model, rpu_config, mapped, conversion_map, exclude, layer_config, dry_run,

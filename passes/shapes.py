@@ -8,7 +8,8 @@ any), ``annotate(gm, example_inputs) -> gm`` (any GraphModule).
 Sets ``node.meta[META_SHAPE]`` to a list of ints for tensor outputs (a list
 of such lists for tuples of tensors, None otherwise) and
 ``node.meta[META_DTYPE]``. Runs under ``torch.no_grad()``; the graph is not
-changed. When the model rejects the inputs the error is a ``ValueError``
+changed, nor are the modules' attributes and buffers (``preserve``).
+When the model rejects the inputs the error is a ``ValueError``
 that names the node and module that failed and carries the model's message.
 """
 
@@ -20,6 +21,7 @@ import torch
 from torch import fx
 
 from .context import META_DTYPE, META_SHAPE, SKIPPED, CompileContext
+from .preserve import preserved
 from .trace import GraphUnit
 
 __all__ = ["annotate_shapes", "annotate", "shape_of"]
@@ -64,12 +66,10 @@ def annotate(gm: fx.GraphModule, example_inputs) -> fx.GraphModule:
         raise TypeError(f"example_inputs: expected a tensor or a tuple of inputs, got {type(example_inputs).__name__}")
     # In eval mode, so that BatchNorm running statistics of the (possibly
     # shared) modules are not updated by this run.
-    modes = [(m, m.training) for m in gm.modules()]
-    gm.eval()
-    try:
+    # The attributes and buffers a forward sets (a cache, a buffer filled on
+    # the first call) are put back afterwards: the modules may be the user's.
+    with preserved(gm, values=True):
+        gm.eval()
         with torch.no_grad():
             _ShapeInterpreter(gm).run(*example_inputs)
-    finally:
-        for m, mode in modes:
-            m.training = mode
     return gm

@@ -27,7 +27,9 @@ for every strategy.
   Parameters, layers come from a cache and are called with the weights as
   graph inputs.
 
-Nothing of the input module is modified.
+Nothing of the input module is modified: each trace attempt runs inside
+``preserve.preserved(module)``, which puts back every attribute the traced
+``forward`` set (a cache filled on the first call holds Proxies otherwise).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from torch import fx, nn
 from fxanalog.model import AnalogGraphModule
 
 from .context import CompileContext
+from .preserve import preserved
 from .rules import Match, RuleTable, get_attr_param
 
 __all__ = ["GraphUnit", "Strategy", "FxTrace", "ChildSwap", "AnalogTracer", "set_submodule", "shallow_copy",
@@ -135,11 +138,20 @@ class AnalogTracer(fx.Tracer):
         return m.__module__.startswith("torch.nn") and not any(True for _ in m.children())
 
 
-def _try_trace(module: nn.Module, rules: RuleTable, leaves: frozenset):
-    try:
-        return AnalogTracer(rules, leaves).trace(module)
-    except Exception:  # fx raises many kinds (TraceError, TypeError, ...)
-        return None
+def _try_trace(module: nn.Module, rules: RuleTable, leaves: frozenset) -> Optional[AnalogGraphModule]:
+    """The traced module, or None when fx cannot trace it. Either way the
+    module's attributes are as before (``preserve``): a forward that stores
+    what it computes (a cache, a lazily set attribute) would keep Proxies.
+    The GraphModule is made before they are put back, so that it holds the
+    constants the tracer stored on the module (``_tensor_constant0``)."""
+    with preserved(module):
+        try:
+            graph = AnalogTracer(rules, leaves).trace(module)
+        except Exception:  # fx raises many kinds (TraceError, TypeError, ...)
+            return None
+        gm = AnalogGraphModule(module, graph, class_name=type(module).__name__)
+    gm.training = module.training
+    return gm
 
 
 class FxTrace(Strategy):
@@ -152,18 +164,16 @@ class FxTrace(Strategy):
               example_inputs=None) -> Optional[GraphUnit]:
         """The unit of a traced module, or None when its forward cannot be traced."""
         leaves: frozenset = frozenset()
-        graph = _try_trace(module, ctx.rules, leaves)
-        if graph is None:
+        gm = _try_trace(module, ctx.rules, leaves)
+        if gm is None:
             tracer = AnalogTracer(ctx.rules)
             bad = [name for name, child in module.named_children()
                    if not tracer.is_leaf_module(child, name) and _try_trace(child, ctx.rules, frozenset()) is None]
             if bad:
                 leaves = frozenset(bad)
-                graph = _try_trace(module, ctx.rules, leaves)
-        if graph is None:
+                gm = _try_trace(module, ctx.rules, leaves)
+        if gm is None:
             return None
-        gm = AnalogGraphModule(module, graph, class_name=type(module).__name__)
-        gm.training = module.training
         return GraphUnit(self, module, gm, gm.graph, get_attr_param(gm), prefix, sorted(leaves), example_inputs)
 
     def name_layer(self, unit: GraphUnit, m: Match, taken: set) -> None:

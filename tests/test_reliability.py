@@ -250,3 +250,82 @@ def test_a_write_failing_midway_leaves_the_model_as_it_was():
             _assert_same_state(model, snap)  # fc1 was written before fc2 failed: not the user's fc1
     finally:
         register_write_step("inference", original)
+
+
+# -- issue 14 item 14: tracing never changes the user's model ---------------------------
+
+
+def _model_state(model: nn.Module) -> dict:
+    """Everything a forward could leave on the modules: every attribute (by
+    identity), the contents of dicts and lists (by identity), tensor values."""
+    out = {}
+    for mname, module in model.named_modules(remove_duplicate=False):
+        for key, value in vars(module).items():
+            entry = (id(value),)
+            if isinstance(value, dict):
+                entry += (tuple((k, id(v)) for k, v in value.items()),)
+            elif isinstance(value, list):
+                entry += (tuple(id(v) for v in value),)
+            out[f"{mname}:{key}"] = entry
+    for key, t in model.state_dict(keep_vars=True).items():
+        out[f"value:{key}"] = t.detach().clone()
+    return out
+
+
+def _assert_unchanged(model: nn.Module, before: dict) -> None:
+    after = _model_state(model)
+    assert sorted(after) == sorted(before), set(after) ^ set(before)
+    for key, v in before.items():
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(after[key], v), key
+        else:
+            assert after[key] == v, key
+
+
+def test_a_cached_bias_built_during_tracing_is_not_left_on_the_model():
+    # timm levit_128s: explain left a Proxy in attention_bias_cache, after which
+    # every compile failed ("Node ... referenced nonexistent value").
+    model = zoo.build_real("cached_bias")
+    x = zoo.real_inputs("cached_bias")
+    before = _model_state(model)
+    report = fxanalog.explain(model, fp(), example_inputs=x)
+    assert model.attention_bias_cache == {}
+    _assert_unchanged(model, before)
+    assert [r["name"] for r in report.rows if r["converted_by"] == "module"] == ["qkv", "proj"]
+    for _ in range(2):
+        analog = fxanalog.compile(model, fp(), example_inputs=x)
+        torch.testing.assert_close(analog(*x), model(*x), rtol=1e-5, atol=1e-5)
+    # The user's own first call fills the cache as it would have without fxanalog.
+    assert list(model.attention_bias_cache) == ["cpu"]
+
+
+@pytest.mark.parametrize("how", ["explain", "compile", "inplace"])
+def test_a_failed_trace_leaves_no_proxy_in_the_model(how):
+    # torchvision's MultiScaleRoIAlign: a scale stored on the first call; fx fails
+    # on the comparison after storing a Proxy, and the model failed at its next call.
+    model = zoo.build_real("lazy_scale")
+    x = zoo.real_inputs("lazy_scale")
+    before = _model_state(model)
+    if how == "explain":
+        fxanalog.explain(model, fp())
+    else:
+        analog = fxanalog.compile(model, fp(), inplace=how == "inplace")
+        assert analog.pool.scales is None  # the compiled model is not poisoned either
+        torch.testing.assert_close(analog(*x), zoo.build_real("lazy_scale")(*x), rtol=1e-5, atol=1e-5)
+    assert model.pool.scales is None
+    _assert_unchanged(model, before)
+    torch.testing.assert_close(model(*x), zoo.build_real("lazy_scale")(*x))
+
+
+@pytest.mark.parametrize("how", ["explain", "inplace"])
+def test_example_inputs_run_does_not_fill_the_users_buffer(how):
+    model = zoo.build_real("first_call_buffer")
+    x = zoo.real_inputs("first_call_buffer")
+    before = _model_state(model)
+    if how == "explain":
+        fxanalog.explain(model, fp(), example_inputs=x)
+    else:
+        fxanalog.compile(model, fp(), inplace=True, example_inputs=x)
+    assert model.initialized is False
+    assert torch.equal(model.scale, torch.zeros(8))
+    _assert_unchanged(model, before)

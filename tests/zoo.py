@@ -264,3 +264,179 @@ def all_branch_inputs(name: str, model: nn.Module):
     if name == "control_flow":
         return _control_flow_inputs(model)
     return [inputs(name)]
+
+
+# -- structures of real models (issue 14): what tracing must not break ------------------
+
+
+def window_attention(x, qkv_weight, proj_weight, qkv_bias, proj_bias, window: int, heads: int):
+    """torchvision's ``shifted_window_attention`` in small: the block's weights
+    are passed into a ``torch.fx.wrap``ped function (opaque to fx), which
+    pads to whole windows and runs attention in each."""
+    B, L, C = x.shape
+    pad = (window - L % window) % window
+    x = F.pad(x, (0, 0, 0, pad))
+    n = x.shape[1] // window
+    x = x.reshape(B * n, window, C)
+    qkv = F.linear(x, qkv_weight, qkv_bias).reshape(B * n, window, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]).transpose(1, 2).reshape(B * n, window, C)
+    y = F.linear(y, proj_weight, proj_bias)
+    return y.reshape(B, n * window, C)[:, :L]
+
+
+torch.fx.wrap("window_attention")
+
+
+class WindowBlock(nn.Module):
+    """A Swin block: ``nn.Linear`` modules whose weights reach the matmul
+    through the wrapped ``window_attention``, then an MLP."""
+
+    def __init__(self, d=16, heads=2, window=3):
+        super().__init__()
+        self.heads, self.window = heads, window
+        self.norm = nn.LayerNorm(d)
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+
+    def forward(self, x):
+        x = x + window_attention(self.norm(x), self.qkv.weight, self.proj.weight, self.qkv.bias, self.proj.bias,
+                                 self.window, self.heads)
+        return x + self.mlp(x)
+
+
+class TiedLM(nn.Module):
+    """A language model whose head is ``F.linear(h, self.wte.weight)``,
+    tied to the token embedding."""
+
+    def __init__(self, vocab=40, d=16):
+        super().__init__()
+        self.wte = nn.Embedding(vocab, d)
+        self.fc = nn.Linear(d, d)
+        self.ln = nn.LayerNorm(d)
+
+    def forward(self, idx):
+        return F.linear(self.ln(torch.tanh(self.fc(self.wte(idx)))), self.wte.weight)
+
+
+class CheckedTiedLM(TiedLM):
+    """The same with a data-dependent check in its own forward (as
+    HuggingFace models have): fx cannot trace it, so its own ``F.linear``
+    on the tied weight is inside an untraceable forward."""
+
+    def forward(self, idx):
+        if (idx < 0).any():
+            raise ValueError("negative token id")
+        return F.linear(self.ln(torch.tanh(self.fc(self.wte(idx)))), self.wte.weight)
+
+
+class InplaceActNet(nn.Module):
+    """SqueezeNet's pattern: an in-place activation right after a layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.relu = nn.Conv2d(3, 8, 3), nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(8, 4, 3)
+
+    def forward(self, x):
+        return self.conv2(self.relu(self.conv1(x))).mean(dim=(2, 3))
+
+
+class CachedBiasAttention(nn.Module):
+    """timm LeViT's attention: in eval, the attention bias is gathered on the
+    first call and cached per device in a dict."""
+
+    def __init__(self, d=16, heads=2, n=6):
+        super().__init__()
+        self.heads, self.scale = heads, (d // heads) ** -0.5
+        self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.attention_biases = nn.Parameter(torch.randn(heads, n) * 0.1)
+        idx = torch.arange(n)
+        self.register_buffer("attention_bias_idxs", (idx[:, None] - idx[None, :]).abs(), persistent=False)
+        self.attention_bias_cache = {}
+
+    def get_attention_biases(self, device):
+        if self.training:
+            return self.attention_biases[:, self.attention_bias_idxs]
+        key = str(device)
+        if key not in self.attention_bias_cache:
+            self.attention_bias_cache[key] = self.attention_biases[:, self.attention_bias_idxs]
+        return self.attention_bias_cache[key]
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q @ k.transpose(-2, -1)) * self.scale + self.get_attention_biases(x.device)
+        y = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, C)
+        return self.proj(y)
+
+
+class LazyScale(nn.Module):
+    """torchvision's ``MultiScaleRoIAlign``: a scale inferred from the first
+    input and stored on the module; fx cannot trace the comparison."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.scales = None
+        self.fc = nn.Linear(d, d)
+
+    def forward(self, x):
+        if self.scales is None:
+            self.scales = x.shape[-1]
+        if self.scales > 4:
+            x = x / self.scales
+        return self.fc(x)
+
+
+class LazyScaleNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 8)
+        self.pool = LazyScale(8)
+
+    def forward(self, x):
+        return self.pool(torch.relu(self.inp(x)))
+
+
+class FirstCallBuffer(nn.Module):
+    """A model whose first forward fills a buffer (data-driven init) and sets a flag."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.zeros(8))
+        self.initialized = False
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        if not self.initialized:
+            self.scale.copy_(x.abs().amax(0) + 1)
+            self.initialized = True
+        return self.fc(x / self.scale)
+
+
+def transformer_encoder():
+    return nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True), 2,
+                                 enable_nested_tensor=False)
+
+
+# The structures of issue 14's real models: name -> (builder, make_inputs(seed)).
+REAL = {
+    "window": (WindowBlock, _randn(2, 7, 16)),
+    "tied_lm": (TiedLM, lambda seed: (torch.randint(0, 40, (2, 5), generator=torch.Generator().manual_seed(seed)),)),
+    "checked_tied_lm": (CheckedTiedLM,
+                        lambda seed: (torch.randint(0, 40, (2, 5), generator=torch.Generator().manual_seed(seed)),)),
+    "inplace_act": (InplaceActNet, _randn(2, 3, 8, 8)),
+    "cached_bias": (CachedBiasAttention, _randn(2, 6, 16)),
+    "lazy_scale": (LazyScaleNet, _randn(3, 6)),
+    "first_call_buffer": (FirstCallBuffer, _randn(3, 8)),
+    "transformer_encoder": (transformer_encoder, _randn(2, 5, 16)),
+    "lstm": (LSTMNet, _randn(3, 7, 6)),
+}
+
+
+def build_real(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return REAL[name][0]().eval()
+
+
+def real_inputs(name: str, seed: int = 1):
+    return REAL[name][1](seed)
