@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -16,6 +17,31 @@ def _step(res: float, bound: float) -> float:
     if res > 1:
         res = 1.0 / res
     return res * 2 * bound
+
+
+def _f32(v: float) -> np.float32:
+    return np.float32(v)
+
+
+def _step32(res: float, bound: float) -> np.float32:
+    """The step as aihwkit's C++ tile holds it: float32 resolution (inverted
+    in float32 when > 1) times the float32 range 2 * bound."""
+    r = _f32(res)
+    if r > 1:
+        r = np.float32(1) / r
+    return r * (np.float32(2) * _f32(bound))
+
+
+def _saturated(y: torch.Tensor, dy: float, io) -> bool:
+    """aihwkit's bound test on the quantized output: the value held in
+    float32 (level times the float32 step when quantized) strictly greater
+    than the float32 bound."""
+    if dy > 0:
+        levels = torch.round(y / dy).numpy().astype(np.float32)
+        value = levels * _step32(io.out_res, io.out_bound)
+    else:
+        value = y.numpy().astype(np.float32)
+    return bool((np.abs(value) > _f32(io.out_bound)).any())
 
 
 def reference_tile(x: torch.Tensor, w: torch.Tensor, io) -> torch.Tensor:
@@ -66,7 +92,7 @@ def reference_tile(x: torch.Tensor, w: torch.Tensor, io) -> torch.Tensor:
                 y = torch.round(y / dy) * dy
             saturated = False
             if io.out_bound > 0:
-                saturated = bool((y.abs() >= io.out_bound).any())
+                saturated = _saturated(y, dy, io)  # strict, as aihwkit: an output at the bound is fine
                 y = y.clamp(-io.out_bound, io.out_bound)
             last = r > limit
             if io.bound_management.name == "ITERATIVE" and saturated and not last:

@@ -7,6 +7,7 @@ statistics (tolerances stated at each test).
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,40 @@ def test_bound_management_last_round_by_resolution():
     cfg = quiet(out_res=0.0)
     y = linear(torch.ones(1, 240), cfg=cfg)(torch.ones(1, 240)).item()
     assert y == pytest.approx(12.0 * 16)
+
+
+def test_bound_management_test_is_strict_as_aihwkit():
+    # Issue example: no noise, no quantization, NM NONE, BM ITERATIVE,
+    # inp_bound = out_bound = 1, w = 1, x = 10: the DAC clips x to 1, y = 1
+    # lands exactly on the bound, which aihwkit's tile does not count as
+    # saturated (|y| > out_bound): no second round, the result is 1.0 (a >=
+    # test would halve the input until r = 1024 and give 10.0).
+    cfg = quiet(inp_res=0.0, out_res=0.0, noise_management=NoiseManagementType.NONE,
+                bound_management=BoundManagementType.ITERATIVE, inp_bound=1.0, out_bound=1.0)
+    assert linear([[1.0]], cfg=cfg)(torch.tensor([[10.0]])).item() == 1.0
+    # Quantized, a level exactly at the bound: out_res 0.25 -> dy = 0.5, y = 1 is level 2,
+    # exactly 1.0 in float32: not saturated either.
+    cfg.forward.out_res = 0.25
+    assert linear([[1.0]], cfg=cfg)(torch.tensor([[10.0]])).item() == 1.0
+    # With inp_bound = 10: x = 1.2 -> 2.4 steps -> level 2 = 1.0, not saturated: 1.0;
+    # x = 1.3 -> 2.6 steps -> level 3 = 1.5 > 1, saturated; r = 2: 0.65 -> 1.3 steps
+    # -> level 1 = 0.5, times 2 = 1.0.
+    cfg.forward.inp_bound = 10.0
+    assert linear([[1.0]], cfg=cfg)(torch.tensor([[1.2]])).item() == 1.0
+    assert linear([[1.0]], cfg=cfg)(torch.tensor([[1.3]])).item() == 1.0
+
+
+def test_bound_management_top_default_level_counts_in_float32():
+    # Default ADC (out_bound 12, 511 levels): dy = 24/510 and level 255 is the
+    # bound, 12.0 in exact arithmetic but 12.000001 in aihwkit's float32
+    # (255 * float32(24/510)), so it counts as saturated there. 12 inputs of
+    # 1 with weights 1.001: y = 12.012 -> level 255 -> redone at r = 2:
+    # 6.006 / dy = 127.63 -> level 128 -> 128 * dy * 2.
+    dy = 24 / 510
+    assert float(np.float32(255) * np.float32(np.float32(1 / 510) * np.float32(24))) > 12.0
+    cfg = quiet(inp_res=0.0, noise_management=NoiseManagementType.NONE)
+    y = linear(torch.full((1, 12), 1.001), cfg=cfg)(torch.ones(1, 12)).item()
+    assert y == pytest.approx(128 * dy * 2, rel=1e-6)
 
 
 def test_bound_management_redoes_only_rows_that_clipped():

@@ -133,6 +133,27 @@ CASES.update(
     }
 )
 
+
+def at_bound_case() -> dict:
+    """Bound management's strict test (docs/tile.md step 7): NM NONE, no
+    quantization, inp_bound = out_bound = 1, inputs +-10 (all clipped to +-1
+    by the DAC); input pieces 13, 12, 12, output pieces 8, 8, 7. Output n < 16
+    reads input n alone with weight 1, so it lands exactly on the bound:
+    not saturated, kept at round 1. Output 16 + k (k < 7) adds inputs 13 + k
+    and 18 + k of input piece 1: +-2 (saturated, redone) or 0."""
+    c = case(dict(out_noise=0.0, inp_res=0.0, out_res=0.0, noise_management=NM.NONE, out_bound=1.0), G=1, B=19)
+    x = torch.sign(c["x"]) * 10.0
+    w = torch.zeros_like(c["w"])
+    for n in range(16):
+        w[0, n, n] = 1.0
+    for k in range(7):
+        w[0, 16 + k, 13 + k] = w[0, 16 + k, 18 + k] = 1.0
+    c.update(x=x, w=w, tiles=layout_tiles(w, c["in_sizes"]))
+    return c
+
+
+CASES["bm-at-bound"] = at_bound_case()
+
 GROUPS_SLICED = case(quiet(out_scale=0.5), G=5, B=9, col_scale=True, bias=True, seed=3)
 
 # half-precision inputs are read as they are and computed in float32
@@ -424,6 +445,19 @@ def test_noise_free_matches_torch_path_interpreted(name, interpreted):
 @pytest.mark.parametrize("name", list(STATS))
 def test_noise_statistics_interpreted(name, interpreted):
     check_stats(name, STATS[name], interpreted[f"stats:{name}"])
+
+
+def test_output_at_the_bound_is_not_redone_interpreted(interpreted):
+    # By hand. Outputs exactly at the bound are the clipped inputs (a >= test
+    # would redo them up to r = 1024 and return 10 x). The saturated ones
+    # (+-2) are redone until r = 32, where 10/32 + 10/32 = 0.625 fits:
+    # 0.625 * 32 = 20, the exact sum of the two inputs (0 stays 0).
+    c = CASES["bm-at-bound"]
+    out = interpreted["eq:bm-at-bound"]
+    x = c["x"][0]
+    assert torch.equal(out[0, :, :16], x[:, :16].clamp(-1, 1))
+    assert torch.equal(out[0, :, 16:23], x[:, 13:20] + x[:, 18:25])
+    assert bool((out[0, :, 16:23].abs() == 20).any())  # some rows really were redone
 
 
 def test_more_groups_than_a_grid_axis_holds_interpreted(interpreted):

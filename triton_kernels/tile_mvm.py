@@ -15,10 +15,10 @@ kernels; the op layer (``fxanalog.ops.tile_mvm``) registers it with
    epilogue, and adds the piece times alpha * dy * out_scale to a float32
    sum; then column scales and bias. With iterative bound management it
    also stores the clipped round-1 value of every piece and marks the (row,
-   input piece, output piece) tiles whose output reached the bound.
+   input piece, output piece) tiles whose output saturated (|y| > ``io.out_sat``).
 3. ``_bound_management_kernel`` (iterative bound management only): one
    program per (row, output piece, group) redoes, for the marked tiles, the
-   rounds r = 2, 4, ... with fresh noise until nothing reaches the bound (the
+   rounds r = 2, 4, ... with fresh noise until nothing saturates (the
    round past ``io.last_round_factor`` is the last and is kept clipped), and
    replaces the round-1 contribution in the output. Unmarked programs exit
    at once; there is no host synchronisation.
@@ -298,7 +298,7 @@ def _tile_forward_kernel(
     cs_ptr, bias_ptr, s_ptr, flags_ptr,
     B, N, n_in, n_out, p_in, p_a, GN,
     sag, sab, sak, swg, swi, swk, swn, scg, scn, sbg,
-    ux, uy, alpha_const, out_noise, w_noise, nl, out_bound, out_scale,
+    ux, uy, alpha_const, out_noise, w_noise, nl, out_bound, out_sat, out_scale,
     A_PADDED: tl.constexpr, ALPHA_PER_ROW: tl.constexpr, GATE: tl.constexpr, OUT_NOISE: tl.constexpr,
     W_NOISE: tl.constexpr, NONLIN: tl.constexpr, QUANT_OUT: tl.constexpr, STO_OUT: tl.constexpr,
     BOUNDED: tl.constexpr, BM_ITER: tl.constexpr, S_INT16: tl.constexpr, HAS_CS: tl.constexpr,
@@ -381,8 +381,9 @@ def _tile_forward_kernel(
                  OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT, BLOCK_M, BLOCK_N)
         if BOUNDED:
             if BM_ITER:
-                # mark (row, piece i, output piece o) where an output reached the bound
-                hit = (tl.abs(y) >= out_bound) & mask2
+                # mark (row, piece i, output piece o) where an output saturated (strictly
+                # above the level out_sat, as aihwkit: docs/tile.md step 7)
+                hit = (tl.abs(y) > out_sat) & mask2
                 flag_rows = flags_ptr + ((g * B + rows64) * n_in + i) * n_out
                 for o in range(o_first, o_last + 1):
                     sat = tl.max((hit & (cpiece == o)[None, :]).to(tl.int32), axis=1)
@@ -412,7 +413,7 @@ def _bound_management_kernel(
     out_sizes_ptr, cs_ptr, s_ptr, flags_ptr,
     B, N, n_in, n_out, p_in, GN, n_rounds,
     sxg, sxb, sxk, swg, swi, swk, swn, scg, scn,
-    ux, uy, alpha_const, inp_bound, inp_noise, out_noise, w_noise, nl, out_bound, out_scale,
+    ux, uy, alpha_const, inp_bound, inp_noise, out_noise, w_noise, nl, out_bound, out_sat, out_scale,
     ALPHA_PER_ROW: tl.constexpr, GATE: tl.constexpr, CLIP_IN: tl.constexpr, QUANT_IN: tl.constexpr,
     STO_IN: tl.constexpr, INP_NOISE: tl.constexpr, OUT_NOISE: tl.constexpr, W_NOISE: tl.constexpr,
     NONLIN: tl.constexpr, QUANT_OUT: tl.constexpr, STO_OUT: tl.constexpr,
@@ -460,7 +461,7 @@ def _bound_management_kernel(
                 tl.store(out_row + cols, tl.load(out_row + cols, mask=cm, other=0.0) + d, mask=cm)
             tl.debug_barrier()  # step 2 overwrites s_row, maybe from other threads
 
-            # 2. rounds r = 2, 4, ..., each with fresh noise, until no output reaches the bound
+            # 2. rounds r = 2, 4, ..., each with fresh noise, until no output saturates
             done = 0
             r = 1.0
             r_final = 1.0
@@ -497,10 +498,9 @@ def _bound_management_kernel(
                             wvar = accp
                         y = _adc(acc, wvar, tl.cast(b, tl.int32) * N + cols, seed, rnd64, GN, gi, ux, uy,
                                  out_noise, w_noise, nl, OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT, 0, 0)
-                        sat = (tl.abs(y) >= out_bound) & cm
+                        sat = (tl.abs(y) > out_sat) & cm
                         sat_any = tl.maximum(sat_any, tl.max(sat.to(tl.int32), axis=0))
-                        if last:
-                            y = tl.minimum(tl.maximum(y, -out_bound), out_bound)
+                        y = tl.minimum(tl.maximum(y, -out_bound), out_bound)  # the last round stays clipped
                         if S_INT16:
                             y = tl.minimum(tl.maximum(y, -INT16_MAX), INT16_MAX).to(tl.int16)
                         tl.store(s_row + cols, y, mask=cm)
@@ -532,7 +532,7 @@ class _Launch:
     gemm_flags: dict  # constexprs of _tile_forward_kernel (but HAS_CS, HAS_BIAS, BIG, blocks)
     bm_flags: dict  # constexprs of _bound_management_kernel (but HAS_CS, blocks)
     dac_params: tuple  # ux, alpha_const, nm_thres, inp_bound, inp_noise
-    params: tuple  # ux, uy, alpha_const, inp_bound, inp_noise, out_noise, w_noise, nl, out_bound, out_scale
+    params: tuple  # ux, uy, alpha_const, inp_bound, inp_noise, out_noise, w_noise, nl, out_bound, out_sat, out_scale
 
 
 @functools.lru_cache(maxsize=256)
@@ -540,6 +540,7 @@ def _launch_config(io: TileIO, precision: str) -> _Launch:
     quant_in, quant_out = io.dx > 0, io.dy > 0
     inp_noise = io.inp_noise / io.ux  # in DAC units
     out_bound = io.out_bound_steps if io.bounded else 0.0
+    out_sat = io.out_sat if io.bounded else 0.0  # saturated: |y| > out_sat (steps)
     s_int16 = io.iterative_bound_management and quant_out and float(out_bound).is_integer() \
         and out_bound <= _INT16_MAX
     sto_in, sto_out = quant_in and io.inp_sto_round, quant_out and io.out_sto_round
@@ -566,7 +567,7 @@ def _launch_config(io: TileIO, precision: str) -> _Launch:
         bm_flags=dict(common, **out_flags),
         dac_params=(io.ux, io.constant_scale, float(io.nm_thres), io.inp_bound_steps, inp_noise),
         params=(io.ux, io.uy, io.constant_scale, io.inp_bound_steps, inp_noise, io.out_noise, float(io.w_noise),
-                io.out_nonlinearity, out_bound, float(io.out_scale)),
+                io.out_nonlinearity, out_bound, out_sat, float(io.out_scale)),
     )
 
 
@@ -656,7 +657,7 @@ def launch(
     alpha = torch.empty((G, B, n), dtype=torch.float32, device=dev) if io.per_row_scale else out
     nonzero = torch.zeros((G, n), dtype=torch.int32, device=dev) if io.per_row_scale else tab.in_starts
     ssq = torch.empty((G, B, n), dtype=torch.float32, device=dev) if io.weight_noise_kind == 1 else out
-    if io.iterative_bound_management:  # round-1 ADC values and the marks of the tiles that reached the bound
+    if io.iterative_bound_management:  # round-1 ADC values and the marks of the tiles that saturated
         s_buf = torch.empty((G, n, B, N), dtype=torch.int16 if cfg.s_int16 else torch.float32, device=dev)
         flags = torch.empty((G, B, n, n_out), dtype=torch.int32, device=dev)  # zeroed by the DAC kernel
     else:
@@ -681,14 +682,14 @@ def launch(
             raise ValueError(f"tile_mvm launch: bias of {bias.numel()} elements: expected G*N = {G * N}")
         bias = bias.detach().reshape(-1).to(device=dev, dtype=torch.float32).contiguous()
     w_strides = (tiles.stride(0), tiles.stride(1), tiles.stride(2), tiles.stride(3))
-    ux, uy, alpha_const, _, _, out_noise, w_noise, nl, out_bound, out_scale = cfg.params
+    ux, uy, alpha_const, _, _, out_noise, w_noise, nl, out_bound, out_sat, out_scale = cfg.params
     grid = (_cdiv(B, blocks.block_m) * _cdiv(N, blocks.block_n), G)
     _tile_forward_kernel[grid](
         a, tiles, out, alpha, nonzero, ssq, seed, tab.in_starts, tab.in_sizes, tab.piece_of_col,
         cs if cs is not None else out, bias if bias is not None else out, s_buf, flags,
         B, N, n, n_out, p, p_a, G * n,
         *a_strides, *w_strides, scg, scn, N,
-        ux, uy, alpha_const, out_noise, w_noise, nl, out_bound, out_scale,
+        ux, uy, alpha_const, out_noise, w_noise, nl, out_bound, out_sat, out_scale,
         HAS_CS=cs is not None, HAS_BIAS=bias is not None, BIG=B * N >= 2**31,
         BLOCK_M=blocks.block_m, BLOCK_N=blocks.block_n, BLOCK_K=blocks.block_k, GROUP_M=blocks.group_m,
         num_warps=blocks.num_warps, num_stages=blocks.num_stages,

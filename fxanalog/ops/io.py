@@ -5,7 +5,7 @@ one place: step sizes, bounds in steps, the clip rule, the bound-management
 rounds, what is random. The torch path of ``fxanalog::tile_mvm`` and the
 Triton launcher both read these quantities from here and derive nothing of
 their own, so the two paths cannot drift apart. The semantics are those of
-docs/tile.md ("The forward pass of one tile").
+docs/tile.md ("One tile, one input vector").
 
 The op's schema carries IO settings as a flat list of floats (custom ops
 take no dataclasses): ``TileIO.pack(params)`` makes that list from an
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+import struct
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -71,6 +72,10 @@ class TileIO:
     ``dy`` are the step sizes (0: that side is not quantized), ``ux`` and
     ``uy`` the normalized value of one unit of computation (the step, or 1
     when not quantized).
+
+    ``out_sat`` is the saturation test of bound management, as aihwkit's
+    tiles compute it in float32: an output of ``y`` units of ``uy`` is
+    saturated when ``|y| > out_sat`` (docs/tile.md, step 7).
     """
 
     is_perfect: bool
@@ -93,6 +98,7 @@ class TileIO:
     ir_drop: float
     ir_drop_g_ratio: float
     out_nonlinearity: float
+    out_sat: float  # saturated when |y| > out_sat (y in units of uy); inf when unbounded
 
     # -- conversion ------------------------------------------------------------
 
@@ -149,7 +155,7 @@ class TileIO:
     @property
     def constant_scale(self) -> float:
         """alpha when it does not depend on the data: ``nm_thres`` for
-        ``CONSTANT`` (1 when not > 0), 1 for ``NONE``."""
+        ``CONSTANT`` (1 when not > 0, as aihwkit), 1 for ``NONE``."""
         if self.noise_management == NoiseManagementType.CONSTANT and self.nm_thres > 0:
             return float(self.nm_thres)
         return 1.0
@@ -213,6 +219,46 @@ class TileIO:
         return self.weight_noise_kind == 0 and self.ir_drop == 0 and self.out_nonlinearity == 0
 
 
+def _f32(v: float) -> float:
+    """``v`` rounded to float32 (round to nearest even), as a Python float."""
+    return struct.unpack("f", struct.pack("f", v))[0]
+
+
+def _step_f32(res: float, bound: float) -> float:
+    """The quantization step as aihwkit's tile computes it, in float32: the
+    resolution read as float32 (``> 1``: a number of steps, inverted in
+    float32), times the full range ``2 * bound``. 0: not quantized."""
+    r = _f32(res)
+    if r <= 0:
+        return 0.0
+    if r > 1:
+        r = _f32(1.0 / r)
+    return _f32(r * _f32(2.0 * _f32(bound)))
+
+
+def _saturation_level(out_res: float, out_bound: float) -> float:
+    """The strict saturation test of bound management in the units of ``uy``.
+
+    aihwkit's tiles compute an output level ``k`` as the float32 value
+    ``k * dy`` and call it saturated when it is greater than ``out_bound``
+    (strictly). With the ADC quantized, the outputs are whole numbers of
+    steps: the first saturated level is the smallest ``k`` whose float32
+    value exceeds the bound (at the defaults 255, whose value 255 * 24/510 is
+    12.000001 in float32), and the threshold returned is ``k - 1/2``. Without
+    quantization the threshold is ``out_bound`` itself (no float32 level
+    arithmetic is involved)."""
+    if out_bound <= 0 or not math.isfinite(out_bound):
+        return math.inf
+    dy = _step_f32(out_res, out_bound)
+    if dy <= 0 or not math.isfinite(dy):
+        return float(out_bound)
+    bound = _f32(out_bound)
+    k = max(math.floor(bound / dy) - 2, 0)
+    while _f32(k * dy) <= bound:
+        k += 1
+    return k - 0.5
+
+
 @functools.lru_cache(maxsize=256)
 def _unpack(packed: tuple) -> TileIO:
     if len(packed) != len(_FIELDS):
@@ -226,9 +272,11 @@ def _unpack(packed: tuple) -> TileIO:
     inp_res, out_res = v.pop("inp_res"), v.pop("out_res")
     dx = resolution_step(inp_res) * 2 * inp_bound
     dy = resolution_step(out_res) * 2 * out_bound if out_bound > 0 else 0.0
+    out_sat = _saturation_level(out_res, out_bound)
     if v["is_perfect"]:  # an exact MVM: no periphery at all (only out_scale stays)
         dx = dy = 0.0
+        out_sat = math.inf
         v.update(inp_sto_round=False, inp_noise=0.0, out_bound=0.0, out_sto_round=False, out_noise=0.0,
                  w_noise=0.0, w_noise_type=WeightNoiseType.NONE, noise_management=NoiseManagementType.NONE,
                  nm_thres=0.0, bound_management=BoundManagementType.NONE, ir_drop=0.0, out_nonlinearity=0.0)
-    return TileIO(dx=dx, dy=dy, **v)
+    return TileIO(dx=dx, dy=dy, out_sat=out_sat, **v)

@@ -145,9 +145,10 @@ def _mvm_steps(
     return y
 
 
-def _saturated_pieces(y: Tensor, bound: float, out_sizes: Sequence[int]) -> Tensor:
-    """(G, n, M, N) output steps -> (G, n, M, n_out) bool: the tile reached the bound."""
-    hit = y.abs() >= bound
+def _saturated_pieces(y: Tensor, level: float, out_sizes: Sequence[int]) -> Tensor:
+    """(G, n, M, N) output steps -> (G, n, M, n_out) bool: the tile saturated
+    (an output with ``|y| > level``, ``TileIO.out_sat``; NaN is not saturated)."""
+    hit = y.abs() > level
     if len(out_sizes) == 1:
         return hit.any(dim=-1, keepdim=True)
     ends = torch.tensor(list(out_sizes), device=y.device).cumsum(0)
@@ -246,20 +247,27 @@ def _bound_management(
 ) -> None:
     """Clip ``y`` (G, n, B, N, in output steps) in place; with iterative bound
     management first redo, with the input scale halved each round, the rows
-    of each tile that reached the bound (only those rows, as aihwkit's CUDA
-    tile). A redone tile's values are stored times its factor r, so the
-    final scaling stays per (row, input piece)."""
+    of each tile that saturated (only those rows, as aihwkit's CUDA tile).
+    Saturated is aihwkit's strict test ``|y| > out_bound`` on the quantized
+    value (``io.out_sat``, docs/tile.md step 7): an output exactly at the
+    bound is not redone. A redone tile's values are stored times its factor
+    r, so the final scaling stays per (row, input piece)."""
     G, n, B, N = y.shape
     bound = io.out_bound_steps
+    level = io.out_sat
     mn, mx = torch.aminmax(y)  # a full reduction: far faster than per row
-    if not bool((mx >= bound) | (mn <= -bound)):
+    lim = min(bound, level)
+    if not bool((mx > lim) | (mn < -lim)):
         return
     if not io.iterative_bound_management:
         y.clamp_(-bound, bound)
         return
+    sat = _saturated_pieces(y, level, out_sizes)  # (G, n, B, n_out): tiles to redo
+    y.clamp_(-bound, bound)
+    if not bool(sat.any()):
+        return
     limit = io.last_round_factor
     piece_of_col = piece_index(out_sizes, y.device)
-    sat = _saturated_pieces(y, bound, out_sizes)  # (G, n, B, n_out): tiles to redo
     xq = xp.transpose(1, 2)  # (G, n, B, p): rows by piece
     aq = alpha.transpose(1, 2)  # (G, n, B)
     r = 1.0
@@ -277,17 +285,15 @@ def _bound_management(
         a_sub = aq.gather(2, rows)
         ynew = _mvm_steps(x_sub.transpose(1, 2), (1.0 / (a_sub * r)).transpose(1, 2), tiles, io,
                           piece_sizes).view(G, n, -1, N)
-        last = r > limit
-        if last:  # the last round is kept even if it clips
-            ynew.clamp_(-bound, bound)
         idx = rows.unsqueeze(-1)
         take = sat.gather(2, idx.expand(-1, -1, -1, sat.shape[-1])) & valid.unsqueeze(-1)  # (G, n, M, n_out)
+        still = take & _saturated_pieces(ynew, level, out_sizes)
+        ynew.clamp_(-bound, bound)  # the last round is kept even if it clips
         cols = take.index_select(-1, piece_of_col)  # (G, n, M, N)
         idx_n = idx.expand(-1, -1, -1, N)
         y.scatter_(2, idx_n, torch.where(cols, ynew * r, y.gather(2, idx_n)))
-        if last:
+        if r > limit:
             return
-        still = take & _saturated_pieces(ynew, bound, out_sizes)
         sat = torch.zeros_like(sat).scatter_(2, idx.expand(-1, -1, -1, sat.shape[-1]), still)
         if not bool(sat.any()):
             return
