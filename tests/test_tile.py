@@ -91,6 +91,46 @@ def test_constant_max_and_capped_noise_management():
     assert linear(torch.eye(2), cfg=cfg)(torch.tensor([[3.0, 0.3]])).tolist() == [[1.0, 0.5]]
 
 
+def test_dac_quantizes_then_clips_with_an_odd_number_of_levels():
+    # inp_res = 127 levels: dx = 2/127, 63.5 steps to the bound. x = [1, 0.3],
+    # ABS_MAX: 1/dx = 63.5 rounds (half to even) to 64 steps = 1.00787, which
+    # the DAC then clips to inp_bound = 1 (aihwkit gives 1.0); 0.3 has weight 0.
+    for nm in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX):
+        cfg = quiet(inp_res=127, out_res=0.0, noise_management=nm)
+        y = linear([[1.0, 0.0]], cfg=cfg)(torch.tensor([[1.0, 0.3]])).item()
+        assert y == pytest.approx(1.0, abs=1e-6), nm
+
+
+def aihwkit_dac(x: np.ndarray, alpha: np.ndarray, res: float) -> np.ndarray:
+    """The DAC in aihwkit's C++ float32 order, written out: the step
+    dx = float32(1/float32(res)) * 2 (res > 1 levels), the scale 1/alpha,
+    v = x * (1/alpha), rint(v / dx) * dx, then the clip to [-1, 1]."""
+    f = np.float32
+    dx = (f(1) / f(res)) * f(2)
+    v = x.astype(f) * (f(1) / alpha.astype(f))[:, None]
+    return np.clip(np.rint(v / dx) * dx, f(-1), f(1))
+
+
+def test_dac_half_step_ties_resolve_as_aihwkit():
+    # Inputs on exact half steps of the 127-level DAC (t * 63.5 = m/2, m odd)
+    # scaled by a random alpha: whether x * (1/alpha) / dx lands a hair above
+    # or below m/2 depends on the float32 order; aihwkit multiplies by
+    # 1/alpha first, then divides by dx. The identity weights read the DAC
+    # output back: y = alpha * v.
+    gen = torch.Generator().manual_seed(7)
+    a = torch.rand(400, generator=gen) * 3 + 0.05
+    m = torch.randint(-63, 64, (400, 7), generator=gen) * 2 + 1  # odd: -125 .. 127
+    x = torch.cat([a[:, None], a[:, None] * (m / 127.0)], dim=1)  # first input = alpha (> 0)
+    want = aihwkit_dac(x.numpy(), a.numpy(), 127) * a.numpy()[:, None]
+    for nm in (NoiseManagementType.ABS_MAX, NoiseManagementType.MAX):
+        cfg = quiet(inp_res=127, out_res=0.0, out_bound=0.0, noise_management=nm)
+        y = linear(torch.eye(8), cfg=cfg)(x)
+        assert torch.allclose(y, torch.from_numpy(want), rtol=1e-6, atol=0), nm
+    # the case matters: the other float32 order, x * (1/alpha/dx), rounds some differently
+    fused = torch.round(x * ((1.0 / a) / (2 / 127))[:, None])
+    assert bool((fused != torch.round(torch.from_numpy(want / a.numpy()[:, None]) / (2 / 127))).any())
+
+
 def test_adc_grid_and_clip_by_hand():
     # out_res 0.1, out_bound 2 -> dy = 0.4; no input quantization, alpha = 1.
     cfg = quiet(inp_res=0.0, out_res=0.1, out_bound=2.0, noise_management=NoiseManagementType.NONE,

@@ -154,6 +154,27 @@ def at_bound_case() -> dict:
 
 CASES["bm-at-bound"] = at_bound_case()
 
+
+def dac_ties_case(nm) -> dict:
+    """Inputs on exact half steps of a 127-level DAC (63.5 steps to the
+    bound), times a per-row alpha; identity weights read the DAC output
+    back. Which way a half step rounds depends on the float32 order
+    (x * (1/alpha), then / dx, as aihwkit); the largest input rounds to 64
+    steps and is clipped (docs/tile.md step 3)."""
+    c = case(dict(out_noise=0.0, inp_res=127, out_res=0.0, out_bound=0.0, noise_management=nm), G=1, B=64, K=16,
+             N=16, max_in=0, max_out=0, seed=11)
+    gen = torch.Generator().manual_seed(11)
+    a = torch.rand(64, generator=gen) * 3 + 0.05
+    m = torch.randint(-63, 64, (64, 15), generator=gen) * 2 + 1
+    x = torch.cat([a[:, None], a[:, None] * (m / 127.0)], dim=1)[None]
+    w = torch.eye(16)[None]
+    c.update(x=x, w=w, tiles=layout_tiles(w, c["in_sizes"]))
+    return c
+
+
+CASES["dac-ties-absmax"] = dac_ties_case(NM.ABS_MAX)
+CASES["dac-ties-max"] = dac_ties_case(NM.MAX)
+
 GROUPS_SLICED = case(quiet(out_scale=0.5), G=5, B=9, col_scale=True, bias=True, seed=3)
 
 # half-precision inputs are read as they are and computed in float32
@@ -458,6 +479,18 @@ def test_output_at_the_bound_is_not_redone_interpreted(interpreted):
     assert torch.equal(out[0, :, :16], x[:, :16].clamp(-1, 1))
     assert torch.equal(out[0, :, 16:23], x[:, 13:20] + x[:, 18:25])
     assert bool((out[0, :, 16:23].abs() == 20).any())  # some rows really were redone
+
+
+@pytest.mark.parametrize("name", ["dac-ties-absmax", "dac-ties-max"])
+def test_dac_half_step_ties_as_the_torch_path_interpreted(name, interpreted):
+    # Every DAC output (read back by identity weights) equals the torch path's:
+    # no element may round the other way (one step is 1.6% of the input).
+    c = CASES[name]
+    io = TileIO.unpack(c["io"])
+    ref = tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], io)
+    assert torch.allclose(interpreted[f"eq:{name}"], ref, rtol=1e-6, atol=0)
+    a = c["x"][0, :, 0:1]
+    assert float((ref[0] / a).max()) == pytest.approx(1.0, abs=1e-6)  # 64 steps clipped to the bound
 
 
 def test_more_groups_than_a_grid_axis_holds_interpreted(interpreted):

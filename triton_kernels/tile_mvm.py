@@ -123,12 +123,16 @@ def _rint(v):
 
 
 @triton.jit
-def _dac(xv, s, offs, seed, rnd, GN, gi, inp_bound, inp_noise,
+def _dac(xv, s, ux, offs, seed, rnd, GN, gi, inp_bound, inp_noise,
          CLIP_IN: tl.constexpr, QUANT_IN: tl.constexpr, STO_IN: tl.constexpr, INP_NOISE: tl.constexpr):
     """Inputs -> DAC output in input steps: scale, (stochastic) rint, clip, noise.
-    ``offs``: int32 counter of each input (row * p_in + position)."""
+    ``s`` = 1/(alpha r); in aihwkit's float32 order, ``x * s`` then divided
+    (correctly rounded) by the step ``ux``, so that half-step ties resolve as
+    in the torch path and aihwkit (docs/tile.md step 3). Quantize first, then
+    clip. ``offs``: int32 counter of each input (row * p_in + position)."""
     v = xv * s
     if QUANT_IN:
+        v = tl.math.div_rn(v, ux)
         if STO_IN:
             v = v + (tl.rand(stream_key(seed, rnd, INPUT_ROUNDING, GN, gi), offs) - 0.5)
         v = _rint(v)
@@ -271,14 +275,14 @@ def _dac_kernel(
         seed = tl.load(seed_ptr)
     else:
         seed = 0
-    s = (1.0 / alpha) / ux
+    s = tl.math.div_rn(tl.full((BLOCK_R,), 1.0, tl.float32), alpha)
     v_rows = v_ptr + (g * B + rows.to(tl.int64))[:, None] * (n_in * p_a) + i * p_a
     ssq = tl.zeros((BLOCK_R,), dtype=tl.float32)
     for c0 in range(0, p_a, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         valid = rmask[:, None] & (cols < size)[None, :]
         xv = tl.load(x_rows + (start + cols).to(tl.int64)[None, :] * sxk, mask=valid, other=0.0)
-        v = _dac(xv.to(tl.float32), s[:, None], (rows * p_in)[:, None] + cols[None, :], seed, 0, GN, gi,
+        v = _dac(xv.to(tl.float32), s[:, None], ux, (rows * p_in)[:, None] + cols[None, :], seed, 0, GN, gi,
                  inp_bound, inp_noise, CLIP_IN, QUANT_IN, STO_IN, INP_NOISE)
         v = tl.where(valid, v, 0.0)
         if SSQ:
@@ -469,7 +473,7 @@ def _bound_management_kernel(
                 if done == 0:
                     r = r * 2.0
                     rnd64 = tl.cast(rnd, tl.int64)
-                    s = (1.0 / (alpha * r)) / ux
+                    s = tl.math.div_rn(1.0, alpha * r)
                     last = rnd == n_rounds
                     sat_any = 0
                     for c0 in range(0, c_size, BLOCK_N):
@@ -482,7 +486,7 @@ def _bound_management_kernel(
                             ks = k0 + tl.arange(0, BLOCK_K)
                             kmask = ks < size
                             xv = tl.load(x_row + (start + ks).to(tl.int64) * sxk, mask=kmask, other=0.0)
-                            v = _dac(xv.to(tl.float32), s, in_offs + ks, seed, rnd64, GN, gi, inp_bound,
+                            v = _dac(xv.to(tl.float32), s, ux, in_offs + ks, seed, rnd64, GN, gi, inp_bound,
                                      inp_noise, CLIP_IN, QUANT_IN, STO_IN, INP_NOISE)
                             v = tl.where(kmask, v, 0.0)
                             wv = tl.load(w_piece + ks.to(tl.int64)[:, None] * swk + cols[None, :] * swn,

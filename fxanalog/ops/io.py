@@ -162,11 +162,11 @@ class TileIO:
 
     @property
     def clip_input(self) -> bool:
-        """The DAC clip can change a value. Not with ``ABS_MAX`` scaling
-        (uncapped) and deterministic rounding: every scaled input is then in
-        [-1, 1] and rounds to at most the bound."""
-        uncapped = self.noise_management == NoiseManagementType.ABS_MAX and self.nm_thres <= 0
-        return not self.is_perfect and not (uncapped and not self.inp_sto_round)
+        """The DAC clips its (quantized) output to ``inp_bound``: always but
+        for a perfect tile. Even with ``ABS_MAX`` scaling the clip is needed:
+        with an odd number of levels (``inp_res = 127``: 63.5 steps to the
+        bound) the largest input rounds to 64 steps, beyond the bound."""
+        return not self.is_perfect
 
     @property
     def gate_zero_pieces(self) -> bool:

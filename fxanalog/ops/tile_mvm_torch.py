@@ -90,14 +90,15 @@ def _mvm_steps(
     G, M, n, p = xp.shape
     N = tiles.shape[-1]
     ux, uy = io.ux, io.uy  # normalized input per DAC unit, output per ADC unit
-    # DAC: v in input steps (integers) when quantized.
-    scale = inv_in / ux
-    # Scale in the input's own layout (a strided out= is many times slower),
-    # then pieces first: a no-op for one piece, one copy of the input else.
-    v = (xp * scale.unsqueeze(-1)).transpose(1, 2).contiguous()  # (G, n, M, p)
+    # DAC: v in input steps (integers) when quantized. Scale in the input's
+    # own layout (a strided out= is many times slower), then pieces first: a
+    # no-op for one piece, one copy of the input else.
+    v = (xp * inv_in.unsqueeze(-1)).transpose(1, 2).contiguous()  # (G, n, M, p)
     if io.dx > 0:
-        _round(v, io.inp_sto_round)
-    if io.clip_input:
+        # aihwkit's float32 order, x * (1/(alpha r)) then / dx, so that values
+        # on a half step round as in aihwkit (docs/tile.md step 3).
+        _round(v.div_(io.dx), io.inp_sto_round)
+    if io.clip_input:  # quantize first, then clip
         v.clamp_(-io.inp_bound_steps, io.inp_bound_steps)
     if io.inp_noise > 0:
         _rng.add_normal_(v, io.inp_noise / ux)
