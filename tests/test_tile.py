@@ -131,6 +131,15 @@ def test_dac_half_step_ties_resolve_as_aihwkit():
     assert bool((fused != torch.round(torch.from_numpy(want / a.numpy()[:, None]) / (2 / 127))).any())
 
 
+def test_constant_noise_management_with_zero_threshold_uses_scale_one():
+    # aihwkit: CONSTANT with nm_thres = 0 divides by 1. dx = 0.5 (inp_res 0.25):
+    # 0.6 -> 1.2 steps -> 1 = 0.5; -5 -> clipped to -1; 1.0 -> 2 steps = 1.0.
+    cfg = quiet(inp_res=0.25, out_res=0.0, out_bound=0.0, noise_management=NoiseManagementType.CONSTANT,
+                nm_thres=0.0)
+    layer = linear(torch.eye(3), cfg=cfg)
+    assert layer(torch.tensor([[0.6, -5.0, 1.0], [0.0, 0.0, 0.0]])).tolist() == [[0.5, -1.0, 1.0], [0.0, 0.0, 0.0]]
+
+
 def test_adc_grid_and_clip_by_hand():
     # out_res 0.1, out_bound 2 -> dy = 0.4; no input quantization, alpha = 1.
     cfg = quiet(inp_res=0.0, out_res=0.1, out_bound=2.0, noise_management=NoiseManagementType.NONE,

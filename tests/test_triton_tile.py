@@ -121,6 +121,7 @@ CASES.update(
         "bm-dac-off": case(quiet(inp_res=0.0), G=1, B=19, col_w=piece_cols(factor=8.0), w_scale=1.0),
         "bm-adc-off": case(quiet(out_res=0.0), G=1, B=19, col_w=piece_cols(factor=8.0), w_scale=1.0),
         "nm-thres-cap": case(quiet(nm_thres=0.5)),
+        "constant-thres-0": case(quiet(noise_management=NM.CONSTANT, nm_thres=0.0)),  # scale 1, as aihwkit
         "batch-1": case(quiet(), G=1, B=1, col_w=piece_cols(factor=20.0), w_scale=1.0),
         "one-tile": case(quiet(), G=1, B=20, K=20, N=30, max_in=0, max_out=0, block=None),
         "even-split-view": case(quiet(), G=1, B=20, K=32, N=20, max_in=16, max_out=0),

@@ -59,7 +59,7 @@ def _input_scale(xp: Tensor, io: TileIO, pidx: Optional[Tensor], x: Tensor) -> T
         if io.nm_thres > 0:
             alpha = alpha.clamp(max=io.nm_thres)
     elif nm == NoiseManagementType.CONSTANT:
-        alpha = xp.new_full((G, B, n), io.nm_thres)  # 0 is refused by the config
+        alpha = xp.new_full((G, B, n), io.constant_scale)  # nm_thres, or 1 when not > 0 (as aihwkit)
     else:
         alpha = xp.new_ones((G, B, n))
     return alpha
