@@ -5,6 +5,7 @@ each optimizer step (docs/physics.md, "Hardware-aware training").
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Sequence
 
 import torch
@@ -84,8 +85,7 @@ def apply_weight_modifier(
         out = w + amax * std * sig * _rng.randn(w.shape, dtype=w.dtype, device=w.device)
     elif t == WeightModifierType.PCM_NOISE and std > 0:
         base = noise_model if isinstance(noise_model, PCMLikeNoiseModel) else PCMLikeNoiseModel()
-        pcm = PCMLikeNoiseModel(prog_coeff=list(base.prog_coeff), g_converter=base.g_converter,
-                                g_max=base.g_max, prog_noise_scale=std)
+        pcm = dataclasses.replace(base, prog_noise_scale=std)  # every other field as the config's
         g, params = pcm.converter.convert_to_conductances(w, amax)
         out = pcm.converter.convert_back_to_weights(pcm.apply_programming_noise_to_conductance(g), params)
     if modifier.pdrop > 0:

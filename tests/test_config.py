@@ -116,7 +116,7 @@ def test_from_dict_names_unknown_field_and_enum():
     [
         ("out_noise", -0.1, "out_noise = -0.1"),
         ("inp_noise", -1.0, "inp_noise"),
-        ("out_bound", -2.0, "out_bound"),
+        ("out_bound", math.inf, "out_bound = inf.*write 0 or -1 for an unbounded ADC"),
         ("inp_res", 2.5, "inp_res = 2.5.*fraction"),
         ("out_res", 1.5, "out_res"),
     ],
@@ -131,6 +131,38 @@ def test_validation_names_field_value_and_rule(field, value, message):
 def test_resolution_forms_accepted():
     for res in (0.0, -1.0, 0.5, 1.0, 2.0, 254.0):
         IOParameters(inp_res=res).validate()
+
+
+def test_aihwkits_unbounded_adc_is_accepted():
+    # aihwkit's examples write out_bound = -1 (and 0) for an ADC without bound
+    for value in (-1, -1.0, 0, 0.0, -12.5):
+        io = IOParameters(out_bound=value)
+        io.validate()
+        assert io.out_bound == value and type(io.out_bound) is type(value)
+
+
+def test_constant_noise_management_with_zero_threshold_is_accepted():
+    # aihwkit's CONSTANT uses nm_thres when > 0 and 1 otherwise; 0 is its default
+    io = IOParameters(noise_management=NoiseManagementType.CONSTANT)
+    assert io.nm_thres == 0.0
+    io.validate()
+    IOParameters(noise_management="constant", nm_thres=2.5).validate()
+    with pytest.raises(ValueError, match=r"^IOParameters\.nm_thres = -1\.0: expected a number >= 0"):
+        IOParameters(noise_management=NoiseManagementType.CONSTANT, nm_thres=-1.0).validate()
+
+
+def test_init_from_data_counts_a_bool_as_aihwkit():
+    # aihwkit compares the batch index with init_from_data: False is 0 (off), True is 1 batch
+    cfg = InferenceRPUConfig()
+    cfg.pre_post.input_range.init_from_data = False
+    cfg.validate()
+    assert cfg.pre_post.input_range.init_from_data == 0 and type(cfg.pre_post.input_range.init_from_data) is int
+    r = InputRangeParameter(init_from_data=True)
+    r.validate()
+    assert r.init_from_data == 1 and type(r.init_from_data) is int
+    r = InputRangeParameter(init_from_data=7)
+    r.validate()
+    assert r.init_from_data == 7
 
 
 def test_noise_management_needs_unit_input_bound():
@@ -274,7 +306,18 @@ def test_every_number_list_refuses_nan_and_inf(cls, name):
             cfg.validate()
 
 
-@pytest.mark.parametrize("cls, name", number_fields(), ids=lambda x: getattr(x, "__name__", x))
+def bool_counting_fields() -> list[tuple[type, str]]:
+    """The counts aihwkit compares with a number, where a bool is 0 or 1."""
+    return [(cls, f.name) for cls in own_config_classes() for f in dataclasses.fields(cls)
+            if getattr(field_check(f), "bool_as_int", False)]
+
+
+def test_only_init_from_data_counts_a_bool():
+    assert bool_counting_fields() == [(InputRangeParameter, "init_from_data")]
+
+
+@pytest.mark.parametrize("cls, name", [f for f in number_fields() if f not in bool_counting_fields()],
+                         ids=lambda x: getattr(x, "__name__", x))
 def test_every_number_field_refuses_bools(cls, name):
     for value in (True, False):
         cfg = cls()
@@ -297,7 +340,11 @@ def test_every_bool_field_refuses_non_bools(cls, name):
     "cfg, message",
     [
         (IOParameters(out_bound=math.inf),
-         "IOParameters.out_bound = inf: expected a finite number >= 0 (NaN and +-inf are refused)"),
+         "IOParameters.out_bound = inf: expected a finite number (<= 0: unbounded, as in aihwkit) (NaN and +-inf "
+         "are refused: write 0 or -1 for an unbounded ADC)"),
+        (IOParameters(out_bound=-math.inf),
+         "IOParameters.out_bound = -inf: expected a finite number (<= 0: unbounded, as in aihwkit) (NaN and +-inf "
+         "are refused: write 0 or -1 for an unbounded ADC)"),
         (IOParameters(inp_noise=math.inf),
          "IOParameters.inp_noise = inf: expected a finite number >= 0 (NaN and +-inf are refused)"),
         (IOParameters(out_scale=-math.inf),
@@ -329,8 +376,12 @@ def test_every_bool_field_refuses_non_bools(cls, name):
          "refused)"),
         (WeightClipParameter(type=WeightClipType.FIXED_VALUE),
          "WeightClipParameter.fixed_value = -1.0: FIXED_VALUE clipping needs a value > 0"),
-        (InputRangeParameter(init_from_data=True),
-         "InputRangeParameter.init_from_data = True: expected a whole number >= 0 (0: off)"),
+        (InputRangeParameter(init_from_data=2.0),
+         "InputRangeParameter.init_from_data = 2.0: expected a whole number >= 0 (0: off; a bool counts as 0 or 1, "
+         "as in aihwkit)"),
+        (InputRangeParameter(init_from_data="True"),
+         "InputRangeParameter.init_from_data = 'True': expected a whole number >= 0 (0: off; a bool counts as 0 or "
+         "1, as in aihwkit)"),
         (InputRangeParameter(calibration_info=3), "InputRangeParameter.calibration_info = 3: expected None or a string"),
         (PCMLikeNoiseModel(t_0=math.nan),
          "PCMLikeNoiseModel.t_0 = nan: expected a finite number > 0 (NaN and +-inf are refused)"),

@@ -343,8 +343,9 @@ def test_meanings_from_declarations_and_base_classes():
     assert "| `documented` | float | `2.5` | A documented knob. |" in section
     t0 = "Time in seconds between programming and the first read; drift is relative to it (t = t_inference + t_0)."
     assert f"| `t_0` | float | `20.0` | {t0} |" in section
-    assert NoiseManagementType.CONSTANT.doc == "Divide every input by `nm_thres`."
-    assert "| `CONSTANT` | Divide every input by `nm_thres`. |" in text
+    constant = "Divide every input by `nm_thres` (by 1 when `nm_thres` is 0, as aihwkit)."
+    assert NoiseManagementType.CONSTANT.doc == constant
+    assert f"| `CONSTANT` | {constant} |" in text
     with pytest.raises(TypeError, match="doc"):
         param(1.0, doc="", check=Number())
     with pytest.raises(TypeError):

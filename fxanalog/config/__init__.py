@@ -63,12 +63,16 @@ from fxanalog.config.inference import WeightClipParameter, WeightModifierParamet
 from fxanalog.config.io import IOParameters
 from fxanalog.config.mapping import MappingParameter
 from fxanalog.config.noise import (
+    BaseConductanceConverter,
     BaseDriftCompensation,
     BaseNoiseModel,
     CustomDriftPCMLikeNoiseModel,
+    DualPairConductanceConverter,
     GlobalDriftCompensation,
+    NPairConductanceConverter,
     PCMLikeNoiseModel,
     PerColumnDriftCompensation,
+    ReRamWan2022NoiseModel,
     SinglePairConductanceConverter,
     StateIndependentNoiseModel,
 )
@@ -106,11 +110,15 @@ __all__ = [
     "WeightRemapParameter",
     "InputRangeParameter",
     "PrePostProcessingParameter",
+    "BaseConductanceConverter",
     "SinglePairConductanceConverter",
+    "NPairConductanceConverter",
+    "DualPairConductanceConverter",
     "BaseNoiseModel",
     "PCMLikeNoiseModel",
     "CustomDriftPCMLikeNoiseModel",
     "StateIndependentNoiseModel",
+    "ReRamWan2022NoiseModel",
     "BaseDriftCompensation",
     "GlobalDriftCompensation",
     "PerColumnDriftCompensation",

@@ -29,6 +29,17 @@ A check gets the value and the field's full name (``"IOParameters.out_noise"``)
 and returns the value to store (an enum field stores the member for a name),
 or raises ``ValueError("{where}.{field} = {value!r}: expected ...")``.
 Numbers are ``int`` or ``float`` but never ``bool``, and never NaN or +-inf.
+
+A registered class is called as aihwkit's class of that name is: keywords,
+and positional arguments in the field order, or in the order a class
+declares with ``positional_fields = ("name", ...)`` (the fields it does not
+name follow in field order) where aihwkit's signature differs from the field
+order, e.g. ``CustomDriftPCMLikeNoiseModel(custom_drift_model, g_converter=...)``.
+An unknown keyword raises ``TypeError`` naming the class and its fields.
+A class whose aihwkit constructor derives some arguments from others (a
+noise model's ``g_max`` from its converter) says so in a classmethod
+``init_arguments(kwargs)``, which gets the keywords the caller gave and
+returns those to build with.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import inspect
 import math
 from typing import Any, Callable, Optional
 
@@ -54,6 +66,7 @@ __all__ = [
     "Nested",
     "InstanceOf",
     "NumberList",
+    "ListTable",
     "OptionalString",
     "Dict",
     "field_check",
@@ -61,6 +74,7 @@ __all__ = [
     "register_config_class",
     "unregister_config_class",
     "registered_config_classes",
+    "positional_order",
     "config_to_dict",
     "config_from_dict",
     "resolution_step",
@@ -81,6 +95,10 @@ class Check:
         """Return the value to store, or raise ``ValueError``."""
         return value
 
+    def decode(self, value: Any) -> Any:
+        """The value from its plain-dict (JSON) form; most values are stored as they are."""
+        return value
+
     def fail(self, value: Any, where: str, expected: str | None = None) -> None:
         raise ValueError(f"{where} = {value!r}: expected {expected or self.expected}")
 
@@ -97,14 +115,16 @@ class Number(Check):
 
     ``Number()``: any finite number; ``Number(ge=0)``: ``>= 0``;
     ``Number(gt=0)``; ``Number(ge=0, le=1)``. ``note`` is appended to the
-    message (e.g. ``"(0 = unlimited)"``).
+    message (e.g. ``"(0 = unlimited)"``); ``nonfinite`` replaces the message's
+    ``NaN and +-inf are refused`` (e.g. to say what to write instead).
     """
 
     noun = "number"
 
     def __init__(self, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
-                 lt: float | None = None, note: str = "") -> None:
+                 lt: float | None = None, note: str = "", nonfinite: str = "") -> None:
         self.ge, self.gt, self.le, self.lt, self.note = ge, gt, le, lt, note
+        self.nonfinite = nonfinite or "NaN and +-inf are refused"
         self.expected = self.describe()
 
     def bounds(self) -> str:
@@ -133,19 +153,33 @@ class Number(Check):
         if not self.is_kind(value):
             self.fail(value, where)
         if not math.isfinite(value):
-            self.fail(value, where, f"{self.describe(finite=True)} (NaN and +-inf are refused)")
+            self.fail(value, where, f"{self.describe(finite=True)} ({self.nonfinite})")
         if not self.in_bounds(value):
             self.fail(value, where)
         return value
 
 
 class Whole(Number):
-    """A whole number: an ``int`` (not a bool, not a float), within the bounds."""
+    """A whole number: an ``int`` (not a bool, not a float), within the bounds.
+
+    ``bool_as_int=True`` is for counts that aihwkit compares with a number
+    (``idx < init_from_data``), where a bool then counts as 0 or 1: ``False``
+    and ``True`` are accepted and stored as ``0`` and ``1``.
+    """
 
     noun = "whole number"
 
+    def __init__(self, *, bool_as_int: bool = False, **bounds: Any) -> None:
+        self.bool_as_int = bool_as_int
+        super().__init__(**bounds)
+
     def is_kind(self, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if self.bool_as_int and isinstance(value, bool):
+            value = int(value)
+        return super().__call__(value, where)
 
 
 class Fraction(Number):
@@ -242,6 +276,40 @@ class NumberList(Check):
         return value
 
 
+class ListTable(Check):
+    """A non-empty dict from numbers (``key``'s rule, e.g. times in seconds)
+    to lists of finite numbers, each at least ``min_len`` long."""
+
+    def __init__(self, key: Number, key_noun: str, min_len: int = 1) -> None:
+        self.key, self.min_len = key, min_len
+        numbers = "one number" if min_len == 1 else f"{min_len} numbers"
+        self.expected = (f"a non-empty dict from {key_noun} (each {key.describe(finite=True)}) to lists of at "
+                         f"least {numbers}")
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not isinstance(value, dict) or not value:
+            self.fail(value, where)
+        for k, v in value.items():
+            if not (self.key.is_kind(k) and math.isfinite(k) and self.key.in_bounds(k)):
+                self.fail(value, where, f"{self.expected}; the key {k!r} is not")
+            NumberList(self.min_len)(v, f"{where}[{k!r}]")
+        return value
+
+    def decode(self, value: Any) -> Any:
+        """JSON turns the number keys into strings: read them back as numbers."""
+        if not isinstance(value, dict):
+            return value
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, str):
+                try:
+                    k = float(k)
+                except ValueError:
+                    pass  # left as it is: the check names it
+            out[k] = v
+        return out
+
+
 class OptionalString(Check):
     """``None`` or a string."""
 
@@ -336,10 +404,65 @@ _REGISTRY: dict[str, type] = {}
 
 
 def register_config_class(cls: type) -> type:
-    """Make ``cls`` known to ``config_from_dict`` (by its class name)."""
+    """Make ``cls`` known to ``config_from_dict`` (by its class name), and
+    make it callable as aihwkit's class (``positional_order``)."""
     _field_specs(cls)
+    _install_init(cls)
     _REGISTRY[cls.__name__] = cls
     return cls
+
+
+def positional_order(cls: type) -> tuple[str, ...]:
+    """The order of a config class's positional arguments: its
+    ``positional_fields`` (aihwkit's order, inherited), then the other
+    fields in field order."""
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+    declared = tuple(getattr(cls, "positional_fields", ()))
+    unknown = [n for n in declared if n not in names]
+    if unknown or len(set(declared)) != len(declared):
+        raise TypeError(f"{cls.__name__}.positional_fields = {declared!r}: expected distinct field names of "
+                        f"{cls.__name__} ({', '.join(names)})")
+    return declared + tuple(n for n in names if n not in declared)
+
+
+def _install_init(cls: type) -> None:
+    """Wrap the dataclass's ``__init__`` so that positional arguments follow
+    ``positional_order(cls)`` and an unknown keyword names the fields."""
+    init = cls.__dict__.get("__init__")
+    if init is None or not dataclasses.is_dataclass(cls) or getattr(init, "_config_init_", False):
+        return
+    order = positional_order(cls)
+    names = frozenset(order)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        name = type(self).__name__
+        if len(args) > len(order):
+            raise TypeError(f"{name}() takes at most {len(order)} positional arguments ({', '.join(order)}); "
+                            f"{len(args)} were given")
+        for field_name, value in zip(order, args):
+            if field_name in kwargs:
+                raise TypeError(f"{name}() got two values for {field_name!r} (positional and keyword)")
+            kwargs[field_name] = value
+        for key in kwargs:
+            if key not in names:
+                close = difflib.get_close_matches(key, order, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise TypeError(f"{name}() got an unexpected keyword {key!r}{hint}; its fields: {', '.join(order)}")
+        hook = getattr(type(self), "init_arguments", None)
+        init(self, **(hook(kwargs) if hook is not None else kwargs))
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for field_name in order:
+        f = fields[field_name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else inspect.Parameter.empty)
+        params.append(inspect.Parameter(field_name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default))
+    __init__.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    __init__.__doc__ = init.__doc__
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__._config_init_ = True  # type: ignore[attr-defined]
+    type.__setattr__(cls, "__init__", __init__)
 
 
 def unregister_config_class(cls: type | str) -> None:
@@ -444,8 +567,9 @@ def _encode(value: Any) -> Any:
         return value.name
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _encode(v) for k, v in value.items()}  # e.g. a custom drift model table
+    if isinstance(value, dict) and all(isinstance(k, str) or _is_number(k) for k in value):
+        # e.g. a custom drift model table; number keys (times) become strings in JSON
+        return {k: _encode(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot put a {type(value).__name__} into a config dict: {value!r}")
@@ -469,12 +593,15 @@ def config_from_dict(data: Any, expected: type | None = None) -> Any:
         raise ValueError(f"config_from_dict: unknown config class {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     cls = _REGISTRY[name]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    defaults = cls().__dict__
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
             raise ValueError(f"{name}: unknown field {key!r}; known fields: {', '.join(fields)}")
-        default = defaults.get(key)
+        f = fields[key]
+        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+        check = field_check(f)
+        if check is not None:
+            value = check.decode(value)
         if isinstance(value, dict) and "class" in value:
             kwargs[key] = config_from_dict(value)
         elif isinstance(value, dict) and dataclasses.is_dataclass(default):

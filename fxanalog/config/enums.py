@@ -51,7 +51,7 @@ class NoiseManagementType(NamedEnum):
     NONE = "None", "No input scaling."
     ABS_MAX = "AbsMax", "Divide each input vector by its largest magnitude (capped by `nm_thres` when > 0)."
     MAX = "Max", "Divide each input vector by its largest value."
-    CONSTANT = "Constant", "Divide every input by `nm_thres`."
+    CONSTANT = "Constant", "Divide every input by `nm_thres` (by 1 when `nm_thres` is 0, as aihwkit)."
 
 
 class BoundManagementType(NamedEnum):

@@ -36,8 +36,11 @@ class IOParameters(ConfigBase):
         0.0, check=Number(ge=0),
         doc="Additive Gaussian noise after the DAC, in normalized input units.")
     out_bound: float = param(
-        12.0, check=Number(ge=0),
-        doc="ADC range is [-out_bound, out_bound], in normalized output units; <= 0: unbounded.")
+        12.0, check=Number(note="(<= 0: unbounded, as in aihwkit)",
+                           nonfinite="NaN and +-inf are refused: write 0 or -1 for an unbounded ADC"),
+        doc="ADC range is [-out_bound, out_bound], in normalized output units; <= 0 (aihwkit's examples write -1): "
+            "unbounded, and `out_res` does not apply (its step is a fraction of the range). +-inf is refused: "
+            "write 0 or -1 for an unbounded ADC.")
     out_res: float = param(
         1.0 / (2**9 - 2), check=Resolution(),
         doc="ADC step as a fraction of the range (default 1/(2^9-2), 511 levels); same convention as `inp_res`.")
@@ -59,7 +62,8 @@ class IOParameters(ConfigBase):
             "or `NONE`.")
     nm_thres: float = param(
         0.0, check=Number(ge=0),
-        doc="`ABS_MAX`/`MAX`: upper cap on the scale when > 0; `CONSTANT`: the scale itself.")
+        doc="`ABS_MAX`/`MAX`: upper cap on the scale when > 0; `CONSTANT`: the scale itself when > 0, "
+            "else 1 (as aihwkit).")
     bound_management: BoundManagementType = param(
         BoundManagementType.ITERATIVE,
         doc="`ITERATIVE`: when an output saturates the ADC, redo that input vector with the input halved "
@@ -87,5 +91,3 @@ class IOParameters(ConfigBase):
                 f"{where}.inp_bound = {self.inp_bound!r}: noise management "
                 f"{self.noise_management.name} needs inp_bound = 1.0 (or noise_management = NONE)"
             )
-        if self.noise_management == NoiseManagementType.CONSTANT and self.nm_thres <= 0:
-            raise ValueError(f"{where}.nm_thres = {self.nm_thres!r}: CONSTANT noise management needs nm_thres > 0")

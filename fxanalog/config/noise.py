@@ -4,8 +4,9 @@ The formulas are those of ``docs/physics.md``
 (aihwkit's facts, our own code). Everything here works on tensors of any
 shape, elementwise, so one call covers every tile of a layer:
 
-* a *conductance converter* maps weights to a pair of conductances
-  ``(g+, g-)`` in micro-siemens and back;
+* a *conductance converter* maps weights to conductances in micro-siemens
+  and back: one pair ``(g+, g-)`` per weight, or several pairs of different
+  significance (``NPairConductanceConverter``);
 * a *noise model* draws the programming noise of target conductances, the
   drift exponent of each device, and the drifted, read-noisy conductance at
   an inference time;
@@ -14,6 +15,12 @@ shape, elementwise, so one call covers every tile of a layer:
 
 How these act on the tiles of a model (``program_analog_weights``,
 ``drift_analog_weights``) is in ``fxanalog.inference``.
+
+The classes are called as aihwkit's classes of the same names: the same
+positional order and keywords, ``None`` for aihwkit's ``Optional`` arguments
+meaning the default, and a noise model's ``g_max`` taken from its converter
+(or the converter built with the given ``g_max``) when only one of them is
+given (``BaseNoiseModel.init_arguments``).
 
 Own models: subclass ``BaseNoiseModel`` as a dataclass decorated with
 ``@register_config_class`` (so configs holding it still round-trip through
@@ -25,21 +32,36 @@ noise-free device).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor
 
-from fxanalog.config.base import ConfigBase, Dict, Number, NumberList, param, register_config_class
+from fxanalog.config.base import (
+    ConfigBase,
+    Dict,
+    InstanceOf,
+    ListTable,
+    Number,
+    NumberList,
+    _is_number,
+    param,
+    register_config_class,
+)
 
 __all__ = [
+    "BaseConductanceConverter",
     "SinglePairConductanceConverter",
+    "NPairConductanceConverter",
+    "DualPairConductanceConverter",
     "BaseNoiseModel",
     "PCMLikeNoiseModel",
     "CustomDriftPCMLikeNoiseModel",
     "StateIndependentNoiseModel",
+    "ReRamWan2022NoiseModel",
     "BaseDriftCompensation",
     "GlobalDriftCompensation",
     "PerColumnDriftCompensation",
@@ -53,9 +75,45 @@ _READOUT_MIN = 1e-4  # smallest readout of a drift compensation (no division by 
 # Conductances
 
 
+class BaseConductanceConverter(ConfigBase):
+    """Base class of a noise model's ``g_converter``: weights to conductances
+    in micro-siemens and back, elementwise, with one scale per tile.
+
+    Subclasses define ``scale_ratio(w_max)`` (conductance per unit weight for
+    a tile whose largest |w| is ``w_max``), ``convert_to_conductances(weights,
+    w_max=None) -> (g, {"scale_ratio": s})`` with ``g`` of shape ``(D,
+    *weights.shape)`` (D devices per weight, each an independent device for
+    the noise model), and ``convert_back_to_weights(g, {"scale_ratio": s})``.
+    """
+
+    @classmethod
+    def init_arguments(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """aihwkit's ``g_max=None`` / ``g_min=None`` mean the defaults."""
+        return {k: v for k, v in kwargs.items() if not (v is None and k in ("g_max", "g_min"))}
+
+    def scale_ratio(self, w_max: Tensor) -> Tensor:
+        raise TypeError(f"{type(self).__name__}: a conductance converter must define scale_ratio(w_max)")
+
+    def convert_to_conductances(self, weights: Tensor, w_max: Optional[Tensor] = None) -> tuple[Tensor, dict]:
+        raise TypeError(f"{type(self).__name__}: a conductance converter must define convert_to_conductances")
+
+    def convert_back_to_weights(self, conductances: Tensor, params: dict) -> Tensor:
+        raise TypeError(f"{type(self).__name__}: a conductance converter must define convert_back_to_weights")
+
+    def _scale(self, weights: Tensor, w_max: Optional[Tensor]) -> Tensor:
+        if w_max is None:
+            w_max = weights.detach().abs().amax()
+        return self.scale_ratio(torch.as_tensor(w_max, dtype=weights.dtype, device=weights.device))
+
+
+def _zero_to_one(w_max: Tensor) -> Tensor:
+    """An all-zero tile counts as ``max|W| = 1`` (it maps to ``g_min``)."""
+    return torch.where(w_max > 0, w_max, torch.ones_like(w_max))
+
+
 @register_config_class
 @dataclass(repr=False)
-class SinglePairConductanceConverter(ConfigBase):
+class SinglePairConductanceConverter(BaseConductanceConverter):
     """Weights to a pair of conductances (g+, g-) in micro-siemens, and back.
 
     With ``s = (g_max - g_min) / w_max`` (``w_max = max|W|`` unless given):
@@ -77,8 +135,7 @@ class SinglePairConductanceConverter(ConfigBase):
     def scale_ratio(self, w_max: Tensor) -> Tensor:
         """Conductance per unit weight, ``(g_max - g_min) / w_max``; a zero
         ``w_max`` counts as 1 (an all-zero tile maps to ``g_min``)."""
-        w_max = torch.where(w_max > 0, w_max, torch.ones_like(w_max))
-        return (self.g_max - self.g_min) / w_max
+        return (self.g_max - self.g_min) / _zero_to_one(w_max)
 
     def convert_to_conductances(self, weights: Tensor, w_max: Optional[Tensor] = None) -> tuple[Tensor, dict]:
         """``weights`` to a ``(2, *weights.shape)`` tensor ``[g+, g-]`` and the
@@ -87,9 +144,7 @@ class SinglePairConductanceConverter(ConfigBase):
         ``w_max`` (broadcastable to ``weights``) gives one range per tile;
         by default the whole tensor is one tile.
         """
-        if w_max is None:
-            w_max = weights.detach().abs().amax()
-        s = self.scale_ratio(torch.as_tensor(w_max, dtype=weights.dtype, device=weights.device))
+        s = self._scale(weights, w_max)
         span = self.g_max - self.g_min
         g = torch.empty((2, *weights.shape), dtype=weights.dtype, device=weights.device)
         torch.mul(weights, s, out=g[0])
@@ -102,6 +157,92 @@ class SinglePairConductanceConverter(ConfigBase):
     def convert_back_to_weights(self, conductances: Tensor, params: dict) -> Tensor:
         """``(g+ - g-) / s``: the inverse of ``convert_to_conductances``."""
         return torch.sub(conductances[0], conductances[1]).div_(params["scale_ratio"])
+
+
+@register_config_class
+@dataclass(repr=False)
+class NPairConductanceConverter(BaseConductanceConverter):
+    """N pairs of devices per weight, of significance ``f_lst`` (aihwkit's
+    converter of that name; ``NPairConductanceConverter(f_lst, g_max, g_min)``).
+
+    With ``span = g_max - g_min`` and ``s = sum(f_lst) span / w_max``, the
+    weight in micro-siemens ``u = s W`` fills the pairs in order, the first
+    (least significant) first: pair k holds
+    ``g+_k = clip((max(u, 0) - L_k) / f_k, 0, span) + g_min`` and
+    ``g-_k = clip((max(-u, 0) - L_k) / f_k, 0, span) + g_min`` with
+    ``L_k = span (f_0 + ... + f_{k-1})``; back,
+    ``W = sum_k f_k (g+_k - g-_k) / s``. A pair is used only when the
+    ones before it are full, so small weights see the noise of the first pair
+    alone. The conductances are ``(2N, *W.shape)``: ``[g+_0, g-_0, g+_1, ...]``.
+    """
+
+    f_lst: list = param(
+        default_factory=lambda: [1.0, 2.0, 3.0], check=NumberList(min_len=1),
+        doc="Significance F of each pair, from the first (filled first) to the last; each > 0. aihwkit has "
+            "no default (its example's [1, 2, 3] here).")
+    g_max: float = param(
+        25.0, check=Number(gt=0), doc="Largest conductance of a device in uS (a full pair).")
+    g_min: float = param(
+        0.0, check=Number(ge=0), doc="Conductance in uS of both devices of an unused pair (the zero weight).")
+
+    #: The number of pairs the class requires (``None``: any).
+    n_pairs: ClassVar[Optional[int]] = None
+
+    def check_consistency(self, where: str) -> None:
+        if self.n_pairs is not None and len(self.f_lst) != self.n_pairs:
+            raise ValueError(f"{where}.f_lst = {self.f_lst!r}: expected {self.n_pairs} significance factors "
+                             f"(one per pair)")
+        if any(f <= 0 for f in self.f_lst):
+            raise ValueError(f"{where}.f_lst = {self.f_lst!r}: expected factors > 0")
+        if self.g_max <= self.g_min:
+            raise ValueError(f"{where}.g_max = {self.g_max!r}: expected a number > g_min = {self.g_min!r}")
+
+    def scale_ratio(self, w_max: Tensor) -> Tensor:
+        """Conductance per unit weight, ``sum(f_lst) (g_max - g_min) / w_max``
+        (a zero ``w_max`` counts as 1)."""
+        return sum(float(f) for f in self.f_lst) * (self.g_max - self.g_min) / _zero_to_one(w_max)
+
+    def convert_to_conductances(self, weights: Tensor, w_max: Optional[Tensor] = None) -> tuple[Tensor, dict]:
+        """``weights`` to ``(2N, *weights.shape)`` conductances and ``{"scale_ratio": s}``
+        (``w_max`` as in ``SinglePairConductanceConverter``)."""
+        s = self._scale(weights, w_max)
+        span = self.g_max - self.g_min
+        u = weights * s
+        pos, neg = u.clamp(min=0.0), (-u).clamp(min=0.0)
+        g = torch.empty((2 * len(self.f_lst), *weights.shape), dtype=weights.dtype, device=weights.device)
+        lower = 0.0
+        for k, f in enumerate(self.f_lst):
+            torch.sub(pos, lower, out=g[2 * k]).div_(float(f))
+            torch.sub(neg, lower, out=g[2 * k + 1]).div_(float(f))
+            lower += float(f) * span
+        g.clamp_(0.0, span)
+        if self.g_min:
+            g.add_(self.g_min)
+        return g, {"scale_ratio": s}
+
+    def convert_back_to_weights(self, conductances: Tensor, params: dict) -> Tensor:
+        """``sum_k f_k (g+_k - g-_k) / s``."""
+        if conductances.shape[0] != 2 * len(self.f_lst):
+            raise ValueError(f"{type(self).__name__}.convert_back_to_weights: {conductances.shape[0]} conductances "
+                             f"per weight; expected {2 * len(self.f_lst)} (two per factor of f_lst = {self.f_lst!r})")
+        w = torch.zeros_like(conductances[0])
+        for k, f in enumerate(self.f_lst):
+            w.add_(torch.sub(conductances[2 * k], conductances[2 * k + 1]), alpha=float(f))
+        return w.div_(params["scale_ratio"])
+
+
+@register_config_class
+@dataclass(repr=False)
+class DualPairConductanceConverter(NPairConductanceConverter):
+    """``NPairConductanceConverter`` with exactly two pairs (aihwkit's
+    converter of that name; ``DualPairConductanceConverter(f_lst, g_max, g_min)``)."""
+
+    f_lst: list = param(
+        default_factory=lambda: [1.0, 3.0], check=NumberList(min_len=2),
+        doc="Significance F of the two pairs, the first filled first; each > 0. aihwkit has no default "
+            "(its example's [1, 3] here).")
+
+    n_pairs = 2
 
 
 # --------------------------------------------------------------------------
@@ -118,11 +259,48 @@ class BaseNoiseModel(ConfigBase):
     * ``generate_drift_coefficients(g_target) -> nu``
     * ``apply_drift_noise_to_conductance(g_prog, nu, t_inference) -> g``
 
-    and have a ``g_converter`` field (``SinglePairConductanceConverter``).
+    and have a ``g_converter`` field (a ``BaseConductanceConverter``).
+
+    Constructed as aihwkit constructs its models (``init_arguments``): an
+    argument given as ``None`` is left to its default; given ``g_converter``
+    and no ``g_max``, ``g_max`` is the converter's; given ``g_max`` and no
+    converter, the converter is a ``SinglePairConductanceConverter(g_max)``;
+    given both, each is used as given (the converter maps, ``g_max`` scales
+    the noise). A class with a polynomial fitted at some ``g_max`` names its
+    coefficients field and their reference ``g_max`` field in
+    ``coeff_reference``; the reference, when not given, is the model's
+    ``g_max`` if the coefficients are given (they are taken as fitted for the
+    device at hand) or if ``reference_follows_g_max``.
     """
 
+    #: ``(coefficients field, reference g_max field)`` of a fitted polynomial.
+    coeff_reference: ClassVar[Optional[tuple[str, str]]] = None
+    #: The reference is the model's ``g_max`` also for the default coefficients.
+    reference_follows_g_max: ClassVar[bool] = False
+
+    @classmethod
+    def init_arguments(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The keywords to build with, from those the caller gave (see the class doc)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out = {k: v for k, v in kwargs.items() if not (v is None and k in cls.optional_arguments)}
+        if "g_converter" in fields and "g_max" in fields:
+            conv, g_max = out.get("g_converter"), out.get("g_max")
+            if conv is None and _is_number(g_max) and math.isfinite(g_max) and g_max > 0:
+                out["g_converter"] = SinglePairConductanceConverter(g_max=g_max)
+            elif conv is not None and "g_max" not in out and _is_number(getattr(conv, "g_max", None)):
+                out["g_max"] = conv.g_max
+        if cls.coeff_reference is not None:
+            coeffs, reference = cls.coeff_reference
+            if reference not in out and (coeffs in out or cls.reference_follows_g_max):
+                out[reference] = out.get("g_max", fields["g_max"].default)
+        return out
+
+    #: aihwkit's ``Optional`` arguments: ``None`` means the default.
+    optional_arguments: ClassVar[tuple[str, ...]] = ("g_converter", "g_max", "prog_coeff", "prog_coeff_g_max_reference",
+                                           "coeff_dic", "coeff_g_max_reference")
+
     @property
-    def converter(self) -> SinglePairConductanceConverter:
+    def converter(self) -> BaseConductanceConverter:
         return getattr(self, "g_converter", None) or SinglePairConductanceConverter()
 
     def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
@@ -132,7 +310,15 @@ class BaseNoiseModel(ConfigBase):
         return torch.zeros_like(g_target)
 
     def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
+        self.check_inference_time(t_inference)
         return g_prog.clone()
+
+    def check_inference_time(self, t_inference: Any) -> None:
+        """Refuse a time that is not a finite number of seconds >= 0 (a bool,
+        NaN, +inf: the drift formulas would give NaN weights)."""
+        if not (_is_number(t_inference) and 0 <= t_inference < math.inf):
+            raise ValueError(f"{type(self).__name__}: t_inference = {t_inference!r}: expected a finite time in "
+                             f"seconds >= 0 (NaN and +-inf are refused)")
 
     # -- on weights (one matrix is one tile) ----------------------------------
 
@@ -176,7 +362,8 @@ class PCMLikeNoiseModel(BaseNoiseModel):
 
     Per device (g in micro-siemens, xi standard normal, fresh per draw):
 
-    * programming: ``sigma_p = (c0 + c1 g/g_max + c2 (g/g_max)^2) g_max/25``,
+    * programming: ``sigma_p = (c0 + c1 g/g_max + c2 (g/g_max)^2) g_max/g_ref``
+      (``g_ref = prog_coeff_g_max_reference``, 25 uS for the default coefficients),
       ``g_p = max(0, g + prog_noise_scale sigma_p xi)``;
     * drift exponent: ``gr = max(|g/g_max|, 1e-7)``,
       ``mu = clip(-0.0155 ln gr + 0.0244, 0.049, 0.1)``,
@@ -190,12 +377,17 @@ class PCMLikeNoiseModel(BaseNoiseModel):
     prog_coeff: list = param(
         default_factory=lambda: [0.26348, 1.9650, -1.1731], check=NumberList(min_len=1),
         doc="Polynomial c0 + c1 gh + c2 gh^2 (gh = g/g_max) of the programming-noise standard deviation in uS, "
-            "fitted for g_max = 25 uS (Nandakumar et al., ICECS 2019).")
-    g_converter: SinglePairConductanceConverter = param(
-        default_factory=SinglePairConductanceConverter, doc="Mapping of a weight to the conductance pair (g+, g-).")
+            "fitted at g_max = `prog_coeff_g_max_reference` (the default: Nandakumar et al., ICECS 2019, at "
+            "25 uS).")
+    g_converter: BaseConductanceConverter = param(
+        default_factory=SinglePairConductanceConverter, check=InstanceOf(BaseConductanceConverter),
+        doc="Mapping of a weight to conductances (a pair (g+, g-), or several pairs). Given alone, `g_max` is "
+            "its `g_max`, as in aihwkit.")
     g_max: float = param(
         25.0, check=Number(gt=0),
-        doc="Largest conductance in uS; scales the programming noise (sigma * g_max/25).")
+        doc="Largest conductance in uS; scales the programming noise (sigma * g_max / "
+            "`prog_coeff_g_max_reference`). Given alone, the converter is a single pair with this `g_max`, as "
+            "in aihwkit.")
     t_read: float = param(
         250.0e-9, check=Number(gt=0), doc="Duration of one read in seconds (read noise, 1/f).")
     t_0: float = param(
@@ -208,9 +400,12 @@ class PCMLikeNoiseModel(BaseNoiseModel):
         1.0, check=Number(ge=0), doc="Factor on the read (1/f) noise (0 turns it off).")
     drift_scale: float = param(
         1.0, check=Number(ge=0), doc="Factor on the drift exponents nu (0 turns drift off).")
+    prog_coeff_g_max_reference: float = param(
+        25.0, check=Number(gt=0),
+        doc="g_max in uS at which `prog_coeff` was fitted: 25 for the default coefficients; when "
+            "`prog_coeff` is given and this is not, the model's `g_max` (no rescaling), as in aihwkit.")
 
-    # The default coefficients are a fit at g_max = 25 uS.
-    prog_coeff_g_max_reference = 25.0
+    coeff_reference = ("prog_coeff", "prog_coeff_g_max_reference")
 
     def programming_sigma(self, g_target: Tensor) -> Tensor:
         """Standard deviation of the programming noise (before prog_noise_scale)."""
@@ -239,6 +434,7 @@ class PCMLikeNoiseModel(BaseNoiseModel):
         return q.mul_(math.sqrt(math.log((t + self.t_read) / (2 * self.t_read))))
 
     def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
+        self.check_inference_time(t_inference)
         g_d = _drift(g_prog, nu, t_inference, self.t_0)
         if self.read_noise_scale > 0:
             # g_d (1 + sigma xi) has the law of g_d + |g_d| sigma xi (xi is symmetric)
@@ -254,7 +450,12 @@ class CustomDriftPCMLikeNoiseModel(PCMLikeNoiseModel):
     spread of the drift exponent are interpolated linearly in the target
     conductance from ``custom_drift_model = {"g_lst": [...] (uS, ascending),
     "nu_mean_lst": [...], "nu_std_lst": [...]}``, clamped at the ends of
-    ``g_lst``; ``nu = |mean + std xi| drift_scale``."""
+    ``g_lst``; ``nu = |mean + std xi| drift_scale``.
+
+    Called as aihwkit's: ``CustomDriftPCMLikeNoiseModel(custom_drift_model,
+    prog_coeff, g_converter, g_max, ...)`` (the drift table first)."""
+
+    positional_fields = ("custom_drift_model",)
 
     custom_drift_model: dict = param(
         default_factory=lambda: {"g_lst": [0.0, 25.0], "nu_mean_lst": [0.05, 0.05], "nu_std_lst": [0.01, 0.01]},
@@ -306,9 +507,14 @@ class StateIndependentNoiseModel(BaseNoiseModel):
       ``g = max(0, g_d + read_noise_scale |g_d/g_max| sqrt(ln((t + t_read)/(2 t_read))) xi)``.
     """
 
-    g_converter: SinglePairConductanceConverter = param(
-        default_factory=SinglePairConductanceConverter, doc="Mapping of a weight to the conductance pair (g+, g-).")
-    g_max: float = param(25.0, check=Number(gt=0), doc="Largest conductance in uS; the read noise is relative to it.")
+    g_converter: BaseConductanceConverter = param(
+        default_factory=SinglePairConductanceConverter, check=InstanceOf(BaseConductanceConverter),
+        doc="Mapping of a weight to conductances (a pair (g+, g-), or several pairs). Given alone, `g_max` is "
+            "its `g_max`, as in aihwkit.")
+    g_max: float = param(
+        25.0, check=Number(gt=0),
+        doc="Largest conductance in uS; the read noise is relative to it. Given alone, the converter is a single "
+            "pair with this `g_max`, as in aihwkit.")
     prog_coeff: list = param(
         default_factory=lambda: [0.2, 0.0, 0.0], check=NumberList(min_len=1),
         doc="Polynomial c0 + c1 g/g_max + c2 (g/g_max)^2 of the programming-noise standard deviation in uS "
@@ -339,12 +545,89 @@ class StateIndependentNoiseModel(BaseNoiseModel):
         return nu.abs_() * self.drift_scale
 
     def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
+        self.check_inference_time(t_inference)
         g_d = _drift(g_prog, nu, t_inference, self.t_0)
         if self.read_noise_scale > 0:
             t = t_inference + self.t_0
             sigma = self.read_noise_scale * math.sqrt(math.log((t + self.t_read) / (2 * self.t_read)))
             g_d = g_d + (g_d / self.g_max).abs() * sigma * torch.randn_like(g_d)
         return g_d.clamp_(min=0.0)
+
+
+@register_config_class
+@dataclass(repr=False)
+class ReRamWan2022NoiseModel(BaseNoiseModel):
+    """ReRAM model fitted to the measurements of Wan et al., Nature 608, 504
+    (2022) (aihwkit's model of that name; ``ReRamWan2022NoiseModel(coeff_dic,
+    g_converter, g_max, noise_scale, coeff_g_max_reference)``).
+
+    The spread of a device around its target after a time t is a polynomial
+    in the target, one per measured time (the keys of ``coeff_dic``, seconds):
+    ``sigma_t(g) = (c0 + c1 gh + ... + c4 gh^4) g_max / coeff_g_max_reference``
+    with ``gh = g/g_max``. ReRAM does not drift as PCM does; instead:
+
+    * programming: ``g_p = max(0, g + noise_scale sigma_t0(g) xi)`` with
+      ``t0`` the smallest key (1 s by default);
+    * the "drift coefficient" of a device is its target ``g``;
+    * at an inference time t that is a key: ``g = max(0, g + noise_scale
+      sigma_t(g) xi)``, drawn afresh around the target; at t = 0 (not a key):
+      the programmed ``g_p``; any other t is refused, as in aihwkit.
+
+    No separate read (1/f) noise: aihwkit suggests ``forward.w_noise`` of
+    about 0.01 (``WeightNoiseType.ADDITIVE_CONSTANT``) for it.
+    """
+
+    coeff_dic: dict = param(
+        default_factory=lambda: {
+            1.0: [0.348, 16.030, -43.853, 45.393, -16.815],
+            86400.0: [0.701, 22.086, -50.773, 47.095, -16.458],
+            172800.0: [0.782, 20.274, -43.507, 37.062, -11.934],
+        },
+        check=ListTable(Number(ge=0), "inference times in seconds"),
+        doc="Polynomial coefficients c0, c1, ... (uS) of the spread around the target after each time t "
+            "(seconds, the keys): sigma_t = sum_i c_i (g/g_max)^i; the smallest time is the programming noise. "
+            "Default: aihwkit's fit of Wan et al. 2022 at 1 s, 1 day and 2 days.")
+    g_converter: BaseConductanceConverter = param(
+        default_factory=SinglePairConductanceConverter, check=InstanceOf(BaseConductanceConverter),
+        doc="Mapping of a weight to conductances (a pair (g+, g-), or several pairs). Given alone, `g_max` is "
+            "its `g_max`, as in aihwkit.")
+    g_max: float = param(
+        25.0, check=Number(gt=0),
+        doc="Largest conductance in uS (gh = g/g_max in the polynomials). Given alone, the converter is a "
+            "single pair with this `g_max`, as in aihwkit.")
+    noise_scale: float = param(1.0, check=Number(ge=0), doc="Factor on every spread (0 turns the noise off).")
+    coeff_g_max_reference: float = param(
+        25.0, check=Number(gt=0),
+        doc="g_max in uS at which the coefficients apply unscaled (sigma * g_max / this); when not given, the "
+            "model's `g_max`, as aihwkit 1.1.0 computes (also for its default fit, made at 40 uS: give 40.0 to "
+            "rescale it).")
+
+    coeff_reference = ("coeff_dic", "coeff_g_max_reference")
+    reference_follows_g_max = True
+
+    def sigma(self, g_target: Tensor, t: float) -> Tensor:
+        """The spread ``sigma_t`` (uS, before ``noise_scale``) of the fit at time ``t`` (a key)."""
+        return _poly_sigma(self.coeff_dic[t], g_target, self.g_max).mul_(self.g_max / self.coeff_g_max_reference)
+
+    def _draw(self, g_target: Tensor, t: float) -> Tensor:
+        sigma = self.sigma(g_target, t).mul_(self.noise_scale)
+        return torch.randn_like(g_target).mul_(sigma).add_(g_target).clamp_(min=0.0)
+
+    def apply_programming_noise_to_conductance(self, g_target: Tensor) -> Tensor:
+        return self._draw(g_target, min(self.coeff_dic))
+
+    def generate_drift_coefficients(self, g_target: Tensor) -> Tensor:
+        return g_target.clone()
+
+    def apply_drift_noise_to_conductance(self, g_prog: Tensor, nu: Tensor, t_inference: float) -> Tensor:
+        self.check_inference_time(t_inference)
+        if t_inference in self.coeff_dic:
+            return self._draw(nu, t_inference)
+        if t_inference == 0:
+            return g_prog.clone()
+        times = ", ".join(repr(t) for t in sorted(self.coeff_dic))
+        raise ValueError(f"{type(self).__name__}: t_inference = {t_inference!r}: expected 0 or one of the times "
+                         f"of coeff_dic ({times} s), the times the model was fitted at")
 
 
 # --------------------------------------------------------------------------

@@ -31,9 +31,10 @@ class InputRangeParameter(ConfigBase):
         True, doc="r is trained by the gradient below; `False`: r stays (after the initialization from data).")
     init_value: float = param(3.0, check=Number(gt=0), doc="Initial r.")
     init_from_data: int = param(
-        100, check=Whole(ge=0, note="(0: off)"),
+        100, check=Whole(ge=0, bool_as_int=True, note="(0: off; a bool counts as 0 or 1, as in aihwkit)"),
         doc="Number of first training batches in which r <- |(r k + init_std_alpha std(x)) / (k + 1)| "
-            "(k: updates so far); 0: off.")
+            "(k: updates so far); 0: off. A bool counts as aihwkit counts it (it compares the batch index with "
+            "this value): `False` is 0 (off), `True` is 1 batch; stored as that number.")
     init_std_alpha: float = param(
         3.0, check=Number(ge=0),
         doc="Multiple of the inputs' standard deviation used by the initialization from data.")
