@@ -235,6 +235,33 @@ def test_zero_batch_gives_zero_without_noise_and_zero_weights_work():
     assert torch.equal(zero_w(torch.randn(3, 7)), torch.zeros(3, 5))
 
 
+@pytest.mark.parametrize("make, shape", [
+    (lambda cfg: AnalogLinear(10, 5, rpu_config=cfg), (0, 10)),
+    (lambda cfg: AnalogLinear(10, 5, rpu_config=cfg), (3, 0, 10)),
+    (lambda cfg: AnalogConv2d(4, 6, 3, groups=2, rpu_config=cfg), (0, 4, 7, 7)),
+])
+def test_empty_batch_gives_an_empty_output_like_digital(make, shape):
+    # Forward and backward as the digital layer: an empty output, an empty input
+    # gradient, a zero weight gradient; for one tile, tile arrays with weight
+    # scaling, and an ideal tile.
+    arrays = InferenceRPUConfig()
+    arrays.mapping.max_input_size = arrays.mapping.max_output_size = 4
+    arrays.mapping.weight_scaling_omega = 1.0
+    perfect = InferenceRPUConfig()
+    perfect.forward.is_perfect = True
+    for cfg in (InferenceRPUConfig(), arrays, perfect):
+        layer = make(cfg)
+        x = torch.randn(*shape, requires_grad=True)
+        y = layer(x)
+        want = layer.to_digital()(x.detach())
+        assert y.shape == want.shape and y.numel() == 0
+        y.sum().backward()
+        assert x.grad.shape == x.shape
+        assert torch.equal(layer.weight.grad, torch.zeros_like(layer.weight))
+        with torch.no_grad():
+            assert layer.eval()(x.detach()).shape == want.shape
+
+
 def test_batch_of_one_and_one_by_one_layer():
     cfg = quiet(inp_res=0.0, out_res=0.0)
     assert linear([[2.0]], cfg=cfg)(torch.tensor([[0.25]])).item() == pytest.approx(0.5)

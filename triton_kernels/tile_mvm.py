@@ -30,8 +30,8 @@ seed per call from torch's generator of the device: ``torch.manual_seed``
 makes calls reproducible and every call draws anew; the input noise of a row
 is the same in every column block that reads it.
 
-IR drop (``io.ir_drop > 0``), float64 inputs and empty batches are computed
-by the torch path (``supports``).
+IR drop (``io.ir_drop > 0``) and float64 inputs are computed by the torch
+path (``supports``); an empty batch gives an empty result without a launch.
 """
 
 from __future__ import annotations
@@ -105,9 +105,8 @@ MAX_GRID_GROUPS = 65535  # CUDA's limit on the grid axes that carry the groups
 
 def supports(x: Tensor, tiles: Tensor, io: "TileIO") -> bool:
     """The kernels compute this case (the dispatch sends the others to the
-    torch path): no IR drop, float32/16/bfloat16 tensors, a non-empty batch."""
-    return (io.ir_drop == 0 and x.dtype in _KERNEL_DTYPES and tiles.dtype in _KERNEL_DTYPES
-            and x.dim() == 3 and x.shape[1] > 0)
+    torch path): no IR drop, float32/16/bfloat16 tensors."""
+    return io.ir_drop == 0 and x.dtype in _KERNEL_DTYPES and tiles.dtype in _KERNEL_DTYPES and x.dim() == 3
 
 
 import triton
@@ -638,8 +637,10 @@ def launch(
     if not supports(x, tiles, io):
         raise ValueError(
             f"tile_mvm launch: x {x.dtype} {tuple(x.shape)}, tiles {tiles.dtype}, ir_drop {io.ir_drop}: the "
-            "kernels compute float32/16/bfloat16 without IR drop and a non-empty batch (see supports)"
+            "kernels compute float32/16/bfloat16 without IR drop (see supports)"
         )
+    if B == 0:  # an empty batch: an empty result, as a digital layer gives (a grid of 0 blocks is invalid)
+        return torch.zeros((G, 0, N), dtype=torch.float32, device=x.device)
     if G > MAX_GRID_GROUPS:  # groups are a grid axis (at most 65535): launch in slices of groups
         M = MAX_GRID_GROUPS
         return torch.cat([

@@ -404,7 +404,8 @@ class _AnalogConvNd(AnalogLayerBase):
         G = self.groups
         # -> (G, B*L, C/G * k): channel-major, then kernel positions, like the weight.
         perm = [0] + list(range(2, 2 + nd)) + [1] + list(range(2 + nd, 2 + 2 * nd))
-        cols = cols.permute(*perm).reshape(B * math.prod(L), G, -1).transpose(0, 1)
+        K = (C // G) * math.prod(self.kernel_size)  # explicit: an empty batch has no size to infer
+        cols = cols.permute(*perm).reshape(B * math.prod(L), G, K).transpose(0, 1)
         y = self.analog_matmul(cols, samples=B)  # (G, B*L, N)
         N = self.out_channels // G
         y = y.reshape(G, B, *L, N).permute(1, 0, 1 + nd + 1, *range(2, 2 + nd))

@@ -181,6 +181,8 @@ def tile_forward(
     if io.is_perfect:
         y = torch.matmul(x, unlayout_tiles(tiles, in_sizes).transpose(1, 2)) * io.out_scale
         return apply_digital(y, col_scale, bias)
+    if B == 0:  # an empty batch: an empty result, as a digital layer gives
+        return x.new_zeros((G, 0, N))
 
     pidx = pad_index(in_sizes, x)
     if pidx is None:
