@@ -23,7 +23,10 @@ from fxanalog.dump import StageDumper
 from fxanalog.model import analog_class, set_layer_records
 from fxanalog.passes.context import CompileContext, CompileOptions
 from fxanalog.passes.pipeline import convert
+from fxanalog.passes.opaque import example_uses
 from fxanalog.passes.preserve import preserved
+from fxanalog.passes.shapes import as_args
+from fxanalog.passes.records import LayerRecord
 from fxanalog.passes.program import program
 from fxanalog.passes.rules import LayerRule, RuleTable, register_layer_rule
 from fxanalog.summary import Report
@@ -73,6 +76,7 @@ def compile(
                    dumper=StageDumper.from_env(type(model).__name__))
     # The user's model is left as it was whatever the passes run (preserve):
     # with inplace=True its modules are the ones traced and run.
+    _check_example(ctx, model, example_inputs)
     with preserved(model, values=inplace):
         source = model if inplace else _deepcopy(model)
         unit = convert(ctx, source, "", example_inputs)
@@ -84,7 +88,7 @@ def compile(
     result = unit.result
     if not hasattr(result, "analog_tiles"):
         result.__class__ = analog_class(type(result))
-    set_layer_records(result, _in_model_order(ctx.state.records, model))
+    set_layer_records(result, _in_model_order(ctx.state.records + _unconverted(ctx, model), model))
     if ctx.options.realistic_read_write:
         program(ctx, result)
     ctx.dumper.stage("program" if realistic_read_write else "final", result)
@@ -103,11 +107,21 @@ def explain(model: nn.Module, rpu_config=None, example_inputs=None, **kwargs) ->
         raise TypeError(f"explain: unexpected argument {sorted(unknown)[0]!r}")
     ctx = _context(model, rpu_config, kwargs.get("mapped", True), kwargs.get("conversion_map"),
                    kwargs.get("exclude", ()), kwargs.get("layer_config"), dry_run=True)
+    _check_example(ctx, model, example_inputs)
     with preserved(model, values=True):  # a dry run: nothing of the model changes
         convert(ctx, model, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
-    return Report.from_records(_in_model_order(ctx.state.records, model),
+    return Report.from_records(_in_model_order(ctx.state.records + _unconverted(ctx, model), model),
                                title=f"fxanalog.explain: {type(model).__name__} (dry run)")
+
+
+def _check_example(ctx: CompileContext, model: nn.Module, example_inputs) -> None:
+    """With ``example_inputs``: run the model once on them (a clear error when
+    it rejects them: a wrong shape, an input too many, a dict), recording
+    the functional matmuls of each module's forward, which the child swap
+    converts for forwards fx cannot trace (``passes/opaque.py``)."""
+    if example_inputs is not None:
+        ctx.state.forward_uses = example_uses(model, as_args(example_inputs))
 
 
 def _deepcopy(model: nn.Module) -> nn.Module:
@@ -133,6 +147,30 @@ def _context(model, rpu_config, mapped, conversion_map, exclude, layer_config, d
                                    layer_config=layer_config, dry_run=dry_run,
                                    realistic_read_write=realistic_read_write, own_weights=own_weights)
     return CompileContext(options, RuleTable.for_options(options), dumper=dumper)
+
+
+def _unconverted(ctx: CompileContext, model: nn.Module) -> list:
+    """A digital record for every parameter of 2 or more dimensions that no
+    record covers (neither a layer made from it nor a digital layer holding
+    it): a weight passed to a function fx cannot see into, read by ops that
+    are not matmuls, or used in a forward fx cannot trace. The reason is the
+    passes' note on it (``state.param_notes``), else that no matmul on it
+    was seen."""
+    sources = {r.source for r in ctx.state.records}
+    analog = {id(p) for m in model.modules() if ctx.rules.is_analog(m) for p in m.parameters()}
+    out = []
+    for path, p in model.named_parameters():
+        if p.dim() < 2 or id(p) in analog:  # a layer that is analog already is kept as it is
+            continue
+        covered, q = path in sources, path
+        while not covered and "." in q:
+            q = q.rpartition(".")[0]
+            covered = q in sources
+        if not covered:
+            why = ctx.state.param_notes.get(path, "no matmul on it was seen (not used, or used where fxanalog "
+                                                  "cannot look)")
+            out.append(LayerRecord.digital(path, "parameter", why, path, tuple(p.shape)))
+    return out
 
 
 def _in_model_order(records: list, model: nn.Module) -> list:

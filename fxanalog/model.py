@@ -29,16 +29,71 @@ import copy
 import pickle
 from typing import Iterator
 
+import torch
+import torch.nn.functional as F
 from torch import fx, nn
+from torch.overrides import TorchFunctionMode
 
 from fxanalog.inference import drift_analog_weights, program_analog_weights
 from fxanalog.tile import AnalogTile
 from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
 
 __all__ = ["AnalogModelMixin", "AnalogGraphModule", "analog_class", "digital_class", "layer_records",
-           "set_layer_records", "clear_layer_records", "check_importable", "RECORDS_KEY"]
+           "set_layer_records", "clear_layer_records", "check_importable", "set_forward_calls", "AnalogCalls",
+           "RECORDS_KEY", "CALLS_KEY", "LINEAR_FUNCTIONS"]
 
 RECORDS_KEY = "fxanalog_layer_records"
+LINEAR_FUNCTIONS = (F.linear, torch._C._nn.linear)
+CALLS_KEY = "fxanalog_forward_calls"
+
+
+def set_forward_calls(module: nn.Module, calls: dict) -> None:
+    """Route the ``F.linear`` calls of ``module``'s own forward on the given
+    weights to analog layers: ``calls`` is {weight path: layer path}, both
+    relative to ``module``. The module gets the analog-model class
+    (``analog_class``), whose ``forward`` runs the module's own under
+    ``fxanalog.passes.opaque.AnalogCalls``. Kept in the instance's
+    ``__dict__`` (plain data: saved with the model, not in its state dict)."""
+    if not isinstance(module, AnalogModelMixin):
+        module.__class__ = analog_class(type(module))
+    module.__dict__[CALLS_KEY] = dict(calls)
+
+
+class AnalogCalls(TorchFunctionMode):
+    """Sends ``F.linear(x, W[, b])`` to ``layers[id(W)]`` (``layer(x) + b``)."""
+
+    def __init__(self, layers: dict):
+        super().__init__()
+        self.layers = layers
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in LINEAR_FUNCTIONS:
+            x = args[0] if args else kwargs["input"]
+            w = args[1] if len(args) > 1 else kwargs.get("weight")
+            layer = self.layers.get(id(w))
+            if layer is not None:
+                b = args[2] if len(args) > 2 else kwargs.get("bias")
+                y = layer(x)
+                return y if b is None else y + b
+        return func(*args, **kwargs)
+
+
+def _forward_with_calls(cls: type):
+    """The ``forward`` of ``analog_class(cls)``: ``cls.forward``, under
+    ``AnalogCalls`` when the instance has forward calls."""
+    inner = cls.forward
+
+    def forward(self, *args, **kwargs):
+        calls = self.__dict__.get(CALLS_KEY)
+        if not calls:
+            return inner(self, *args, **kwargs)
+        layers = {id(self.get_parameter(w)): self.get_submodule(layer) for w, layer in calls.items()}
+        with AnalogCalls(layers):
+            return inner(self, *args, **kwargs)
+
+    forward.__doc__ = inner.__doc__
+    return forward
 
 
 def layer_records(model: nn.Module) -> list:
@@ -154,7 +209,7 @@ def analog_class(cls: type) -> type:
         return cls
     if cls not in _CLASSES:
         namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
-                     "__reduce_ex__": _reduce_swapped}
+                     "__reduce_ex__": _reduce_swapped, "forward": _forward_with_calls(cls)}
         # copy.copy / copy.deepcopy go through __reduce_ex__ unless these are
         # defined: keep them working in-process for any class (no import check).
         if getattr(cls, "__copy__", None) is None:

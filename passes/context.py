@@ -15,6 +15,9 @@ the names of the ``node.meta`` keys they write.
     META_TILE_MAPS  "fxanalog_tile_maps"  map pass: the match's TileMapEntry list
     META_LAYER      "fxanalog_layer"      rewrite pass: on a node calling an
                                           analog layer, the layer's name
+    META_USES       "fxanalog_uses"       shapes pass: on a call of an opaque
+                                          function, {weight path: [kinds of
+                                          matmul it was used in]}
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from .records import LayerRecord
 
 __all__ = ["CompileOptions", "CompileState", "CompileContext", "META_SHAPE", "META_DTYPE", "META_MATCH",
-           "META_TILE_MAPS", "META_LAYER", "SKIPPED"]
+           "META_TILE_MAPS", "META_LAYER", "META_USES", "SKIPPED"]
 
 META_SHAPE = "fxanalog_shape"
 META_DTYPE = "fxanalog_dtype"
 META_MATCH = "fxanalog_match"
 META_TILE_MAPS = "fxanalog_tile_maps"
 META_LAYER = "fxanalog_layer"
+META_USES = "fxanalog_uses"
 
 SKIPPED = "skipped"  # what a pass returns when it had nothing to do: its stage is not dumped
 
@@ -110,6 +114,10 @@ class CompileState:
     records: list = field(default_factory=list)  # LayerRecord, in the order the passes make them
     names_seen: list = field(default_factory=list)  # layer names and weight paths met (for errors)
     used_excludes: set = field(default_factory=set)
+    param_notes: dict = field(default_factory=dict)  # weight path -> how the graph uses it (not a matmul)
+    # With example inputs: module path -> [(kind, weight path)] of the functional
+    # matmuls its own forward ran (``passes/opaque.py``); None without them.
+    forward_uses: Optional[dict] = None
 
     def add_record(self, record: LayerRecord) -> None:
         self.records.append(record)

@@ -35,6 +35,7 @@ from torch import fx, nn
 from fxanalog.nn.modules import named_analog_layers
 
 from .context import META_LAYER, META_MATCH, SKIPPED, CompileContext
+from .opaque import OPAQUE, AnalogOpaqueCall
 from .records import LayerRecord, TileMap
 from .rules import Match, transpose_operand
 from .trace import GraphUnit, shallow_copy
@@ -42,15 +43,19 @@ from .trace import GraphUnit, shallow_copy
 __all__ = ["rewrite", "layer_records", "dry_run_records", "own_weights"]
 
 
-def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, source: str) -> list:
+def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, source: str,
+                  prefix: str = "") -> list:
     """Records of the analog tile layers inside ``module`` (itself
-    included), which are given their names (``analog_name``)."""
+    included), which are given their names (``analog_name``). The source
+    of a layer of an ``AnalogOpaqueCall`` is its own weight's path."""
     out = []
+    sources = module.sources if isinstance(module, AnalogOpaqueCall) else {}
     for sub, layer in named_analog_layers(module):
         sub = "" if layer is module else sub
         full = name + (f".{sub}" if sub else "")
         layer.analog_name = full
-        out.append(LayerRecord(full, kind + (f".{sub}" if sub else ""), converted_by, source, layer.weight.shape,
+        src = prefix + sources[sub] if sub in sources else source
+        out.append(LayerRecord(full, kind + (f".{sub}" if sub else ""), converted_by, src, layer.weight.shape,
                                TileMap.of_layer(layer), layer.rpu_config))
     if not out:
         out.append(LayerRecord(name, kind, converted_by, source))
@@ -62,8 +67,12 @@ def dry_run_records(m: Match, prefix: str = "") -> list:
     name, source = prefix + m.name, prefix + m.source
     if not m.tile_maps:
         return [LayerRecord(name, m.kind, m.converted_by, source, rpu_config=m.rpu_config)]
+    sources = {_sub: prefix + path for _sub, path in
+               ((path.replace(".", "_"), path) for _, path in m.params["weights"].values())} \
+        if m.rule is OPAQUE else {}
     return [LayerRecord(name + (f".{e.sub}" if e.sub else ""), m.kind + (f".{e.sub}" if e.sub else ""),
-                        m.converted_by, source, e.shape, e.tile_map, m.rpu_config) for e in m.tile_maps]
+                        m.converted_by, sources.get(e.sub, source), e.shape, e.tile_map, m.rpu_config)
+            for e in m.tile_maps]
 
 
 def own_weights(m: Match) -> None:
@@ -89,8 +98,15 @@ def own_weights(m: Match) -> None:
                 setattr(new, name, own_module(child))
         return new
 
+    def own_any(v):
+        if isinstance(v, dict):
+            return {k: own_any(x) for k, x in v.items()}
+        if isinstance(v, tuple):
+            return tuple(own_any(x) for x in v)
+        return own(v)
+
     m.weight = own(m.weight)
-    m.params = {k: own(v) for k, v in m.params.items()}
+    m.params = own_any(m.params)
     if m.module is not None:
         m.module = own_module(m.module)
 
@@ -130,7 +146,8 @@ def rewrite(ctx: CompileContext, unit: GraphUnit):
             own_weights(m)
         layer = unit.strategy.build(ctx, unit, m)
         layer.train(unit.root.training if m.training is None else m.training)
-        for rec in layer_records(layer, unit.prefix + m.name, m.kind, m.converted_by, unit.prefix + m.source):
+        for rec in layer_records(layer, unit.prefix + m.name, m.kind, m.converted_by, unit.prefix + m.source,
+                                 unit.prefix):
             ctx.state.add_record(rec)
         args, kwargs = fx.node.map_arg((tuple(m.args), dict(m.kwargs)), lambda n: replaced.get(n, n))
         node_name = m.name.replace(".", "_")

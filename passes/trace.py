@@ -40,9 +40,10 @@ from typing import Any, Callable, Optional
 
 from torch import fx, nn
 
-from fxanalog.model import AnalogGraphModule
+from fxanalog.model import AnalogGraphModule, set_forward_calls
 
 from .context import CompileContext
+from .opaque import UNTRACED_LINEAR, untraced_matches
 from .preserve import preserved
 from .rules import Match, RuleTable, get_attr_param
 
@@ -64,6 +65,7 @@ class GraphUnit:
     leaves: list = field(default_factory=list)  # children converted recursively (untraceable, or fallback)
     example_inputs: Any = None
     matches: list = field(default_factory=list)  # Match, set by the match pass
+    found: list = field(default_factory=list)  # Match/Digital the strategy found outside the graph's nodes
     changed: bool = False
 
     @property
@@ -108,7 +110,10 @@ class Strategy:
         """Install the layer at ``m.name`` in ``unit.root`` and insert the
         node that calls it."""
         if m.install == "add":
-            unit.root.add_submodule(m.name, layer)
+            if isinstance(unit.root, fx.GraphModule):
+                unit.root.add_submodule(m.name, layer)
+            else:
+                set_submodule(unit.root, m.name, layer)
         else:
             set_submodule(unit.root, m.name, layer)
         return unit.graph.create_node("call_module", m.name, args, kwargs, name=node_name)
@@ -227,8 +232,18 @@ class ChildSwap(Strategy):
                 calls.append(graph.call_module(name))
             elif not ctx.rules.is_analog(child) and any(p.dim() >= 2 for p in child.parameters()):
                 leaves.append(name)
+        found = untraced_matches(graph, root, prefix, ctx.state.forward_uses)
         graph.output(tuple(calls))
-        return GraphUnit(self, module, root, graph, get_attr_param(root), prefix, leaves)
+        return GraphUnit(self, module, root, graph, get_attr_param(root), prefix, leaves, found=found)
+
+    def finish(self, unit: GraphUnit) -> None:
+        """The matmuls of the module's own forward (``F.linear`` on a weight
+        seen on the example inputs) go to their layers at run time: the
+        module gets the analog-model class, whose ``forward`` runs under
+        ``opaque.AnalogCalls`` (``fxanalog.model``)."""
+        calls = {m.source: m.name for m in unit.matches if m.rule is UNTRACED_LINEAR}
+        if calls:
+            set_forward_calls(unit.root, calls)
 
 
 FX_TRACE = FxTrace()

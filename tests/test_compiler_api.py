@@ -81,7 +81,8 @@ def test_exclude_matching_nothing_lists_the_layers():
 
 def test_example_inputs_the_model_rejects():
     model = zoo.build("mlp")
-    with pytest.raises(ValueError, match=r"failed at node 'fc1' \(module 'fc1'\).*mat1 and mat2"):
+    with pytest.raises(ValueError, match=r"example_inputs: MLP failed at module 'fc1' \(Linear\) on them "
+                       r"\(1 positional input\(s\): shape \(3, 7\)\).*mat1 and mat2"):
         fxanalog.compile(model, example_inputs=(torch.randn(3, 7),))
 
 
@@ -372,7 +373,8 @@ def test_shared_weight_and_unsupported_matmuls_are_reported():
     assert layers["analog_w"].weight is layers["analog_w_1"].weight  # shared, not copied
     digital = {r.name: r.converted_by_text for r in analog.layer_records() if not r.analog}
     assert digital == {"w": "digital: weight computed from parameter w (not the parameter itself)",
-                       "v": "digital: the parameter is the left operand"}
+                       "v": "digital: the parameter is the left operand",
+                       "mask": "digital: not a matmul weight fxanalog can see (used by mul)"}
     x, y = torch.randn(2, 4), torch.randn(2, 4)
     with torch.no_grad():
         torch.testing.assert_close(analog(x, y), model(x, y))

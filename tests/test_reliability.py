@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import fxanalog
@@ -329,3 +330,143 @@ def test_example_inputs_run_does_not_fill_the_users_buffer(how):
     assert model.initialized is False
     assert torch.equal(model.scale, torch.zeros(8))
     _assert_unchanged(model, before)
+
+
+# -- issue 14 items 12-13, issue 15 item 13: weights fx cannot see -----------------------
+
+
+def _covered(records, path: str) -> bool:
+    """A record names the weight: a layer made from it, or a layer holding it."""
+    sources = {r.source for r in records}
+    while True:
+        if path in sources:
+            return True
+        if "." not in path:
+            return False
+        path = path.rpartition(".")[0]
+
+
+def _calls(layer: nn.Module) -> list:
+    seen = []
+    layer.register_forward_hook(lambda m, a, o: seen.append(tuple(a[0].shape)))
+    return seen
+
+
+@pytest.mark.parametrize("name", list(zoo.REAL) + ["gpt", "encoder", "control_flow"])
+@pytest.mark.parametrize("with_inputs", [False, True])
+def test_every_weight_not_converted_is_listed(name, with_inputs):
+    model = zoo.build_real(name) if name in zoo.REAL else zoo.build(name)
+    x = (zoo.real_inputs(name) if name in zoo.REAL else zoo.inputs(name)) if with_inputs else None
+    records = fxanalog.compile(model, fp(), example_inputs=x).layer_records()
+    rows = fxanalog.explain(model, fp(), example_inputs=x).rows
+    assert [r.name for r in records] == [r["name"] for r in rows]
+    missing = [p for p, w in model.named_parameters() if w.dim() >= 2 and not _covered(records, p)]
+    assert missing == []
+    for r in records:
+        if not r.analog:
+            assert r.digital_reason, r
+
+
+def test_wrapped_function_weights_without_example_inputs_are_listed_with_the_remedy():
+    model = zoo.build_real("window")
+    rows = {r["name"]: r for r in fxanalog.explain(model, fp()).rows}
+    for w in ("qkv.weight", "proj.weight"):
+        assert rows[w]["converted_by"] == ("digital: passed to window_attention, a function fx does not trace "
+                                           "into (torch.fx.wrap or opaque): give example_inputs and fxanalog "
+                                           "converts the F.linear calls inside it")
+    assert fxanalog.explain(model, fp()).totals["digital_layers"] == 2
+
+
+def test_wrapped_function_weights_are_converted_with_example_inputs():
+    # torchvision swin_t: 24 of 53 weight matrices stayed digital, "29 analog, 0 digital".
+    model = zoo.build_real("window")
+    x = zoo.real_inputs("window")
+    analog = fxanalog.compile(model, fp(), example_inputs=x, inplace=True)
+    layers = dict(analog.named_analog_layers())
+    assert sorted(layers) == ["analog_window_attention.proj_weight", "analog_window_attention.qkv_weight",
+                              "mlp.0", "mlp.2"]
+    recs = {r.name: r for r in analog.layer_records()}
+    assert recs["analog_window_attention.qkv_weight"].source == "qkv.weight"
+    assert recs["analog_window_attention.proj_weight"].source == "proj.weight"
+    assert layers["analog_window_attention.qkv_weight"].weight is model.qkv.weight  # in place: shared
+    qkv_calls, proj_calls = _calls(layers["analog_window_attention.qkv_weight"]), \
+        _calls(layers["analog_window_attention.proj_weight"])
+    y = analog(*x)
+    # 7 tokens in windows of 3: padded to 9, 3 windows per sample, 2 samples.
+    assert qkv_calls == [(6, 3, 16)] and proj_calls == [(6, 3, 16)]
+    torch.testing.assert_close(y, model(*x), rtol=1e-5, atol=1e-5)
+    y.square().sum().backward()
+    assert model.qkv.weight.grad is not None and model.qkv.weight.grad.abs().sum() > 0
+    # The tiles are the ones computing: a noisy config changes the output.
+    noisy = fxanalog.InferenceRPUConfig()
+    noisy.forward.out_noise = 0.5
+    excluded = fxanalog.compile(model, noisy, example_inputs=x, exclude=["mlp.*"])
+    torch.manual_seed(0)
+    assert not torch.allclose(excluded(*x), model(*x), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["tied_lm", "checked_tied_lm"])
+def test_tied_head_is_converted_keeping_the_tie_or_excluded_explicitly(name):
+    model = zoo.build_real(name)
+    x = zoo.real_inputs(name)
+    analog = fxanalog.compile(model, fp(), example_inputs=x, inplace=True)
+    head = dict(analog.named_analog_layers())["analog_wte_weight"]
+    assert head.weight is model.wte.weight  # the tie with the embedding is kept
+    rec = {r.name: r for r in analog.layer_records()}["analog_wte_weight"]
+    assert (rec.kind, rec.converted_by, rec.source, rec.shape) == ("F.linear", "functional", "wte.weight", (40, 16))
+    seen = _calls(head)
+    torch.testing.assert_close(analog(*x), model(*x), rtol=1e-5, atol=1e-5)
+    assert seen == [(2, 5, 16)]
+    kept = fxanalog.compile(model, fp(), example_inputs=x, exclude=["analog_wte_weight"])
+    assert "analog_wte_weight" not in dict(kept.named_analog_layers())
+    rec = {r.name: r for r in kept.layer_records()}["analog_wte_weight"]
+    assert rec.digital_reason == "excluded by 'analog_wte_weight'" and rec.source == "wte.weight"
+
+
+class OwnMatmuls(nn.Module):
+    """An untraceable forward with its own functional matmuls."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 4) * 0.3)
+        self.v = nn.Parameter(torch.randn(6, 3) * 0.3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        h = F.linear(x, self.w)
+        if h.sum() > 0:
+            h = -h
+        return self.fc(h @ self.v)
+
+
+def test_functional_matmuls_in_an_untraceable_forward_get_records():
+    model = OwnMatmuls().eval()
+    x = (torch.randn(5, 4),)
+    rows = {r["name"]: r["converted_by"] for r in fxanalog.explain(model, fp()).rows}
+    why = ("a parameter of the forward of the model (OwnMatmuls), which fx cannot trace: give example_inputs "
+           "and fxanalog finds and converts the F.linear calls on it")
+    assert rows == {"w": "digital: " + why, "v": "digital: " + why, "fc": "fallback-swap"}
+    analog = fxanalog.compile(model, fp(), example_inputs=x)
+    rows = {r.name: r.converted_by_text for r in analog.layer_records()}
+    assert rows == {"analog_w": "functional", "fc": "fallback-swap",
+                    "v": "digital: used by matmul in the forward of the model (OwnMatmuls), which fx cannot "
+                         "trace; only F.linear is converted there"}
+    seen = _calls(analog.analog_w)
+    for sign in (1.0, -1.0):
+        xs = (sign * x[0],)
+        torch.testing.assert_close(analog(*xs), model(*xs), rtol=1e-5, atol=1e-5)
+    assert seen == [(5, 4), (5, 4)]
+
+
+def test_example_inputs_are_checked_by_running_the_model():
+    gate = zoo.build("control_flow")  # untraceable child: example inputs were ignored
+    with pytest.raises(ValueError, match=r"example_inputs: ControlFlowNet failed at module 'inp' \(Linear\).*"
+                                         r"shape \(4, 11\).*mat1 and mat2"):
+        fxanalog.compile(gate, fp(), example_inputs=(torch.randn(4, 11),))
+    with pytest.raises(TypeError, match=r"example_inputs: expected a tensor or a tuple of positional inputs, "
+                                        r"got dict \(keyword inputs are not supported"):
+        fxanalog.explain(gate, fp(), example_inputs={"x": torch.randn(4, 10)})
+    mlp = zoo.build("mlp")  # extra inputs were accepted for a traced model
+    with pytest.raises(ValueError, match=r"example_inputs: MLP failed on them \(2 positional input\(s\): "
+                                         r"shape \(5, 20\), shape \(5, 20\)\): TypeError: .*forward\(\) takes 2"):
+        fxanalog.compile(mlp, fp(), example_inputs=(torch.randn(5, 20), torch.randn(5, 20)))
