@@ -45,7 +45,10 @@ def apply_weight_modifier(
 
     DISCRETIZE ``amax rint(w/amax/res) res``; ADD_NORMAL ``w + std amax xi``;
     MULT_NORMAL ``w + w std amax xi``; DISCRETIZE_ADD_NORMAL both;
-    POLY ``w + amax std sum_k c_k (|w|/amax)^k xi``; PCM_NOISE the PCM
+    POLY ``w + amax std sum_k c_k (|w|/amax)^k xi``; PROG_NOISE the same
+    with ``std / g_max``, then ``|w'|`` with the sign of ``w``; DOREFA
+    ``round(tanh(w) |dorefa_clip / tanh(amax)| / res) res`` (halves away from
+    0, as aihwkit's C ``roundf``; not scaled back by amax); PCM_NOISE the PCM
     programming noise of ``noise_model`` (or ``PCMLikeNoiseModel()``) with
     ``prog_noise_scale = std_dev`` on the tile's conductance pairs;
     DROP_CONNECT and any ``pdrop > 0``: each weight set to 0 with probability
@@ -83,6 +86,19 @@ def apply_weight_modifier(
         for k, c in enumerate(modifier.coeffs):
             sig = sig + float(c) * a.pow(k)
         out = w + amax * std * sig * _rng.randn(w.shape, dtype=w.dtype, device=w.device)
+    elif t == WeightModifierType.PROG_NOISE and std > 0 and modifier.coeffs:
+        a = w.abs() / amax
+        sig = torch.zeros_like(w)
+        for k, c in enumerate(modifier.coeffs):
+            sig = sig + float(c) * a.pow(k)
+        noisy = (w + amax * (std / modifier.g_max) * sig * _rng.randn(w.shape, dtype=w.dtype, device=w.device)).abs()
+        out = torch.where(w < 0, -noisy, noisy)  # the sign of the weight is kept (0 counts as positive)
+    elif t == WeightModifierType.DOREFA and resolution_step(modifier.res) > 0:
+        res = resolution_step(modifier.res)
+        q = torch.tanh(w) * (modifier.dorefa_clip / torch.tanh(amax)).abs() / res
+        if modifier.sto_round:
+            q = q + torch.rand_like(q) - 0.5
+        out = torch.sign(q) * torch.floor(q.abs() + 0.5) * res
     elif t == WeightModifierType.PCM_NOISE and std > 0:
         base = noise_model if isinstance(noise_model, PCMLikeNoiseModel) else PCMLikeNoiseModel()
         pcm = dataclasses.replace(base, prog_noise_scale=std)  # every other field as the config's

@@ -202,7 +202,8 @@ def test_hwa_defaults_are_aihwkits():
     m = cfg.modifier
     assert (m.std_dev, m.per_batch_sample, m.res, m.sto_round, m.pdrop) == (0.0, False, 0.0, False, 0.0)
     assert (m.enable_during_test, m.rel_to_actual_wmax, m.assumed_wmax) == (False, True, 1.0)
-    assert m.coeffs == [0.2, 0.2, 0.0] and m.type == WeightModifierType.COPY
+    assert m.coeffs == [0.0105392, 0.0768, -0.046925] and m.type == WeightModifierType.NONE
+    assert (m.dorefa_clip, m.g_max) == (0.6, 25.0)
     r = cfg.remap
     assert (r.remapped_wmax, r.max_scale_range, r.max_scale_ref, r.type) == (1.0, 0.0, 0.0, WeightRemapType.NONE)
 

@@ -89,6 +89,18 @@ class WeightModifierType(NamedEnum):
         "conductance pairs.",
     )
     DROP_CONNECT = "DropConnect", "Set a fraction `pdrop` of the weights to 0."
+    DOREFA = (
+        "DoReFa",
+        "DoReFa discretization (when `res` > 0): w = round(tanh(w) |dorefa_clip / tanh(amax)| / res) res (halves "
+        "away from 0), i.e. tanh-compressed weights in [-dorefa_clip, dorefa_clip] on a grid of step `res` (as "
+        "aihwkit's tile; the result is not scaled back by amax).",
+    )
+    PROG_NOISE = (
+        "ProgNoise",
+        "`POLY` noise that keeps each weight's sign, as programming a conductance pair would: "
+        "w' = w + amax (std_dev / g_max) sum_k coeffs[k] (|w|/amax)^k xi, then |w'| with the sign of w "
+        "(w >= 0: +|w'|).",
+    )
 
 
 class WeightRemapType(NamedEnum):

@@ -48,8 +48,9 @@ class WeightModifierParameter(ConfigBase):
 
     std_dev: float = param(
         0.0, check=Number(ge=0),
-        doc="Noise strength of `ADD_NORMAL`, `MULT_NORMAL`, `DISCRETIZE_ADD_NORMAL` and `POLY`, relative to amax "
-            "(each tile's max|W|, or `assumed_wmax`); for `PCM_NOISE` the factor on the PCM programming noise.")
+        doc="Noise strength of `ADD_NORMAL`, `MULT_NORMAL`, `DISCRETIZE_ADD_NORMAL`, `POLY` and `PROG_NOISE`, "
+            "relative to amax (each tile's max|W|, or `assumed_wmax`); for `PCM_NOISE` the factor on the PCM "
+            "programming noise.")
     per_batch_sample: bool = param(
         False,
         doc="A separate perturbation per sample of the batch (each index of the input's leading dimension) "
@@ -57,8 +58,10 @@ class WeightModifierParameter(ConfigBase):
     res: float = param(
         0.0, check=Resolution(),
         doc="`DISCRETIZE`, `DISCRETIZE_ADD_NORMAL`: resolution of the weight discretization, as a fraction of "
-            "amax (a value > 1 is a number of steps).")
+            "amax (a value > 1 is a number of steps); `DOREFA`: the same step, in weight units (not times amax).")
     sto_round: bool = param(False, doc="Stochastic rounding in the discretization.")
+    dorefa_clip: float = param(
+        0.6, check=Number(gt=0), doc="`DOREFA`: the largest magnitude of the discretized weights.")
     pdrop: float = param(
         0.0, check=Fraction("probability"),
         doc="Drop-connect probability: each weight is set to 0 with this probability (also combined with the "
@@ -68,10 +71,15 @@ class WeightModifierParameter(ConfigBase):
         True, doc="amax is the current max|W| of the layer; `False`: amax is `assumed_wmax`.")
     assumed_wmax: float = param(1.0, check=Number(gt=0), doc="amax when `rel_to_actual_wmax` is `False`.")
     coeffs: list = param(
-        default_factory=lambda: [0.2, 0.2, 0.0], check=NumberList(),
-        doc="`POLY`: coefficients c_k of the noise w += amax * std_dev * sum_k c_k (|w|/amax)^k * xi.")
+        default_factory=lambda: [0.0105392, 0.0768, -0.046925], check=NumberList(),
+        doc="`POLY`, `PROG_NOISE`: coefficients c_k of the noise's polynomial in |w|/amax (aihwkit's default: "
+            "about the PCM programming noise of `PCMLikeNoiseModel`, in units of g_max = 25 uS).")
     type: WeightModifierType = param(
-        WeightModifierType.COPY, doc="Kind of perturbation (`COPY`: none, the weights are used as they are).")
+        WeightModifierType.NONE,
+        doc="Kind of perturbation (`NONE` and `COPY`: none, the weights are used as they are; `pdrop` still "
+            "applies).")
+    g_max: float = param(
+        25.0, check=Number(gt=0), doc="`PROG_NOISE`: g_max in uS; the noise is std_dev / g_max times the polynomial.")
 
 
 @register_config_class
