@@ -532,3 +532,13 @@ def test_drift_analog_weights_refuses_infinite_time():
     assert torch.equal(layer.tile.analog_weight, before)  # nothing changed
     drift_analog_weights(layer, 3600.0)
     assert torch.isfinite(layer.tile.analog_weight).all()
+
+
+def test_dict_without_a_field_gets_its_default():
+    # a dict saved before prog_coeff_g_max_reference existed: the default coefficients' 25 uS, not g_max
+    data = PCMLikeNoiseModel(g_max=40.0).to_dict()
+    del data["prog_coeff_g_max_reference"]
+    back = config_from_dict(data)
+    assert back.prog_coeff_g_max_reference == 25.0 and back.g_max == 40.0
+    data = {"class": "PCMLikeNoiseModel", "g_max": 40.0}  # a converter left out is the default one
+    assert config_from_dict(data).g_converter == SinglePairConductanceConverter()

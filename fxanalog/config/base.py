@@ -39,7 +39,8 @@ An unknown keyword raises ``TypeError`` naming the class and its fields.
 A class whose aihwkit constructor derives some arguments from others (a
 noise model's ``g_max`` from its converter) says so in a classmethod
 ``init_arguments(kwargs)``, which gets the keywords the caller gave and
-returns those to build with.
+returns those to build with. ``config_from_dict`` builds from field data:
+a field its dict leaves out is the field's default, never derived.
 """
 
 from __future__ import annotations
@@ -610,4 +611,12 @@ def config_from_dict(data: Any, expected: type | None = None) -> Any:
             kwargs[key] = type(default).coerce(value, f"{name}.{key}")
         else:
             kwargs[key] = value
+    # A dict is field data, not a constructor call: a field it leaves out is
+    # the field's default, never derived from the others (init_arguments).
+    for key, f in fields.items():
+        if key not in kwargs and f.init:
+            if f.default is not dataclasses.MISSING:
+                kwargs[key] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                kwargs[key] = f.default_factory()
     return cls(**kwargs)
