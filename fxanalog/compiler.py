@@ -20,13 +20,16 @@ import torch
 from torch import nn
 
 from fxanalog.dump import StageDumper
-from fxanalog.model import analog_class, set_layer_records
+from fxanalog.model import AnalogModelMixin, analog_class, set_layer_records
+from fxanalog.nn.attention import AnalogMultiheadAttention
+from fxanalog.nn.modules import AnalogLayerBase
 from fxanalog.passes.context import CompileContext, CompileOptions
 from fxanalog.passes.pipeline import convert
 from fxanalog.passes.opaque import example_uses
 from fxanalog.passes.preserve import preserved
 from fxanalog.passes.shapes import as_args
-from fxanalog.passes.records import LayerRecord
+from fxanalog.passes.trace import set_submodule, shallow_copy
+from fxanalog.passes.records import LayerRecord, covered
 from fxanalog.passes.program import program
 from fxanalog.passes.rules import LayerRule, RuleTable, register_layer_rule
 from fxanalog.summary import Report
@@ -61,7 +64,8 @@ def compile(
         exclude: layer names or fnmatch patterns that stay digital.
         layer_config: ``(name, module, rpu_config) -> rpu_config`` per layer.
         inplace: share the model's parameter tensors (no weight copied; the
-            model's own modules are never modified either). With
+            model's own modules are never modified either: the analog model
+            is a new module tree around the same tensors). With
             ``realistic_read_write`` the written weights are the layers'
             own copies: programming never writes into the model's tensors.
             False: work on a deep copy.
@@ -86,6 +90,8 @@ def compile(
                       "it is returned unchanged", stacklevel=2)
         return model
     result = unit.result
+    if inplace:
+        _new_module_tree(result, model)
     if not hasattr(result, "analog_tiles"):
         result.__class__ = analog_class(type(result))
     set_layer_records(result, _in_model_order(ctx.state.records + _unconverted(ctx, model), model))
@@ -113,6 +119,32 @@ def explain(model: nn.Module, rpu_config=None, example_inputs=None, **kwargs) ->
     ctx.state.check_excludes(ctx.options)
     return Report.from_records(_in_model_order(ctx.state.records + _unconverted(ctx, model), model),
                                title=f"fxanalog.explain: {type(model).__name__} (dry run)")
+
+
+def _new_module_tree(result: nn.Module, model: nn.Module) -> None:
+    """``inplace=True``: replace every module of the user's model that the
+    result still holds (a BatchNorm, a Dropout, an untraceable child kept
+    whole) by a shallow copy around the same tensors, so that ``train()``,
+    ``eval()``, hooks and swaps on the analog model leave the user's modules
+    as they are. A module held at several paths gets one copy. Layers that
+    were analog in the model already are kept as they are."""
+    users = {id(m) for m in model.modules()}
+    copies: dict = {}
+
+    def visit(parent: nn.Module) -> None:
+        for name, child in list(parent.named_children()):
+            if isinstance(child, AnalogModelMixin) or isinstance(child, (AnalogLayerBase, AnalogMultiheadAttention)):
+                continue  # a layer that was analog already is kept as it is (its tiles' state is one)
+            if id(child) in users:
+                if id(child) not in copies:
+                    copies[id(child)] = shallow_copy(child)
+                    visit(copies[id(child)])
+                set_submodule(parent, name, copies[id(child)])
+            elif id(child) not in copies:
+                copies[id(child)] = child
+                visit(child)
+
+    visit(result)
 
 
 def _check_example(ctx: CompileContext, model: nn.Module, example_inputs) -> None:
@@ -162,11 +194,7 @@ def _unconverted(ctx: CompileContext, model: nn.Module) -> list:
     for path, p in model.named_parameters():
         if p.dim() < 2 or id(p) in analog:  # a layer that is analog already is kept as it is
             continue
-        covered, q = path in sources, path
-        while not covered and "." in q:
-            q = q.rpartition(".")[0]
-            covered = q in sources
-        if not covered:
+        if not covered(sources, path):
             why = ctx.state.param_notes.get(path, "no matmul on it was seen (not used, or used where fxanalog "
                                                   "cannot look)")
             out.append(LayerRecord.digital(path, "parameter", why, path, tuple(p.shape)))

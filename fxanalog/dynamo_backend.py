@@ -40,6 +40,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from fxanalog.nn.modules import named_analog_layers
 from fxanalog.passes.context import CompileContext, CompileOptions
 from fxanalog.passes.pipeline import run
+from fxanalog.passes.records import LayerRecord, covered
 from fxanalog.passes.rules import Match, RuleTable
 from fxanalog.passes.trace import GraphUnit, Strategy
 
@@ -194,11 +195,18 @@ class AnalogBackend:
     def __call__(self, gm: fx.GraphModule, example_inputs):
         self.graphs += 1
         ctx = CompileContext(self.options, RuleTable.for_options(self.options))
-        run(ctx, DynamoGraph(self, gm, example_inputs).trace(ctx))
+        strategy = DynamoGraph(self, gm, example_inputs)
+        run(ctx, strategy.trace(ctx))
         for r in ctx.state.records:
             if not r.analog:
                 r = replace(r, name=_display(r.source))
             self._records[r.name] = r
+        # A >= 2-D parameter of the graph that no layer converted: a row too.
+        sources = {r.source for r in self._records.values()}
+        shapes = {path: tuple(p.shape) for p, path in strategy.params.values()}
+        for path, why in ctx.state.param_notes.items():
+            if not covered(sources, path) and _display(path) not in self._records:
+                self._records[path] = LayerRecord.digital(path, "parameter", why, path, shapes.get(path))
         return self._compile_rest(gm, example_inputs)
 
     def _compile_rest(self, gm: fx.GraphModule, example_inputs):

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Optional
 from fxanalog.config import InferenceRPUConfig, config_from_dict, config_to_dict
 from fxanalog.geometry import split_sizes
 
-__all__ = ["TileMap", "TileMapEntry", "LayerRecord", "CONVERTED_BY", "config_diff", "weight_dims"]
+__all__ = ["TileMap", "TileMapEntry", "LayerRecord", "CONVERTED_BY", "config_diff", "weight_dims", "covered"]
 
 CONVERTED_BY = ("module", "functional", "conversion_map", "fallback-swap", "digital")
 
@@ -172,6 +172,17 @@ class LayerRecord:
         return cls(data["name"], data["kind"], how, data["source"], data.get("shape"),
                    None if tiles is None else TileMap.from_dict(tiles),
                    None if cfg is None else config_from_dict(cfg), reason, data.get("programming_report"))
+
+
+def covered(sources, path: str) -> bool:
+    """A record whose source is ``path`` or a module above it (a layer made
+    from the weight, or a layer holding it) exists: ``sources`` is the set of
+    the records' sources."""
+    while path not in sources:
+        if "." not in path:
+            return False
+        path = path.rpartition(".")[0]
+    return True
 
 
 def _plain(value: Any) -> Any:

@@ -13,9 +13,10 @@ place of the weight's owner (HuggingFace's ``Conv1D``), or as a new
 ``analog_<weight>`` submodule; the node is one ``call_module`` named
 ``analog_<layer>`` whose module computes with ``fxanalog::tile_mvm``. The
 matched nodes (with a folded bias add) are erased, and transposes and
-``get_attr`` nodes left without users. Every other node is unchanged. A
-weight used by several matmuls (a tied output head) stays one Parameter
-shared by all of its layers.
+``get_attr`` nodes left without users. Every other node is unchanged. The
+forward hooks and pre-hooks of a replaced module are registered on its
+analog layer (``trace.carry_hooks``). A weight used by several matmuls (a
+tied output head) stays one Parameter shared by all of its layers.
 
 One ``LayerRecord`` per analog tile layer goes to ``ctx.state`` (name, kind,
 how converted, source, weight shape, the actual tile map and config). In a
@@ -38,7 +39,7 @@ from .context import META_LAYER, META_MATCH, SKIPPED, CompileContext
 from .opaque import OPAQUE, AnalogOpaqueCall
 from .records import LayerRecord, TileMap
 from .rules import Match, transpose_operand
-from .trace import GraphUnit, shallow_copy
+from .trace import GraphUnit, carry_hooks, shallow_copy
 
 __all__ = ["rewrite", "layer_records", "dry_run_records", "own_weights"]
 
@@ -145,6 +146,8 @@ def rewrite(ctx: CompileContext, unit: GraphUnit):
         if ctx.options.own_weights:
             own_weights(m)
         layer = unit.strategy.build(ctx, unit, m)
+        if m.module is not None:
+            carry_hooks(m.module, layer, unit.prefix + m.name)
         layer.train(unit.root.training if m.training is None else m.training)
         for rec in layer_records(layer, unit.prefix + m.name, m.kind, m.converted_by, unit.prefix + m.source,
                                  unit.prefix):

@@ -35,6 +35,7 @@ Nothing of the input module is modified: each trace attempt runs inside
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -48,6 +49,7 @@ from .preserve import preserved
 from .rules import Match, RuleTable, get_attr_param
 
 __all__ = ["GraphUnit", "Strategy", "FxTrace", "ChildSwap", "AnalogTracer", "set_submodule", "shallow_copy",
+           "carry_hooks", "has_forward_hooks",
            "FX_TRACE", "CHILD_SWAP"]
 
 
@@ -133,9 +135,16 @@ class AnalogTracer(fx.Tracer):
         super().__init__()
         self.rules = rules
         self.leaves = leaves
+        self.hooked: list = []  # modules kept whole because they have forward hooks
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaves or (self.rules is not None and self.rules.is_leaf(m)):
+            return True
+        if self.rules is not None and has_forward_hooks(m):
+            # Traced through, its hooks would never run: a leaf, converted
+            # recursively, whose result carries its hooks.
+            if any(True for _ in m.children()):
+                self.hooked.append(module_qualified_name)
             return True
         if isinstance(m, fx.GraphModule):
             return False
@@ -143,20 +152,22 @@ class AnalogTracer(fx.Tracer):
         return m.__module__.startswith("torch.nn") and not any(True for _ in m.children())
 
 
-def _try_trace(module: nn.Module, rules: RuleTable, leaves: frozenset) -> Optional[AnalogGraphModule]:
-    """The traced module, or None when fx cannot trace it. Either way the
+def _try_trace(module: nn.Module, rules: RuleTable, leaves: frozenset) -> Optional[tuple]:
+    """(The traced module, the hooked modules kept as leaves), or None when
+    fx cannot trace it. Either way the
     module's attributes are as before (``preserve``): a forward that stores
     what it computes (a cache, a lazily set attribute) would keep Proxies.
     The GraphModule is made before they are put back, so that it holds the
     constants the tracer stored on the module (``_tensor_constant0``)."""
+    tracer = AnalogTracer(rules, leaves)
     with preserved(module):
         try:
-            graph = AnalogTracer(rules, leaves).trace(module)
+            graph = tracer.trace(module)
         except Exception:  # fx raises many kinds (TraceError, TypeError, ...)
             return None
         gm = AnalogGraphModule(module, graph, class_name=type(module).__name__)
     gm.training = module.training
-    return gm
+    return gm, tracer.hooked
 
 
 class FxTrace(Strategy):
@@ -169,17 +180,21 @@ class FxTrace(Strategy):
               example_inputs=None) -> Optional[GraphUnit]:
         """The unit of a traced module, or None when its forward cannot be traced."""
         leaves: frozenset = frozenset()
-        gm = _try_trace(module, ctx.rules, leaves)
-        if gm is None:
+        traced = _try_trace(module, ctx.rules, leaves)
+        if traced is None:
             tracer = AnalogTracer(ctx.rules)
             bad = [name for name, child in module.named_children()
                    if not tracer.is_leaf_module(child, name) and _try_trace(child, ctx.rules, frozenset()) is None]
             if bad:
                 leaves = frozenset(bad)
-                gm = _try_trace(module, ctx.rules, leaves)
-        if gm is None:
+                traced = _try_trace(module, ctx.rules, leaves)
+        if traced is None:
             return None
-        return GraphUnit(self, module, gm, gm.graph, get_attr_param(gm), prefix, sorted(leaves), example_inputs)
+        gm, hooked = traced
+        if not ctx.options.dry_run:
+            carry_hooks(module, gm, prefix[:-1])
+        return GraphUnit(self, module, gm, gm.graph, get_attr_param(gm), prefix, sorted(set(leaves) | set(hooked)),
+                         example_inputs)
 
     def name_layer(self, unit: GraphUnit, m: Match, taken: set) -> None:
         """The weight's owner module when the layer can take its place (a
@@ -209,11 +224,48 @@ class FxTrace(Strategy):
 
 def shallow_copy(module: nn.Module) -> nn.Module:
     """A copy of the module object sharing its parameters, buffers and
-    children, so that children can be swapped without touching the original."""
+    children, so that children can be swapped without touching the original.
+    Its own dicts, lists and sets (the registries of children, parameters,
+    buffers and hooks, a cache) are copies: ``train()``/``eval()``, a hook
+    registered or a child swapped on the copy leave the original as it was."""
     new = copy.copy(module)
-    for key in ("_modules", "_parameters", "_buffers"):
-        new.__dict__[key] = dict(module.__dict__[key])
+    for key, value in vars(module).items():
+        if isinstance(value, (dict, list, set)):
+            new.__dict__[key] = copy.copy(value)
     return new
+
+
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks")
+_OTHER_HOOKS = ("_backward_pre_hooks", "_backward_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+                "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def has_forward_hooks(module: nn.Module) -> bool:
+    """The module has forward hooks or pre-hooks of its own."""
+    state = vars(module)
+    return any(state.get(k) for k in _HOOK_DICTS)
+
+
+def carry_hooks(src: nn.Module, dst: nn.Module, name: str) -> None:
+    """Register ``src``'s forward hooks and pre-hooks on ``dst`` (the module
+    that replaces it), in their order and with their options (``with_kwargs``,
+    ``always_call``); a ``UserWarning`` names the other hooks (backward,
+    state dict), which are not carried over."""
+    if src is dst:
+        return
+    state = vars(src)
+    with_kwargs = state.get("_forward_pre_hooks_with_kwargs", {})
+    for hid, hook in state.get("_forward_pre_hooks", {}).items():
+        dst.register_forward_pre_hook(hook, with_kwargs=hid in with_kwargs)
+    with_kwargs = state.get("_forward_hooks_with_kwargs", {})
+    always = state.get("_forward_hooks_always_called", {})
+    for hid, hook in state.get("_forward_hooks", {}).items():
+        dst.register_forward_hook(hook, with_kwargs=hid in with_kwargs, always_call=hid in always)
+    other = [k.strip("_").replace("_", " ") for k in _OTHER_HOOKS if state.get(k)]
+    if other:
+        warnings.warn(f"fxanalog.compile: {', '.join(other)} on {name or 'the model'!r} "
+                      f"({type(src).__name__}) are not carried over to the analog model; register them on it "
+                      "again", stacklevel=2)
 
 
 class ChildSwap(Strategy):

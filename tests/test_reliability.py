@@ -470,3 +470,58 @@ def test_example_inputs_are_checked_by_running_the_model():
     with pytest.raises(ValueError, match=r"example_inputs: MLP failed on them \(2 positional input\(s\): "
                                          r"shape \(5, 20\), shape \(5, 20\)\): TypeError: .*forward\(\) takes 2"):
         fxanalog.compile(mlp, fp(), example_inputs=(torch.randn(5, 20), torch.randn(5, 20)))
+
+
+# -- issue 15 item 11: inplace=True shares tensors, not the user's modules -----------------
+
+
+@pytest.mark.parametrize("name", ["resnet", "control_flow", "lstm", "encoder"])
+def test_inplace_analog_model_is_a_new_module_tree_around_the_same_tensors(name):
+    model = zoo.build(name).train()
+    analog = fxanalog.compile(model, fp(), inplace=True)
+    users = {id(m) for m in model.modules()}
+    shared = [n for n, m in analog.named_modules() if id(m) in users]
+    assert shared == []
+    analog.eval()
+    assert all(m.training for m in model.modules())  # the user's BatchNorm/Dropout stay in train mode
+    tensors = {id(t) for t in list(model.parameters()) + list(model.buffers())}
+    assert all(id(p) in tensors for p in analog.parameters())  # same tensors, nothing copied
+    bn = [m for m in analog.modules() if isinstance(m, nn.BatchNorm2d)]
+    user_bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for a, b in zip(bn, user_bn):
+        assert a.running_mean is b.running_mean
+
+
+# -- issue 15 item 12: forward hooks and pre-hooks are carried over -------------------------
+
+
+def test_hooks_on_converted_layers_root_and_traced_through_modules_run():
+    model = zoo.build("resnet")
+    calls = []
+    model.fc.register_forward_hook(lambda m, a, o: calls.append(("fc", type(m).__name__, tuple(o.shape))))
+    model.fc.register_forward_pre_hook(lambda m, a: calls.append(("fc pre", tuple(a[0].shape))))
+    model.register_forward_hook(lambda m, a, o: calls.append(("root", tuple(o.shape))))
+    model.block1.register_forward_hook(lambda m, a, o: o * 2)  # a hook that changes the output
+    model.stem[1].register_forward_pre_hook(lambda m, a, kw: calls.append(("bn kwargs", kw)), with_kwargs=True)
+    x = zoo.inputs("resnet")
+    expected = model(*x)
+    calls.clear()
+    for inplace in (False, True):
+        analog = fxanalog.compile(model, fp(), inplace=inplace)
+        y = analog(*x)
+        torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)  # block1's hook doubled its output
+        assert calls == [("bn kwargs", {}), ("fc pre", (2, 32)), ("fc", "AnalogLinear", (2, 10)),
+                         ("root", (2, 10))]
+        calls.clear()
+        # block1 was kept whole (its hook runs) and converted inside.
+        assert {"block1.grouped", "block1.pointwise"} <= {n for n, _ in analog.named_analog_layers()}
+    # The user's modules keep exactly their own hooks.
+    model(*x)
+    assert calls == [("bn kwargs", {}), ("fc pre", (2, 32)), ("fc", "Linear", (2, 10)), ("root", (2, 10))]
+
+
+def test_backward_hooks_are_named_in_a_warning():
+    model = zoo.build("mlp")
+    model.fc2.register_full_backward_hook(lambda m, gi, go: None)
+    with pytest.warns(UserWarning, match=r"backward hooks on 'fc2' \(Linear\) are not carried over"):
+        fxanalog.compile(model, fp())
