@@ -335,11 +335,14 @@ class AnalogTile(nn.Module):
     def reset_mapping_scales(self, w: Tensor) -> None:
         """Weight scaling (``mapping.weight_scaling_omega``): the tile holds
         W/alpha with alpha = max|W|/omega (per output when columnwise), and
-        alpha goes to the digital output scales."""
+        alpha goes to the digital output scales. The max is over the finite
+        weights: an infinite or NaN weight spoils its own output only, as
+        digitally (docs/tile.md, "Mapping a layer onto tiles")."""
         m = self.rpu_config.mapping
         if m.weight_scaling_omega > 0:
-            wf = w.detach().float()
-            amax = wf.abs().amax(dim=-1).reshape(-1) if m.weight_scaling_columnwise else wf.abs().amax().reshape(1)
+            wf = w.detach().float().abs()
+            wf = torch.where(torch.isfinite(wf), wf, torch.zeros_like(wf))
+            amax = wf.amax(dim=-1).reshape(-1) if m.weight_scaling_columnwise else wf.amax().reshape(1)
             alpha = amax / m.weight_scaling_omega
             self.mapping_scales = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
         else:

@@ -282,6 +282,46 @@ def test_nan_and_inf_propagate_like_digital():
     assert (~torch.isfinite(y[1])).all() and (~torch.isfinite(digital[1])).all()
 
 
+def test_tiny_inputs_give_finite_scale_invariant_outputs():
+    # A row with max|x| far below 1 (down to subnormals) must not give NaN
+    # (1/alpha overflows in float32 below ~3e-39). ABS_MAX noise management
+    # makes the tile scale-invariant: without noise, the output of x * 2^-k
+    # is exactly the output of x times 2^-k (powers of two are exact), up to
+    # the float32 resolution of the (maybe subnormal) result.
+    cfg = quiet()
+    cfg.mapping.max_input_size = 4
+    layer = linear(torch.randn(5, 9), cfg=cfg)
+    x = torch.randn(6, 9)
+    k = torch.tensor([0, 100, 120, 126, 130, 140], dtype=torch.float64)
+    scale = torch.pow(2.0, -k)[:, None]
+    small = (x.double() * scale).float()  # subnormal rows keep fewer bits: scale them back up exactly
+    y = layer(small).double()
+    want = layer((small.double() / scale).float()).double() * scale
+    assert torch.isfinite(y).all()
+    # rows >= 2^-120 at float32 precision; below, the digital factor alpha * dy is
+    # itself subnormal: its rounding (<= 0.7e-45) times up to ~255 ADC steps
+    assert torch.allclose(y, want, rtol=1e-5, atol=2e-43)
+    assert (y[:5] != 0).any(dim=1).all()  # not flushed to zero (the last row's outputs may underflow)
+
+
+def test_an_infinite_weight_spoils_only_its_own_output_column():
+    # weight_scaling_omega = 1: the scale is max|W| over the finite weights,
+    # so the other columns are those of the same layer with that weight 0,
+    # and the column of the infinite weight is non-finite, as digitally.
+    w = torch.randn(5, 8)
+    x = torch.randn(4, 8)
+    for max_in in (0, 3):
+        cfg = quiet()
+        cfg.mapping.weight_scaling_omega = 1.0
+        cfg.mapping.max_input_size = max_in
+        w_inf, w_zero = w.clone(), w.clone()
+        w_inf[2, 3], w_zero[2, 3] = float("inf"), 0.0
+        y = linear(w_inf, cfg=cfg)(x)
+        keep = [0, 1, 3, 4]
+        assert torch.equal(y[:, keep], linear(w_zero, cfg=cfg)(x)[:, keep])
+        assert not torch.isfinite(y[:, 2]).any() and not torch.isfinite((x @ w_inf.T)[:, 2]).any()
+
+
 def test_is_perfect_is_exactly_digital():
     lin = torch.nn.Linear(30, 20)
     x = torch.randn(7, 30)

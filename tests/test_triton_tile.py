@@ -173,6 +173,21 @@ def dac_ties_case(nm) -> dict:
     return c
 
 
+def extremes_case() -> dict:
+    """Rows scaled by 2^-k (k up to 140: subnormal inputs, where 1/alpha
+    overflows) and one infinite weight (output 5 of input piece 0), with
+    output pieces that saturate (bound management redoes them)."""
+    c = case(quiet(), G=1, B=19, col_w=piece_cols(factor=8.0), w_scale=1.0, seed=5)
+    k = torch.tensor([0, 100, 126, 130, 140] * 4)[:19].double()
+    x = (c["x"].double() * torch.pow(2.0, -k)[None, :, None]).float()
+    w = c["w"].clone()
+    w[0, 5, 2] = float("inf")
+    c.update(x=x, w=w, tiles=layout_tiles(w, c["in_sizes"]))
+    return c
+
+
+EXTREMES = extremes_case()
+
 CASES["dac-ties-absmax"] = dac_ties_case(NM.ABS_MAX)
 CASES["dac-ties-max"] = dac_ties_case(NM.MAX)
 
@@ -444,6 +459,7 @@ def interpreted():
     jobs["repro:out-noise"] = STATS["out-noise"]
     jobs.update({f"layer:{k}": v for k, v in LAYERS.items()})
     jobs["groups:sliced"] = GROUPS_SLICED
+    jobs["extremes"] = EXTREMES
     with tempfile.TemporaryDirectory() as tmp:
         inp, outp = os.path.join(tmp, "in.pt"), os.path.join(tmp, "out.pt")
         torch.save(jobs, inp)
@@ -492,6 +508,18 @@ def test_dac_half_step_ties_as_the_torch_path_interpreted(name, interpreted):
     assert torch.allclose(interpreted[f"eq:{name}"], ref, rtol=1e-6, atol=0)
     a = c["x"][0, :, 0:1]
     assert float((ref[0] / a).max()) == pytest.approx(1.0, abs=1e-6)  # 64 steps clipped to the bound
+
+
+def test_tiny_rows_and_an_infinite_weight_interpreted(interpreted):
+    # As the torch path: no NaN from tiny rows (1/alpha would overflow), and an
+    # infinite weight spoils its own output column only.
+    c = EXTREMES
+    out = interpreted["extremes"]
+    ref = tile_forward(c["x"], c["tiles"], c["in_sizes"], c["out_sizes"], TileIO.unpack(c["io"]))
+    keep = [n for n in range(23) if n != 5]
+    assert torch.isfinite(ref[..., keep]).all() and torch.isfinite(out[..., keep]).all()
+    assert not torch.isfinite(out[..., 5]).any() and not torch.isfinite(ref[..., 5]).any()
+    assert torch.allclose(out[..., keep], ref[..., keep], rtol=1e-5, atol=2e-43)
 
 
 def test_more_groups_than_a_grid_axis_holds_interpreted(interpreted):

@@ -67,6 +67,7 @@ PRECISIONS = ("fp32", "tf32", "ieee")
 _PRECISION: Optional[str] = None
 _INT16_MAX = 32767.0  # round-1 ADC values of bound management are stored as int16 up to this
 INT16_MAX = tl.constexpr(_INT16_MAX)
+TINY_SCALE = tl.constexpr(2.0**-64)  # = fxanalog.ops.tile_mvm_torch.TINY_SCALE
 
 
 def set_precision(name: Optional[str]) -> None:
@@ -122,24 +123,41 @@ def _rint(v):
 
 
 @triton.jit
-def _dac(xv, s, ux, offs, seed, rnd, GN, gi, inp_bound, inp_noise,
+def _dac(xv, up, s, ux, offs, seed, rnd, GN, gi, inp_bound, inp_noise,
          CLIP_IN: tl.constexpr, QUANT_IN: tl.constexpr, STO_IN: tl.constexpr, INP_NOISE: tl.constexpr):
     """Inputs -> DAC output in input steps: scale, (stochastic) rint, clip, noise.
-    ``s`` = 1/(alpha r); in aihwkit's float32 order, ``x * s`` then divided
+    ``s`` = 1/(alpha up r), ``up`` 2^64 for a tiny alpha (else 1: see
+    ``_prescale``); in aihwkit's float32 order, ``(x up) * s`` then divided
     (correctly rounded) by the step ``ux``, so that half-step ties resolve as
     in the torch path and aihwkit (docs/tile.md step 3). Quantize first, then
     clip. ``offs``: int32 counter of each input (row * p_in + position)."""
-    v = xv * s
+    v = (xv * up) * s
     if QUANT_IN:
         v = tl.math.div_rn(v, ux)
         if STO_IN:
             v = v + (tl.rand(stream_key(seed, rnd, INPUT_ROUNDING, GN, gi), offs) - 0.5)
         v = _rint(v)
     if CLIP_IN:
-        v = tl.minimum(tl.maximum(v, -inp_bound), inp_bound)
+        v = tl.where(v == v, tl.minimum(tl.maximum(v, -inp_bound), inp_bound), v)  # NaN stays NaN
     if INP_NOISE:
         v = v + inp_noise * tl.randn(stream_key(seed, rnd, INPUT_NOISE, GN, gi), offs)
     return v
+
+
+@triton.jit
+def _prescale(alpha):
+    """2^64 where the noise-management scale is below 2^-64, else 1: x and
+    alpha are scaled up by it (exactly) before 1/alpha, which would overflow
+    (the torch path's ``TINY_SCALE``)."""
+    return tl.where(alpha < TINY_SCALE, 18446744073709551616.0, 1.0)
+
+
+@triton.jit
+def _clip(y, bound):
+    """Clip to [-bound, bound], keeping NaN and +-inf (tl.minimum/maximum
+    would drop a NaN): a non-finite value spoils only its own outputs, as
+    digitally (and as the torch path's clamp)."""
+    return tl.where(tl.abs(y) < float("inf"), tl.minimum(tl.maximum(y, -bound), bound), y)
 
 
 @triton.jit
@@ -274,14 +292,15 @@ def _dac_kernel(
         seed = tl.load(seed_ptr)
     else:
         seed = 0
-    s = tl.math.div_rn(tl.full((BLOCK_R,), 1.0, tl.float32), alpha)
+    up = _prescale(alpha)
+    s = tl.math.div_rn(tl.full((BLOCK_R,), 1.0, tl.float32), alpha * up)
     v_rows = v_ptr + (g * B + rows.to(tl.int64))[:, None] * (n_in * p_a) + i * p_a
     ssq = tl.zeros((BLOCK_R,), dtype=tl.float32)
     for c0 in range(0, p_a, BLOCK_C):
         cols = c0 + tl.arange(0, BLOCK_C)
         valid = rmask[:, None] & (cols < size)[None, :]
         xv = tl.load(x_rows + (start + cols).to(tl.int64)[None, :] * sxk, mask=valid, other=0.0)
-        v = _dac(xv.to(tl.float32), s[:, None], ux, (rows * p_in)[:, None] + cols[None, :], seed, 0, GN, gi,
+        v = _dac(xv.to(tl.float32), up[:, None], s[:, None], ux, (rows * p_in)[:, None] + cols[None, :], seed, 0, GN, gi,
                  inp_bound, inp_noise, CLIP_IN, QUANT_IN, STO_IN, INP_NOISE)
         v = tl.where(valid, v, 0.0)
         if SSQ:
@@ -386,12 +405,12 @@ def _tile_forward_kernel(
             if BM_ITER:
                 # mark (row, piece i, output piece o) where an output saturated (strictly
                 # above the level out_sat, as aihwkit: docs/tile.md step 7)
-                hit = (tl.abs(y) > out_sat) & mask2
+                hit = (tl.abs(y) > out_sat) & (tl.abs(y) < float("inf")) & mask2
                 flag_rows = flags_ptr + ((g * B + rows64) * n_in + i) * n_out
                 for o in range(o_first, o_last + 1):
                     sat = tl.max((hit & (cpiece == o)[None, :]).to(tl.int32), axis=1)
                     tl.store(flag_rows + o, sat, mask=sat > 0)
-            y = tl.minimum(tl.maximum(y, -out_bound), out_bound)
+            y = _clip(y, out_bound)
             if BM_ITER:
                 s_plane = s_ptr + gi * B * N
                 if S_INT16:
@@ -472,7 +491,8 @@ def _bound_management_kernel(
                 if done == 0:
                     r = r * 2.0
                     rnd64 = tl.cast(rnd, tl.int64)
-                    s = tl.math.div_rn(1.0, alpha * r)
+                    up = _prescale(alpha)
+                    s = tl.math.div_rn(1.0, (alpha * up) * r)
                     last = rnd == n_rounds
                     sat_any = 0
                     for c0 in range(0, c_size, BLOCK_N):
@@ -485,7 +505,7 @@ def _bound_management_kernel(
                             ks = k0 + tl.arange(0, BLOCK_K)
                             kmask = ks < size
                             xv = tl.load(x_row + (start + ks).to(tl.int64) * sxk, mask=kmask, other=0.0)
-                            v = _dac(xv.to(tl.float32), s, ux, in_offs + ks, seed, rnd64, GN, gi, inp_bound,
+                            v = _dac(xv.to(tl.float32), up, s, ux, in_offs + ks, seed, rnd64, GN, gi, inp_bound,
                                      inp_noise, CLIP_IN, QUANT_IN, STO_IN, INP_NOISE)
                             v = tl.where(kmask, v, 0.0)
                             wv = tl.load(w_piece + ks.to(tl.int64)[:, None] * swk + cols[None, :] * swn,
@@ -501,9 +521,9 @@ def _bound_management_kernel(
                             wvar = accp
                         y = _adc(acc, wvar, tl.cast(b, tl.int32) * N + cols, seed, rnd64, GN, gi, ux, uy,
                                  out_noise, w_noise, nl, OUT_NOISE, W_NOISE, NONLIN, QUANT_OUT, STO_OUT, 0, 0)
-                        sat = (tl.abs(y) > out_sat) & cm
+                        sat = (tl.abs(y) > out_sat) & (tl.abs(y) < float("inf")) & cm
                         sat_any = tl.maximum(sat_any, tl.max(sat.to(tl.int32), axis=0))
-                        y = tl.minimum(tl.maximum(y, -out_bound), out_bound)  # the last round stays clipped
+                        y = _clip(y, out_bound)  # the last round stays clipped
                         if S_INT16:
                             y = tl.minimum(tl.maximum(y, -INT16_MAX), INT16_MAX).to(tl.int16)
                         tl.store(s_row + cols, y, mask=cm)

@@ -38,7 +38,11 @@ from fxanalog.config import NoiseManagementType, WeightNoiseType
 from fxanalog.geometry import pad_index, per_output, piece_index, unlayout_tiles
 from fxanalog.ops.io import TileIO
 
-__all__ = ["tile_forward", "apply_digital", "compute_dtype"]
+__all__ = ["tile_forward", "apply_digital", "compute_dtype", "TINY_SCALE"]
+
+# Noise-management scales below this are computed with x and alpha scaled up
+# by 2^64 (so that 1/alpha cannot overflow); the Triton kernels use the same.
+TINY_SCALE = 2.0**-64
 
 
 def _input_scale(xp: Tensor, io: TileIO, pidx: Optional[Tensor], x: Tensor) -> Tensor:
@@ -146,10 +150,20 @@ def _mvm_steps(
     return y
 
 
+def _clip_(y: Tensor, bound: float, has_inf: bool = True) -> Tensor:
+    """Clip ``y`` to [-bound, bound] in place; +-inf (from an infinite weight
+    or input) stays, so that it spoils its own outputs only, as digitally."""
+    if not has_inf:
+        return y.clamp_(-bound, bound)
+    return y.copy_(torch.where(y.isinf(), y, y.clamp(-bound, bound)))
+
+
 def _saturated_pieces(y: Tensor, level: float, out_sizes: Sequence[int]) -> Tensor:
     """(G, n, M, N) output steps -> (G, n, M, n_out) bool: the tile saturated
-    (an output with ``|y| > level``, ``TileIO.out_sat``; NaN is not saturated)."""
-    hit = y.abs() > level
+    (a finite output with ``|y| > level``, ``TileIO.out_sat``; NaN and +-inf,
+    which no smaller input makes finite, are not)."""
+    a = y.abs()
+    hit = (a > level) & (a < math.inf)
     if len(out_sizes) == 1:
         return hit.any(dim=-1, keepdim=True)
     ends = torch.tensor(list(out_sizes), device=y.device).cumsum(0)
@@ -192,16 +206,23 @@ def tile_forward(
 
     alpha = _input_scale(xp, io, pidx, x)  # (G, B, n)
     zero_piece = None
-    if not bool((alpha > 0).all()):  # rare: zero (or negative MAX) scales
+    alpha_dac, x_dac = alpha, xp  # what the DAC divides: x / alpha
+    if not bool((alpha >= TINY_SCALE).all()):  # rare: zero, negative (MAX), tiny or NaN scales
         # An all-zero batch of a piece gives zero (aihwkit skips such a tile).
         zero_piece = (alpha == 0).all(dim=1, keepdim=True) if io.gate_zero_pieces else None
         alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
+        # A tiny scale (max|x| < 2^-64, down to subnormals): 1/alpha would
+        # overflow to inf (and 0 * inf = NaN). The DAC divides x * 2^64 by
+        # alpha * 2^64 instead: exact powers of two, so the DAC output is bit
+        # for bit the same as the exact x / alpha; the digital factor keeps alpha.
+        up = torch.where(alpha < TINY_SCALE, 2.0**64, 1.0).to(alpha.dtype)
+        alpha_dac, x_dac = alpha * up, xp * up.unsqueeze(-1)
 
     sizes = _piece_sizes(tuple(in_sizes), G, x.device)
-    y_base = _mvm_steps(xp, 1.0 / alpha, tiles, io, sizes)  # (G*n, B, N) output steps
+    y_base = _mvm_steps(x_dac, 1.0 / alpha_dac, tiles, io, sizes)  # (G*n, B, N) output steps
     y = y_base.view(G, n, B, N)
     if io.bounded:
-        _bound_management(y, xp, alpha, tiles, io, sizes, out_sizes)
+        _bound_management(y, x_dac, alpha_dac, tiles, io, sizes, out_sizes)
 
     # Digital: y_steps * dy * alpha * out_scale, summed over input pieces.
     row = alpha * (io.uy * io.out_scale)  # (G, B, n)
@@ -262,11 +283,12 @@ def _bound_management(
     lim = min(bound, level)
     if not bool((mx > lim) | (mn < -lim)):
         return
+    has_inf = bool((mx == math.inf) | (mn == -math.inf))
     if not io.iterative_bound_management:
-        y.clamp_(-bound, bound)
+        _clip_(y, bound, has_inf)
         return
     sat = _saturated_pieces(y, level, out_sizes)  # (G, n, B, n_out): tiles to redo
-    y.clamp_(-bound, bound)
+    _clip_(y, bound, has_inf)
     if not bool(sat.any()):
         return
     limit = io.last_round_factor
@@ -291,7 +313,7 @@ def _bound_management(
         idx = rows.unsqueeze(-1)
         take = sat.gather(2, idx.expand(-1, -1, -1, sat.shape[-1])) & valid.unsqueeze(-1)  # (G, n, M, n_out)
         still = take & _saturated_pieces(ynew, level, out_sizes)
-        ynew.clamp_(-bound, bound)  # the last round is kept even if it clips
+        _clip_(ynew, bound)  # the last round is kept even if it clips
         cols = take.index_select(-1, piece_of_col)  # (G, n, M, N)
         idx_n = idx.expand(-1, -1, -1, N)
         y.scatter_(2, idx_n, torch.where(cols, ynew * r, y.gather(2, idx_n)))
