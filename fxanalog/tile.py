@@ -61,10 +61,6 @@ PROGRAMMED_STATE = (
 _OPTIONAL_BUFFERS = ("mapping_scales",) + PROGRAMMED_STATE
 
 
-def _tensor_key(t: Optional[Tensor]):
-    return None if t is None else (t._version, t.data_ptr())
-
-
 class DeviceState(nn.Module):
     """The per-cross-point parameters of a tile's devices, drawn once when the
     tile is made (``fxanalog.devices.draw_state``).
@@ -209,8 +205,11 @@ class AnalogTile(nn.Module):
         in eval with ``enable_during_test``); the stored weights are not
         changed and the gradient passes straight through. Without a modifier
         the layout is a view of the weights when the pieces are even and
-        nothing is scaled; in eval without autograd a copy is cached while
-        the weight tensor and its version are unchanged."""
+        nothing is scaled. The layout of the programmed weights (the tile's
+        own ``analog_weight``, in eval without autograd) is cached while that
+        tensor and its version are unchanged; the layer's weights are laid
+        out anew at every call, since writes through ``weight.data`` do not
+        bump a tensor's version (docs/tile.md, "The op")."""
         if self._modifier_acts():
             tw = self.tile_weight(w)
             if draws > 1:
@@ -218,12 +217,14 @@ class AnalogTile(nn.Module):
             mod = hwa.apply_weight_modifier(tw.detach(), self.rpu_config.modifier, self.geometry.in_sizes,
                                             self.geometry.out_sizes, getattr(self.rpu_config, "noise_model", None))
             return self.geometry.layout((tw + (mod.to(tw.dtype) - tw).detach()).float())
-        cacheable = not self.training and not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        if cacheable:
-            key = (w._version, w.data_ptr(), w.dtype, w.device, _tensor_key(self.mapping_scales),
-                   _tensor_key(self.analog_weight))
-            if self._tiles_cache is not None and self._tiles_cache[0] == key:
-                return self._tiles_cache[1]
+        src = self.analog_weight
+        cacheable = (src is not None and not self.training and not torch.is_grad_enabled()
+                     and not torch.compiler.is_compiling())
+        if cacheable:  # the same tensor objects (not addresses, which memory reuses) at the same versions
+            key = (src, src._version)
+            c = self._tiles_cache
+            if c is not None and c[0][0] is src and c[0][1] == key[1]:
+                return c[1]
         tw = self.tile_weight(w)
         t = self.geometry.layout(tw.to(compute_dtype(tw.dtype)))
         self._tiles_cache = (key, t) if cacheable else None

@@ -322,6 +322,37 @@ def test_an_infinite_weight_spoils_only_its_own_output_column():
         assert not torch.isfinite(y[:, 2]).any() and not torch.isfinite((x @ w_inf.T)[:, 2]).any()
 
 
+def test_eval_sees_weight_writes_through_data_and_no_grad():
+    # In eval under no_grad the tile array is a copy of the weights when the
+    # pieces are uneven or the weights scaled; writes through .data (which do
+    # not bump the tensor's version) and no_grad in-place writes must be seen.
+    # Without ADC/DAC quantization or bounds the tile is linear: doubling the
+    # weights doubles the output (the mapping scale is fixed at conversion).
+    w, x = torch.randn(4, 8), torch.randn(3, 8)
+    for omega, max_in in ((1.0, 0), (0.0, 3), (1.0, 3)):
+        cfg = quiet(inp_res=0.0, out_res=0.0, out_bound=0.0)
+        cfg.mapping.weight_scaling_omega, cfg.mapping.max_input_size = omega, max_in
+        layer = linear(w, cfg=cfg)
+        with torch.no_grad():
+            a = layer(x)
+            assert torch.allclose(a, x @ w.T, rtol=1e-5, atol=1e-6)
+            layer.weight.data.mul_(2)
+            assert torch.allclose(layer(x), 2 * a, rtol=1e-5, atol=1e-6)
+            layer.weight.mul_(0.25)
+            assert torch.allclose(layer(x), 0.5 * a, rtol=1e-5, atol=1e-6)
+    # Programmed weights (the tile's own buffer, whose layout is cached): an
+    # in-place write bumps its version and is seen too.
+    cfg = quiet(inp_res=0.0, out_res=0.0, out_bound=0.0)
+    cfg.mapping.max_input_size = 3
+    layer = linear(w, cfg=cfg)
+    layer.program_analog_weights()
+    with torch.no_grad():
+        a = layer(x)
+        assert torch.equal(layer(x), a)
+        layer.tile.analog_weight.mul_(2)
+        assert torch.allclose(layer(x), 2 * a, rtol=1e-5, atol=1e-6)
+
+
 def test_is_perfect_is_exactly_digital():
     lin = torch.nn.Linear(30, 20)
     x = torch.randn(7, 30)
