@@ -97,13 +97,18 @@ def drift(noise_model: BaseNoiseModel, geometry: TileGeometry, state: Programmed
 def compensation(reader: Reader, comp: BaseDriftCompensation, w: Tensor, reference: Optional[Tensor]) -> Tensor:
     """With ``reference=None``: the readout of each output piece of every
     tile column, (G, N). Else the compensation factor ``reference /
-    readout`` now, (G, N)."""
+    readout`` now, (G, N).
+
+    The readout (a mean over the tile) is computed in float64 and the result
+    rounded to float32: torch splits a float32 sum among threads, so its
+    last bits depended on ``torch.get_num_threads()``; in float64 the thread
+    count moves only bits far below float32's (docs/tile.md, random numbers)."""
     y = identity_read(reader, w)
     G = y.shape[0]
     parts, start = [], 0
     for size in reader.geometry.out_sizes:
-        yb = y[:, :, start : start + size]
-        r = comp.readout(yb) if reference is None else comp.apply(yb, reference[:, None, start : start + size])
+        yb = y[:, :, start : start + size].double()
+        r = comp.readout(yb) if reference is None else comp.apply(yb, reference[:, None, start : start + size].double())
         parts.append(torch.broadcast_to(r, (G, 1, size)).reshape(G, size))
         start += size
     return torch.cat(parts, dim=1).float()

@@ -173,6 +173,34 @@ def test_compensation_restores_the_mean_output(comp):
     assert drifted / level0 < 0.6  # (1.6e6)^-nu with nu ~ 0.05
 
 
+@pytest.mark.parametrize("comp", [GlobalDriftCompensation, PerColumnDriftCompensation])
+def test_drift_compensation_is_the_same_on_one_and_two_threads(comp):
+    # docs/tile.md promises bitwise reproducibility on any number of threads.
+    # The compensation's readout is a mean over a whole tile; in float32,
+    # torch split that sum among threads, and drift_reference / drift_scales
+    # (and so every output) changed with torch.set_num_threads (these sizes
+    # and seeds all differed before).
+    before = torch.get_num_threads()
+
+    def run(threads, n_in, n_out, seed):
+        torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        cfg = InferenceRPUConfig()
+        cfg.drift_compensation = comp()
+        cfg.mapping.max_input_size = cfg.mapping.max_output_size = 0
+        layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg).eval()
+        program_analog_weights(layer)
+        drift_analog_weights(layer, 3600.0)
+        return layer.tile.drift_reference.clone(), layer.tile.drift_scales.clone()
+
+    try:
+        for n_in, n_out, seed in ((512, 512, 1), (300, 200, 0), (1000, 100, 1)):
+            one, two = run(1, n_in, n_out, seed), run(2, n_in, n_out, seed)
+            assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1]), (n_in, n_out, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_state_dict_round_trip_weights_only():
     torch.manual_seed(3)
     cfg = InferenceRPUConfig()
