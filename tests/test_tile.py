@@ -648,6 +648,21 @@ def test_straight_through_gradients_of_noisy_forward():
     assert torch.allclose(a.bias.grad, lin.bias.grad, atol=1e-5)
 
 
+def test_weight_gradient_uses_the_raw_input_as_aihwkits_cpp_tile():
+    # aihwkit's C++ tile computes the weight update d x^T from the input it
+    # received, before its DAC (no clip, no quantization); so does fxanalog.
+    # NONE noise management, inp_bound 1, dx = 0.5: the DAC sees [1, 0.5, -1]
+    # for x = [3, 0.3, -2], but the weight gradient is g^T x = [3, 0.3, -2] g.
+    cfg = quiet(inp_res=0.25, out_res=0.0, noise_management=NoiseManagementType.NONE)
+    layer = linear(torch.ones(2, 3), cfg=cfg).train()
+    x = torch.tensor([[3.0, 0.3, -2.0]])
+    g = torch.tensor([[1.0, -0.5]])
+    y = layer(x)
+    assert torch.allclose(y, torch.tensor([[0.5, 0.5]]))  # the forward saw the clipped, quantized input
+    y.backward(g)
+    assert torch.allclose(layer.weight.grad, g.T @ x)
+
+
 def test_noisy_backward_is_a_transposed_tile_mvm():
     torch.manual_seed(13)
     cfg = InferenceRPUConfig()
