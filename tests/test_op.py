@@ -85,3 +85,52 @@ def test_torch_export_contains_the_tile_op():
     fxanalog.manual_seed(4)
     b = model(x)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("fields", [{}, {"is_perfect": True}, {"out_noise": 0.0, "bound_management": "NONE"}])
+def test_op_output_is_a_fresh_tensor(fields):
+    # Never a view of another tensor (an in-place op on the result would
+    # otherwise fail or write into the op's internals): one piece or several,
+    # with or without column scales and bias, and an empty batch.
+    from fxanalog.config import BoundManagementType
+
+    if fields.get("bound_management") == "NONE":
+        fields = dict(fields, bound_management=BoundManagementType.NONE)
+    io = TileIO.pack(IOParameters(**fields))
+    perfect = TileIO.pack(IOParameters(is_perfect=True))
+    w = torch.randn(1, 6, 10)
+    for ins in ([10], [4, 3, 3]):
+        tiles = layout_tiles(w, ins)
+        for col, bias in ((None, None), (None, torch.randn(6)), (torch.rand(6) + 0.5, torch.randn(6))):
+            for B in (5, 0):
+                x = torch.randn(1, B, 10)
+                y = torch.ops.fxanalog.tile_mvm(x, tiles, ins, [6], col, bias, io, perfect, -1)
+                assert y._base is None and y.shape == (1, B, 6)
+                if B:  # (empty tensors share the null storage pointer)
+                    assert y.untyped_storage().data_ptr() not in (x.untyped_storage().data_ptr(),
+                                                                  tiles.untyped_storage().data_ptr())
+
+
+def test_in_place_activation_after_one_piece_layers_trains():
+    # nn.ReLU(inplace=True) right after analog layers of one tile (linear and
+    # conv): forward and backward as with ReLU(inplace=False), whose
+    # gradients are computed independently by autograd.
+    cfg = InferenceRPUConfig()
+    cfg.forward.out_noise = 0.0
+    for inplace_net, shape in (
+        (lambda r: torch.nn.Sequential(AnalogLinear(10, 6, rpu_config=cfg), torch.nn.ReLU(inplace=r),
+                                       AnalogLinear(6, 3, rpu_config=cfg)), (4, 10)),
+        (lambda r: torch.nn.Sequential(AnalogConv2d(3, 4, 3, rpu_config=cfg), torch.nn.ReLU(inplace=r),
+                                       AnalogConv2d(4, 2, 3, rpu_config=cfg)), (2, 3, 8, 8)),
+    ):
+        torch.manual_seed(5)
+        a = inplace_net(True)
+        torch.manual_seed(5)
+        b = inplace_net(False)
+        x = torch.randn(*shape)
+        ya, yb = a(x), b(x)
+        assert torch.equal(ya, yb)
+        ya.square().sum().backward()
+        yb.square().sum().backward()
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            assert pa.grad is not None and torch.equal(pa.grad, pb.grad)
