@@ -8,7 +8,8 @@ what the draw is for and the *counter* which element it belongs to.
 
 The key (``stream_key``) holds the call's seed in its low 32 bits and, in
 the high 32 bits, the stream: (round, purpose, tile) where the purpose is a
-``Stream`` member and the tile is the (group, piece) index. Counters are the
+``Stream`` member, the round the bound-management round of the MVM or the
+batch row of the update, and the tile the (group, piece) index. Counters are the
 element's position inside its tile (row x inputs or columns), so a draw
 depends only on what it is for, never on which program computes it: the
 input noise of a row is the same in every column block that reads it.
@@ -25,17 +26,20 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["Stream", "STREAMS", "call_seed", "stream_key"]
+__all__ = ["Stream", "STREAMS", "call_seed", "stream_key", "key_fits"]
 
 
 class Stream(enum.IntEnum):
-    """What a random draw of the tile MVM is for."""
+    """What a random draw of the kernels is for."""
 
-    INPUT_ROUNDING = 0  # stochastic rounding at the DAC
-    INPUT_NOISE = 1  # additive noise after the DAC
-    OUTPUT_NOISE = 2  # output noise before the ADC (with the weight noise folded in)
-    WEIGHT_NOISE = 3  # weight read noise drawn on its own (before an ADC nonlinearity)
-    OUTPUT_ROUNDING = 4  # stochastic rounding at the ADC
+    INPUT_ROUNDING = 0  # MVM: stochastic rounding at the DAC
+    INPUT_NOISE = 1  # MVM: additive noise after the DAC
+    OUTPUT_NOISE = 2  # MVM: output noise before the ADC (with the weight noise folded in)
+    WEIGHT_NOISE = 3  # MVM: weight read noise drawn on its own (before an ADC nonlinearity)
+    OUTPUT_ROUNDING = 4  # MVM: stochastic rounding at the ADC
+    INPUT_TRAIN = 5  # update: the pulse trains of the input lines
+    ERROR_TRAIN = 6  # update: the pulse trains of the error lines
+    PULSE_NOISE = 7  # update: the cycle-to-cycle noise of each pulse
 
 
 STREAMS = len(Stream)
@@ -46,6 +50,9 @@ INPUT_NOISE = tl.constexpr(int(Stream.INPUT_NOISE))
 OUTPUT_NOISE = tl.constexpr(int(Stream.OUTPUT_NOISE))
 WEIGHT_NOISE = tl.constexpr(int(Stream.WEIGHT_NOISE))
 OUTPUT_ROUNDING = tl.constexpr(int(Stream.OUTPUT_ROUNDING))
+INPUT_TRAIN = tl.constexpr(int(Stream.INPUT_TRAIN))
+ERROR_TRAIN = tl.constexpr(int(Stream.ERROR_TRAIN))
+PULSE_NOISE = tl.constexpr(int(Stream.PULSE_NOISE))
 _N_STREAMS = tl.constexpr(STREAMS)
 
 
@@ -53,6 +60,12 @@ def call_seed(device: torch.device) -> torch.Tensor:
     """One seed for a kernel call, a (1,) int64 tensor on ``device`` drawn
     from that device's torch generator."""
     return torch.randint(0, 2**31 - 1, (1,), device=device, dtype=torch.int64)
+
+
+def key_fits(rounds: int, tiles: int) -> bool:
+    """The high word of every key of a call with ``rounds`` rounds and
+    ``tiles`` tiles stays below 2^31 (so keys never collide)."""
+    return rounds * STREAMS * tiles < 2**31
 
 
 @triton.jit

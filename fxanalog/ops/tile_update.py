@@ -32,6 +32,10 @@ from fxanalog.ops.tile_update_torch import unpack_rule, unpack_update
 __all__ = ["tile_update"]
 
 dispatch.register("tile_update", "torch", torch_tile_update)
+if dispatch.triton_available():
+    from fxanalog.triton_kernels import tile_update as _triton
+
+    dispatch.register("tile_update", "triton", _triton.launch, supports=_triton.supports)
 
 
 @torch.library.custom_op("fxanalog::tile_update", mutates_args=("weights",), tags=(torch.Tag.nondeterministic_seeded,))
