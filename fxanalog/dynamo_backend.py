@@ -29,6 +29,7 @@ eagerly (``inner="eager"``).
 from __future__ import annotations
 
 import re
+import warnings
 import weakref
 from dataclasses import replace
 from typing import Callable, Optional
@@ -95,6 +96,15 @@ class DynamoGraph(Strategy):
     def name_layer(self, unit: GraphUnit, m: Match, taken: set) -> None:
         m.name, m.install = _display(m.source), "add"
 
+    @staticmethod
+    def record_name(source: str) -> str:
+        """A tile layer of a fused fast path is named after its own weight
+        (``layers.0.linear1``, ``layers.0.self_attn.in_proj``)."""
+        owner, _, pname = source.rpartition(".")
+        if pname == "in_proj_weight":
+            return f"{owner}.in_proj" if owner else "in_proj"
+        return _display(source)
+
     def build(self, ctx: CompileContext, unit: GraphUnit, m: Match) -> nn.Module:
         return self.backend._layer(m, ctx.options.mapped)
 
@@ -143,6 +153,8 @@ class AnalogBackend:
         self._records: dict = {}
         self._keys: set[int] = set()
         weakref.finalize(self, _forget, self._keys)
+        self._watch = _FrameWatch(self)
+        weakref.finalize(self, self._watch.remove)
 
     # -- state ---------------------------------------------------------------
 
@@ -217,6 +229,51 @@ class AnalogBackend:
 
             return compile_fx(gm, example_inputs)
         return self.inner(gm, example_inputs)
+
+
+def _unimplemented() -> dict:
+    from torch._dynamo.utils import counters
+
+    return dict(counters.get("unimplemented", {}))
+
+
+class _FrameWatch:
+    """Warns when dynamo compiles a frame without handing this backend any
+    graph because it could not trace it (dynamo runs the frame eagerly, so
+    nothing in it is converted: ``nn.LSTM`` without
+    ``torch._dynamo.config.allow_rnn``, say). Uses dynamo's compile start
+    and end callbacks and its count of unsupported constructs, which are
+    global to the process, so any torch.compile that skips a frame while
+    this backend lives is reported."""
+
+    def __init__(self, backend: "AnalogBackend"):
+        from torch._dynamo.callback import callback_handler
+
+        self.backend = weakref.ref(backend)
+        self.handler = callback_handler
+        self.before = None
+        self.start = callback_handler.register_start_callback(self._start)
+        self.end = callback_handler.register_end_callback(self._end)
+
+    def _start(self, args) -> None:
+        be = self.backend()
+        self.before = None if be is None else (be.graphs, _unimplemented())
+
+    def _end(self, args) -> None:
+        be, before = self.backend(), self.before
+        if be is None or before is None or be.graphs != before[0]:
+            return
+        new = [k for k, n in _unimplemented().items() if n > before[1].get(k, 0)]
+        if new:
+            why = new[0].strip().splitlines()
+            hint = next((line.strip() for line in why if line.strip().startswith("Hint:")), "")
+            warnings.warn(f"fxanalog backend: dynamo could not trace a frame (compile {args.compile_id}) and runs "
+                          f"it eagerly, so no layer in it is converted: {why[0]}"
+                          + (f" ({hint})" if hint else ""), stacklevel=2)
+
+    def remove(self) -> None:
+        self.handler.remove_start_callback(self.start)
+        self.handler.remove_end_callback(self.end)
 
 
 # Analog layers called from compiled graphs, by key (id of the layer). Held

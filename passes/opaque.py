@@ -216,7 +216,8 @@ def match_opaque(node: fx.Node, param_of, uses: Optional[dict]) -> list:
     if convert:
         m = Match(node, OPAQUE, f"{name}", convert[0][2], weight=convert[0][1], args=tuple(node.args),
                   kwargs=dict(node.kwargs), erase=[node])
-        m.params = {"fn": node.target, "weights": {key: (p, path) for key, p, path in convert}}
+        m.params = {"fn": node.target, "weights": {key: (p, path) for key, p, path in convert},
+                    "sources": {_sub(path): path for _, _, path in convert}}
         out.insert(0, m)
     return out
 

@@ -18,6 +18,14 @@ forward hooks and pre-hooks of a replaced module are registered on its
 analog layer (``trace.carry_hooks``). A weight used by several matmuls (a
 tied output head) stays one Parameter shared by all of its layers.
 
+State-dict keys stay those of the digital model (``keep_digital_keys``): an
+``AnalogMultiheadAttention`` lists its projections under
+``nn.MultiheadAttention``'s keys (``in_proj_weight``, ``in_proj_bias``,
+``q_proj_weight``, ...), and a new ``analog_<weight>`` submodule does not
+list the weight and bias the model holds under their own keys (the
+GraphModule keeps them as attributes); the analog state (the tile's
+buffers) adds keys.
+
 One ``LayerRecord`` per analog tile layer goes to ``ctx.state`` (name, kind,
 how converted, source, weight shape, the actual tile map and config). In a
 dry run (``explain``) nothing is built: the records come from the map
@@ -31,31 +39,39 @@ shared), so that writing them never writes into the model's tensors.
 
 from __future__ import annotations
 
+import torch
 from torch import fx, nn
 
+from fxanalog.nn.attention import AnalogMultiheadAttention
 from fxanalog.nn.modules import named_analog_layers
 
 from .context import META_LAYER, META_MATCH, SKIPPED, CompileContext
-from .opaque import OPAQUE, AnalogOpaqueCall
 from .records import LayerRecord, TileMap
 from .rules import Match, transpose_operand
 from .trace import GraphUnit, carry_hooks, shallow_copy
 
-__all__ = ["rewrite", "layer_records", "dry_run_records", "own_weights"]
+__all__ = ["rewrite", "layer_records", "dry_run_records", "own_weights", "keep_digital_keys", "mha_digital_keys",
+           "mha_load_digital_keys", "hide_shared_keys", "fill_shared_keys"]
 
 
 def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, source: str,
-                  prefix: str = "") -> list:
+                  prefix: str = "", namer=None, sources=None) -> list:
     """Records of the analog tile layers inside ``module`` (itself
-    included), which are given their names (``analog_name``). The source
-    of a layer of an ``AnalogOpaqueCall`` is its own weight's path."""
+    included), which are given their names (``analog_name``). A tile layer
+    with a weight of its own (``sources``: {sub-layer path: weight path},
+    from the match of an opaque call, an attention or a fused fast path)
+    has that weight's path as its source, and ``namer(source)`` as its name
+    when a namer is given."""
     out = []
-    sources = module.sources if isinstance(module, AnalogOpaqueCall) else {}
+    sources = sources or {}
     for sub, layer in named_analog_layers(module):
         sub = "" if layer is module else sub
         full = name + (f".{sub}" if sub else "")
+        src = source
+        if sub in sources:
+            src = prefix + sources[sub]
+            full = namer(src) if namer is not None else full
         layer.analog_name = full
-        src = prefix + sources[sub] if sub in sources else source
         out.append(LayerRecord(full, kind + (f".{sub}" if sub else ""), converted_by, src, layer.weight.shape,
                                TileMap.of_layer(layer), layer.rpu_config))
     if not out:
@@ -63,14 +79,19 @@ def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, so
     return out
 
 
+def _sources(m: Match) -> dict:
+    """{sub-layer path: weight path} of a match whose tile layers have
+    weights of different owners (``params["sources"]``), else {}."""
+    sources = m.params.get("sources") if isinstance(m.params, dict) else None
+    return sources if isinstance(sources, dict) else {}
+
+
 def dry_run_records(m: Match, prefix: str = "") -> list:
     """Records of a match from its tile maps, as a dry run reports them."""
     name, source = prefix + m.name, prefix + m.source
     if not m.tile_maps:
         return [LayerRecord(name, m.kind, m.converted_by, source, rpu_config=m.rpu_config)]
-    sources = {_sub: prefix + path for _sub, path in
-               ((path.replace(".", "_"), path) for _, path in m.params["weights"].values())} \
-        if m.rule is OPAQUE else {}
+    sources = {sub: prefix + path for sub, path in _sources(m).items()}
     return [LayerRecord(name + (f".{e.sub}" if e.sub else ""), m.kind + (f".{e.sub}" if e.sub else ""),
                         m.converted_by, sources.get(e.sub, source), e.shape, e.tile_map, m.rpu_config)
             for e in m.tile_maps]
@@ -112,6 +133,60 @@ def own_weights(m: Match) -> None:
         m.module = own_module(m.module)
 
 
+# -- state dict keys: those of the digital model ------------------------------------
+
+_MHA_KEYS = (("in_proj.weight", "in_proj_weight"), ("in_proj.bias", "in_proj_bias"),
+             ("q_proj.weight", "q_proj_weight"), ("k_proj.weight", "k_proj_weight"),
+             ("v_proj.weight", "v_proj_weight"))
+
+
+def mha_digital_keys(module, state_dict, prefix, local_metadata) -> None:
+    """State-dict post-hook of an ``AnalogMultiheadAttention``: its projection
+    weights under ``nn.MultiheadAttention``'s keys (``in_proj_weight``)."""
+    for analog, digital in _MHA_KEYS:
+        if prefix + analog in state_dict:
+            state_dict[prefix + digital] = state_dict.pop(prefix + analog)
+
+
+def mha_load_digital_keys(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
+    """Load pre-hook, the inverse of ``mha_digital_keys``."""
+    for analog, digital in _MHA_KEYS:
+        if prefix + digital in state_dict:
+            state_dict[prefix + analog] = state_dict.pop(prefix + digital)
+
+
+def hide_shared_keys(module, state_dict, prefix, local_metadata) -> None:
+    """State-dict post-hook of a layer built around weights the model holds
+    under their own keys (a functional matmul's ``analog_<weight>``): its
+    ``weight`` and ``bias`` are not listed again (analog state adds keys,
+    never repeats or renames them)."""
+    for name in ("weight", "bias"):
+        state_dict.pop(prefix + name, None)
+
+
+def fill_shared_keys(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors) -> None:
+    """Load pre-hook, the inverse of ``hide_shared_keys``: the layer's shared
+    tensors load from themselves (their values come with the model's own keys)."""
+    for name in ("weight", "bias"):
+        t = getattr(module, name, None)
+        if isinstance(t, torch.Tensor) and prefix + name not in state_dict:
+            state_dict[prefix + name] = t.detach()
+
+
+def keep_digital_keys(layer: nn.Module, m: Match, shared: bool) -> None:
+    """Make the layer's state-dict keys those of the digital model:
+    ``nn.MultiheadAttention``'s packed keys for an attention, and no repeated
+    weight keys for a new submodule around weights the model holds already
+    (``shared``: not own copies)."""
+    if isinstance(layer, AnalogMultiheadAttention):
+        layer.register_state_dict_post_hook(mha_digital_keys)
+        layer.register_load_state_dict_pre_hook(mha_load_digital_keys)
+    elif m.install == "add" and shared:
+        for _, sub in named_analog_layers(layer):
+            sub.register_state_dict_post_hook(hide_shared_keys)
+            sub.register_load_state_dict_pre_hook(fill_shared_keys)
+
+
 def _erase(node: fx.Node, erased: set) -> None:
     node.graph.erase_node(node)
     erased.add(node)
@@ -148,9 +223,11 @@ def rewrite(ctx: CompileContext, unit: GraphUnit):
         layer = unit.strategy.build(ctx, unit, m)
         if m.module is not None:
             carry_hooks(m.module, layer, unit.prefix + m.name)
+        if unit.strategy.name != "dynamo":  # the backend's layers are not in the model
+            keep_digital_keys(layer, m, shared=not ctx.options.own_weights)
         layer.train(unit.root.training if m.training is None else m.training)
         for rec in layer_records(layer, unit.prefix + m.name, m.kind, m.converted_by, unit.prefix + m.source,
-                                 unit.prefix):
+                                 unit.prefix, unit.strategy.record_name, _sources(m)):
             ctx.state.add_record(rec)
         args, kwargs = fx.node.map_arg((tuple(m.args), dict(m.kwargs)), lambda n: replaced.get(n, n))
         node_name = m.name.replace(".", "_")

@@ -381,17 +381,40 @@ def fold_bias_add(mm: fx.Node, param_of: ParamOf, size: int):
 
 def derived_param(node: Any, param_of: ParamOf, depth: int = 3):
     """A >= 2-D parameter (as ``weight_operand``) that ``node`` is computed
-    from within ``depth`` ops (``W * mask``), or None."""
+    from within ``depth`` ops (``W * mask``, a weight-norm ``g * v / |v|``),
+    or None. A value computed from the graph's inputs (an activation: the
+    output of the previous layer) is not a weight, whatever parameters it
+    went through: the walk never names the previous layer's weight."""
+    if _from_inputs(node, param_of, {}):
+        return None
+    return _derived(node, param_of, depth)
+
+
+def _derived(node: Any, param_of: ParamOf, depth: int):
     found = weight_operand(node, param_of)
     if found is not None:
         return found if found[0].dim() >= 2 else None
     if depth == 0 or not isinstance(node, fx.Node) or node.op not in ("call_function", "call_method"):
         return None
     for a in node.all_input_nodes:
-        found = derived_param(a, param_of, depth - 1)
+        found = _derived(a, param_of, depth - 1)
         if found is not None:
             return found
     return None
+
+
+def _from_inputs(node: Any, param_of: ParamOf, memo: dict) -> bool:
+    """``node`` depends on a graph input that is not a parameter."""
+    if not isinstance(node, fx.Node):
+        return False
+    if node in memo:
+        return memo[node]
+    memo[node] = False
+    if node.op == "placeholder":
+        memo[node] = param_of(node) is None
+    else:
+        memo[node] = any(_from_inputs(a, param_of, memo) for a in node.all_input_nodes)
+    return memo[node]
 
 
 def unsupported(node: fx.Node, param_of: ParamOf, why: Optional[str] = None) -> Optional[Digital]:

@@ -108,6 +108,10 @@ class Strategy:
     def build(self, ctx: CompileContext, unit: GraphUnit, m: Match) -> nn.Module:
         return m.rule.build_layer(m, ctx.options.mapped)
 
+    # The name of a tile layer with a weight of its own inside a layer made of
+    # several (a fused fast path); None: the layer's name and its path in it.
+    record_name = None
+
     def emit(self, unit: GraphUnit, m: Match, layer: nn.Module, args, kwargs, node_name: str) -> fx.Node:
         """Install the layer at ``m.name`` in ``unit.root`` and insert the
         node that calls it."""

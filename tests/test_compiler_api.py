@@ -528,7 +528,7 @@ def test_every_strategy_makes_the_same_records():
     assert [(r.kind, r.converted_by, r.source) for r in dynamo] == [
         ("F.conv1d", "functional", "conv.weight"),
         ("F.multi_head_attention_forward.in_proj", "functional", "attn.in_proj_weight"),
-        ("F.multi_head_attention_forward.out_proj", "functional", "attn.in_proj_weight"),
+        ("F.multi_head_attention_forward.out_proj", "functional", "attn.out_proj.weight"),  # its own weight
         ("F.linear", "functional", "fc.weight")]
 
 

@@ -525,3 +525,125 @@ def test_backward_hooks_are_named_in_a_warning():
     model.fc2.register_full_backward_hook(lambda m, gi, go: None)
     with pytest.warns(UserWarning, match=r"backward hooks on 'fc2' \(Linear\) are not carried over"):
         fxanalog.compile(model, fp())
+
+
+# -- issue 14 item 17: state-dict keys stay those of the digital model --------------------
+
+
+@pytest.mark.parametrize("name", ["encoder", "gpt", "hf_block", "transformer_encoder", "window", "checked_tied_lm",
+                                  "tied_lm"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_state_dict_keys_are_the_digital_models(name, inplace):
+    model = zoo.build_real(name) if name in zoo.REAL else zoo.build(name)
+    x = zoo.real_inputs(name) if name in zoo.REAL else zoo.inputs(name)
+    digital = {k: v.clone() for k, v in model.state_dict().items()}
+    analog = fxanalog.compile(model, fxanalog.InferenceRPUConfig(), example_inputs=x, inplace=inplace)
+    assert list(analog.state_dict()) == list(digital) or sorted(analog.state_dict()) == sorted(digital)
+    # A digital checkpoint loads strictly into the analog model...
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)  # the checkpoint's values differ from the model's now
+    assert str(analog.load_state_dict(digital, strict=True)) == "<All keys matched successfully>"
+    for k, v in digital.items():
+        assert torch.equal(analog.state_dict()[k], v), k
+    # ... and the programmed analog state adds keys (the tiles'), renaming none.
+    analog.program_analog_weights()
+    state = analog.state_dict()
+    added = set(state) - set(digital)
+    assert set(digital) <= set(state)
+    assert added and all(".tile." in k for k in added), sorted(added)
+    fresh = fxanalog.compile(zoo.build_real(name) if name in zoo.REAL else zoo.build(name),
+                             fxanalog.InferenceRPUConfig(), example_inputs=x)
+    fresh.program_analog_weights()
+    assert str(fresh.load_state_dict(state, strict=True)) == "<All keys matched successfully>"
+    for k, v in state.items():
+        assert torch.equal(fresh.state_dict()[k], v), k
+
+
+# -- issue 14 item 16: the torch.compile backend --------------------------------------
+
+
+def test_backend_converts_the_encoder_layer_fast_path():
+    # In eval under no_grad dynamo records torch._transformer_encoder_layer_fwd;
+    # 8 of 10 layers stayed digital with no record.
+    model = zoo.build_real("transformer_encoder")
+    x = zoo.real_inputs("transformer_encoder")
+    torch._dynamo.reset()
+    try:
+        be = fxanalog.backend(fp(), inner="eager", model=model)
+        with torch.no_grad():
+            y = torch.compile(model, backend=be)(*x)
+            torch.testing.assert_close(y, model(*x), rtol=1e-5, atol=1e-5)
+        records = be.layer_records()
+    finally:
+        torch._dynamo.reset()
+    expected = [(f"layers.{i}.{n}", src) for i in range(2) for n, src in
+                (("self_attn.in_proj", "self_attn.in_proj_weight"), ("self_attn.out_proj", "self_attn.out_proj.weight"),
+                 ("linear1", "linear1.weight"), ("linear2", "linear2.weight"))]
+    assert [(r.name, r.source) for r in records] == [(n, f"layers.{n.split('.')[1]}.{s}") for n, s in expected]
+    assert all(r.analog and r.kind.startswith("TransformerEncoderLayer fast path") for r in records)
+    assert [r.shape for r in records[:4]] == [(48, 16), (16, 16), (32, 16), (16, 32)]
+
+
+class NativeAttention(nn.Module):
+    """Calls the MultiheadAttention fast path op itself (what dynamo may record)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    def forward(self, x):
+        m = self.mha
+        return torch._native_multi_head_attention(x, x, x, 16, 2, m.in_proj_weight, m.in_proj_bias,
+                                                  m.out_proj.weight, m.out_proj.bias, None, False)[0]
+
+
+def test_the_attention_fast_path_op_is_converted():
+    torch.manual_seed(0)
+    model = NativeAttention().eval()
+    x = torch.randn(2, 5, 16)
+    analog = fxanalog.compile(model, fp(), example_inputs=(x,))
+    assert [(r.name, r.source) for r in analog.layer_records()] == [
+        ("analog_mha_in_proj_weight.attn.in_proj", "mha.in_proj_weight"),
+        ("analog_mha_in_proj_weight.attn.out_proj", "mha.out_proj.weight")]
+    with torch.no_grad():
+        torch.testing.assert_close(analog(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+class BmmAfterLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 4)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return torch.bmm(h, h.transpose(1, 2))
+
+
+def test_a_digital_op_is_not_named_after_the_previous_layers_weight():
+    # wav2vec2: the backend labelled an analog layer digital, walking back from
+    # an op to the previous layer's weight; records are keyed by name.
+    model = BmmAfterLinear().eval()
+    x = torch.randn(2, 3, 4)
+    torch._dynamo.reset()
+    try:
+        be = fxanalog.backend(fp(), inner="eager", model=model)
+        torch.compile(model, backend=be)(x)
+        records = be.layer_records()
+    finally:
+        torch._dynamo.reset()
+    assert [(r.name, r.converted_by, r.source) for r in records] == [("fc1", "functional", "fc1.weight")]
+    assert [(r.name, r.converted_by) for r in fxanalog.compile(model, fp()).layer_records()] == [("fc1", "module")]
+
+
+def test_backend_warns_when_dynamo_skips_a_frame():
+    model = zoo.build_real("lstm")
+    torch._dynamo.reset()
+    try:
+        be = fxanalog.backend(fp(), inner="eager", model=model)
+        with pytest.warns(UserWarning, match=r"fxanalog backend: dynamo could not trace a frame .* runs it eagerly, "
+                                             r"so no layer in it is converted: Attempted to wrap RNN, GRU, or LSTM"):
+            torch.compile(model, backend=be)(*zoo.real_inputs("lstm"))
+        assert be.graphs == 0
+    finally:
+        torch._dynamo.reset()

@@ -440,3 +440,46 @@ def build_real(name: str) -> nn.Module:
 
 def real_inputs(name: str, seed: int = 1):
     return REAL[name][1](seed)
+
+
+class HFAttention(nn.Module):
+    """HuggingFace GPT-2's attention: ``Conv1D`` children and a forward fx
+    cannot trace (a data-dependent branch), so each ``Conv1D`` is converted
+    on its own."""
+
+    def __init__(self, d=16, heads=2):
+        super().__init__()
+        self.d, self.heads = d, heads
+        self.c_attn, self.c_proj = Conv1D(3 * d, d), Conv1D(d, d)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.d, dim=2)
+        if bool(torch.isnan(q).any()):
+            raise ValueError("nan in the queries")
+        q, k, v = (t.view(B, T, self.heads, C // self.heads).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        return self.c_proj(y)
+
+
+class HFMLP(nn.Module):
+    def __init__(self, d=16):
+        super().__init__()
+        self.c_fc, self.c_proj = Conv1D(4 * d, d), Conv1D(d, 4 * d)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class HFBlock(nn.Module):
+    def __init__(self, d=16):
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn, self.mlp = HFAttention(d), HFMLP(d)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+REAL["hf_block"] = (HFBlock, _randn(2, 5, 16))
