@@ -20,7 +20,7 @@ both sides; a last line repeats the first layer with
 ``torch.set_float32_matmul_precision("high")`` (TF32 in cuBLAS and in the
 kernel).
 
-Run: python bench/bench_gpu.py [--repeat 10] [--quick]
+Run: python bench/bench_gpu.py [--repeat 10] [--quick] [--json figures.json]
 
 Without a GPU, ``--compile-only`` compiles the kernels of the default
 configuration for sm_90 (Triton's compiler and ptxas, no device needed) and
@@ -278,15 +278,62 @@ def compile_only(arch: int) -> None:
         print(f"{name} ({shapes}): sm_{arch}, {warps} warps, {time.perf_counter() - t0:.1f} s: {res}", flush=True)
 
 
+_UPDATE_PTR_TYPES = {
+    "w_ptr": "*fp32", "touched_ptr": "*i8", "x_ptr": "*fp32", "d_ptr": "*fp32", "bl_ptr": "*i32", "a_ptr": "*fp32",
+    "bx_ptr": "*fp32", "params_ptr": "*fp32", "x_given_ptr": "*i64", "d_given_ptr": "*i64", "seed_ptr": "*i64",
+    "in_starts_ptr": "*i32", "in_sizes_ptr": "*i32", "out_starts_ptr": "*i32", "out_sizes_ptr": "*i32",
+}
+
+_UPDATE_FLOAT_ARGS = {"sd", "exp_a", "exp_b", "a_up", "a_down", "g_up", "g_down", "std_add", "std_slope"}
+
+
+def compile_update_only(arch: int) -> None:
+    """Compile the pulsed update kernel for every device kind for sm_<arch>
+    without a GPU and print registers / spill stack."""
+    import os
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fxanalog.devices import CONSTANT_STEP, EXP_STEP, LINEAR_STEP, POW_STEP, PULSE_NAMES
+    from fxanalog.triton_kernels import tile_update
+
+    cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    kern = tile_update._update_kernel
+    for name, kind in (("constant", CONSTANT_STEP), ("linear", LINEAR_STEP), ("exp", EXP_STEP), ("pow", POW_STEP)):
+        consts = dict(KIND=kind, NP=len(PULSE_NAMES[kind]), MULT_NOISE=True, COMPLEX_NOISE=kind == EXP_STEP,
+                      NOISY=True, FLIP=False, GIVEN=False, BLOCK_I=32, BLOCK_J=32)
+        sig, constexprs = {}, {}
+        for arg in kern.arg_names:
+            if arg in consts:
+                sig[arg], constexprs[arg] = "constexpr", consts[arg]
+            else:
+                sig[arg] = _UPDATE_PTR_TYPES.get(arg, "fp32" if arg in _UPDATE_FLOAT_ARGS else "i32")
+        t0 = time.perf_counter()
+        compiled = triton.compile(ASTSource(kern, sig, constexprs=constexprs), target=GPUTarget("cuda", arch, 32),
+                                  options=dict(num_warps=4))
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(compiled.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
+        res = " ".join(w for line in usage.splitlines() if "REG" in line for w in line.split()[:2])
+        print(f"_update_kernel ({name} step): sm_{arch}, 4 warps, {time.perf_counter() - t0:.1f} s: {res}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="the two layer shapes only")
     ap.add_argument("--compile-only", action="store_true", help="compile for sm_<arch> offline, no GPU needed")
     ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
     if args.compile_only:
         compile_only(args.arch)
+        compile_update_only(args.arch)
         return
     if not torch.cuda.is_available():
         fail("no CUDA device: this benchmark needs a GPU (see docs/triton.md; bench/bench_tile.py is the CPU one)")
@@ -335,6 +382,16 @@ def main() -> None:
           f"worst tor/tri {worst_tor:.2f}x ({'met' if worst_tor >= 3 else 'MISSED'})")
     print("compiled kernels:")
     kernel_report()
+    if args.json:
+        import json
+
+        keys = ("case", "mapping", "digital_ms", "triton_ms", "torch_ms")
+        table = [dict(zip(keys, (r[0], r[1], r[2] * 1e3, r[3] * 1e3, r[4] * 1e3))) for r in rows]
+        with open(args.json, "w") as f:
+            json.dump(dict(gpu=dev, torch=torch.__version__, triton=triton.__version__, repeat=args.repeat,
+                           rows=table, worst_triton_over_digital=worst_dig, worst_torch_over_triton=worst_tor), f,
+                      indent=1)
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":

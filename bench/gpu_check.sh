@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The GPU check of the Triton tile kernels, in one call on a CUDA machine
-# (see docs/triton.md). Under 5 minutes on an H200, most of it Triton
-# compiling the kernels on first use:
+# The GPU check of the Triton kernels, in one call on a CUDA machine (see
+# docs/triton.md). Under 8 minutes on an H200, much of it Triton compiling
+# the kernels on first use:
 #   1. installs the project (pip install --no-deps -e .; if that fails, a
 #      shadow of the source tree on PYTHONPATH, with the package-dir mapping
 #      of pyproject.toml: triton_kernels/ -> fxanalog.triton_kernels);
-#   2. runs the GPU variants of tests/test_triton_tile.py: the compiled
-#      kernels (not interpreted) against the torch path and the noise formulas;
-#   3. runs bench/bench_gpu.py (ratios against cuBLAS and the torch path).
-# Exit status: 0 if everything ran and passed, 1 if a test or the benchmark
+#   2. runs the GPU variants of tests/test_triton_tile.py (the forward kernel)
+#      and tests/test_triton_update.py (the pulsed update kernel): the
+#      compiled kernels (not interpreted) against the torch path and formulas;
+#   3. runs bench/bench_gpu.py (the forward: ratios against cuBLAS and the
+#      torch path) and bench/bench_gpu_training.py (one training step against
+#      digital SGD), each also writing its figures as JSON.
+# Exit status: 0 if everything ran and passed, 1 if a test or a benchmark
 # failed, 2 if the machine cannot run the check. If $OUT is set, the whole
-# output is also written to $OUT/gpu_check.log.
+# output is written to $OUT/gpu_check.log and the JSON figures to
+# $OUT/bench_gpu.json and $OUT/bench_gpu_training.json.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$(pwd)
@@ -64,15 +68,16 @@ if "$PY" -c "import pytest" 2>/dev/null; then
     # Compiling the ~50 kernel variants of the tests dominates: run the tests
     # in 6 parallel shards (Triton's on-disk cache is safe to share).
     sel="gpu or heuristic or precision or fall_back or bad_shapes or several_rounds"
-    (cd "$work" && "$PY" -m pytest -q --collect-only -p no:cacheprovider "$root/tests/test_triton_tile.py" -k "$sel") \
-        | grep '::' | sed "s|^.*tests/test_triton_tile.py::|$root/tests/test_triton_tile.py::|" > "$work/ids" || true
+    (cd "$work" && "$PY" -m pytest -q --collect-only -p no:cacheprovider "$root/tests/test_triton_tile.py" \
+        "$root/tests/test_triton_update.py" -k "$sel") \
+        | grep '::' | sed -E "s|^.*tests/(test_triton_[a-z]+\.py)::|$root/tests/\1::|" > "$work/ids" || true
     echo "$(wc -l < "$work/ids") tests in 6 shards"
     split -n r/6 -d "$work/ids" "$work/shard."
     pids=()
     for shard in "$work"/shard.*; do
         [ -s "$shard" ] || continue
         mapfile -t ids < "$shard"
-        (cd "$work" && timeout 170 "$PY" -m pytest -q -p no:cacheprovider "${ids[@]}") > "$shard.log" 2>&1 &
+        (cd "$work" && timeout 150 "$PY" -m pytest -q -p no:cacheprovider "${ids[@]}") > "$shard.log" 2>&1 &
         pids+=($!)
     done
     for pid in "${pids[@]}"; do wait "$pid" || status=1; done
@@ -83,7 +88,7 @@ if "$PY" -c "import pytest" 2>/dev/null; then
     [ -s "$work/ids" ] || { echo "gpu_check: no test collected"; status=1; }
 else
     echo "(pytest not installed: running the GPU tests with a minimal runner)"
-    (cd "$work" && ROOT="$root" timeout 170 "$PY" - <<'EOF') || status=1
+    (cd "$work" && ROOT="$root" timeout 150 "$PY" - <<'EOF') || status=1
 import os, sys, traceback, types
 sys.path.insert(0, os.path.join(os.environ["ROOT"], "tests"))
 
@@ -98,11 +103,14 @@ stub.mark = _Mark()
 stub.fixture = lambda *a, **k: (lambda f: f)
 sys.modules["pytest"] = stub
 import test_triton_tile as T
+import test_triton_update as U
 
 calls = [(f"noise_free[{n}]", T.test_noise_free_matches_torch_path_gpu, (n,)) for n in T.CASES]
 calls += [(f"stats[{n}]", T.test_noise_statistics_gpu, (n,)) for n in T.STATS]
 calls += [(f"layers[{n}]", T.test_analog_layers_through_the_op_gpu, (n,)) for n in T.LAYERS]
 calls += [("seeded", T.test_seeded_and_fresh_draws_gpu, ()), ("dispatch", T.test_gpu_default_blocks_and_dispatch, ())]
+calls += [(f"update_given[{n}]", U.test_given_trains_match_the_torch_path_gpu, (n,)) for n in U.GIVEN]
+calls += [("update_stats", U.test_statistics_gpu, ()), ("update_step", U.test_pulsed_training_step_on_the_gpu, ())]
 failed = 0
 for name, fn, args in calls:
     try:
@@ -118,7 +126,12 @@ EOF
 fi
 echo "tests done after $((SECONDS - start)) s"
 
-echo "== benchmark"
-(cd "$work" && timeout 230 "$PY" "$root/bench/bench_gpu.py") || status=1
+figures=${OUT:-$work}
+[ -d "$figures" ] || figures=$work
+echo "== benchmark: the forward"
+(cd "$work" && timeout 200 "$PY" "$root/bench/bench_gpu.py" --json "$figures/bench_gpu.json") || status=1
+echo "== benchmark: one training step"
+(cd "$work" && timeout 150 "$PY" "$root/bench/bench_gpu_training.py" --json "$figures/bench_gpu_training.json") \
+    || status=1
 echo "gpu_check: done after $((SECONDS - start)) s, status $status"
 exit $status
