@@ -1,9 +1,16 @@
 """The ``fxanalog`` command line: ``demo``, ``summary`` and ``dump``.
 
-``python -m fxanalog ...`` is the same program. Every user error (a bad
-option, a MODEL that does not import or whose factory raises, an unknown
-config field, an output that cannot be written) ends with one line on
-stderr and exit code 2; ``main`` returns the exit code instead of raising.
+``python -m fxanalog ...`` is the same program. Every failure (a bad
+option, a MODEL that does not import, whose factory or forward raises, an
+input shape too large to allocate, a config file that is not a config, an
+output that cannot be written, anything unexpected) ends with one line on
+stderr and exit code 2, never a traceback; ``main`` returns the exit code
+instead of raising.
+
+MODEL's module is looked up in the current directory too, searched after
+the standard library and the installed packages and only while that module
+is imported (``_import_from_cwd``): a file in the directory never shadows a
+module torch or fxanalog imports.
 """
 
 from __future__ import annotations
@@ -61,10 +68,8 @@ def load_model(spec: str):
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise CLIError(f"MODEL {spec!r}: expected package.module:factory, e.g. fxanalog.presets:small_cnn")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_cwd(module_name)
     except ImportError as e:
         raise CLIError(f"MODEL {spec!r}: cannot import {module_name!r}: {e}") from None
     except Exception as e:  # the module itself fails while importing
@@ -87,6 +92,23 @@ def load_model(spec: str):
     return model
 
 
+def _import_from_cwd(module_name: str):
+    """Import MODEL's module, finding it in the current directory too, without
+    letting the directory shadow anything else: the directory is searched
+    last (after the standard library and the installed packages) and only
+    while the module itself is imported, then taken off ``sys.path`` again,
+    so that a ``colorsys.py`` lying there is never what torch imports later."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def _load_config(spec: Optional[str]):
     from fxanalog.presets import load_config
 
@@ -95,7 +117,12 @@ def _load_config(spec: Optional[str]):
     try:
         return load_config(spec)
     except ValueError as e:
-        raise CLIError(f"--config: {e}") from None
+        where = "" if spec in str(e) else f" {spec!r}"  # a decoding error does not name the file
+        raise CLIError(f"--config{where}: {_one_line(e)}") from None
+    except RecursionError:
+        raise CLIError(f"--config {spec!r}: nested too deeply to be a config") from None
+    except Exception as e:  # any other failure of a file's content: one line naming the file
+        raise CLIError(f"--config {spec!r}: not a valid config: {type(e).__name__}: {_one_line(e)}") from None
 
 
 def _example_inputs(shape):
@@ -104,7 +131,11 @@ def _example_inputs(shape):
     if shape is None:
         return None
     torch.manual_seed(0)
-    return (torch.randn(*shape),)
+    try:
+        return (torch.randn(*shape),)
+    except (RuntimeError, MemoryError) as e:
+        raise CLIError(f"--input-shape {','.join(map(str, shape))}: cannot make an input of that shape: "
+                       f"{type(e).__name__}: {_one_line(e)}") from None
 
 
 def _compile(model, args):
@@ -293,6 +324,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{_PROG}: interrupted", file=sys.stderr)
         return 130
+    except RecursionError:
+        print(f"{_PROG}: error: recursion too deep (a deeply nested input or model)", file=sys.stderr)
+        return 2
+    except Exception as e:  # never a traceback: what failed, in one line
+        print(f"{_PROG}: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

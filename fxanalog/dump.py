@@ -31,16 +31,19 @@ nodes are its modules (op ``"module"``; an analog layer is one node, its
 own submodules are not listed) and edges go from parent to child.
 
 ``FXANALOG_DUMP_DIR=<folder>``: every ``fxanalog.compile`` writes the graph
-after each pass into ``<folder>/<Model>_<pid>_<n>/NN_<pass>.txt`` (code and
-the annotations of that pass), and the final model as ``.txt`` and ``.json``,
-as ``TORCH_COMPILE_DEBUG`` does for inductor.
+after each pass into ``<folder>/<Model>_<pid>_<random>/NN_<pass>.txt`` (code
+and the annotations of that pass), and the final model as ``.txt`` and
+``.json``, as ``TORCH_COMPILE_DEBUG`` does for inductor. The run folder is
+made exclusively (``tempfile.mkdtemp``); a dump dir that cannot be written
+is a warning and the compile goes on without dumps.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import tempfile
+import warnings
 from typing import Optional
 
 from torch import fx, nn
@@ -224,7 +227,9 @@ def _networkx(data: dict):
 # --------------------------------------------------------------------------
 # FXANALOG_DUMP_DIR
 
-_RUNS = itertools.count()
+def _dump_warning(where: str, e: OSError) -> None:
+    warnings.warn(f"FXANALOG_DUMP_DIR: cannot write the pass dumps to {where!r} ({e.strerror or e}); "
+                  "compiling without them", stacklevel=4)
 
 
 class StageDumper:
@@ -236,16 +241,31 @@ class StageDumper:
 
     @classmethod
     def from_env(cls, model_name: str) -> "StageDumper":
+        """The run's folder: created exclusively under ``FXANALOG_DUMP_DIR``
+        (``tempfile.mkdtemp``: a new name ``<Model>_<pid>_<random>``, mode
+        0700, never an existing folder or a planted link). A dump dir that
+        cannot be used (a file, not writable) is a warning, and no dumps."""
         root = os.environ.get("FXANALOG_DUMP_DIR")
         if not root:
             return cls(None)
-        folder = os.path.join(root, f"{model_name}_{os.getpid()}_{next(_RUNS)}")
-        os.makedirs(folder, exist_ok=True)
+        try:
+            os.makedirs(root, exist_ok=True)
+            folder = tempfile.mkdtemp(prefix=f"{model_name}_{os.getpid()}_", dir=root)
+        except OSError as e:
+            _dump_warning(root, e)
+            return cls(None)
         return cls(folder)
 
     def stage(self, name: str, module: nn.Module) -> None:
         if self.folder is None:
             return
+        try:
+            self._write(name, module)
+        except OSError as e:
+            _dump_warning(self.folder, e)
+            self.folder = None
+
+    def _write(self, name: str, module: nn.Module) -> None:
         base = os.path.join(self.folder, f"{self.index:02d}_{name.replace('.', '_')}")
         self.index += 1
         if name in ("final", "program"):

@@ -314,3 +314,138 @@ def test_demo_train_quick(tmp_path):
         assert curve[-1] > 0.5  # ten classes: far above chance after two epochs
     png = (tmp_path / "training_accuracy.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------
+# Every failure is one line and exit code 2 (issue 15 item 16)
+
+FAILING = '''
+from torch import nn
+
+class Boom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        raise ZeroDivisionError("boom in forward")
+
+def boom():
+    return Boom()
+
+def net():
+    return nn.Sequential(nn.Linear(4, 4))
+'''
+
+
+@pytest.fixture
+def failing(tmp_path, monkeypatch):
+    (tmp_path / "cli_failing.py").write_text(FAILING)
+    monkeypatch.chdir(tmp_path)
+    sys.modules.pop("cli_failing", None)
+    yield tmp_path
+    sys.modules.pop("cli_failing", None)
+
+
+def test_a_forward_that_raises_is_one_line(failing, capsys):
+    assert main(["summary", "cli_failing:boom", "--input-shape", "2,4"]) == 2
+    line = _err_line(capsys)
+    assert "compiling MODEL 'cli_failing:boom' failed" in line and "ZeroDivisionError: boom in forward" in line
+
+
+def test_an_input_too_large_to_allocate_is_one_line(failing, capsys):
+    assert main(["summary", "cli_failing:net", "--input-shape", "100000,100000,100000"]) == 2
+    line = _err_line(capsys)
+    assert line.startswith("fxanalog: error: --input-shape 100000,100000,100000: cannot make an input of that shape")
+
+
+def test_config_files_that_are_not_configs_are_one_line_naming_the_file(failing, capsys):
+    nested = failing / "nested_class.json"
+    nested.write_text(json.dumps({"class": "InferenceRPUConfig", "forward": {"class": "MappingParameter"}}))
+    deep = failing / "deep.json"
+    deep.write_text('{"class": "InferenceRPUConfig", "forward": ' + "[" * 100000 + "]" * 100000 + "}")
+    binary = failing / "binary.json"
+    binary.write_bytes(bytes(range(256)))
+    for path, expected in ((nested, "expected an IOParameters"), (deep, "nested too deeply"),
+                           (binary, "codec can't decode")):
+        assert main(["summary", "cli_failing:net", "--input-shape", "2,4", "--config", str(path)]) == 2
+        line = _err_line(capsys)
+        assert path.name in line and expected in line, line
+
+
+def test_an_unexpected_failure_is_one_line(failing, capsys, monkeypatch):
+    import fxanalog
+
+    def crash(*a, **k):
+        raise KeyError("internal")
+
+    monkeypatch.setattr(fxanalog, "analog_summary", crash)
+    assert main(["summary", "cli_failing:net", "--input-shape", "2,4"]) == 2
+    assert _err_line(capsys) == "fxanalog: error: KeyError: 'internal'"
+
+
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_a_dump_dir_that_cannot_be_written_is_a_warning(kind, tmp_path, monkeypatch):
+    import os
+
+    import fxanalog
+
+    target = tmp_path / "dumps"
+    if kind == "file":
+        target.write_text("")
+    else:
+        target.mkdir()
+        target.chmod(0o500)
+        if os.access(target, os.W_OK):  # running as root: permissions are not enforced
+            pytest.skip("permissions are not enforced for this user")
+    monkeypatch.setenv("FXANALOG_DUMP_DIR", str(target))
+    try:
+        with pytest.warns(UserWarning, match=r"FXANALOG_DUMP_DIR: cannot write the pass dumps to .*dumps.*; "
+                                             r"compiling without them"):
+            analog = fxanalog.compile(nn.Sequential(nn.Linear(4, 4)), fxanalog.FloatingPointRPUConfig())
+        assert len(list(analog.analog_tiles())) == 1
+    finally:
+        if kind != "file":
+            target.chmod(0o700)
+
+
+def test_dump_run_folders_are_new_and_never_follow_a_planted_link(tmp_path, monkeypatch):
+    import os
+
+    import fxanalog
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    root = tmp_path / "dumps"
+    root.mkdir()
+    for n in range(3):  # the names the old scheme used
+        os.symlink(victim, root / f"Sequential_{os.getpid()}_{n}")
+    monkeypatch.setenv("FXANALOG_DUMP_DIR", str(root))
+    for _ in range(2):
+        fxanalog.compile(nn.Sequential(nn.Linear(4, 4)), fxanalog.FloatingPointRPUConfig())
+    assert os.listdir(victim) == []
+    runs = [p for p in root.iterdir() if not p.is_symlink()]
+    assert len(runs) == 2
+    assert all(any(f.endswith("_final.txt") for f in os.listdir(p)) for p in runs)
+    assert all((p.stat().st_mode & 0o777) == 0o700 for p in runs)
+
+
+# --------------------------------------------------------------------------
+# sys.path: only MODEL's module comes from the current directory (issue 15 item 17)
+
+
+def test_a_file_in_the_current_directory_never_shadows_a_library_module(tmp_path):
+    (tmp_path / "colorsys.py").write_text("open('SHADOWED', 'w').write('yes')\n")
+    (tmp_path / "cli_helper.py").write_text("WIDTH = 4\n")
+    (tmp_path / "cli_model.py").write_text(
+        "from torch import nn\nimport cli_helper\n\n"
+        "def net():\n    import colorsys  # imported lazily, as torch does\n"
+        "    assert colorsys.__file__.endswith('colorsys.py') and 'SHADOWED' not in colorsys.__file__\n"
+        "    return nn.Linear(cli_helper.WIDTH, 2)\n")
+    script = Path(sys.executable).with_name("fxanalog")
+    for cmd in ([str(script)], [sys.executable, "-m", "fxanalog"]):
+        proc = subprocess.run(cmd + ["summary", "cli_model:net", "--input-shape", "1,4"], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert "Linear" in proc.stdout
+        assert not (tmp_path / "SHADOWED").exists(), cmd
