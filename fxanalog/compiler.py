@@ -81,9 +81,12 @@ def compile(
     # The user's model is left as it was whatever the passes run (preserve):
     # with inplace=True its modules are the ones traced and run.
     _check_example(ctx, model, example_inputs)
+    # The copy too: reading a parametrized weight runs its parametrization
+    # (spectral_norm's power iteration), which compiling must not advance.
     with preserved(model, values=inplace):
         source = model if inplace else _deepcopy(model)
-        unit = convert(ctx, source, "", example_inputs)
+        with preserved(source, values=True):
+            unit = convert(ctx, source, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
     if not unit.changed:
         warnings.warn(f"fxanalog.compile: {type(model).__name__} has no layer to convert; "

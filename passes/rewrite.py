@@ -40,18 +40,22 @@ shared), so that writing them never writes into the model's tensors.
 from __future__ import annotations
 
 import torch
+import torch.nn.utils.prune  # noqa: F401  (torch.nn.utils.prune.BasePruningMethod)
 from torch import fx, nn
+from torch.nn.utils import parametrize
 
 from fxanalog.nn.attention import AnalogMultiheadAttention
 from fxanalog.nn.modules import named_analog_layers
 
 from .context import META_LAYER, META_MATCH, SKIPPED, CompileContext
+from .preserve import preserved
 from .records import LayerRecord, TileMap
 from .rules import Match, transpose_operand
 from .trace import GraphUnit, carry_hooks, shallow_copy
 
 __all__ = ["rewrite", "layer_records", "dry_run_records", "own_weights", "keep_digital_keys", "mha_digital_keys",
-           "mha_load_digital_keys", "hide_shared_keys", "fill_shared_keys"]
+           "mha_load_digital_keys", "hide_shared_keys", "fill_shared_keys", "check_weight_source",
+           "keep_weight_source", "enter_cached", "exit_cached"]
 
 
 def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, source: str,
@@ -173,6 +177,84 @@ def fill_shared_keys(module, state_dict, prefix, local_metadata, strict, missing
             state_dict[prefix + name] = t.detach()
 
 
+# -- parametrized and pruned layers ---------------------------------------------------
+
+
+def _pruning_hooks(module: nn.Module) -> list:
+    return [h for h in vars(module).get("_forward_pre_hooks", {}).values()
+            if isinstance(h, torch.nn.utils.prune.BasePruningMethod)]
+
+
+def check_weight_source(module: nn.Module, name: str, realistic_read_write: bool) -> None:
+    """``ValueError`` for a parametrized or pruned layer fxanalog cannot keep
+    as it is: another tensor than ``weight`` parametrized or pruned, or
+    realistic writing (which writes the weight itself)."""
+    kind = None
+    if parametrize.is_parametrized(module):
+        kind, names = "parametrized", list(module.parametrizations.keys())
+    elif _pruning_hooks(module):
+        kind = "pruned"
+        names = sorted({n for h in _pruning_hooks(module) for n in _pruned_names(h)})
+    if kind is None:
+        return
+    if names != ["weight"]:
+        raise ValueError(f"layer {name!r} ({type(module).__name__}): {kind} tensors {names}; fxanalog keeps a "
+                         f"{kind} weight (the tile sees the computed weight each forward), nothing else: remove "
+                         f"the {kind} tensors other than weight before compiling")
+    if realistic_read_write:
+        raise ValueError(f"layer {name!r} ({type(module).__name__}): realistic_read_write=True writes the "
+                         f"weight itself, which a {kind} layer computes from {'its originals' if kind == 'parametrized' else 'weight_orig and weight_mask'}: "
+                         f"remove the {'parametrization (parametrize.remove_parametrizations)' if kind == 'parametrized' else 'pruning (prune.remove)'} first, "
+                         "or compile without realistic writing")
+
+
+def _pruned_names(hook) -> list:
+    if isinstance(hook, torch.nn.utils.prune.PruningContainer):
+        return [hook._tensor_name]  # noqa: SLF001 - torch's own attribute of its pruning container
+    return [hook._tensor_name]
+
+
+_CACHED: list = []  # the parametrize.cached() contexts of the forwards running
+
+
+def enter_cached(module, args) -> None:
+    """Forward pre-hook of a parametrized analog layer: its parametrized
+    weight is computed once in this forward."""
+    ctx = parametrize.cached()
+    ctx.__enter__()
+    _CACHED.append(ctx)
+
+
+def exit_cached(module, args, output) -> None:
+    """Forward hook (always called), the end of ``enter_cached``."""
+    _CACHED.pop().__exit__(None, None, None)
+
+
+def keep_weight_source(module: nn.Module, layer: nn.Module) -> None:
+    """A layer made from a parametrized or pruned module computes its weight
+    as the module did, each forward: a parametrized ``weight``
+    (``weight_norm``, ``spectral_norm``) keeps the module's own
+    parametrization (the same ``ParametrizationList``: its originals are
+    what trains and what the state dict holds); a pruned one keeps
+    ``weight_orig`` and ``weight_mask`` and the pruning pre-hook (carried
+    over with the module's hooks) recomputes ``weight``."""
+    if parametrize.is_parametrized(module, "weight"):
+        plist = module.parametrizations["weight"]
+        layer.weight = nn.Parameter(layer.weight.detach().clone())  # a leaf for the parametrization to replace
+        parametrize.register_parametrization(layer, "weight", plist[0], unsafe=True)
+        layer.parametrizations["weight"] = plist
+        # The layer reads its weight more than once per forward: computed once
+        # (parametrize.cached), as the digital layer does (spectral_norm's
+        # power iteration runs once per forward in training).
+        layer.register_forward_pre_hook(enter_cached)
+        layer.register_forward_hook(exit_cached, always_call=True)
+    elif _pruning_hooks(module):
+        del layer.weight
+        layer.register_parameter("weight_orig", module.weight_orig)
+        layer.register_buffer("weight_mask", module.weight_mask)
+        layer.weight = module.weight_orig * module.weight_mask
+
+
 def keep_digital_keys(layer: nn.Module, m: Match, shared: bool) -> None:
     """Make the layer's state-dict keys those of the digital model:
     ``nn.MultiheadAttention``'s packed keys for an attention, and no repeated
@@ -220,8 +302,18 @@ def rewrite(ctx: CompileContext, unit: GraphUnit):
     for m in unit.matches:
         if ctx.options.own_weights:
             own_weights(m)
-        layer = unit.strategy.build(ctx, unit, m)
         if m.module is not None:
+            check_weight_source(m.module, unit.prefix + m.name, ctx.options.realistic_read_write)
+        if m.module is not None and parametrize.is_parametrized(m.module):
+            # Reading a parametrized weight in training mode runs its
+            # parametrization (spectral_norm's power iteration): put back
+            # its state, as if the layer had not been read.
+            with preserved(m.module, values=True):
+                layer = unit.strategy.build(ctx, unit, m)
+        else:
+            layer = unit.strategy.build(ctx, unit, m)
+        if m.module is not None:
+            keep_weight_source(m.module, layer)
             carry_hooks(m.module, layer, unit.prefix + m.name)
         if unit.strategy.name != "dynamo":  # the backend's layers are not in the model
             keep_digital_keys(layer, m, shared=not ctx.options.own_weights)

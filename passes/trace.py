@@ -250,11 +250,18 @@ def has_forward_hooks(module: nn.Module) -> bool:
     return any(state.get(k) for k in _HOOK_DICTS)
 
 
+def _torch_internal(hook) -> bool:
+    """A hook torch's own utilities registered (weight_norm's checkpoint
+    compatibility), not the user's."""
+    fn = getattr(hook, "hook", hook)  # torch wraps some hooks (_WrappedHook)
+    return (getattr(fn, "__module__", None) or "").startswith("torch.")
+
+
 def carry_hooks(src: nn.Module, dst: nn.Module, name: str) -> None:
     """Register ``src``'s forward hooks and pre-hooks on ``dst`` (the module
     that replaces it), in their order and with their options (``with_kwargs``,
-    ``always_call``); a ``UserWarning`` names the other hooks (backward,
-    state dict), which are not carried over."""
+    ``always_call``); a ``UserWarning`` names the other hooks of the user
+    (backward, state dict), which are not carried over."""
     if src is dst:
         return
     state = vars(src)
@@ -265,7 +272,8 @@ def carry_hooks(src: nn.Module, dst: nn.Module, name: str) -> None:
     always = state.get("_forward_hooks_always_called", {})
     for hid, hook in state.get("_forward_hooks", {}).items():
         dst.register_forward_hook(hook, with_kwargs=hid in with_kwargs, always_call=hid in always)
-    other = [k.strip("_").replace("_", " ") for k in _OTHER_HOOKS if state.get(k)]
+    other = [k.strip("_").replace("_", " ") for k in _OTHER_HOOKS
+             if any(not _torch_internal(h) for h in state.get(k, {}).values())]
     if other:
         warnings.warn(f"fxanalog.compile: {', '.join(other)} on {name or 'the model'!r} "
                       f"({type(src).__name__}) are not carried over to the analog model; register them on it "

@@ -647,3 +647,75 @@ def test_backend_warns_when_dynamo_skips_a_frame():
         assert be.graphs == 0
     finally:
         torch._dynamo.reset()
+
+
+# -- issue 15 item 3: parametrized and pruned layers ------------------------------------
+
+
+def _parametrized(how: str) -> nn.Module:
+    from torch.nn.utils import prune
+    from torch.nn.utils.parametrizations import spectral_norm, weight_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(24, 3))
+    if how == "weight_norm":  # wav2vec2's positional convolution: weight_norm over the kernel dimension
+        weight_norm(model[0], dim=2)
+        weight_norm(model[3])
+    elif how == "spectral_norm":
+        spectral_norm(model[3])
+    else:
+        prune.l1_unstructured(model[0], "weight", amount=0.5)
+        prune.random_unstructured(model[3], "weight", amount=0.3)
+    return model
+
+
+@pytest.mark.parametrize("how", ["weight_norm", "spectral_norm", "prune"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_parametrized_and_pruned_layers_keep_computing_their_weight(how, inplace):
+    model = _parametrized(how).train()
+    x = torch.randn(5, 2, 6)
+    digital_keys = sorted(model.state_dict())
+    analog = fxanalog.compile(model, fp(), inplace=inplace)
+    assert sorted(analog.state_dict()) == digital_keys  # originals (or weight_orig/weight_mask) stay
+    assert [n for n, _ in analog.named_analog_layers()] == ["0", "3"]
+    names = {n for n, _ in analog.named_parameters()}
+    expected = {n for n, _ in model.named_parameters()}
+    assert names == expected  # the sources train, not a snapshot
+    reference = _parametrized(how).train() if not inplace else model  # the same model, built again
+    opt = torch.optim.SGD(analog.parameters(), lr=0.1)
+    ref_opt = torch.optim.SGD(reference.parameters(), lr=0.1) if not inplace else None
+    for _ in range(2):  # the second step failed ("backward through the graph a second time")
+        opt.zero_grad()
+        analog(x).square().sum().backward()
+        opt.step()
+        if ref_opt is not None:
+            ref_opt.zero_grad()
+            reference(x).square().sum().backward()
+            ref_opt.step()
+    analog.eval(), reference.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(analog(x), reference(x), rtol=1e-4, atol=1e-5)
+    if how == "prune":  # the mask still applies to the trained weight_orig
+        layer = dict(analog.named_analog_layers())["0"]
+        masked = layer.weight_mask == 0
+        assert masked.any() and bool((layer.weight[masked] == 0).all())
+        assert not bool((layer.weight_orig[masked] == 0).all())  # what trains is weight_orig, as in torch
+
+
+def test_parametrized_tensors_other_than_the_weight_and_realistic_writing_are_refused():
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.parametrizations import weight_norm
+
+    class Double(nn.Module):
+        def forward(self, b):
+            return 2 * b
+
+    model = nn.Sequential(nn.Linear(4, 3))
+    parametrize.register_parametrization(model[0], "bias", Double())
+    with pytest.raises(ValueError, match=r"layer '0' \(ParametrizedLinear\): parametrized tensors \['bias'\]; "
+                                         r"fxanalog keeps a parametrized weight"):
+        fxanalog.compile(model, fp())
+    model = nn.Sequential(weight_norm(nn.Linear(4, 3)))
+    with pytest.raises(ValueError, match=r"layer '0' \(ParametrizedLinear\): realistic_read_write=True writes the "
+                                         r"weight itself.*parametrize.remove_parametrizations"):
+        fxanalog.compile(model, fxanalog.InferenceRPUConfig(), realistic_read_write=True)
