@@ -719,3 +719,45 @@ def test_parametrized_tensors_other_than_the_weight_and_realistic_writing_are_re
     with pytest.raises(ValueError, match=r"layer '0' \(ParametrizedLinear\): realistic_read_write=True writes the "
                                          r"weight itself.*parametrize.remove_parametrizations"):
         fxanalog.compile(model, fxanalog.InferenceRPUConfig(), realistic_read_write=True)
+
+
+# -- issue 14 "done when": the zoo of real-model structures through every way in ----------
+
+
+@pytest.mark.parametrize("name", list(zoo.REAL))
+def test_every_way_in_leaves_the_users_model_unchanged(name):
+    from fxanalog.nn.conversion import convert_to_analog, convert_to_analog_mapped
+
+    model = zoo.build_real(name)
+    x = zoo.real_inputs(name)
+    with torch.no_grad():
+        expected = model(*x)
+    if hasattr(model, "attention_bias_cache"):
+        model.attention_bias_cache.clear()  # as built: the cache fills on the first call
+    before = _model_state(model)
+    ways = {
+        "explain": lambda: fxanalog.explain(model, fp()),
+        "explain+inputs": lambda: fxanalog.explain(model, fp(), example_inputs=x),
+        "compile": lambda: fxanalog.compile(model, fp(), example_inputs=x),
+        "compile inplace": lambda: fxanalog.compile(model, fp(), example_inputs=x, inplace=True),
+        "convert_to_analog": lambda: convert_to_analog(model, fp()),
+        "convert_to_analog_mapped inplace": lambda: convert_to_analog_mapped(model, fp(), inplace=True),
+    }
+    for way, run in ways.items():
+        out = run()
+        _assert_unchanged(model, before)
+        if isinstance(out, nn.Module):
+            with torch.no_grad():
+                torch.testing.assert_close(out(*x), expected, rtol=1e-4, atol=1e-5, msg=way)
+            _assert_unchanged(model, before)
+    torch._dynamo.reset()
+    try:
+        be = fxanalog.backend(fp(), inner="eager", model=model)
+        with torch.no_grad(), torch._dynamo.config.patch(allow_rnn=True):
+            torch.testing.assert_close(torch.compile(model, backend=be)(*x), expected, rtol=1e-4, atol=1e-5)
+    finally:
+        torch._dynamo.reset()
+    if hasattr(model, "attention_bias_cache"):
+        model.attention_bias_cache.clear()  # the backend ran the user's forward: its own first call
+    model.__dict__.pop("_is_torch_compile", None)  # set by torch.compile itself
+    _assert_unchanged(model, before)
