@@ -36,7 +36,7 @@ here it always scales the clipping term, as its documentation describes.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -156,39 +156,52 @@ def _size_runs(in_sizes: Sequence[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def input_range_mvm(x: Tensor, tiles: Tensor, ir: Tensor, geometry: TileGeometry, cfg: InputRangeParameter,
-                    forward: IOParameters, packed_io: tuple, samples: int = 1) -> Tensor:
+def input_range_mvm(x: Tensor, tiles: Tensor, ir: Optional[Tensor], geometry: TileGeometry,
+                    cfg: Optional[InputRangeParameter], forward: IOParameters, packed_io: tuple, samples: int = 1,
+                    piece_scale: Optional[Tensor] = None) -> Tensor:
     """(G, B, K) inputs -> (G, B, N) outputs of the tile array with the input
-    range ``ir`` (G, n_in) applied, before the digital column scales and bias
-    (float32).
+    range ``ir`` (G, n_in) applied (None: no range), before the digital
+    column scales and bias (float32).
 
     Every input piece is run as its own group of ``fxanalog::tile_mvm`` (one
     call per piece size, at most two), so its partial output can be scaled
-    by its range before the digital sum; each tile is computed exactly as
-    without the range (own DAC, ADC, noise and management). ``samples > 1``:
-    ``tiles`` holds ``samples * G`` groups, one weight set per sample
-    (``per_batch_sample``), see ``fold_samples``.
+    by its range, and by its tiles' own digital factors ``piece_scale``
+    (G, n_in, N; per-tile weight scaling), before the digital sum; each tile
+    is computed exactly as without them (own DAC, ADC, noise and
+    management). ``samples > 1``: ``tiles`` holds ``samples * G`` groups, one
+    weight set per sample (``per_batch_sample``), see ``fold_samples``.
     """
     in_sizes, out_sizes = geometry.in_sizes, list(geometry.out_sizes)
     G, B, K = x.shape
     N = tiles.shape[-1]
     ct = compute_dtype(x.dtype)
-    irc = ir.to(ct)
     piece = piece_index(in_sizes, x.device)
-    xs = fold_samples(_ClipAndScale.apply(x.to(ct), irc, piece, cfg), samples)
+    if ir is not None:
+        irc = ir.to(ct)
+        xs = fold_samples(_ClipAndScale.apply(x.to(ct), irc, piece, cfg), samples)
+    else:
+        xs = fold_samples(x.to(ct), samples)
     G, B = G * samples, B // samples
+    ps = None
+    if piece_scale is not None:
+        ps = piece_scale.to(ct)
+        ps = ps.repeat(samples, 1, 1) if samples > 1 else ps  # (G, n, N)
     parts, col = [], 0
     for first, count, size in _size_runs(in_sizes):
         xr = xs[:, :, col : col + count * size].reshape(G, B, count, size).permute(0, 2, 1, 3).reshape(G * count, B, size)
         tr = tiles[:, first : first + count, :size].reshape(G * count, 1, size, N)
-        y = torch.ops.fxanalog.tile_mvm(xr, tr, [size], out_sizes, None, None, *packed_io, NO_UPDATE)
+        cs = None if ps is None else ps[:, first : first + count].reshape(-1)
+        y = torch.ops.fxanalog.tile_mvm(xr, tr, [size], out_sizes, cs, None, *packed_io, NO_UPDATE)
         parts.append(y.reshape(G, count, B, N))
         col += count * size
     y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (G, n, B, N)
+    if ir is None:
+        return unfold_samples(y.sum(dim=1), samples)
     scale = irc
     if cfg.manage_output_clipping:
         bound = forward.out_bound * abs(forward.out_scale) * (1 - 1e-5)
-        unclipped = 1 - (y.detach().abs() >= bound).to(ct).mean(dim=(2, 3))  # (S*G, n)
+        yt = y.detach() if ps is None else y.detach() / ps[:, :, None, :]  # the tiles' own outputs
+        unclipped = 1 - (yt.abs() >= bound).to(ct).mean(dim=(2, 3))  # (S*G, n)
         scale = _OutputClipping.apply(irc, unclipped.reshape(samples, -1, unclipped.shape[1]).mean(dim=0), cfg)
     if samples > 1:
         scale = scale.repeat(samples, 1)

@@ -317,8 +317,9 @@ def least_squares_read(reader: Reader, w: Tensor, col_scale: Optional[Tensor], c
     G, N, K = w.shape
     n, p = geo.n_in, geo.p_in
     tiles = geo.stack_pieces(w.float())
-    if col_scale is not None:
-        col_scale = torch.broadcast_to(per_output(col_scale.float(), N, "result"), (G, n, N)).reshape(G * n * N)
+    if col_scale is not None:  # per output, or (G, n_in, N): per tile
+        c = col_scale.float() if col_scale.dim() == 3 else per_output(col_scale.float(), N, "result")
+        col_scale = torch.broadcast_to(c, (G, n, N)).reshape(G * n * N)
     mask = geo.pad_mask(w.device).repeat(G, 1).unsqueeze(1).float()  # (G*n, 1, p)
     xtx = torch.zeros(G * n, p, p, dtype=torch.float64, device=w.device)
     xty = torch.zeros(G * n, p, N, dtype=torch.float64, device=w.device)

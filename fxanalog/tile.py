@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from fxanalog import devices, hwa, programming
 from fxanalog.config import RPUConfigBase, WeightClipType, WeightRemapType
-from fxanalog.geometry import TileGeometry, fold_samples, per_output, unfold_samples
+from fxanalog.geometry import TileGeometry, fold_samples, per_output, piece_index, unfold_samples
 from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE
@@ -107,8 +107,10 @@ class AnalogTile(nn.Module):
     N x K weights cut into ``out_sizes`` x ``in_sizes`` tiles.
 
     Buffers (None until set, so only then in ``state_dict()``):
-    ``mapping_scales`` ``(G*N,)`` or ``(1,)`` (weight scaling and
-    remapping); ``programmed_conductances`` and ``drift_exponents``
+    ``mapping_scales`` (weight scaling and remapping) ``(1,)`` or ``(G*N,)``
+    (one factor per output), or ``(G, N, n_in)`` (per tile, for tile arrays
+    with several input pieces: one factor per output row and input piece;
+    see ``reset_mapping_scales``); ``programmed_conductances`` and ``drift_exponents``
     ``(2, G, N, K)`` for g+ and g-; ``conductance_scales`` ``(G, n_out,
     n_in)`` (uS per tile unit of each tile); ``drift_reference`` ``(G, N)``;
     ``analog_weight`` ``(G, N, K)`` (the tile weights now, used in eval);
@@ -180,15 +182,28 @@ class AnalogTile(nn.Module):
     def _n_out(self) -> int:
         return self.geometry.shape[1]
 
+    @property
+    def per_piece_scales(self) -> bool:
+        """The mapping scales differ between input pieces (per-tile weight
+        scaling of a tile array with several input pieces): (G, N, n_in)."""
+        return self.mapping_scales is not None and self.mapping_scales.dim() == 3
+
+    def _weight_factor(self, dtype: torch.dtype) -> Tensor:
+        """The mapping scales shaped to broadcast over (G, N, K) weights."""
+        m = self.mapping_scales.to(dtype)
+        if m.dim() == 3:  # (G, N, n_in): each input piece's columns get its factor
+            return m.index_select(2, piece_index(self.geometry.in_sizes, m.device))
+        return per_output(m, self._n_out, "weight")
+
     def to_tile_units(self, w: Tensor) -> Tensor:
         if self.mapping_scales is None:
             return w
-        return w / per_output(self.mapping_scales.to(w.dtype), self._n_out, "weight")
+        return w / self._weight_factor(w.dtype)
 
     def to_digital_units(self, t: Tensor) -> Tensor:
         if self.mapping_scales is None:
             return t
-        return t * per_output(self.mapping_scales.to(t.dtype), self._n_out, "weight")
+        return t * self._weight_factor(t.dtype)
 
     def tile_weight(self, w: Tensor) -> Tensor:
         """The weights on the devices, (G, N, K) tile units: in eval, once
@@ -237,12 +252,21 @@ class AnalogTile(nn.Module):
 
     def digital_scales(self) -> Optional[Tensor]:
         """The fixed digital factor per output (the op's ``col_scale``): the
-        mapping scales, times the drift compensation in eval once drifted."""
-        s = self.mapping_scales
+        mapping scales (unless per input piece: see ``piece_scales``), times
+        the drift compensation in eval once drifted."""
+        s = None if self.per_piece_scales else self.mapping_scales
         d = None if self.training else self.drift_scales
         if d is None:
             return s
         return d if s is None else s * d
+
+    def piece_scales(self) -> Optional[Tensor]:
+        """Per-tile weight scaling of several input pieces: the digital factor
+        of each tile's output before the partial sums are added, (G, n_in, N);
+        else None."""
+        if not self.per_piece_scales:
+            return None
+        return self.mapping_scales.transpose(1, 2)
 
     def output_scales(self) -> Optional[Tensor]:
         """Every digital factor per output: ``digital_scales`` times the
@@ -257,6 +281,8 @@ class AnalogTile(nn.Module):
         """The weights the tiles compute with, in digital units, (G, N, K):
         ``tile_weight`` times every digital output factor."""
         t = self.tile_weight(w).float()
+        if self.per_piece_scales:
+            t = self.to_digital_units(t)
         s = self.output_scales()
         return t if s is None else t * per_output(s.float(), self._n_out, "weight")
 
@@ -283,10 +309,11 @@ class AnalogTile(nn.Module):
         col = self.digital_scales()
         op_bias = None if (bias is None or learn) else bias
         ir_cfg = input_range_config(self.rpu_config)
-        if ir_cfg is not None:
-            ir = self._checked_input_range(x)
+        pieces = self.piece_scales()
+        if ir_cfg is not None or pieces is not None:  # each input piece its own group of the op
+            ir = None if ir_cfg is None else self._checked_input_range(x)
             y = input_range_mvm(x, tiles, ir, self.geometry, ir_cfg, self.rpu_config.forward,
-                                (forward_io, backward_io), samples=S)
+                                (forward_io, backward_io), samples=S, piece_scale=pieces)
             y = apply_digital(y, col, op_bias).to(x.dtype)
         else:
             y = torch.ops.fxanalog.tile_mvm(fold_samples(x, S), tiles, list(self.geometry.in_sizes),
@@ -334,20 +361,36 @@ class AnalogTile(nn.Module):
 
     @torch.no_grad()
     def reset_mapping_scales(self, w: Tensor) -> None:
-        """Weight scaling (``mapping.weight_scaling_omega``): the tile holds
-        W/alpha with alpha = max|W|/omega (per output when columnwise), and
-        alpha goes to the digital output scales. The max is over the finite
-        weights: an infinite or NaN weight spoils its own output only, as
-        digitally (docs/tile.md, "Mapping a layer onto tiles")."""
+        """Weight scaling (``mapping.weight_scaling_omega``), per tile as in
+        aihwkit's tile arrays: each tile holds its weights W_t divided by
+        alpha_t = max|W_t|/omega (per output row of the tile when
+        columnwise), and alpha_t multiplies that tile's output in digital,
+        before the partial sums over input pieces are added. Stored per
+        output, ``(1,)`` or ``(G*N,)``, when the layer has one input piece,
+        else ``(G, N, n_in)``. Tiles on pulsed devices (``SingleRPUConfig``)
+        keep one factor per layer (per output when columnwise): their pulsed
+        update takes one learning rate for the whole array. The max is over
+        the finite weights: an infinite or NaN weight spoils its own outputs
+        only, as digitally (docs/tile.md, "Mapping a layer onto tiles")."""
         m = self.rpu_config.mapping
-        if m.weight_scaling_omega > 0:
-            wf = w.detach().float().abs()
-            wf = torch.where(torch.isfinite(wf), wf, torch.zeros_like(wf))
-            amax = wf.amax(dim=-1).reshape(-1) if m.weight_scaling_columnwise else wf.amax().reshape(1)
-            alpha = amax / m.weight_scaling_omega
-            self.mapping_scales = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
-        else:
+        if m.weight_scaling_omega <= 0:
             self.mapping_scales = None
+            self.invalidate_cache()
+            return
+        wf = w.detach().float().abs()
+        wf = torch.where(torch.isfinite(wf), wf, torch.zeros_like(wf))
+        geo = self.geometry
+        if self.device_state is not None or geo.single:
+            amax = wf.amax(dim=-1).reshape(-1) if m.weight_scaling_columnwise else wf.amax().reshape(1)
+        elif m.weight_scaling_columnwise:  # each row of each tile: (G, N, n_in)
+            amax = torch.stack([p.amax(dim=-1) for p in wf.split(list(geo.in_sizes), dim=2)], dim=-1)
+        else:  # each tile: (G, n_out, n_in), spread over its rows
+            amax = geo.tile_amax(wf).repeat_interleave(
+                torch.tensor(list(geo.out_sizes), device=wf.device), dim=1)
+        if amax.dim() == 3 and geo.n_in == 1:
+            amax = amax.reshape(-1)  # one input piece: a factor per output
+        alpha = amax / m.weight_scaling_omega
+        self.mapping_scales = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
         self.invalidate_cache()
 
     @torch.no_grad()
@@ -581,6 +624,8 @@ class AnalogTile(nn.Module):
         s = m / remap.remapped_wmax
         s = torch.where(s > 0, s, torch.ones_like(s))
         old = self.mapping_scales
+        if old is not None and old.dim() == 3:  # per input piece: s per output broadcast over the pieces
+            s = s.reshape(-1, 1) if s.numel() == 1 else s.reshape(old.shape[0], old.shape[1], 1)
         self.mapping_scales = s if old is None else old.float() * s
         self.invalidate_cache()
 
@@ -643,8 +688,11 @@ class AnalogTile(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            est = programming.least_squares_read(self.reader(), self.tile_weight(w).detach().float(),
-                                                 self.digital_scales())
+            col = self.digital_scales()
+            pieces = self.piece_scales()
+            if pieces is not None:  # each tile's own factor, (G, n_in, N)
+                col = pieces if col is None else pieces * per_output(col.float(), self._n_out, "result")
+            est = programming.least_squares_read(self.reader(), self.tile_weight(w).detach().float(), col)
         finally:
             self.train(was_training)
         if self.out_scaling_alpha is not None:

@@ -558,6 +558,88 @@ def test_weight_scaling_omega_per_tensor_and_columnwise():
         assert torch.allclose(layer.get_weights()[0], w, atol=1e-6)
 
 
+def reference_per_tile_scaling(x, w, b, cfg, max_in, max_out, omega, columnwise):
+    """aihwkit's tile array with weight scaling, written out: every tile (its
+    own block of w) scaled by its own max|W_t| / omega (per row of the tile
+    when columnwise), its output times that factor, partial sums added."""
+    ins, outs = balanced_split(w.shape[1], max_in), balanced_split(w.shape[0], max_out)
+    cols, o0 = [], 0
+    for no in outs:
+        acc, i0 = 0, 0
+        for ni in ins:
+            wt = w[o0 : o0 + no, i0 : i0 + ni]
+            amax = wt.abs().amax(dim=1, keepdim=True) if columnwise else wt.abs().max()
+            alpha = torch.where(amax > 0, amax / omega, torch.ones_like(amax))
+            acc = acc + reference_tile(x[:, i0 : i0 + ni], wt / alpha, cfg.forward) * alpha.reshape(1, -1).double()
+            i0 += ni
+        cols.append(acc)
+        o0 += no
+    return torch.cat(cols, dim=1) + b.double()
+
+
+@pytest.mark.parametrize("columnwise", [False, True])
+@pytest.mark.parametrize("max_in, max_out", [(4, 0), (3, 2), (8, 3)])
+def test_weight_scaling_per_tile_of_a_tile_array(columnwise, max_in, max_out):
+    # Each tile of a tile array gets its own factor (aihwkit's tile arrays):
+    # the first input piece has 4x smaller weights, so a per-layer factor
+    # would leave its tiles a quarter of their range.
+    torch.manual_seed(21)
+    w = torch.randn(5, 8)
+    w[:, :4] *= 0.25
+    b, x = torch.randn(5), torch.randn(6, 8)
+    cfg = quiet()
+    cfg.mapping.weight_scaling_omega = 0.8
+    cfg.mapping.weight_scaling_columnwise = columnwise
+    cfg.mapping.max_input_size, cfg.mapping.max_output_size = max_in, max_out
+    layer = linear(w, b, cfg=cfg)
+    want = reference_per_tile_scaling(x, w, b, cfg, max_in, max_out, 0.8, columnwise)
+    assert torch.allclose(layer(x).double(), want, atol=1e-5)
+    # every tile uses its full range (omega) and the effective weights are the digital ones
+    t = layer.tile.to_tile_units(layer.weight_matrix()).detach()
+    assert torch.allclose(layer.tile.geometry.tile_amax(t.abs()), torch.tensor(0.8), atol=1e-6)
+    assert torch.allclose(layer.get_weights()[0], w, atol=1e-6)
+    # gradients flow to the layer's weights as digitally (straight through)
+    layer.train()
+    layer(x).sum().backward()
+    assert torch.allclose(layer.weight.grad, torch.ones(6, 5).T @ x, atol=1e-5)
+
+
+def test_weight_scaling_per_tile_programming_read_and_remap():
+    torch.manual_seed(22)
+    w = torch.randn(4, 9)
+    w[:, 5:] *= 0.1
+    cfg = quiet(inp_res=0.0, out_res=0.0)
+    cfg.mapping.weight_scaling_omega = 1.0
+    cfg.mapping.max_input_size = 5
+    cfg.noise_model.prog_noise_scale = cfg.noise_model.read_noise_scale = 0.0  # noise-free devices
+    layer = linear(w, cfg=cfg)
+    assert layer.tile.mapping_scales.shape == (1, 4, 2)  # (groups, outputs, input pieces)
+    # the noise-free read recovers the digital weights through every tile's factor
+    assert torch.allclose(layer.get_weights(realistic=True)[0], w, atol=1e-4)
+    # remapping multiplies into the per-tile factors; the effective weights stay
+    layer.rpu_config.remap.type = fxanalog.WeightRemapType.CHANNELWISE_SYMMETRIC
+    layer.tile.remap(layer.weight_matrix().data)
+    assert layer.tile.mapping_scales.shape == (1, 4, 2)
+    assert torch.allclose(layer.get_weights()[0], w, atol=1e-5)
+    # programming (noise-free devices) keeps the per-tile factors
+    x = torch.randn(3, 9)
+    before = layer(x)
+    layer.program_analog_weights()
+    assert torch.allclose(layer(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_scaling_on_pulsed_devices_keeps_one_factor_per_layer():
+    # The pulsed update takes one learning rate for the whole tile array, so
+    # tiles on devices keep aihwkit's per-layer factor (docs/tile.md).
+    cfg = fxanalog.SingleRPUConfig()
+    cfg.mapping.weight_scaling_omega = 1.0
+    cfg.mapping.max_input_size = 4
+    layer = AnalogLinear(9, 3, rpu_config=cfg)
+    assert layer.in_sizes == [3, 3, 3]
+    assert layer.tile.mapping_scales.shape == (1,)  # one factor (from the weights before the devices' clip)
+    assert not layer.tile.per_piece_scales
+
+
 def test_learned_output_scaling_gets_gradients():
     cfg = quiet(inp_res=0.0, out_res=0.0)
     cfg.mapping.learn_out_scaling = True

@@ -415,9 +415,11 @@ def analog_layers() -> dict:
         lin = AnalogLinear.from_digital(torch.nn.Linear(40, 30), cfg).eval()
         conv = AnalogConv2d.from_digital(torch.nn.Conv2d(4, 6, 3, padding=1, groups=2), cfg).eval()
         lin_ir = AnalogLinear.from_digital(torch.nn.Linear(40, 30), ir_cfg).eval()
+    # Per-tile weight scaling (omega > 0, several input pieces): each input
+    # piece is its own group of the op, one launch per piece size.
     return {  # layer, input, launcher calls per forward
-        "linear": (lin, torch.randn(3, 7, 40, generator=gen), 1),
-        "conv-groups": (conv, torch.randn(2, 4, 5, 5, generator=gen), 1),
+        "linear": (lin, torch.randn(3, 7, 40, generator=gen), 2),  # pieces 14, 13, 13
+        "conv-groups": (conv, torch.randn(2, 4, 5, 5, generator=gen), 1),  # pieces 9, 9 per group
         "linear-input-range": (lin_ir, 2 * torch.randn(3, 7, 40, generator=gen), 2),  # pieces 14, 13, 13
     }
 
