@@ -84,7 +84,7 @@ def compile(
     # The copy too: reading a parametrized weight runs its parametrization
     # (spectral_norm's power iteration), which compiling must not advance.
     with preserved(model, values=inplace):
-        source = model if inplace else _deepcopy(model)
+        source = model if inplace else copy_model(model)
         with preserved(source, values=True):
             unit = convert(ctx, source, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
@@ -159,7 +159,7 @@ def _check_example(ctx: CompileContext, model: nn.Module, example_inputs) -> Non
         ctx.state.forward_uses = example_uses(model, as_args(example_inputs))
 
 
-def _deepcopy(model: nn.Module) -> nn.Module:
+def copy_model(model: nn.Module) -> nn.Module:
     """``copy.deepcopy(model)``; tensors computed in a forward and kept in
     plain attributes (a cache filled on the first call holds tensors with a
     grad history, which ``deepcopy`` refuses) are copied detached."""

@@ -40,6 +40,7 @@ from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
 
 __all__ = ["AnalogModelMixin", "AnalogGraphModule", "analog_class", "digital_class", "layer_records",
            "set_layer_records", "clear_layer_records", "check_importable", "set_forward_calls", "AnalogCalls",
+           "as_users_class", "converted_class", "GRAPH_KEY", "ADDED_KEY",
            "RECORDS_KEY", "CALLS_KEY", "LINEAR_FUNCTIONS"]
 
 RECORDS_KEY = "fxanalog_layer_records"
@@ -245,8 +246,116 @@ def _deepcopy_swapped(self, memo):
     return new
 
 
+# -- the seed API's result: the user's own class ------------------------------------
+
+GRAPH_KEY = "fxanalog_graph"  # in a converted model's __dict__: the AnalogGraphModule it runs
+ADDED_KEY = "fxanalog_added"  # the submodules conversion added (analog_<weight>, ...)
+
+
+def as_users_class(gm: fx.GraphModule, source: nn.Module) -> nn.Module:
+    """The traced analog model ``gm`` as a model of ``source``'s own class
+    (``convert_to_analog``): ``source`` itself (a model no one else holds),
+    whose submodules at ``gm``'s paths become ``gm``'s (the analog layers at
+    the digital layers' paths, new ``analog_<weight>`` layers added), and
+    whose class becomes a subclass of its own (``converted_class``) whose
+    ``forward`` is ``gm``'s code. ``isinstance``, methods, attributes such as
+    ``config``, ``model[0]`` and the state-dict keys are the user's."""
+    have = {name for name, _ in source.named_modules()}
+    added = []
+    for name, module in gm.named_children():
+        if name not in have:
+            added.append(name)
+    targets = [n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr")]
+    for target in dict.fromkeys(targets):
+        value = _resolve(gm, target)
+        parent_path, _, last = target.rpartition(".")
+        parent = source.get_submodule(parent_path) if parent_path else source
+        if isinstance(value, nn.Module) or not hasattr(parent, last) or _resolve(source, target) is not value:
+            if isinstance(value, nn.Parameter) or isinstance(value, nn.Module):
+                setattr(parent, last, value)
+            elif last in vars(parent).get("_buffers", {}):
+                parent.register_buffer(last, value)
+            else:
+                parent.__dict__[last] = value  # a constant the tracer made (_tensor_constant0)
+    for name in added:  # analog layers the graph does not name (inside a leaf) come along
+        if not hasattr(source, name):
+            setattr(source, name, gm.get_submodule(name))
+    source.__dict__[GRAPH_KEY] = gm
+    source.__dict__[ADDED_KEY] = added
+    source.__class__ = converted_class(type(source), gm)
+    return source
+
+
+def _resolve(root, target: str):
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def converted_class(cls: type, gm: fx.GraphModule) -> type:
+    """A subclass of ``cls`` (and of ``AnalogModelMixin``) whose ``forward``
+    is ``gm``'s generated code; one class per model, as fx makes one per
+    GraphModule. Pickled by reference to ``cls`` (see ``_reduce_converted``)."""
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "forward": type(gm).forward,
+                 "__reduce_ex__": _reduce_converted, "__copy__": _copy_converted,
+                 "__deepcopy__": _deepcopy_converted, "fxanalog_base": cls}
+    return type(cls.__name__, (AnalogModelMixin, cls), namespace)
+
+
+def _reduce_converted(self, protocol):
+    check_importable(self, "saving")
+    return _new_converted, (type(self).fxanalog_base,), self.__getstate__()
+
+
+def _new_converted(cls: type) -> nn.Module:
+    return _Converting(cls)
+
+
+class _Converting:
+    """Unpickling a converted model: the object is made of ``cls`` and gets
+    its converted class once its state (which holds its graph) is set."""
+
+    def __new__(cls, base: type):
+        obj = base.__new__(base)
+        obj.__class__ = _pending_class(base)
+        return obj
+
+
+_PENDING: dict = {}
+
+
+def _pending_class(base: type) -> type:
+    if base not in _PENDING:
+        def __setstate__(self, state):
+            base.__setstate__(self, state) if "__setstate__" in vars(base) else nn.Module.__setstate__(self, state)
+            self.__class__ = converted_class(base, self.__dict__[GRAPH_KEY])
+
+        _PENDING[base] = type(base.__name__, (base,), {"__setstate__": __setstate__,
+                                                        "__module__": base.__module__,
+                                                        "__qualname__": base.__qualname__})
+    return _PENDING[base]
+
+
+def _copy_converted(self):
+    new = _Converting(type(self).fxanalog_base)
+    new.__setstate__(self.__getstate__())
+    return new
+
+
+def _deepcopy_converted(self, memo):
+    new = _Converting(type(self).fxanalog_base)
+    memo[id(self)] = new
+    new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+    return new
+
+
 def digital_class(cls: type) -> type:
-    """Inverse of ``analog_class``."""
+    """Inverse of ``analog_class`` and ``converted_class``."""
+    if "fxanalog_base" in vars(cls):
+        return cls.fxanalog_base
     for base, mixed in _CLASSES.items():
         if mixed is cls:
             return base

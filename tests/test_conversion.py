@@ -121,3 +121,76 @@ def test_convert_to_digital_realistic_reads_the_tiles(name):
         assert 0 < err < 0.1, err
         assert not torch.equal(read(*x), conversion.convert_to_digital(noisy)(*x))
     assert all(torch.equal(before[n], p) for n, p in noisy.named_parameters())
+
+
+# -- the user's own class (issue 14 item 7) ---------------------------------------------
+
+
+class LM(zoo.GPT):
+    """A language model with a method and a config attribute, as HuggingFace's."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = {"vocab": 50}
+
+    @torch.no_grad()
+    def generate(self, idx, steps: int):
+        for _ in range(steps):
+            nxt = self(idx[:, -8:])[:, -1].argmax(-1, keepdim=True)
+            idx = torch.cat([idx, nxt], 1)
+        return idx
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_convert_to_analog_returns_the_users_class(inplace):
+    torch.manual_seed(0)
+    model = LM().eval()
+    idx = zoo.inputs("gpt")[0][:, :4]
+    analog = conversion.convert_to_analog(model, fxanalog.FloatingPointRPUConfig(), inplace=inplace)
+    assert isinstance(analog, LM) and not isinstance(analog, torch.fx.GraphModule)
+    assert analog.config == {"vocab": 50}
+    # Same submodule paths (the analog layers where the digital ones were), plus the new functional layers.
+    digital_paths = {n for n, _ in model.named_modules()}
+    paths = {n for n, _ in analog.named_modules()}
+    assert digital_paths - {"block.c_proj"} <= paths
+    assert isinstance(analog.block.c_proj, AnalogLinear) and isinstance(analog.analog_wte_weight, AnalogLinear)
+    assert sorted(analog.state_dict()) == sorted(model.state_dict())
+    torch.testing.assert_close(analog.generate(idx, 3), model.generate(idx, 3))
+    back = conversion.convert_to_digital(analog)
+    assert type(back) is LM and sorted(back.state_dict()) == sorted(model.state_dict())
+    torch.testing.assert_close(back(idx), model(idx), rtol=1e-5, atol=1e-5)
+
+
+def test_convert_to_analog_of_a_sequential_is_indexable():
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    analog = conversion.convert_to_analog_mapped(model, fxanalog.InferenceRPUConfig())
+    assert isinstance(analog, nn.Sequential) and isinstance(analog[0], AnalogLinear) and analog[1].__class__ is nn.ReLU
+    assert len(analog) == 3 and [n for n, _ in analog.named_analog_layers()] == ["0", "2"]
+
+
+def test_converted_model_of_the_users_class_saves_and_copies(tmp_path):
+    import copy
+    import os
+    import subprocess
+    import sys
+
+    model = zoo.build("gpt")
+    analog = conversion.convert_to_analog(model, fxanalog.InferenceRPUConfig())
+    analog.eval()
+    torch.manual_seed(0)
+    analog.program_analog_weights()
+    x = zoo.inputs("gpt")
+    other = copy.deepcopy(analog)
+    assert isinstance(other, zoo.GPT) and other.block.c_proj is not analog.block.c_proj
+    state = analog.state_dict()
+    for k, v in other.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    path = tmp_path / "lm.pt"
+    torch.save(analog, path)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import torch; from tests import zoo; m = torch.load({str(path)!r}, weights_only=False); "
+            f"assert isinstance(m, zoo.GPT), type(m).__mro__; print(len(m.layer_records()), "
+            f"sorted(m.state_dict()) == sorted(torch.load({str(path)!r}, weights_only=False).state_dict()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(len(analog.layer_records())), "True"]

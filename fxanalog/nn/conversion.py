@@ -20,13 +20,33 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from torch.fx import GraphModule
+
+from fxanalog.compiler import copy_model
 from fxanalog.compiler import compile
-from fxanalog.model import clear_layer_records, digital_class
+from fxanalog.model import ADDED_KEY, GRAPH_KEY, as_users_class, clear_layer_records, digital_class, layer_records, \
+    set_layer_records
+from fxanalog.passes.trace import set_submodule, shallow_copy
 from fxanalog.nn.attention import AnalogMultiheadAttention
 from fxanalog.nn.modules import AnalogLayerBase
 from fxanalog.summary import analog_summary
 
 __all__ = ["convert_to_analog", "convert_to_analog_mapped", "convert_to_digital"]
+
+
+def _shallow_tree(module: nn.Module) -> nn.Module:
+    """A new module tree around the same tensors: every module a shallow
+    copy (``passes.trace.shallow_copy``), a module held twice copied once."""
+    copies: dict = {}
+
+    def visit(m: nn.Module) -> nn.Module:
+        if id(m) not in copies:
+            new = copies[id(m)] = shallow_copy(m)
+            for name, child in list(m.named_children()):
+                set_submodule(new, name, visit(child))
+        return copies[id(m)]
+
+    return visit(module)
 
 
 def _device_of(module: nn.Module) -> Optional[torch.device]:
@@ -43,9 +63,17 @@ def _convert(module, rpu_config, realistic_read_write, conversion_map, specific_
     exclude = () if exclude_modules is None else exclude_modules
     if isinstance(exclude, str):
         exclude = (exclude,)
-    model = compile(module, rpu_config, mapped=mapped, realistic_read_write=realistic_read_write,
+    # The user's own class (as aihwkit's module swap returns it): the compile
+    # runs on a model of our own, a copy or a new tree around the user's
+    # tensors, which then takes the analog layers and the rewritten forward.
+    source = _shallow_tree(module) if inplace else copy_model(module)
+    model = compile(source, rpu_config, mapped=mapped, realistic_read_write=realistic_read_write,
                     conversion_map=conversion_map, exclude=tuple(exclude), layer_config=specific_rpu_config_fun,
-                    inplace=inplace)
+                    inplace=True)
+    if isinstance(model, GraphModule) and not isinstance(module, GraphModule):
+        records = layer_records(model)
+        model = as_users_class(model, source)
+        set_layer_records(model, records)
     device = _device_of(module)
     if device is not None and model is not module:
         model = model.to(device)  # the analog state follows the model's device; a spread model stays
@@ -108,5 +136,8 @@ def convert_to_digital(module: nn.Module, realistic: bool = False) -> nn.Module:
         done.append(name)
     clear_layer_records(model)
     if not isinstance(model, torch.fx.GraphModule):
+        for name in model.__dict__.pop(ADDED_KEY, []):  # the user's class runs its own forward again
+            delattr(model, name)
+        model.__dict__.pop(GRAPH_KEY, None)
         model.__class__ = digital_class(type(model))
     return model
