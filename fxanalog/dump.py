@@ -48,6 +48,7 @@ from typing import Optional
 
 from torch import fx, nn
 
+from fxanalog.model import GRAPH_KEY
 from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
 from fxanalog.passes.context import META_DTYPE, META_LAYER, META_MATCH, META_SHAPE, META_TILE_MAPS
 from fxanalog.passes.shapes import annotate
@@ -69,20 +70,30 @@ def _target(node: fx.Node) -> str:
     return f"{mod}.{name}" if mod and not mod.startswith("_operator") else name
 
 
+def _graph(model: nn.Module) -> Optional[fx.GraphModule]:
+    """The graph a model runs: the model itself, or the graph of a model of
+    the user's class made by ``convert_to_analog`` (``model.GRAPH_KEY``)."""
+    if isinstance(model, fx.GraphModule):
+        return model
+    gm = vars(model).get(GRAPH_KEY)
+    return gm if isinstance(gm, fx.GraphModule) else None
+
+
 def dump_data(model: nn.Module, example_inputs=None) -> dict:
     """The dump as a plain dict (the JSON schema of the module docstring)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"dump: expected an nn.Module, got {type(model).__name__}")
-    if example_inputs is not None and isinstance(model, fx.GraphModule):
-        annotate(model, example_inputs)
+    gm = _graph(model)
+    if example_inputs is not None and gm is not None:
+        annotate(gm, example_inputs)
     report = analog_summary(model, example_inputs)
     layers_by_name = dict(named_analog_layers(model))
     nodes, edges = [], []
-    if isinstance(model, fx.GraphModule):
+    if gm is not None:
         graph_kind = "fx"
-        for node in model.graph.nodes:
+        for node in gm.graph.nodes:
             layer = node.meta.get(META_LAYER)
-            analog = layer is not None or (node.op == "call_module" and _is_analog(model, node.target))
+            analog = layer is not None or (node.op == "call_module" and _is_analog(gm, node.target))
             nodes.append({
                 "name": node.name, "op": node.op, "target": _target(node),
                 "inputs": [a.name for a in node.all_input_nodes], "analog": analog,
@@ -149,8 +160,9 @@ def _tile_lines(data: dict) -> list[str]:
 def _text(model: nn.Module, example_inputs=None) -> str:
     data = dump_data(model, example_inputs)
     lines = [f"# fxanalog dump of {data['model']}", ""]
-    if isinstance(model, fx.GraphModule):
-        lines += ["# graph code (analog layers are the analog_* calls)", model.code.strip(), ""]
+    gm = _graph(model)
+    if gm is not None:
+        lines += ["# graph code (analog layers are the analog_* calls)", gm.code.strip(), ""]
     else:
         lines += ["# the forward of this model could not be traced: its modules were swapped", ""]
     lines += ["# analog layers and their tile maps"] + _tile_lines(data) + [""]

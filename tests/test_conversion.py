@@ -194,3 +194,15 @@ def test_converted_model_of_the_users_class_saves_and_copies(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [str(len(analog.layer_records())), "True"]
+
+
+def test_dump_of_a_converted_model_shows_the_graph_it_runs():
+    import json
+
+    model = zoo.build("encoder")
+    analog = conversion.convert_to_analog(model, fxanalog.InferenceRPUConfig())
+    data = json.loads(fxanalog.dump(analog, "json", example_inputs=zoo.inputs("encoder")))
+    assert data["graph"] == "fx" and data["model"] == "EncoderBlock"
+    by_layer = {n["layer"]: n["shape"] for n in data["nodes"] if n["analog"]}
+    assert by_layer == {"attn": [[2, 5, 32], None], "analog_w1": [2, 5, 64], "fc2": [2, 5, 32]}
+    assert analog.fxanalog_graph.code.strip() in fxanalog.dump(analog, "text")
