@@ -22,8 +22,10 @@ found; each becomes an analog layer built around the model's own Parameter
 seen), called with the weights as graph inputs. The analog layers are kept
 in a cache keyed by the Parameter (weakly referenced), so a layer's analog
 state survives recompiles and is shared across graph breaks. The rest of
-the graph goes to inductor (``inner="inductor"``, the default) or runs
-eagerly (``inner="eager"``).
+the graph goes to inductor (``inner="inductor"``, the default), cut at the
+analog layer calls so that the layers run with their current state between
+the compiled parts (``_split_at_analog_calls``), or runs eagerly
+(``inner="eager"``).
 """
 
 from __future__ import annotations
@@ -224,11 +226,72 @@ class AnalogBackend:
     def _compile_rest(self, gm: fx.GraphModule, example_inputs):
         if self.inner == "eager":
             return gm.forward
+        if not any(n.op == "call_function" and n.target is _analog_call for n in gm.graph.nodes):
+            return self._inner_compile(gm, example_inputs)
+        return _split_at_analog_calls(gm, self._inner_compile).forward
+
+    def _inner_compile(self, gm: fx.GraphModule, example_inputs):
         if self.inner == "inductor":
             from torch._inductor.compile_fx import compile_fx  # heavy: only when used
 
             return compile_fx(gm, example_inputs)
         return self.inner(gm, example_inputs)
+
+
+def _split_at_analog_calls(gm: fx.GraphModule, compile_part: Callable) -> fx.GraphModule:
+    """The graph cut at every analog layer call: the digital parts between
+    them go to the inner compiler, each when it is first called (with the
+    inputs it gets; once per signature), and the layers run as they are.
+
+    The inner compiler (AOTAutograd and inductor) traces what it compiles
+    once, on fake tensors: an analog layer traced into it would have its
+    state (mapping scales, programmed and drifted weights, input ranges,
+    output scales) frozen at trace time or, held as real tensors, refused
+    by the fake trace. Called between the compiled parts, a layer reads its
+    current state at every call, records its (x, d) for pulsed training,
+    and runs its tile op through the dispatch (docs/compiler.md, "The
+    torch.compile backend")."""
+    from torch.fx.passes.split_module import split_module
+
+    part, analog = [0], set()
+
+    def which(node: fx.Node) -> int:
+        if node.op == "call_function" and node.target is _analog_call:
+            part[0] += 1
+            analog.add(part[0])
+            part[0] += 1
+            return part[0] - 1
+        return part[0]
+
+    split = split_module(gm, gm, which, keep_original_order=True)
+    for name, sub in list(split.named_children()):
+        if int(name.rpartition("_")[2]) not in analog:
+            setattr(split, name, _LazyCompiled(sub, compile_part))
+    return split
+
+
+class _LazyCompiled(nn.Module):
+    """A digital part of a split graph, compiled by ``compile_part`` at its
+    first call with each signature of inputs (shapes, strides, dtypes,
+    devices, gradient flags, integer values)."""
+
+    def __init__(self, gm: fx.GraphModule, compile_part: Callable) -> None:
+        super().__init__()
+        self.gm, self.compile_part = gm, compile_part
+        self.compiled: dict = {}
+
+    @staticmethod
+    def _signature(args) -> tuple:
+        return tuple((tuple(a.shape), a.stride(), a.dtype, a.device, a.requires_grad) if isinstance(a, torch.Tensor)
+                     else (type(a), a) for a in args)
+
+    def forward(self, *args):
+        key = self._signature(args)
+        fn = self.compiled.get(key)
+        if fn is None:
+            fn = self.compiled[key] = self.compile_part(self.gm, list(args))
+        out = fn(*args)
+        return out
 
 
 def _unimplemented() -> dict:

@@ -396,6 +396,15 @@ class _AnalogConvNd(AnalogLayerBase):
         # im2col for any number of spatial dims: (B, C, L1..Ln, k1..kn).
         cols = x
         for d, (k, s, dil) in enumerate(zip(self.kernel_size, self.stride, self.dilation)):
+            if k == 1:
+                # A window of one: a strided slice, not Tensor.unfold. Inductor's CPU code for the
+                # backward of unfold with windows of one, summed with another unfold's backward
+                # into one gradient (a squeezenet Fire block), corrupts the heap (torch 2.13;
+                # docs/compiler.md, "torch.compile with inductor").
+                index = [slice(None)] * cols.dim()
+                index[2 + d] = slice(None, None, s)
+                cols = cols[tuple(index)].unsqueeze(-1)
+                continue
             span = dil * (k - 1) + 1
             cols = cols.unfold(2 + d, span, s)
             if dil > 1:
