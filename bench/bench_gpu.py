@@ -221,7 +221,7 @@ _PTR_TYPES = {
     "out_starts_ptr": "*i32", "out_sizes_ptr": "*i32",
 }
 _FLOAT_ARGS = {"ux", "uy", "alpha_const", "nm_thres", "inp_bound", "inp_noise", "out_noise", "w_noise", "nl",
-               "out_bound", "out_scale"}
+               "out_bound", "out_scale", "out_sat"}
 
 
 def compile_only(arch: int) -> None:
