@@ -335,8 +335,11 @@ class _FrameWatch:
                           + (f" ({hint})" if hint else ""), stacklevel=2)
 
     def remove(self) -> None:
-        self.handler.remove_start_callback(self.start)
-        self.handler.remove_end_callback(self.end)
+        """Unregister (the callbacks may be gone already, at exit)."""
+        if self.start in self.handler.start_callbacks:
+            self.handler.remove_start_callback(self.start)
+        if self.end in self.handler.end_callbacks:
+            self.handler.remove_end_callback(self.end)
 
 
 # Analog layers called from compiled graphs, by key (id of the layer). Held
