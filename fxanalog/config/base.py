@@ -67,6 +67,7 @@ __all__ = [
     "Nested",
     "InstanceOf",
     "NumberList",
+    "is_number",
     "ListTable",
     "OptionalString",
     "Dict",
@@ -107,7 +108,8 @@ class Check:
         return f"{type(self).__name__}({self.expected!r})"
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An ``int`` or ``float`` that is not a bool (finite or not)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -148,7 +150,7 @@ class Number(Check):
                 and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
 
     def is_kind(self, value: Any) -> bool:
-        return _is_number(value)
+        return is_number(value)
 
     def __call__(self, value: Any, where: str) -> Any:
         if not self.is_kind(value):
@@ -209,7 +211,7 @@ class Resolution(Number):
         return value <= 1 or float(value).is_integer()
 
     def __call__(self, value: Any, where: str) -> Any:
-        if not _is_number(value):
+        if not is_number(value):
             self.fail(value, where, f"a number: {self.expected}")
         return super().__call__(value, where)
 
@@ -270,7 +272,7 @@ class NumberList(Check):
             f"a list of at least {min_len} numbers" if min_len > 1 else "a list of numbers")
 
     def __call__(self, value: Any, where: str) -> Any:
-        if not (isinstance(value, (list, tuple)) and len(value) >= self.min_len and all(map(_is_number, value))):
+        if not (isinstance(value, (list, tuple)) and len(value) >= self.min_len and all(map(is_number, value))):
             self.fail(value, where)
         if not all(math.isfinite(v) for v in value):
             self.fail(value, where, f"{self.expected}, all finite (NaN and +-inf are refused)")
@@ -568,7 +570,7 @@ def _encode(value: Any) -> Any:
         return value.name
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
-    if isinstance(value, dict) and all(isinstance(k, str) or _is_number(k) for k in value):
+    if isinstance(value, dict) and all(isinstance(k, str) or is_number(k) for k in value):
         # e.g. a custom drift model table; number keys (times) become strings in JSON
         return {k: _encode(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):

@@ -47,7 +47,7 @@ from fxanalog.config.base import (
     ListTable,
     Number,
     NumberList,
-    _is_number,
+    is_number,
     param,
     register_config_class,
 )
@@ -285,9 +285,9 @@ class BaseNoiseModel(ConfigBase):
         out = {k: v for k, v in kwargs.items() if not (v is None and k in cls.optional_arguments)}
         if "g_converter" in fields and "g_max" in fields:
             conv, g_max = out.get("g_converter"), out.get("g_max")
-            if conv is None and _is_number(g_max) and math.isfinite(g_max) and g_max > 0:
+            if conv is None and is_number(g_max) and math.isfinite(g_max) and g_max > 0:
                 out["g_converter"] = SinglePairConductanceConverter(g_max=g_max)
-            elif conv is not None and "g_max" not in out and _is_number(getattr(conv, "g_max", None)):
+            elif conv is not None and "g_max" not in out and is_number(getattr(conv, "g_max", None)):
                 out["g_max"] = conv.g_max
         if cls.coeff_reference is not None:
             coeffs, reference = cls.coeff_reference
@@ -316,7 +316,7 @@ class BaseNoiseModel(ConfigBase):
     def check_inference_time(self, t_inference: Any) -> None:
         """Refuse a time that is not a finite number of seconds >= 0 (a bool,
         NaN, +inf: the drift formulas would give NaN weights)."""
-        if not (_is_number(t_inference) and 0 <= t_inference < math.inf):
+        if not (is_number(t_inference) and 0 <= t_inference < math.inf):
             raise ValueError(f"{type(self).__name__}: t_inference = {t_inference!r}: expected a finite time in "
                              f"seconds >= 0 (NaN and +-inf are refused)")
 
