@@ -206,3 +206,15 @@ def test_dump_of_a_converted_model_shows_the_graph_it_runs():
     by_layer = {n["layer"]: n["shape"] for n in data["nodes"] if n["analog"]}
     assert by_layer == {"attn": [[2, 5, 32], None], "analog_w1": [2, 5, 64], "fc2": [2, 5, 32]}
     assert analog.fxanalog_graph.code.strip() in fxanalog.dump(analog, "text")
+
+
+def test_seed_api_converts_weights_fx_cannot_see_with_example_inputs():
+    model = zoo.build_real("window")
+    x = zoo.real_inputs("window")
+    plain = conversion.convert_to_analog(model, fxanalog.FloatingPointRPUConfig())
+    seen = conversion.convert_to_analog(model, fxanalog.FloatingPointRPUConfig(), example_inputs=x)
+    assert [r.name for r in plain.layer_records() if not r.analog] == ["qkv.weight", "proj.weight"]
+    assert all(r.analog for r in seen.layer_records()) and len(seen.layer_records()) == 4
+    assert isinstance(seen, zoo.WindowBlock)
+    with torch.no_grad():
+        torch.testing.assert_close(seen(*x), model(*x), rtol=1e-5, atol=1e-5)

@@ -55,7 +55,7 @@ def _device_of(module: nn.Module) -> Optional[torch.device]:
 
 
 def _convert(module, rpu_config, realistic_read_write, conversion_map, specific_rpu_config_fun, exclude_modules,
-             inplace, verbose, mapped: bool, who: str):
+             inplace, verbose, mapped: bool, who: str, example_inputs=None):
     if not isinstance(module, nn.Module):
         raise TypeError(f"{who}: module: expected a torch.nn.Module, got {type(module).__name__}")
     if rpu_config is None:
@@ -69,7 +69,7 @@ def _convert(module, rpu_config, realistic_read_write, conversion_map, specific_
     source = _shallow_tree(module) if inplace else copy_model(module)
     model = compile(source, rpu_config, mapped=mapped, realistic_read_write=realistic_read_write,
                     conversion_map=conversion_map, exclude=tuple(exclude), layer_config=specific_rpu_config_fun,
-                    inplace=True)
+                    inplace=True, example_inputs=example_inputs)
     if isinstance(model, GraphModule) and not isinstance(module, GraphModule):
         records = layer_records(model)
         model = as_users_class(model, source)
@@ -85,7 +85,7 @@ def _convert(module, rpu_config, realistic_read_write, conversion_map, specific_
 def convert_to_analog(module: nn.Module, rpu_config, realistic_read_write: bool = False,
                       conversion_map: Optional[dict] = None, *,
                       specific_rpu_config_fun: Optional[Callable] = None, exclude_modules=None,
-                      inplace: bool = False, verbose: bool = False) -> nn.Module:
+                      inplace: bool = False, verbose: bool = False, example_inputs=None) -> nn.Module:
     """Convert every Linear and Conv layer (and the other weight matmuls the
     compiler finds) to analog, one tile per layer.
 
@@ -98,18 +98,28 @@ def convert_to_analog(module: nn.Module, rpu_config, realistic_read_write: bool 
         exclude_modules: layer names (or patterns) that stay digital.
         inplace: share the model's parameter tensors instead of copying.
         verbose: print the summary of the converted model.
+        example_inputs: fxanalog's addition (``fxanalog.compile``'s): inputs
+            the model runs on once, to check them and to convert the
+            ``F.linear`` calls fx cannot see (wrapped functions, forwards
+            with data-dependent control flow).
+
+    Returns:
+        A model of the module's own class (see docs/compiler.md, "The seed
+        API").
     """
     return _convert(module, rpu_config, realistic_read_write, conversion_map, specific_rpu_config_fun,
-                    exclude_modules, inplace, verbose, mapped=False, who="convert_to_analog")
+                    exclude_modules, inplace, verbose, mapped=False, who="convert_to_analog",
+                    example_inputs=example_inputs)
 
 
 def convert_to_analog_mapped(module: nn.Module, rpu_config, realistic_read_write: bool = False, *,
                              specific_rpu_config_fun: Optional[Callable] = None, exclude_modules=None,
-                             inplace: bool = False, verbose: bool = False) -> nn.Module:
+                             inplace: bool = False, verbose: bool = False, example_inputs=None) -> nn.Module:
     """As ``convert_to_analog``, with tile mapping: layers larger than the
     mapping's ``max_input_size`` x ``max_output_size`` are split into tiles."""
     return _convert(module, rpu_config, realistic_read_write, None, specific_rpu_config_fun,
-                    exclude_modules, inplace, verbose, mapped=True, who="convert_to_analog_mapped")
+                    exclude_modules, inplace, verbose, mapped=True, who="convert_to_analog_mapped",
+                    example_inputs=example_inputs)
 
 
 def convert_to_digital(module: nn.Module, realistic: bool = False) -> nn.Module:
