@@ -761,3 +761,36 @@ def test_every_way_in_leaves_the_users_model_unchanged(name):
         model.attention_bias_cache.clear()  # the backend ran the user's forward: its own first call
     model.__dict__.pop("_is_torch_compile", None)  # set by torch.compile itself
     _assert_unchanged(model, before)
+
+
+def opaque_mix(x, w_lin, w_mm, unused):
+    """A function fx records as one call: one weight through F.linear, one through a matmul, one not used."""
+    return F.linear(x, w_lin) @ w_mm
+
+
+torch.fx.wrap("opaque_mix")
+
+
+class OpaqueMix(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(5, 4) * 0.3)
+        self.b = nn.Parameter(torch.randn(5, 3) * 0.3)
+        self.c = nn.Parameter(torch.randn(2, 2))
+
+    def forward(self, x):
+        return opaque_mix(x, self.a, self.b, self.c)
+
+
+def test_an_opaque_functions_weights_each_get_their_own_reason():
+    model = OpaqueMix().eval()
+    x = (torch.randn(6, 4),)
+    analog = fxanalog.compile(model, fp(), example_inputs=x)
+    rows = {r.name: (r.converted_by_text, r.source) for r in analog.layer_records()}
+    assert rows == {
+        "analog_opaque_mix.a": ("functional", "a"),
+        "b": ("digital: used by matmul inside opaque_mix; only F.linear is converted inside a function fx does "
+              "not trace into", "b"),
+        "c": ("digital: passed to opaque_mix, which did not use it in a matmul on the example inputs", "c")}
+    with torch.no_grad():
+        torch.testing.assert_close(analog(*x), model(*x), rtol=1e-5, atol=1e-5)
