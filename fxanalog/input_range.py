@@ -16,7 +16,8 @@ Training, as aihwkit's torch tile does it:
   training batches, ``r <- |(r k + init_std_alpha std(x)) / (k + 1)|``, with
   ``std(x)`` over the piece's inputs of the batch and ``k`` the number of
   updates so far (``layer.tile.input_range_update_idx``); a batch whose piece has
-  ``std = 0`` does not count.
+  ``std = 0`` does not count. Under ``DistributedDataParallel`` the batch is
+  that of every rank together.
 * *Gradient*: autograd through ``x/r`` and ``r * y``, plus, per piece, over
   the inputs clipped at ``+r`` the sum of the negative parts of their
   gradients ``d`` (with respect to the clipped input) and, over those at
@@ -45,6 +46,7 @@ from fxanalog.config import InputRangeParameter, IOParameters
 from fxanalog.geometry import TileGeometry, fold_samples, piece_index, unfold_samples
 from fxanalog.ops.tile_mvm import NO_UPDATE
 from fxanalog.ops.tile_mvm_torch import compute_dtype
+from fxanalog.ops.tile_record import active_ddp_group
 
 __all__ = ["input_range_config", "input_range_mvm", "init_from_data_"]
 
@@ -67,17 +69,31 @@ def init_from_data_(ir: Tensor, counts: Tensor, x: Tensor, in_sizes: Sequence[in
     ``init_std_alpha * std`` of each piece's inputs in ``ir`` (G, n_in), for
     the pieces whose ``counts`` are still below ``init_from_data``. ``x`` is
     ``(G, B, K)``. Returns True once every piece had its batches (the counts
-    only grow, so the caller can stop calling, and reading them, then)."""
+    only grow, so the caller can stop calling, and reading them, then).
+
+    Inside the forward of a ``DistributedDataParallel`` module of several
+    ranks, the mean and std are those of every rank's inputs together (two
+    all-reduces), so every rank sets the same range: the one a single
+    process would set from the concatenated batch (docs/distributed.md)."""
     if int(counts.min()) >= cfg.init_from_data:
         return True
     G, B, K = x.shape
     n = len(in_sizes)
     piece = piece_index(in_sizes, x.device)
     xs = x.to(compute_dtype(x.dtype))
+    group = active_ddp_group()  # inside a DDP forward: the std of the inputs of every rank's batch
     count = torch.tensor(list(in_sizes), device=x.device, dtype=xs.dtype) * B
-    mean = _per_piece(xs.sum(dim=1), piece, n) / count
+    sums = _per_piece(xs.sum(dim=1), piece, n)
+    if group is not None:
+        both = torch.cat([sums, count.expand(G, n)], dim=1)
+        torch.distributed.all_reduce(both, group=group)
+        sums, count = both[:, :n], both[:, n:]
+    mean = sums / count
     dev = xs - mean.index_select(1, piece).unsqueeze(1)
-    std = (_per_piece(dev.square().sum(dim=1), piece, n) / (count - 1)).sqrt()  # NaN for one value: skipped
+    squares = _per_piece(dev.square().sum(dim=1), piece, n)
+    if group is not None:
+        torch.distributed.all_reduce(squares, group=group)
+    std = (squares / (count - 1)).sqrt()  # NaN for one value: skipped
     k = counts.to(xs.dtype)
     new = ((ir.detach().to(xs.dtype) * k + cfg.init_std_alpha * std) / (k + 1)).abs()
     update = (counts < cfg.init_from_data) & (std > 0)

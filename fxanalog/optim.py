@@ -18,6 +18,12 @@ One ``step()`` does, with each parameter group's learning rate:
    (``AnalogTile.post_update_step``): clipping and remapping of inference
    tiles, decay and diffusion of devices.
 
+Under ``DistributedDataParallel`` (several ranks), a pulsed tile whose last
+training forward ran inside the DDP module's forward updates with the rows
+of every rank (gathered before step 2, d divided by the number of ranks),
+and after step 3 every rank takes the first rank's weights and changed tile
+state (a broadcast), so the ranks stay identical (docs/distributed.md).
+
 The tiles are found at every step from the layers built around the
 parameters (the ``torch.compile`` backend builds them at the first call,
 after the optimizer is made); a first step that finds none warns that the
@@ -35,6 +41,7 @@ import torch
 from torch import nn
 
 from fxanalog.nn.modules import AnalogLayerBase, analog_layers_of
+from fxanalog.ops.tile_record import ddp_group_of
 
 __all__ = ["AnalogOptimizerMixin", "AnalogSGD", "AnalogOptimizer"]
 
@@ -79,6 +86,9 @@ class AnalogOptimizerMixin:
                           "as its torch optimizer (convert the model first, e.g. with fxanalog.compile)", stacklevel=2)
         pulsed = [(layer, lr) for layer, lr in layers
                   if layer.tile.device_state is not None and layer.weight.requires_grad]
+        shared = [(layer, ddp) for layer, _ in pulsed if (ddp := ddp_group_of(layer.tile)) is not None]
+        for layer, (group, key) in shared:
+            _gather_recorded(layer, group, key)
         updated = [layer.tile.update(layer.weight_matrix(), lr) for layer, lr in pulsed]
         if pulsed and not any(updated):
             names = ", ".join(layer.analog_name for layer, _ in pulsed)
@@ -88,7 +98,54 @@ class AnalogOptimizerMixin:
             )
         for layer, _ in layers:
             layer.tile.post_update_step(layer.weight_matrix())
+        for layer, (group, _) in shared:
+            _broadcast_tile_state(layer, group)
         return loss
+
+
+def _gather_recorded(layer: AnalogLayerBase, group, key: int) -> None:
+    """Data-parallel pulsed training: the rows every rank recorded since the
+    last step, concatenated in rank order, handed back to the tile on every
+    rank, with d divided by the number of ranks (DDP averages the gradients
+    of the digital parameters; the pulsed update so gets the mean over the
+    whole batch, as a single process with the concatenated batch)."""
+    dist = torch.distributed
+    tile = layer.tile
+    G, N, K = tile.geometry.shape
+    rec = tile.recorded_updates()
+    ref = layer.weight
+    rows = (torch.zeros(G, 0, K + N, device=ref.device) if rec is None
+            else torch.cat([rec[0].float(), rec[1].float()], dim=2))
+    world = dist.get_world_size(group)
+    sizes = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([rows.shape[1]], device=rows.device), group=group)
+    sizes = [int(s) for s in sizes]
+    top = max(sizes)
+    if top == 0:
+        return  # no rank recorded: the step's usual error follows
+    padded = torch.cat([rows, rows.new_zeros(G, top - rows.shape[1], K + N)], dim=1).contiguous()
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded, group=group)
+    rows = torch.cat([p[:, :n] for p, n in zip(parts, sizes)], dim=1)
+    torch.ops.fxanalog.tile_record(rows[..., :K].contiguous(), (rows[..., K:] / world).contiguous(), key)
+
+
+@torch.no_grad()
+def _broadcast_tile_state(layer: AnalogLayerBase, group) -> None:
+    """After a data-parallel pulsed update: every rank takes the first
+    rank's weights and the tile state the update and the steps after it
+    change (hidden device weights, mapping scales), so that the ranks stay
+    identical whatever their random draws (docs/distributed.md)."""
+    dist = torch.distributed
+    src = dist.get_global_rank(group, 0)
+    tensors = [layer.weight] + [b for name, b in layer.tile.named_buffers()
+                                if not name.startswith("device_state.") or name.endswith("persistent_weight")]
+    for t in tensors:
+        buf = t.data if t.is_contiguous() else t.data.contiguous()
+        dist.broadcast(buf, src=src, group=group)
+        if buf is not t.data:
+            t.data.copy_(buf)
+    layer.tile.invalidate_cache()
 
 
 class AnalogSGD(AnalogOptimizerMixin, torch.optim.SGD):

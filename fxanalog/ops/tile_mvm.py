@@ -36,6 +36,7 @@ from fxanalog.geometry import layout_tiles, per_output, unlayout_tiles
 from fxanalog.ops import dispatch
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm_torch import compute_dtype, tile_forward
+from fxanalog.ops.tile_record import note_ddp_group
 
 __all__ = ["tile_mvm", "forward", "NO_UPDATE"]
 
@@ -93,6 +94,8 @@ def _setup_context(ctx, inputs, output):
     ctx.forward_io, ctx.backward_io = list(forward_io), list(backward_io)
     ctx.has_bias = bias is not None
     ctx.update_key = update_key
+    if update_key != NO_UPDATE:  # inside a DDP forward? (the optimizer step gathers the ranks' rows)
+        note_ddp_group(update_key)
 
 
 def _backward(ctx, grad):

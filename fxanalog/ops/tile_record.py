@@ -19,21 +19,69 @@ at trace time, on fake tensors. An op runs at run time on real tensors. It
 returns nothing, so it is registered as *effectful* (ordered): without that,
 the compiler removes it as dead code. In eager mode the same call runs
 directly.
+
+Data-parallel training (``torch.nn.parallel.DistributedDataParallel``): the
+op's forward notes, for every recording tile, the process group of the DDP
+module whose forward is running (``ddp_group_of``), so that the optimizer
+step can gather every rank's rows before the pulsed update
+(docs/distributed.md).
 """
 
 from __future__ import annotations
 
 import itertools
 import weakref
-from typing import Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
-__all__ = ["tile_record", "register_recorder"]
+__all__ = ["tile_record", "register_recorder", "active_ddp_group", "note_ddp_group", "ddp_group_of"]
 
 _RECORDERS: dict[int, "weakref.ReferenceType[Callable[[Tensor, Tensor], None]]"] = {}
 _KEYS = itertools.count()
+# recording tile -> (process group, key) of its last training forward inside a DDP module's forward
+_DDP_GROUPS: "weakref.WeakKeyDictionary[Any, tuple[Any, int]]" = weakref.WeakKeyDictionary()
+
+
+def active_ddp_group():
+    """The process group of the ``DistributedDataParallel`` module whose
+    forward is running, when it has more than one rank; else None (no DDP,
+    or a DDP of one process)."""
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_initialized():
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    ddp = DistributedDataParallel._get_active_ddp_module()
+    if ddp is None:
+        return None
+    group = ddp.process_group
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def note_ddp_group(key: int) -> None:
+    """Called by a training forward of ``fxanalog::tile_mvm`` with
+    ``update_key = key``: remember whether it ran inside a DDP module's
+    forward, and in which process group (``ddp_group_of``)."""
+    ref = _RECORDERS.get(key)
+    recorder = None if ref is None else ref()
+    owner = getattr(recorder, "__self__", None)
+    if owner is None:
+        return
+    group = active_ddp_group()
+    if group is None:
+        _DDP_GROUPS.pop(owner, None)
+    else:
+        _DDP_GROUPS[owner] = (group, key)
+
+
+def ddp_group_of(owner) -> Optional[tuple[Any, int]]:
+    """``(process group, key)`` when the last training forward of the tile
+    ``owner`` (the object whose bound method records) ran inside the forward
+    of a DDP module of several ranks; else None. The key hands rows back to
+    the tile through ``fxanalog::tile_record``."""
+    return _DDP_GROUPS.get(owner)
 
 
 def register_recorder(recorder: Callable[[Tensor, Tensor], None]) -> int:
