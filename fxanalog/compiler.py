@@ -85,7 +85,7 @@ def compile(
     # (spectral_norm's power iteration), which compiling must not advance.
     with preserved(model, values=inplace):
         source = model if inplace else copy_model(model)
-        with preserved(source, values=True):
+        with preserved(source, values=not inplace):  # in place: the snapshot above has the values
             unit = convert(ctx, source, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
     if not unit.changed:
