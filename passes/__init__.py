@@ -21,6 +21,11 @@ module                contents
 ``map_tiles``         the map pass
 ``rewrite``           the rewrite pass
 ``program``           realistic writing of the whole model (when asked)
+``preserve``          ``preserved(module)``: traces and example runs leave the
+                      modules as they were
+``opaque``            the ``F.linear`` calls fx cannot see (wrapped functions,
+                      untraceable forwards): found on the example inputs and
+                      converted through a ``TorchFunctionMode``
 ``pipeline``          ``PASSES``, ``run`` and ``convert`` (the driver)
 ====================  =====================================================
 
