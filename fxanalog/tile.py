@@ -41,7 +41,7 @@ from fxanalog.config import RPUConfigBase, WeightClipType, WeightRemapType
 from fxanalog.geometry import TileGeometry, fold_samples, per_output, piece_index, unfold_samples
 from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
 from fxanalog.ops.io import TileIO
-from fxanalog.ops.tile_mvm import NO_UPDATE
+from fxanalog.ops.tile_mvm import NO_UPDATE, check_transforms, scripting_error
 from fxanalog.ops.tile_mvm_torch import apply_digital, compute_dtype
 from fxanalog.ops.tile_record import register_recorder
 from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
@@ -288,12 +288,16 @@ class AnalogTile(nn.Module):
 
     # -- compute ------------------------------------------------------------
 
+    def __prepare_scriptable__(self):
+        raise scripting_error(self.name)  # torch.jit.script calls this on every submodule
+
     def forward(self, x: Tensor, w: Tensor, bias: Optional[Tensor] = None, samples: int = 1) -> Tensor:
         """(G, B, K) inputs -> (G, B, N) outputs of the tile array, with the
         digital output scales and ``bias``. The B rows are ``samples``
         samples of ``B / samples`` consecutive rows each; with the
         modifier's ``per_batch_sample`` every sample gets its own perturbed
         weights."""
+        check_transforms(self.name)  # torch.func's autodiff transforms: a clear error
         forward_io, backward_io = self.packed_io()
         G, N, K = self.geometry.shape
         if not torch.is_floating_point(x):

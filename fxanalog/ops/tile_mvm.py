@@ -23,6 +23,15 @@ the backward also hands ``(x, d)`` (the op's raw input and the gradient of
 its output in tile units) to the tile registered under that key, through the
 effectful op ``fxanalog::tile_record`` (``fxanalog.ops.tile_record``): the
 contract by which a pulsed update receives its data, see docs/architecture.md.
+
+Transforms: ``torch.func.vmap`` runs through the op (torch loops over the
+mapped dimension; tested against a loop, over inputs and over stacked
+parameters). ``torch.func``'s differentiating transforms (``grad``, ``vjp``,
+``jacrev``, ``jvp``, ``jacfwd``, ``hessian``) do not, and the tile refuses them
+before calling the op with an error naming it (``check_transforms``):
+differentiate with ``torch.autograd``. ``torch.jit.script`` of a model with
+analog layers raises ``scripting_error``: use ``torch.compile`` or
+``torch.export``.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm_torch import compute_dtype, tile_forward
 from fxanalog.ops.tile_record import note_ddp_group
 
-__all__ = ["tile_mvm", "forward", "NO_UPDATE"]
+__all__ = ["tile_mvm", "forward", "NO_UPDATE", "check_transforms", "scripting_error"]
 
 NO_UPDATE = -1  # update_key of a call whose (x, d) no tile records
 
@@ -134,3 +143,55 @@ def _transposed_mvm(d: Tensor, tiles: Tensor, in_sizes: Sequence[int], out_sizes
 
 
 tile_mvm.register_autograd(_backward, setup_context=_setup_context)
+
+
+def check_transforms(where: str) -> None:
+    """Refuse, with a clear error naming the op, the ``torch.func``
+    transforms that cannot run through ``fxanalog::tile_mvm``; called by the
+    tile before every call of the op.
+
+    * Reverse mode (``torch.func.grad``, ``vjp``, ``jacrev``, ``hessian``):
+      torch refuses an op whose backward comes from
+      ``torch.library.register_autograd`` under these transforms, with an
+      error about ``setup_context`` that names neither the op nor a way out
+      (pytorch issue 170834).
+    * Forward mode (``torch.func.jvp``, ``jacfwd``): the op has no
+      forward-mode formula, and torch would return zero tangents without a
+      word.
+
+    ``torch.func.vmap`` alone runs (torch loops over the mapped dimension,
+    and each slice gets its own noise draws); ``torch.autograd`` (``backward``,
+    ``torch.autograd.grad``, ``torch.autograd.functional.jacobian``) is the
+    way to differentiate."""
+    if not torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling():
+        return
+    from torch._C._functorch import TransformType
+    from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+
+    kinds = {i.key() for i in retrieve_all_functorch_interpreters()}
+    if TransformType.Jvp in kinds:
+        raise NotImplementedError(
+            f"analog layer {where!r}: forward-mode differentiation (torch.func.jvp, torch.func.jacfwd, "
+            "torch.func.hessian) through the analog op fxanalog::tile_mvm is not supported: the op has no "
+            "forward-mode formula. Differentiate with torch.autograd instead (loss.backward(), torch.autograd.grad, "
+            "torch.autograd.functional.jacobian(f, x))"
+        )
+    if TransformType.Grad in kinds:
+        raise NotImplementedError(
+            f"analog layer {where!r}: torch.func.grad, torch.func.vjp and torch.func.jacrev do not run through the "
+            "analog op fxanalog::tile_mvm (torch refuses ops whose backward comes from "
+            "torch.library.register_autograd under torch.func's reverse-mode transforms). Differentiate with "
+            "torch.autograd instead (loss.backward(), torch.autograd.grad, torch.autograd.functional.jacobian(f, x)); "
+            "torch.func.vmap alone is supported"
+        )
+
+
+def scripting_error(where: str) -> RuntimeError:
+    """The error ``torch.jit.script`` of a model with analog layers raises
+    (through ``__prepare_scriptable__``): TorchScript cannot compile the
+    op's Python callers; torch.compile and torch.export can."""
+    return RuntimeError(
+        f"torch.jit.script: analog layer {where!r} (its tile calls the custom op fxanalog::tile_mvm) cannot be "
+        "scripted: TorchScript is not supported by fxanalog (and is deprecated in torch). Use torch.compile(model) (or "
+        "torch.compile(model, backend='fxanalog') on the digital model) or torch.export.export(model, args)"
+    )
