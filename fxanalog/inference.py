@@ -38,12 +38,13 @@ import torch
 from torch import Tensor, nn
 
 from fxanalog.hwa import apply_weight_modifier
-from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
+from fxanalog.nn.modules import AnalogLayerBase, drift_layers, named_analog_layers, program_layers
 from fxanalog.programming import register_write_step
 
 __all__ = [
     "program_analog_weights",
     "drift_analog_weights",
+    "remap_analog_weights",
     "realistic_write",
     "read_weights",
     "register_write_step",
@@ -62,18 +63,18 @@ def _layers(model: nn.Module, what: str) -> list[tuple[str, AnalogLayerBase]]:
     return layers
 
 
-def program_analog_weights(model: nn.Module) -> None:
+def program_analog_weights(model: nn.Module, noise_model=None) -> None:
     """Program every tile of ``model`` (eval mode): draw the programming noise
     and drift exponents of all devices once (vectorized per layer) and keep
-    them, with the drift-compensation reference, in the tiles' buffers.
+    them, with the drift-compensation reference, in the tiles' buffers. A
+    ``noise_model`` given replaces every layer's (as aihwkit's).
 
     Layers without a noise model (``FloatingPointRPUConfig``) are left as
-    they are. Raises ``ValueError`` in training mode."""
-    layers = _layers(model, "program_analog_weights")
-    for _, layer in layers:
-        layer.tile.check_deployed("program_analog_weights")
-    for _, layer in layers:
-        layer.program_analog_weights()
+    they are. Raises ``ValueError`` in training mode (checked on every layer
+    before any is programmed). The same as ``AnalogSequential``'s method:
+    one loop (``fxanalog.nn.modules.program_layers``) over the layers'
+    ``program_analog_weights``, which call their tiles."""
+    program_layers(model, noise_model)
 
 
 def drift_analog_weights(model: nn.Module, t_inference: float = 0.0) -> None:
@@ -82,14 +83,17 @@ def drift_analog_weights(model: nn.Module, t_inference: float = 0.0) -> None:
     the programmed state (not cumulative), then the drift compensation.
 
     A layer not yet programmed is programmed first. Raises ``ValueError`` in
-    training mode or for a negative or non-numeric time."""
-    if isinstance(t_inference, bool) or not isinstance(t_inference, (int, float)) or not t_inference >= 0:
-        raise ValueError(f"drift_analog_weights: t_inference = {t_inference!r}: expected seconds >= 0")
-    layers = _layers(model, "drift_analog_weights")
-    for _, layer in layers:
-        layer.tile.check_deployed("drift_analog_weights")
-    for _, layer in layers:
-        layer.drift_analog_weights(t_inference)
+    training mode or for a negative or non-numeric time
+    (``fxanalog.nn.modules.drift_layers``)."""
+    drift_layers(model, t_inference)
+
+
+def remap_analog_weights(model: nn.Module, weight_scaling_omega: Optional[float] = 1.0) -> None:
+    """aihwkit's ``remap_analog_weights`` on every analog layer: mapping
+    scales anew from the digital weights for ``weight_scaling_omega``
+    (``AnalogLayerBase.remap_analog_weights``)."""
+    for _, layer in _layers(model, "remap_analog_weights"):
+        layer.remap_analog_weights(weight_scaling_omega)
 
 
 def realistic_write(model: nn.Module, tolerance: float = 0.01, max_iterations: int = 100) -> dict[str, dict]:

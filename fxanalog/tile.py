@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from fxanalog import devices, hwa, programming
-from fxanalog.config import RPUConfigBase, WeightClipType, WeightRemapType
+from fxanalog.config import BaseNoiseModel, RPUConfigBase, WeightClipType, WeightRemapType, check_rpu_config
+from fxanalog.config import config_from_dict, config_to_dict
 from fxanalog.geometry import TileGeometry, fold_samples, per_output, piece_index, unfold_samples
 from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
 from fxanalog.ops.io import TileIO
@@ -94,6 +95,14 @@ class DeviceState(nn.Module):
         if name in names:
             return self._buffers["params"][..., names.index(name)]
         return super().__getattr__(name)
+
+    def skip_next_load(self) -> None:
+        """The next load leaves this state as it is (``AnalogTile.skip_next_load``)."""
+        self._skip_load = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        if not self.__dict__.pop("_skip_load", False):
+            super()._load_from_state_dict(*args, **kwargs)
 
     def tensors(self) -> dict[str, Tensor]:
         """Every parameter by name (views of ``params`` for the pulse ones)."""
@@ -286,6 +295,14 @@ class AnalogTile(nn.Module):
         s = self.output_scales()
         return t if s is None else t * per_output(s.float(), self._n_out, "weight")
 
+    def without_digital_scales(self, t: Tensor) -> Tensor:
+        """The inverse of ``effective_weight``'s scaling: (G, N, K) digital
+        weights to tile units, every digital output factor taken out."""
+        s = self.output_scales()
+        if s is not None:
+            t = t / per_output(s.to(t.dtype), self._n_out, "weight")
+        return self.to_tile_units(t) if self.per_piece_scales else t
+
     # -- compute ------------------------------------------------------------
 
     def __prepare_scriptable__(self):
@@ -364,7 +381,7 @@ class AnalogTile(nn.Module):
     # -- mapping and periphery state ---------------------------------------------
 
     @torch.no_grad()
-    def reset_mapping_scales(self, w: Tensor) -> None:
+    def reset_mapping_scales(self, w: Tensor, weight_scaling_omega: Optional[float] = None) -> None:
         """Weight scaling (``mapping.weight_scaling_omega``), per tile as in
         aihwkit's tile arrays: each tile holds its weights W_t divided by
         alpha_t = max|W_t|/omega (per output row of the tile when
@@ -375,9 +392,13 @@ class AnalogTile(nn.Module):
         keep one factor per layer (per output when columnwise): their pulsed
         update takes one learning rate for the whole array. The max is over
         the finite weights: an infinite or NaN weight spoils its own outputs
-        only, as digitally (docs/tile.md, "Mapping a layer onto tiles")."""
+        only, as digitally (docs/tile.md, "Mapping a layer onto tiles").
+        ``weight_scaling_omega`` given: that omega instead of the config's."""
         m = self.rpu_config.mapping
-        if m.weight_scaling_omega <= 0:
+        omega = m.weight_scaling_omega if weight_scaling_omega is None else weight_scaling_omega
+        if isinstance(omega, bool) or not isinstance(omega, (int, float)) or not 0 <= omega < float("inf"):
+            raise ValueError(f"{self.name}: weight_scaling_omega = {omega!r}: expected a finite number >= 0")
+        if omega <= 0:
             self.mapping_scales = None
             self.invalidate_cache()
             return
@@ -393,7 +414,7 @@ class AnalogTile(nn.Module):
                 torch.tensor(list(geo.out_sizes), device=wf.device), dim=1)
         if amax.dim() == 3 and geo.n_in == 1:
             amax = amax.reshape(-1)  # one input piece: a factor per output
-        alpha = amax / m.weight_scaling_omega
+        alpha = amax / omega
         self.mapping_scales = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
         self.invalidate_cache()
 
@@ -419,13 +440,16 @@ class AnalogTile(nn.Module):
         autograd's back, e.g. through ``weight.data``)."""
         self._tiles_cache = None
 
-    def reset(self, w: Tensor) -> None:
+    def reset(self, w: Tensor, weight_scaling_omega: Optional[float] = None, keep_mapping_scales: bool = False) -> None:
         """New digital weights ``w``: the programmed state goes, the mapping
-        scales are computed anew; on pulsed devices the weights are clipped
+        scales are computed anew (with ``weight_scaling_omega`` when given,
+        else the config's; kept as they are with ``keep_mapping_scales``);
+        on pulsed devices the weights are clipped
         to every cross-point's bounds (written back into ``w``), as a chip's
         devices can only hold what their range allows."""
         self.clear_programmed_state()
-        self.reset_mapping_scales(w)
+        if not keep_mapping_scales:
+            self.reset_mapping_scales(w, weight_scaling_omega)
         if self.device_state is not None and self.device_state.rule.pulsed:
             self._set_device_weights(w, self.to_tile_units(w.detach()).float(), write_noise=True)
 
@@ -538,6 +562,18 @@ class AnalogTile(nn.Module):
         for buffer in PROGRAMMED_STATE:
             setattr(self, buffer, None)
         self.invalidate_cache()
+
+    def set_noise_model(self, noise_model) -> None:
+        """A noise model in place of the config's (``program_analog_weights(
+        noise_model)``, as in aihwkit); the programmed state goes."""
+        if not hasattr(self.rpu_config, "noise_model"):
+            raise ValueError(f"program_analog_weights: layer {self.name!r} has a {type(self.rpu_config).__name__}, "
+                             "which has no noise model to replace")
+        if not isinstance(noise_model, BaseNoiseModel):
+            raise TypeError(f"program_analog_weights: noise_model = {noise_model!r}: expected a noise model "
+                            "(e.g. fxanalog.PCMLikeNoiseModel())")
+        self.rpu_config.noise_model = copy.deepcopy(noise_model)
+        self.clear_programmed_state()
 
     def check_deployed(self, what: str) -> None:
         if self.training:
@@ -731,13 +767,133 @@ class AnalogTile(nn.Module):
 
     # -- state dict --------------------------------------------------------------
 
-    def prepare_load(self, state_dict: dict, prefix: str, replace: bool, device) -> None:
+    def checkpoint_metadata(self) -> Optional[dict]:
+        """What a checkpoint carries about this tile, as plain data (loadable
+        with ``torch.load(weights_only=True)``): the config
+        (``config_to_dict``) and the tile split. None when the config holds a
+        value that is not plain data (such a checkpoint loads unchecked)."""
+        try:
+            cfg = config_to_dict(self.rpu_config)
+        except TypeError:
+            return None
+        g = self.geometry
+        return {"rpu_config": cfg, "groups": g.groups, "in_sizes": list(g.in_sizes), "out_sizes": list(g.out_sizes)}
+
+    def expected_shapes(self) -> dict[str, list[tuple]]:
+        """The shapes each optional buffer may have in this tile, by name; a
+        name that is absent cannot be held (the programmed state of a tile
+        without a noise model)."""
+        G, N, K = self.geometry.shape
+        n_in, n_out = self.geometry.n_in, self.geometry.n_out
+        scales = [(1,), (G * N,)]
+        if n_in > 1 and self.device_state is None:
+            scales.append((G, N, n_in))
+        out = {"mapping_scales": scales}
+        nm = getattr(self.rpu_config, "noise_model", None)
+        if nm is not None:
+            # devices per weight: 2 for a pair, 2 n for n pairs, whatever a custom converter makes
+            d = nm.converter.convert_to_conductances(torch.zeros(1, 1, 1), torch.ones(1, 1, 1))[0].shape[0]
+            out.update(programmed_conductances=[(d, G, N, K)], drift_exponents=[(d, G, N, K)],
+                       conductance_scales=[(G, n_out, n_in)], drift_reference=[(G, N)], analog_weight=[(G, N, K)],
+                       drift_scales=[(G * N,)])
+        return out
+
+    def check_checkpoint(self, meta: Optional[dict], load_rpu_config: Optional[bool],
+                         strict_rpu_config_check: Optional[bool], layer: Optional[str] = None) -> list[str]:
+        """Compare a checkpoint's ``checkpoint_metadata`` with this tile
+        (docs/tile.md, "Checkpoints"). ``load_rpu_config`` None: the configs
+        and the tile split must be the same; True: the checkpoint's config
+        replaces this tile's (the split must be the same); False: this tile
+        keeps its config (of the same class unless ``strict_rpu_config_check``
+        is False). ``layer``: its name in the model (the state-dict path).
+        Returns the error messages (empty when it loads)."""
+        if meta is None:  # a digital checkpoint, or one saved without the config
+            return []
+        where = f"layer {(layer or self.name)!r}"
+        mine = self.checkpoint_metadata()
+        split = [f"{k}: checkpoint {meta.get(k)!r}, this model {mine[k]!r}"
+                 for k in ("groups", "in_sizes", "out_sizes") if meta.get(k) != mine[k]]
+        if load_rpu_config is False:
+            theirs = meta["rpu_config"].get("class")
+            if strict_rpu_config_check is not False and theirs != type(self.rpu_config).__name__:
+                return [f"{where}: the checkpoint's rpu_config is a {theirs}, this layer's a "
+                        f"{type(self.rpu_config).__name__} (load_rpu_config=False keeps the layer's config, of the "
+                        "same class unless strict_rpu_config_check=False)"]
+            return []
+        if load_rpu_config:
+            if split:
+                return [f"{where}: the checkpoint's tiles are split differently ({'; '.join(split)}); "
+                        "load_rpu_config=True replaces the config, not the split: convert the model with the "
+                        "checkpoint's mapping (convert_to_analog vs convert_to_analog_mapped, max_input_size, "
+                        "max_output_size)"]
+            try:
+                cfg = config_from_dict(meta["rpu_config"])
+            except (ValueError, TypeError) as exc:
+                return [f"{where}: the checkpoint's rpu_config cannot be rebuilt: {exc}"]
+            self.replace_rpu_config(cfg)
+            return []
+        diffs = split + _differences(meta["rpu_config"], mine["rpu_config"])
+        if not diffs:
+            return []
+        return [f"{where}: the checkpoint was saved with another rpu_config or mapping: " + "; ".join(diffs)
+                + ". Pass load_rpu_config=True to take the checkpoint's config, or False to keep this model's "
+                "(fxanalog.nn.load_state_dict, or the load_state_dict of an analog layer or AnalogSequential)"]
+
+    def replace_rpu_config(self, rpu_config: RPUConfigBase) -> None:
+        """A new config for this tile (same split): the periphery it implies
+        (learned output scales, input range, devices, recording) is made
+        anew; the programmed state and mapping scales are kept (a checkpoint
+        loads them next)."""
+        check_rpu_config(rpu_config, f"{self.name}.rpu_config")
+        self.rpu_config = copy.deepcopy(rpu_config)
+        self._io_cache = None
+        m = self.rpu_config.mapping
+        device = self.mapping_scales.device if self.mapping_scales is not None else None
+        if m.learn_out_scaling:
+            size = self.geometry.groups * self._n_out if m.out_scaling_columnwise else 1
+            self.out_scaling_alpha = nn.Parameter(torch.ones(size, device=device))
+        else:
+            self.out_scaling_alpha = None
+        self.reset_input_range(device)
+        dev_cfg = getattr(self.rpu_config, "device", None)
+        self.device_state = None if dev_cfg is None else DeviceState(dev_cfg, self.geometry.shape, device)
+        self.record_updates(bool(getattr(self.rpu_config, "records_updates", False)))
+        self.invalidate_cache()
+
+    def prepare_load(self, state_dict: dict, prefix: str, replace: bool, device, error_msgs: list) -> bool:
         """Before loading: the optional buffers (the programmed state, the
         mapping scales) exist only in some states; make those the state
         dict holds (``prefix`` + name) ready to receive them on ``device``,
         and with ``replace`` (the layer's weights are loaded too) drop those
-        it lacks."""
+        it lacks. A buffer of a shape this tile cannot have is torch's
+        "size mismatch" error; programmed state that this tile cannot hold
+        (no noise model) is an error too, whatever ``strict`` (it would be
+        dropped). Nothing changes when there is an error (returns False)."""
         self._input_range_init_done = False  # the loaded counts decide anew
+        allowed = self.expected_shapes()
+        errors = []
+        for buffer in _OPTIONAL_BUFFERS:
+            key = prefix + buffer
+            if key not in state_dict:
+                continue
+            shape = tuple(state_dict[key].shape)
+            if buffer not in allowed:
+                errors.append(f"{key}: the checkpoint holds programmed state, but layer {self.name!r} has a "
+                              f"{type(self.rpu_config).__name__} without a noise model to hold it (it would be "
+                              "dropped); load it into a model converted with the checkpoint's config")
+            elif shape not in allowed[buffer]:
+                want = " or ".join(str(torch.Size(s)) for s in allowed[buffer])
+                errors.append(f"size mismatch for {key}: copying a param with shape {torch.Size(shape)} from "
+                              f"checkpoint, the shape in current model is {want}.")
+        known = set(self.state_dict(keep_vars=True)) | set(_OPTIONAL_BUFFERS)
+        for key in state_dict:
+            if key.startswith(prefix) and key[len(prefix):] not in known:
+                errors.append(f"{key}: layer {self.name!r} (a {type(self.rpu_config).__name__}) has no such state "
+                              "(it would be dropped); load it into a model converted with the checkpoint's config")
+        if errors:
+            error_msgs.extend(errors)
+            self.skip_next_load()
+            return False
         for buffer in _OPTIONAL_BUFFERS:
             key = prefix + buffer
             if key in state_dict:
@@ -745,6 +901,30 @@ class AnalogTile(nn.Module):
             elif replace:
                 setattr(self, buffer, None)
         self.invalidate_cache()
+        return True
+
+    def skip_next_load(self) -> None:
+        """The next load leaves this tile as it is (its keys neither loaded
+        nor reported missing): the layer found the checkpoint unfit."""
+        self._skip_load = True
+        if self.device_state is not None:
+            self.device_state.skip_next_load()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        if self.__dict__.pop("_skip_load", False):
+            return
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        w = self.__dict__.pop("_loaded_weights", None)
+        if w is not None and not any(prefix + b in state_dict for b in _OPTIONAL_BUFFERS):
+            # a checkpoint without mapping scales and programmed state (a digital one):
+            # the mapping scales from the loaded weights, as the config says
+            self.reset_mapping_scales(w)
+
+    def weights_loaded(self, w: Tensor) -> None:
+        """The layer's weights ``w`` were loaded from a checkpoint: if the
+        tile's part of it has no mapping scales and no programmed state,
+        the mapping scales are computed from ``w`` when the tile loads."""
+        self._loaded_weights = w
 
     def extra_repr(self) -> str:
         g = self.geometry
@@ -759,3 +939,17 @@ def _repeat_groups(v: Optional[Tensor], samples: int) -> Optional[Tensor]:
         return v
     return v.reshape(-1).repeat(samples)
 
+
+
+def _differences(saved, mine, path: str = "") -> list[str]:
+    """``field: checkpoint X, this model Y`` for every field where two
+    ``config_to_dict`` dicts differ (dotted paths)."""
+    if isinstance(saved, dict) and isinstance(mine, dict) and saved.get("class") == mine.get("class"):
+        out = []
+        for key in list(saved) + [k for k in mine if k not in saved]:
+            out += _differences(saved.get(key), mine.get(key), f"{path}.{key}" if path else key)
+        return out
+    if saved == mine:
+        return []
+    show = (lambda d: d.get("class")) if isinstance(saved, dict) and isinstance(mine, dict) else repr
+    return [f"{path or 'rpu_config'}: checkpoint {show(saved)}, this model {show(mine)}"]

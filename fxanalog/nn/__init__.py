@@ -12,8 +12,10 @@ from fxanalog.nn.modules import (
     AnalogConv3d,
     AnalogLayerBase,
     AnalogLinear,
+    AnalogSequential,
+    load_state_dict,
 )
 from fxanalog.nn.attention import AnalogMultiheadAttention
 
 __all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d",
-           "AnalogMultiheadAttention"]
+           "AnalogMultiheadAttention", "AnalogSequential", "load_state_dict"]

@@ -16,8 +16,10 @@ HuggingFace's ``Conv1D`` with ``transposed=True``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import weakref
+from collections import OrderedDict
 from typing import Optional
 
 import torch
@@ -29,7 +31,7 @@ from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from fxanalog.geometry import TileGeometry
 from fxanalog.tile import AnalogTile
 
-__all__ = ["AnalogLayerBase", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
+__all__ = ["AnalogLayerBase", "AnalogSequential", "load_state_dict", "program_layers", "drift_layers", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
            "analog_layers_of", "conv_class_for"]
 
 # The analog layers built around each weight Parameter (weakly), so that an
@@ -73,6 +75,7 @@ class AnalogLayerBase(nn.Module):
                                       m.max_input_size if mapped else 0)
         self.tile = AnalogTile(rpu_config, geometry, mapped, device=self.weight.device, name=type(self).__name__)
         self.tile.reset(self.weight_matrix())
+        self.register_state_dict_post_hook(_save_tile_metadata)
         refs = _LAYERS_OF_WEIGHT.setdefault(self.weight, [])
         refs[:] = [r for r in refs if r() is not None] + [weakref.ref(self)]
 
@@ -139,43 +142,129 @@ class AnalogLayerBase(nn.Module):
     # -- weights (aihwkit's API) -------------------------------------------------
 
     @torch.no_grad()
-    def get_weights(self, realistic: bool = False) -> tuple[Tensor, Optional[Tensor]]:
-        """The effective digital weights (tile weights times the digital
-        scales) in the shape of ``weight``, and a copy of the bias.
-        ``realistic=True`` estimates them from noisy forward passes instead,
-        as a chip is read out (``AnalogTile.read_weights``)."""
+    def get_weights(self, apply_weight_scaling: bool = True, realistic: bool = False, *,
+                    matrix: bool = False) -> tuple[Tensor, Optional[Tensor]]:
+        """The effective digital weights (tile weights times every digital
+        output factor) and a copy of the bias, as aihwkit's
+        ``get_weights(apply_weight_scaling, realistic)``.
+
+        ``apply_weight_scaling=False``: the weights on the tiles (tile units,
+        what is programmed), without the digital factors (mapping scales,
+        drift compensation, learned output scales). ``realistic=True``:
+        estimated from noisy forward passes, as a chip is read out
+        (``AnalogTile.read_weights``). The weight comes in the shape of
+        ``weight``, or with ``matrix=True`` as aihwkit's tile matrix
+        ``(out, in / groups * prod(kernel_size))`` (for a linear layer,
+        ``(out, in)`` also when stored transposed)."""
         w = self.weight_matrix()
-        est = self.tile.read_weights(w) if realistic else self.tile.effective_weight(w)
+        if realistic:
+            est = self.tile.read_weights(w)
+            if not apply_weight_scaling:
+                est = self.tile.without_digital_scales(est)
+        else:
+            est = self.tile.effective_weight(w) if apply_weight_scaling else self.tile.tile_weight(w).float()
+        est = est.to(self.weight.dtype)
+        out = est.reshape(-1, est.shape[-1]).clone() if matrix else self.matrix_to_weight(est).clone()
         b = None if self.bias is None else self.bias.detach().clone()
-        return self.matrix_to_weight(est).to(self.weight.dtype).clone(), b
+        return out, b
 
     @torch.no_grad()
-    def set_weights(self, weight: Tensor, bias: Optional[Tensor] = None) -> None:
-        """Set the digital weights (and bias); the programmed state goes and
-        the mapping scales are computed anew."""
-        if tuple(weight.shape) != tuple(self.weight.shape):
-            raise ValueError(
-                f"{self.analog_name}.set_weights: weight of shape {tuple(weight.shape)}: "
-                f"expected {tuple(self.weight.shape)}"
-            )
+    def set_weights(self, weight: Tensor, bias: Optional[Tensor] = None, apply_weight_scaling: bool = True,
+                    realistic: bool = False, weight_scaling_omega: Optional[float] = None, *,
+                    matrix: Optional[bool] = None) -> None:
+        """Set the weights (and bias), as aihwkit's ``set_weights(weight,
+        bias, apply_weight_scaling, realistic, weight_scaling_omega)``; the
+        programmed state goes.
+
+        ``weight`` in the shape of ``weight`` or as aihwkit's tile matrix
+        ``(out, in / groups * prod(kernel_size))`` (``matrix=None``: by its
+        shape, the layer's own shape first; ``True``/``False`` say which).
+        ``apply_weight_scaling=True``: these are digital weights, the
+        mapping scales are computed anew (with ``weight_scaling_omega`` when
+        given, else the config's); ``False``: these are the tile weights,
+        the mapping scales are kept (the digital weights become them times
+        the scales). ``realistic=True``: then written by closed-loop
+        programming (``AnalogTile.realistic_write``), the written weights
+        replacing the layer's."""
+        where = f"{self.analog_name}.set_weights"
+        N, K = self.tile_shape
+        shape, own, mat = tuple(weight.shape), tuple(self.weight.shape), (self.groups * N, K)
+        if matrix is None:
+            matrix = shape != own and shape == mat
+        if shape != (mat if matrix else own):
+            raise ValueError(f"{where}: weight of shape {shape}: expected {own}"
+                             + (f" or the tile matrix {mat}" if mat != own else ""))
         if bias is not None and self.bias is None:
-            raise ValueError(f"{self.analog_name}.set_weights: the layer has no bias")
-        self.weight.copy_(weight)
+            raise ValueError(f"{where}: the layer has no bias")
+        if bias is not None and tuple(bias.shape) != tuple(self.bias.shape):
+            raise ValueError(f"{where}: bias of shape {tuple(bias.shape)}: expected {tuple(self.bias.shape)}")
+        m = weight.reshape(self.groups, N, K) if matrix else self.as_matrices_of(weight)
+        if not apply_weight_scaling:
+            m = self.tile.to_digital_units(m.to(self.weight.dtype))
+        self.weight.copy_(self.matrix_to_weight(m))
         if bias is not None:
             self.bias.copy_(bias)
-        self.tile.reset(self.weight_matrix())
+        self.tile.reset(self.weight_matrix(), weight_scaling_omega, keep_mapping_scales=not apply_weight_scaling)
+        if realistic:
+            self.tile.realistic_write(self.weight_matrix())
+
+    def as_matrices_of(self, weight: Tensor) -> Tensor:
+        """A tensor in the shape of ``weight`` as (G, N, K) matrices (the
+        layout of ``weight_matrix()``)."""
+        N, K = self.tile_shape
+        return weight.reshape(self.groups, N, K)
+
+    @torch.no_grad()
+    def remap_analog_weights(self, weight_scaling_omega: Optional[float] = 1.0) -> None:
+        """aihwkit's ``remap_analog_weights``: the mapping scales computed anew
+        from the layer's digital weights, so that the largest tile weight is
+        ``weight_scaling_omega`` (1.0 by default, as in aihwkit; None: the
+        config's ``mapping.weight_scaling_omega``); the digital weights do
+        not change. The programmed state goes (program again)."""
+        self.tile.reset(self.weight_matrix(), weight_scaling_omega)
 
     # -- deployment (aihwkit's layer methods) --------------------------------------
 
-    def program_analog_weights(self) -> None:
+    def program_analog_weights(self, noise_model=None) -> None:
         """Program the weights onto the tiles (eval mode): programming noise
-        and drift exponents drawn once (``AnalogTile.program``)."""
+        and drift exponents drawn once (``AnalogTile.program``). A
+        ``noise_model`` given replaces the config's (as in aihwkit)."""
+        if noise_model is not None:
+            self.tile.set_noise_model(noise_model)
         self.tile.program(self.weight_matrix())
 
     def drift_analog_weights(self, t_inference: float = 0.0) -> None:
         """The tiles ``t_inference`` seconds after programming (eval mode),
         with read noise and drift compensation (``AnalogTile.drift``)."""
         self.tile.drift(self.weight_matrix(), t_inference)
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    load_options: tuple = (None, None)  # (load_rpu_config, strict_rpu_config_check) while loading
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *,
+                        load_rpu_config: Optional[bool] = None, strict_rpu_config_check: Optional[bool] = None):
+        """torch's ``load_state_dict`` with aihwkit's ``load_rpu_config`` and
+        ``strict_rpu_config_check`` (see ``fxanalog.nn.load_state_dict``)."""
+        with _load_options(self, load_rpu_config, strict_rpu_config_check):
+            return super().load_state_dict(state_dict, strict, assign)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # The config first (it may replace the tile's), then the tile's optional
+        # state, replaced when this layer's weights load (docs/tile.md, "Checkpoints").
+        errors = self.tile.check_checkpoint(local_metadata.get("fxanalog"), *self.load_options, prefix[:-1] or None)
+        if errors:
+            error_msgs.extend(errors)
+            self.tile.skip_next_load()  # this layer stays as it is
+            return
+        replace = (prefix + "weight") in state_dict
+        if not self.tile.prepare_load(state_dict, prefix + "tile.", replace, self.weight.device, error_msgs):
+            return  # the errors are reported; this layer stays as it is
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if replace:
+            self.tile.weights_loaded(self.weight_matrix())
 
     # -- digital <-> analog ------------------------------------------------------
 
@@ -220,13 +309,85 @@ class AnalogLayerBase(nn.Module):
         """``get_weights``'s weight in the digital class's layout."""
         return w
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        # The tile's optional state is replaced when this layer's weights load.
-        self.tile.prepare_load(state_dict, prefix + "tile.", (prefix + "weight") in state_dict, self.weight.device)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
 
+def _save_tile_metadata(layer: "AnalogLayerBase", state_dict, prefix: str, local_metadata: dict) -> None:
+    """State-dict post-hook of every analog layer: the tile's config and split
+    in the layer's metadata (``state_dict._metadata[<layer>]["fxanalog"]``;
+    docs/tile.md, "Checkpoints"), not as keys."""
+    data = layer.tile.checkpoint_metadata()
+    if data is not None:
+        local_metadata["fxanalog"] = data
+
+
+@contextlib.contextmanager
+def _load_options(model: nn.Module, load_rpu_config: Optional[bool], strict_rpu_config_check: Optional[bool]):
+    """Every analog layer of ``model`` loads with these options meanwhile
+    (nothing changes when both are None: an outer call's options stay)."""
+    for name, value in (("load_rpu_config", load_rpu_config), ("strict_rpu_config_check", strict_rpu_config_check)):
+        if value is not None and not isinstance(value, bool):
+            raise TypeError(f"load_state_dict: {name} = {value!r}: expected None, True or False")
+    if load_rpu_config is None and strict_rpu_config_check is None:
+        yield
+        return
+    layers = [m for m in model.modules() if isinstance(m, AnalogLayerBase)]
+    before = [layer.__dict__.get("load_options") for layer in layers]
+    for layer in layers:
+        layer.load_options = (load_rpu_config, strict_rpu_config_check)
+    try:
+        yield
+    finally:
+        for layer, old in zip(layers, before):
+            if old is None:
+                del layer.load_options  # back to the class's (None, None)
+            else:
+                layer.load_options = old
+
+
+def load_state_dict(model: nn.Module, state_dict, strict: bool = True, assign: bool = False, *,
+                    load_rpu_config: Optional[bool] = None, strict_rpu_config_check: Optional[bool] = None):
+    """``model.load_state_dict(state_dict, strict, assign)`` for any model
+    with analog layers, with aihwkit's options for the configs a checkpoint
+    carries (``<layer>`` metadata ``fxanalog``: the rpu_config as plain data
+    and the tile split; docs/tile.md, "Checkpoints"):
+
+    * ``load_rpu_config=None`` (fxanalog's default): a layer saved with
+      another config or split is an error naming the layer and every
+      differing field;
+    * ``True`` (aihwkit's default): the checkpoint's config replaces the
+      layer's (the split must be the same);
+    * ``False``: the layer keeps its config and loads the checkpoint's
+      weights and analog state (shapes checked); the configs must be of the
+      same class unless ``strict_rpu_config_check=False``.
+
+    A checkpoint without the metadata (a digital model's, or a state dict
+    rebuilt as a plain dict) loads unchecked."""
+    with _load_options(model, load_rpu_config, strict_rpu_config_check):
+        return model.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _deployed_layers(model: nn.Module, what: str) -> list[tuple[str, "AnalogLayerBase"]]:
+    """The analog layers of ``model``, checked to be in eval mode (all of
+    them before any changes)."""
+    layers = named_analog_layers(model)
+    if not layers:
+        raise ValueError(f"{what}: the model has no analog layers; convert it first (fxanalog.compile)")
+    for _, layer in layers:
+        layer.tile.check_deployed(what)
+    return layers
+
+
+def program_layers(model: nn.Module, noise_model=None) -> None:
+    """``program_analog_weights`` of every analog layer of ``model``."""
+    for _, layer in _deployed_layers(model, "program_analog_weights"):
+        layer.program_analog_weights(noise_model)
+
+
+def drift_layers(model: nn.Module, t_inference: float = 0.0) -> None:
+    """``drift_analog_weights(t_inference)`` of every analog layer of ``model``."""
+    if isinstance(t_inference, bool) or not isinstance(t_inference, (int, float)) or not t_inference >= 0:
+        raise ValueError(f"drift_analog_weights: t_inference = {t_inference!r}: expected seconds >= 0")
+    for _, layer in _deployed_layers(model, "drift_analog_weights"):
+        layer.drift_analog_weights(t_inference)
 
 
 def named_analog_layers(model: nn.Module) -> list[tuple[str, "AnalogLayerBase"]]:
@@ -282,6 +443,9 @@ class AnalogLinear(AnalogLayerBase):
 
     def matrix_to_weight(self, w: Tensor) -> Tensor:
         return w[0].t() if self.transposed else w[0]
+
+    def as_matrices_of(self, weight: Tensor) -> Tensor:
+        return (weight.t() if self.transposed else weight).unsqueeze(0)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 0 or x.shape[-1] != self.in_features:
@@ -461,3 +625,55 @@ def conv_class_for(module: nn.Module) -> Optional[type]:
         if isinstance(module, cls._digital):
             return cls
     return None
+
+
+# --------------------------------------------------------------------------
+# Sequential
+
+
+class AnalogSequential(nn.Sequential):
+    """aihwkit's ``AnalogSequential``: an ``nn.Sequential`` with helpers that
+    act on every analog layer inside it (at any depth)."""
+
+    @classmethod
+    def from_digital(cls, module: nn.Sequential, *args, **kwargs) -> "AnalogSequential":
+        """An ``AnalogSequential`` of ``module``'s children (the same
+        modules, same names)."""
+        if not isinstance(module, nn.Sequential):
+            raise TypeError(f"AnalogSequential.from_digital: expected an nn.Sequential, got {type(module).__name__}")
+        return cls(OrderedDict(module.named_children()))
+
+    def named_analog_layers(self) -> list[tuple[str, AnalogLayerBase]]:
+        return named_analog_layers(self)
+
+    def analog_layers(self) -> list[AnalogLayerBase]:
+        return [layer for _, layer in named_analog_layers(self)]
+
+    def analog_tiles(self) -> list[AnalogTile]:
+        return [layer.tile for layer in self.analog_layers()]
+
+    def apply_to_analog_layers(self, fn) -> "AnalogSequential":
+        """``fn(layer)`` for every analog layer; returns self."""
+        for layer in self.analog_layers():
+            fn(layer)
+        return self
+
+    def program_analog_weights(self, noise_model=None) -> None:
+        """``program_analog_weights`` of every analog layer (eval mode)."""
+        program_layers(self, noise_model)
+
+    def drift_analog_weights(self, t_inference: float = 0.0) -> None:
+        """``drift_analog_weights(t_inference)`` of every analog layer (eval mode)."""
+        drift_layers(self, t_inference)
+
+    def remap_analog_weights(self, weight_scaling_omega: Optional[float] = 1.0) -> None:
+        """``remap_analog_weights(weight_scaling_omega)`` of every analog layer."""
+        for layer in self.analog_layers():
+            layer.remap_analog_weights(weight_scaling_omega)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False, *,
+                        load_rpu_config: Optional[bool] = None, strict_rpu_config_check: Optional[bool] = None):
+        """torch's ``load_state_dict`` with aihwkit's ``load_rpu_config`` and
+        ``strict_rpu_config_check`` (see ``fxanalog.nn.load_state_dict``)."""
+        with _load_options(self, load_rpu_config, strict_rpu_config_check):
+            return super().load_state_dict(state_dict, strict, assign)
