@@ -28,6 +28,7 @@ from fxanalog.config import (
     FloatingPointRPUConfig,
     InferenceRPUConfig,
     IOParameters,
+    WeightClipType,
     WeightModifierType,
     config_from_dict,
 )
@@ -48,9 +49,19 @@ def _pcm() -> InferenceRPUConfig:
 
 
 def _pcm_hwa() -> InferenceRPUConfig:
+    # The hardware-aware training recipe of Joshi et al., Nature Communications
+    # 11, 2473 (2020), and of aihwkit's HWA tutorial (notebooks/tutorial/
+    # hw_aware_training.ipynb): Gaussian weight noise relative to each tile's
+    # max|W| in every training forward (on top of the noisy forward, output
+    # noise 0.06), and the weights clipped to 2 standard deviations of their
+    # tile after every optimizer step (docs/physics.md, "Hardware-aware
+    # training"; the demo's measurements: docs/getting-started.md).
     cfg = _pcm()
     cfg.modifier.type = WeightModifierType.ADD_NORMAL
     cfg.modifier.std_dev = 0.08
+    cfg.modifier.rel_to_actual_wmax = True
+    cfg.clip.type = WeightClipType.LAYER_GAUSSIAN
+    cfg.clip.sigma = 2.0
     return cfg
 
 
@@ -72,7 +83,8 @@ PRESETS: dict[str, tuple[str, Callable]] = {
         _pcm,
     ),
     "pcm-hwa": (
-        "'pcm' plus an ADD_NORMAL weight modifier (std_dev 0.08) for hardware-aware training (the demo's)",
+        "'pcm' plus hardware-aware training: ADD_NORMAL weight noise (std_dev 0.08 of max|W|), weights clipped "
+        "to 2 std (LAYER_GAUSSIAN sigma 2.0) after each optimizer step (the demo's)",
         _pcm_hwa,
     ),
     "ideal": (

@@ -75,6 +75,76 @@ def test_digital_training_learns_the_digits():
     assert not model.training
 
 
+def _clamped_by_hand(w: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``w`` clamped to +-sigma population standard deviations of all of ``w``
+    (one tile), the standard deviation summed in float64."""
+    flat = [float(v) for v in w.reshape(-1).tolist()]
+    mean = sum(flat) / len(flat)
+    bound = sigma * math.sqrt(sum((v - mean) ** 2 for v in flat) / len(flat))
+    return w.clamp(-bound, bound)
+
+
+def _layer_weights(model: nn.Module) -> dict:
+    return {n: m.weight.detach().clone() for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def test_hardware_aware_finetune_clips_the_start_weights_by_hand():
+    # no epoch: only the clip of the start weights, each layer one tile (all fit in 512 inputs)
+    from fxanalog.presets import get_preset
+
+    torch.manual_seed(0)
+    d = demo.load_digits_data(seed=0)
+    model = demo.DigitsCNN()
+    before = _layer_weights(model)
+    demo.hardware_aware_finetune(model, d.x_train[:8], d.y_train[:8], get_preset("pcm-hwa"), epochs=0,
+                                 example_inputs=(d.x_test[:1],))
+    after = _layer_weights(model)
+    assert after.keys() == before.keys() and len(after) == 4
+    for name, w in before.items():
+        assert torch.allclose(after[name], _clamped_by_hand(w, 2.0), atol=1e-6), name
+    assert any(not torch.equal(after[n], before[n]) for n in before)  # something was clipped
+
+
+def test_hardware_aware_finetune_trains_clipped_and_removes_its_hook():
+    from fxanalog.config import WeightRemapType
+    from fxanalog.presets import get_preset
+
+    torch.manual_seed(1)
+    d = demo.load_digits_data(seed=0)
+    model = demo.DigitsCNN()
+    demo.train(model, d.x_train[:512], d.y_train[:512], epochs=2, lr=1e-2, seed=0)
+    digital = _layer_weights(model)
+    ratios = {n: (w.abs().max() / w.std(correction=0)).item() for n, w in digital.items()}
+    cfg = get_preset("pcm-hwa")
+    loss = demo.hardware_aware_finetune(model, d.x_train[:256], d.y_train[:256], cfg, epochs=1, seed=1,
+                                        example_inputs=(d.x_test[:1],))
+    assert math.isfinite(loss)
+    tuned = _layer_weights(model)
+    clipped = set()
+    for name, w in tuned.items():
+        assert not torch.equal(w, digital[name]), name  # trained
+        # after the last step's clip, max|w| / std(w) is at most 2 (nothing clipped) or max|w|
+        # is the bound, 2 std of the weights before the clip (a little more than 2 std of the
+        # clipped ones), taken by several weights (ties only the clip makes)
+        top = w.abs().max()
+        ratio = (top / w.std(correction=0)).item()
+        if ratio > 2.0 + 1e-5:
+            assert int((w.abs() == top).sum()) >= 2 and ratio < 2.4, (name, ratio)
+            clipped.add(name)
+    # the layers whose digital weights have long tails (max|w| over 2.4 std) were clipped
+    assert {n for n, r in ratios.items() if r > 2.4} <= clipped and clipped, (ratios, clipped)
+    # the clipping hook is gone: a later step of any optimizer leaves the weights as they are
+    params = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    opt = torch.optim.SGD(params, lr=0.0)
+    opt.step()
+    assert all(torch.equal(w, tuned[n]) for n, w in _layer_weights(model).items())
+    # remapping would leave the model without its effective weights: refused, naming the field
+    cfg.remap.type = WeightRemapType.LAYERWISE_SYMMETRIC
+    with pytest.raises(ValueError, match=r"rpu_config\.remap\.type = LAYERWISE_SYMMETRIC"):
+        demo.hardware_aware_finetune(model, d.x_train[:8], d.y_train[:8], cfg, epochs=1)
+    assert all(torch.equal(w, tuned[n]) for n, w in _layer_weights(model).items())
+
+
 # --------------------------------------------------------------------------
 # Evaluation loop with a stand-in for programming and drift
 
@@ -382,6 +452,12 @@ def test_quick_demo_end_to_end(tmp_path, capsys, monkeypatch, saved_figures):
         with torch.no_grad():
             correct = int((digital_model(d.x_test).argmax(1) == d.y_test).sum())
         assert result.digital_accuracy == correct / n_test
+        # the hardware-aware fine-tuning trained with the 'pcm-hwa' clip (2 std): no layer's
+        # max|w| is over 2.4 std of its weights (demo.hardware_aware_finetune's tests)
+        assert [desc for desc, _ in trained] == ["digital training", "hardware-aware training"]
+        hwa_weights = [p for n, p in trained[1][1].named_parameters() if n.endswith("weight")]
+        assert len(hwa_weights) == len(list(digital_model.parameters())) // 2
+        assert all(w.abs().max() <= 2.4 * w.std(correction=0) for w in hwa_weights)
         # each evaluation, run again with its seeds: the same accuracies
         for e in evaluations:
             again = over_time(e["model"], d.x_test, d.y_test, e["times"], e["draws"], seed=e["seed"])

@@ -147,3 +147,75 @@ def test_layer_trains_through_the_dorefa_weights():
     assert torch.allclose(layer(x), x @ wq.T + layer.bias.detach(), atol=1e-5)
     layer.eval()  # not in eval (enable_during_test is False)
     assert torch.allclose(layer(x), x @ w.T + layer.bias.detach(), atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# The 'pcm-hwa' preset: the hardware-aware training recipe of Joshi et al.,
+# Nature Communications 11, 2473 (2020), and aihwkit's HWA tutorial
+
+
+def test_pcm_hwa_preset_is_the_recipe():
+    from fxanalog.config import GlobalDriftCompensation, PCMLikeNoiseModel, WeightClipType, WeightRemapType
+    from fxanalog.presets import get_preset
+
+    cfg = get_preset("pcm-hwa")
+    # weight noise relative to each tile's max|W|, in training only
+    assert cfg.modifier.type == WeightModifierType.ADD_NORMAL and cfg.modifier.std_dev == 0.08
+    assert cfg.modifier.rel_to_actual_wmax and not cfg.modifier.enable_during_test and cfg.modifier.pdrop == 0
+    # the weights clipped to 2 standard deviations of their tile after every step, not remapped
+    assert cfg.clip.type == WeightClipType.LAYER_GAUSSIAN and cfg.clip.sigma == 2.0
+    assert cfg.remap.type == WeightRemapType.NONE
+    # the noisy forward (output noise) of the evaluation, the PCM model and global drift compensation
+    assert not cfg.forward.is_perfect and cfg.forward.out_noise == 0.06
+    assert isinstance(cfg.noise_model, PCMLikeNoiseModel)
+    assert isinstance(cfg.drift_compensation, GlobalDriftCompensation)
+    # 'pcm' plus the modifier and the clipping, nothing else
+    pcm = get_preset("pcm")
+    pcm.modifier, pcm.clip = cfg.modifier, cfg.clip
+    assert pcm == cfg
+
+
+def clamp_by_hand(values: list[float], sigma: float) -> list[float]:
+    """Clamp to +-sigma times the population standard deviation, in plain Python."""
+    mean = sum(values) / len(values)
+    bound = sigma * math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+    return [min(max(v, -bound), bound) for v in values]
+
+
+@pytest.mark.parametrize("max_input_size", [512, 3])
+def test_pcm_hwa_clips_each_tile_to_two_std_by_hand(max_input_size):
+    from fxanalog.inference import post_update_step
+    from fxanalog.presets import get_preset
+
+    cfg = get_preset("pcm-hwa")
+    cfg.mapping.max_input_size = max_input_size  # 3: two tiles side by side, each with its own std
+    layer = AnalogLinear(6, 3, rpu_config=cfg)
+    w = torch.tensor([[0.1, -0.2, 0.05, 1.5, -0.3, 0.2],
+                      [-0.1, 0.3, -1.2, 0.0, 0.25, -0.15],
+                      [0.02, 0.4, -0.05, 0.1, -2.0, 0.3]])
+    with torch.no_grad():
+        layer.weight.copy_(w)
+    post_update_step(layer)
+    pieces = [range(6)] if max_input_size >= 6 else [range(3), range(3, 6)]
+    expected = torch.empty_like(w)
+    for cols in pieces:
+        cols = list(cols)
+        block = [w[i, j].item() for i in range(3) for j in cols]
+        clamped = clamp_by_hand(block, 2.0)
+        expected[:, cols] = torch.tensor(clamped).reshape(3, len(cols))
+    assert torch.allclose(layer.weight.detach(), expected, atol=1e-6)
+    assert not torch.equal(expected, w)  # the outliers were clipped
+
+
+def test_pcm_hwa_modifier_by_hand_with_fixed_draws(monkeypatch):
+    # w + 0.08 max|W_tile| xi, per tile, with the normal draws replaced by known values
+    import fxanalog.hwa as hwa
+    from fxanalog.presets import get_preset
+
+    w = torch.tensor([[0.5, -1.0, 0.25, 2.0], [0.1, 0.2, -0.4, 0.3]])
+    xi = torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 2.0, 0.0, -0.5])
+    monkeypatch.setattr(hwa._rng, "randn", lambda shape, dtype=None, device=None: xi.to(dtype).reshape(shape))
+    out = hwa.apply_weight_modifier(w, get_preset("pcm-hwa").modifier, in_sizes=[2, 2])
+    amax = [1.0, 2.0]  # max|W| of the columns 0-1 and 2-3
+    expected = [[w[i, j].item() + 0.08 * amax[j // 2] * xi[4 * i + j].item() for j in range(4)] for i in range(2)]
+    assert torch.allclose(out, torch.tensor(expected), atol=1e-6)
