@@ -141,27 +141,11 @@ class AnalogTile(nn.Module):
         self.register_buffer("mapping_scales", None)
         for buffer in PROGRAMMED_STATE:
             self.register_buffer(buffer, None)
-        self.out_scaling_alpha: Optional[nn.Parameter] = None
-        m = self.rpu_config.mapping
-        if m.learn_out_scaling:
-            size = geometry.groups * geometry.shape[1] if m.out_scaling_columnwise else 1
-            self.out_scaling_alpha = nn.Parameter(torch.ones(size, device=device))
         self._tiles_cache: Optional[tuple] = None
         self._io_cache: Optional[tuple] = None
         self._update_key = NO_UPDATE
         self._recorded: list[tuple[Tensor, Tensor]] = []
-        if getattr(self.rpu_config, "records_updates", False):  # configs of pulsed training
-            self.record_updates(True)
-        self.reset_input_range(device)
-        self.device_state: Optional[DeviceState] = None
-        dev_cfg = getattr(self.rpu_config, "device", None)
-        if dev_cfg is not None:
-            if input_range_config(self.rpu_config) is not None:
-                raise ValueError(
-                    f"{name}: rpu_config.pre_post.input_range.enable = True with a {type(self.rpu_config).__name__}: "
-                    "the pulsed update of tiles with a learned input range is not supported; disable the input range"
-                )
-            self.device_state = DeviceState(dev_cfg, geometry.shape, device)
+        self.make_periphery(device)
 
     # -- config -------------------------------------------------------------
 
@@ -839,25 +823,43 @@ class AnalogTile(nn.Module):
                 + ". Pass load_rpu_config=True to take the checkpoint's config, or False to keep this model's "
                 "(fxanalog.nn.load_state_dict, or the load_state_dict of an analog layer or AnalogSequential)"]
 
-    def replace_rpu_config(self, rpu_config: RPUConfigBase) -> None:
-        """A new config for this tile (same split): the periphery it implies
-        (learned output scales, input range, devices, recording) is made
-        anew; the programmed state and mapping scales are kept (a checkpoint
-        loads them next)."""
-        check_rpu_config(rpu_config, f"{self.name}.rpu_config")
-        self.rpu_config = copy.deepcopy(rpu_config)
-        self._io_cache = None
+    def make_periphery(self, device=None) -> None:
+        """The parts of the tile its config implies, made anew: the learned
+        output scales (``mapping.learn_out_scaling``), the input range, the
+        devices of pulsed configs and the recording of training steps."""
         m = self.rpu_config.mapping
-        device = self.mapping_scales.device if self.mapping_scales is not None else None
+        self.out_scaling_alpha: Optional[nn.Parameter] = None
         if m.learn_out_scaling:
             size = self.geometry.groups * self._n_out if m.out_scaling_columnwise else 1
             self.out_scaling_alpha = nn.Parameter(torch.ones(size, device=device))
-        else:
-            self.out_scaling_alpha = None
+        self.record_updates(bool(getattr(self.rpu_config, "records_updates", False)))  # pulsed training's configs
         self.reset_input_range(device)
+        self.device_state: Optional[DeviceState] = None
         dev_cfg = getattr(self.rpu_config, "device", None)
-        self.device_state = None if dev_cfg is None else DeviceState(dev_cfg, self.geometry.shape, device)
-        self.record_updates(bool(getattr(self.rpu_config, "records_updates", False)))
+        if dev_cfg is not None:
+            if input_range_config(self.rpu_config) is not None:
+                raise ValueError(
+                    f"{self.name}: rpu_config.pre_post.input_range.enable = True with a "
+                    f"{type(self.rpu_config).__name__}: the pulsed update of tiles with a learned input range is "
+                    "not supported; disable the input range"
+                )
+            self.device_state = DeviceState(dev_cfg, self.geometry.shape, device)
+
+    def replace_rpu_config(self, rpu_config: RPUConfigBase) -> None:
+        """A new config for this tile (same split): the periphery it implies
+        is made anew (``make_periphery``); the programmed state and mapping
+        scales are kept (a checkpoint loads them next)."""
+        check_rpu_config(rpu_config, f"{self.name}.rpu_config")
+        device = self.mapping_scales.device if self.mapping_scales is not None else None
+        old = self.rpu_config
+        self.rpu_config = copy.deepcopy(rpu_config)
+        try:
+            self.make_periphery(device)
+        except ValueError:
+            self.rpu_config = old
+            self.make_periphery(device)
+            raise
+        self._io_cache = None
         self.invalidate_cache()
 
     def prepare_load(self, state_dict: dict, prefix: str, replace: bool, device, error_msgs: list) -> bool:

@@ -279,3 +279,22 @@ def test_load_state_dict_function_on_a_converted_user_model():
     assert model.fc.rpu_config.forward.out_noise == 0.0
     with pytest.raises(TypeError, match="load_rpu_config = 'yes': expected None, True or False"):
         load_state_dict(model, state, load_rpu_config="yes")
+
+
+def test_load_rpu_config_true_builds_the_periphery_of_the_checkpoints_config():
+    torch.manual_seed(4)
+    src = AnalogLinear(4, 3, rpu_config=fxanalog.SingleRPUConfig(device=fxanalog.ConstantStepDevice()))
+    state = _saved(src.state_dict())
+    dst = AnalogLinear(4, 3)  # an InferenceRPUConfig: no devices
+    with pytest.raises(RuntimeError, match=r"rpu_config: checkpoint SingleRPUConfig, this model InferenceRPUConfig"):
+        dst.load_state_dict(state)
+    assert dst.tile.device_state is None
+    dst.load_state_dict(state, load_rpu_config=True)
+    assert type(dst.rpu_config) is fxanalog.SingleRPUConfig
+    assert torch.equal(dst.tile.device_state.params, src.tile.device_state.params)
+    assert torch.equal(dst.weight, src.weight)
+    # and back: the devices go with the config
+    back = AnalogLinear(4, 3)
+    back_state = _saved(back.state_dict())
+    dst.load_state_dict(back_state, load_rpu_config=True)
+    assert dst.tile.device_state is None and type(dst.rpu_config) is fxanalog.InferenceRPUConfig

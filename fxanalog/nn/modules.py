@@ -31,7 +31,7 @@ from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from fxanalog.geometry import TileGeometry
 from fxanalog.tile import AnalogTile
 
-__all__ = ["AnalogLayerBase", "AnalogSequential", "load_state_dict", "program_layers", "drift_layers", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
+__all__ = ["AnalogLayerBase", "AnalogSequential", "load_state_dict", "rpu_config_loading", "program_layers", "drift_layers", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
            "analog_layers_of", "conv_class_for"]
 
 # The analog layers built around each weight Parameter (weakly), so that an
@@ -246,7 +246,7 @@ class AnalogLayerBase(nn.Module):
                         load_rpu_config: Optional[bool] = None, strict_rpu_config_check: Optional[bool] = None):
         """torch's ``load_state_dict`` with aihwkit's ``load_rpu_config`` and
         ``strict_rpu_config_check`` (see ``fxanalog.nn.load_state_dict``)."""
-        with _load_options(self, load_rpu_config, strict_rpu_config_check):
+        with rpu_config_loading(self, load_rpu_config, strict_rpu_config_check):
             return super().load_state_dict(state_dict, strict, assign)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -320,9 +320,13 @@ def _save_tile_metadata(layer: "AnalogLayerBase", state_dict, prefix: str, local
 
 
 @contextlib.contextmanager
-def _load_options(model: nn.Module, load_rpu_config: Optional[bool], strict_rpu_config_check: Optional[bool]):
-    """Every analog layer of ``model`` loads with these options meanwhile
-    (nothing changes when both are None: an outer call's options stay)."""
+def rpu_config_loading(model: nn.Module, load_rpu_config: Optional[bool] = None,
+                       strict_rpu_config_check: Optional[bool] = None):
+    """A context in which every analog layer of ``model`` loads checkpoints
+    with these options (see ``load_state_dict``; nothing changes when both
+    are None: an outer call's options stay). For a model class's own
+    ``load_state_dict(..., load_rpu_config=...)``:
+    ``with rpu_config_loading(self, load_rpu_config): return super().load_state_dict(...)``."""
     for name, value in (("load_rpu_config", load_rpu_config), ("strict_rpu_config_check", strict_rpu_config_check)):
         if value is not None and not isinstance(value, bool):
             raise TypeError(f"load_state_dict: {name} = {value!r}: expected None, True or False")
@@ -361,7 +365,7 @@ def load_state_dict(model: nn.Module, state_dict, strict: bool = True, assign: b
 
     A checkpoint without the metadata (a digital model's, or a state dict
     rebuilt as a plain dict) loads unchecked."""
-    with _load_options(model, load_rpu_config, strict_rpu_config_check):
+    with rpu_config_loading(model, load_rpu_config, strict_rpu_config_check):
         return model.load_state_dict(state_dict, strict=strict, assign=assign)
 
 
@@ -675,5 +679,5 @@ class AnalogSequential(nn.Sequential):
                         load_rpu_config: Optional[bool] = None, strict_rpu_config_check: Optional[bool] = None):
         """torch's ``load_state_dict`` with aihwkit's ``load_rpu_config`` and
         ``strict_rpu_config_check`` (see ``fxanalog.nn.load_state_dict``)."""
-        with _load_options(self, load_rpu_config, strict_rpu_config_check):
+        with rpu_config_loading(self, load_rpu_config, strict_rpu_config_check):
             return super().load_state_dict(state_dict, strict, assign)
