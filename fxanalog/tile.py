@@ -120,7 +120,8 @@ class AnalogTile(nn.Module):
     (one factor per output), or ``(G, N, n_in)`` (per tile, for tile arrays
     with several input pieces: one factor per output row and input piece;
     see ``reset_mapping_scales``); ``programmed_conductances`` and ``drift_exponents``
-    ``(2, G, N, K)`` for g+ and g-; ``conductance_scales`` ``(G, n_out,
+    ``(D, G, N, K)``, D devices per weight (g+ and g-: 2; ``2n`` with an
+    n-pair converter); ``conductance_scales`` ``(G, n_out,
     n_in)`` (uS per tile unit of each tile); ``drift_reference`` ``(G, N)``;
     ``analog_weight`` ``(G, N, K)`` (the tile weights now, used in eval);
     ``drift_scales`` ``(G*N,)`` (the drift compensation, a digital factor);
@@ -128,6 +129,9 @@ class AnalogTile(nn.Module):
     Parameters: ``out_scaling_alpha`` (``mapping.learn_out_scaling``),
     ``input_range`` ``(G, n_in)`` (``pre_post.input_range``).
     ``programming_report``: the closed-loop write's result.
+    The shapes are checked when a checkpoint loads (``expected_shapes``,
+    ``prepare_load``), and checkpoints carry the config
+    (``checkpoint_metadata``; docs/tile.md, "Checkpoints").
     """
 
     def __init__(self, rpu_config: RPUConfigBase, geometry: TileGeometry, mapped: bool, *, device=None,
