@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import fxanalog
+from fxanalog import presets
 from fxanalog.config import config_to_dict
 from fxanalog.config.noise import NPairConductanceConverter, PCMLikeNoiseModel
 from fxanalog.nn import AnalogConv2d, AnalogLinear, AnalogSequential, load_state_dict
@@ -268,10 +269,10 @@ def test_load_state_dict_function_on_a_converted_user_model():
         def forward(self, x):
             return self.fc(x)
 
-    cfg = fxanalog.InferenceRPUConfig()
+    cfg = _mapped_cfg()
     cfg.forward.out_noise = 0.0
     state = _saved(fxanalog.convert_to_analog(Net(), cfg).state_dict())
-    model = fxanalog.convert_to_analog(Net(), fxanalog.InferenceRPUConfig())
+    model = fxanalog.convert_to_analog(Net(), _mapped_cfg())
     default = fxanalog.InferenceRPUConfig().forward.out_noise
     with pytest.raises(RuntimeError, match=f"layer 'fc'.*forward.out_noise: checkpoint 0.0, this model {default}"):
         model.load_state_dict(state)
@@ -298,3 +299,23 @@ def test_load_rpu_config_true_builds_the_periphery_of_the_checkpoints_config():
     back_state = _saved(back.state_dict())
     dst.load_state_dict(back_state, load_rpu_config=True)
     assert dst.tile.device_state is None and type(dst.rpu_config) is fxanalog.InferenceRPUConfig
+
+
+@pytest.mark.parametrize("name", presets.preset_names())
+def test_every_preset_round_trips_with_its_config(name):
+    torch.manual_seed(6)
+    src = AnalogLinear(4, 3, rpu_config=presets.get_preset(name)).eval()
+    src.program_analog_weights()
+    state = _saved(src.state_dict())
+    assert state._metadata[""]["fxanalog"]["rpu_config"] == config_to_dict(presets.get_preset(name))
+    same = AnalogLinear(4, 3, rpu_config=presets.get_preset(name)).eval()
+    assert str(same.load_state_dict(state)) == "<All keys matched successfully>"
+    other = AnalogLinear(4, 3, rpu_config=fxanalog.FloatingPointRPUConfig()).eval()
+    other.load_state_dict(state, load_rpu_config=True)
+    assert config_to_dict(other.rpu_config) == config_to_dict(src.rpu_config)
+    x = torch.randn(5, 4)
+    torch.manual_seed(7)
+    want = src(x)
+    for layer in (same, other):
+        torch.manual_seed(7)
+        assert torch.equal(layer(x), want)

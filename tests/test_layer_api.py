@@ -174,6 +174,7 @@ def test_sequential_helpers():
     model = _seq(_cfg())
     assert [name for name, _ in model.named_analog_layers()] == ["0", "2"]
     assert model.analog_tiles() == [model[0].tile, model[2].tile]
+    assert model.analog_modules() == [model[0], model[2]]  # aihwkit's name
     seen = []
     assert model.apply_to_analog_layers(seen.append) is model and seen == [model[0], model[2]]
     model.remap_analog_weights(2.0)

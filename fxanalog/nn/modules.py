@@ -656,6 +656,10 @@ class AnalogSequential(nn.Sequential):
     def analog_tiles(self) -> list[AnalogTile]:
         return [layer.tile for layer in self.analog_layers()]
 
+    # aihwkit's names for the same
+    analog_modules = analog_layers
+    named_analog_modules = named_analog_layers
+
     def apply_to_analog_layers(self, fn) -> "AnalogSequential":
         """``fn(layer)`` for every analog layer; returns self."""
         for layer in self.analog_layers():
