@@ -795,9 +795,13 @@ class AnalogTile(nn.Module):
         keeps its config (of the same class unless ``strict_rpu_config_check``
         is False). ``layer``: its name in the model (the state-dict path).
         Returns the error messages (empty when it loads)."""
+        where = f"layer {(layer or self.name)!r}"
         if meta is None:  # a digital checkpoint, or one saved without the config
             return []
-        where = f"layer {(layer or self.name)!r}"
+        if not (isinstance(meta, dict) and isinstance(meta.get("rpu_config"), dict)
+                and all(k in meta for k in ("groups", "in_sizes", "out_sizes"))):
+            return [f"{where}: the checkpoint's fxanalog metadata is not readable ({meta!r:.200}); expected "
+                    "the rpu_config and tile split that AnalogLayerBase.state_dict() saves"]
         mine = self.checkpoint_metadata()
         split = [f"{k}: checkpoint {meta.get(k)!r}, this model {mine[k]!r}"
                  for k in ("groups", "in_sizes", "out_sizes") if meta.get(k) != mine[k]]
@@ -815,10 +819,9 @@ class AnalogTile(nn.Module):
                         "checkpoint's mapping (convert_to_analog vs convert_to_analog_mapped, max_input_size, "
                         "max_output_size)"]
             try:
-                cfg = config_from_dict(meta["rpu_config"])
-            except (ValueError, TypeError) as exc:
-                return [f"{where}: the checkpoint's rpu_config cannot be rebuilt: {exc}"]
-            self.replace_rpu_config(cfg)
+                self.replace_rpu_config(config_from_dict(meta["rpu_config"]))
+            except (ValueError, TypeError, KeyError) as exc:
+                return [f"{where}: the checkpoint's rpu_config cannot be used: {exc}"]
             return []
         diffs = split + _differences(meta["rpu_config"], mine["rpu_config"])
         if not diffs:

@@ -319,3 +319,17 @@ def test_every_preset_round_trips_with_its_config(name):
     for layer in (same, other):
         torch.manual_seed(7)
         assert torch.equal(layer(x), want)
+
+
+def test_unusable_metadata_is_an_error_not_a_crash():
+    state = _saved(AnalogLinear(4, 3).state_dict())
+    state._metadata[""]["fxanalog"]["rpu_config"]["forward"]["out_noise"] = -1.0  # not a valid config
+    layer = AnalogLinear(4, 3)
+    w = layer.weight.clone()
+    with pytest.raises(RuntimeError, match=r"layer 'AnalogLinear': the checkpoint's rpu_config cannot be used: "
+                                           r".*out_noise = -1.0"):
+        layer.load_state_dict(state, load_rpu_config=True)
+    assert torch.equal(layer.weight, w) and layer.rpu_config.forward.out_noise >= 0
+    state._metadata[""]["fxanalog"] = {"something": "else"}
+    with pytest.raises(RuntimeError, match="the checkpoint's fxanalog metadata is not readable"):
+        layer.load_state_dict(state)
