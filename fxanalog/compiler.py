@@ -31,10 +31,11 @@ from fxanalog.passes.shapes import as_args
 from fxanalog.passes.trace import set_submodule, shallow_copy
 from fxanalog.passes.records import LayerRecord, covered
 from fxanalog.passes.program import program
+from fxanalog.passes.weight_range import SmallWeightRangeWarning, warn_small_weights
 from fxanalog.passes.rules import LayerRule, RuleTable, register_layer_rule
 from fxanalog.summary import Report
 
-__all__ = ["compile", "explain", "LayerRule", "register_layer_rule"]
+__all__ = ["compile", "explain", "LayerRule", "register_layer_rule", "SmallWeightRangeWarning"]
 
 
 def compile(
@@ -74,6 +75,10 @@ def compile(
         The analog model (an ``AnalogGraphModule``, or the model's own class
         with the analog methods when its forward cannot be traced). A model
         without any convertible layer comes back unchanged, with a warning.
+
+    Warns ``SmallWeightRangeWarning`` once for each layer whose weights use
+    less than half of its tiles' weight range (docs/compiler.md, "Small
+    weights on the tiles"); ``explain`` and ``analog_summary`` do the same.
     """
     ctx = _context(model, rpu_config, mapped, conversion_map, exclude, layer_config, dry_run=False,
                    realistic_read_write=realistic_read_write, own_weights=inplace and realistic_read_write,
@@ -97,7 +102,9 @@ def compile(
         _new_module_tree(result, model)
     if not hasattr(result, "analog_tiles"):
         result.__class__ = analog_class(type(result))
-    set_layer_records(result, _in_model_order(ctx.state.records + _unconverted(ctx, model), model))
+    records = _in_model_order(ctx.state.records + _unconverted(ctx, model), model)
+    set_layer_records(result, records)
+    warn_small_weights(records, stacklevel=2)  # docs/compiler.md, "Small weights on the tiles"
     if ctx.options.realistic_read_write:
         program(ctx, result)
     ctx.dumper.stage("program" if realistic_read_write else "final", result)
@@ -120,8 +127,9 @@ def explain(model: nn.Module, rpu_config=None, example_inputs=None, **kwargs) ->
     with preserved(model, values=True):  # a dry run: nothing of the model changes
         convert(ctx, model, "", example_inputs)
     ctx.state.check_excludes(ctx.options)
-    return Report.from_records(_in_model_order(ctx.state.records + _unconverted(ctx, model), model),
-                               title=f"fxanalog.explain: {type(model).__name__} (dry run)")
+    records = _in_model_order(ctx.state.records + _unconverted(ctx, model), model)
+    warn_small_weights(records, stacklevel=2)
+    return Report.from_records(records, title=f"fxanalog.explain: {type(model).__name__} (dry run)")
 
 
 def _new_module_tree(result: nn.Module, model: nn.Module) -> None:

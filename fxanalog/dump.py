@@ -22,7 +22,8 @@ JSON schema (``"schema": "fxanalog.dump/1"``)::
                  "tiles": {"count", "grid": [G, n_out, n_in], "in_sizes",
                            "out_sizes", "tile_size": [rows, cols], "utilization"} | null,
                  "rpu_config": config dict | null, "config_diff": [str] | null,
-                 "programming_report": dict | null}],
+                 "programming_report": dict | null,
+                 "weight_range": max|W| in tile units (1 = full scale) | null}],
      "totals": {"analog_layers", "digital_layers", "tiles", "analog_weights",
                 "utilization", "macs"}}
 
@@ -52,7 +53,7 @@ from fxanalog.model import GRAPH_KEY
 from fxanalog.nn.modules import AnalogLayerBase, named_analog_layers
 from fxanalog.passes.context import META_DTYPE, META_LAYER, META_MATCH, META_SHAPE, META_TILE_MAPS
 from fxanalog.passes.shapes import annotate
-from fxanalog.summary import analog_summary, summary_records
+from fxanalog.summary import summary_records, summary_report
 
 __all__ = ["dump", "dump_data", "StageDumper"]
 
@@ -86,7 +87,7 @@ def dump_data(model: nn.Module, example_inputs=None) -> dict:
     gm = _graph(model)
     if example_inputs is not None and gm is not None:
         annotate(gm, example_inputs)
-    report = analog_summary(model, example_inputs)
+    report = summary_report(model, example_inputs)
     layers_by_name = dict(named_analog_layers(model))
     nodes, edges = [], []
     if gm is not None:
@@ -166,7 +167,7 @@ def _text(model: nn.Module, example_inputs=None) -> str:
     else:
         lines += ["# the forward of this model could not be traced: its modules were swapped", ""]
     lines += ["# analog layers and their tile maps"] + _tile_lines(data) + [""]
-    lines.append(str(analog_summary(model, example_inputs)))
+    lines.append(str(summary_report(model, example_inputs)))
     return "\n".join(lines) + "\n"
 
 

@@ -3,9 +3,12 @@
 One row per analog tile layer and per weighted layer left digital (with its
 reason): name, kind, weight shape, how it was converted, number of tiles,
 tile grid and size, utilization (used cross-points over available ones),
-config differences from the defaults; with ``example_inputs``, the input and
-output shapes and the multiply-accumulates of each analog layer. Totals for
-the model.
+the fraction of the tiles' weight range its weights use (``w range``:
+max|W| in tile units; below 0.5 marked ``!`` and explained in a note under
+the table, and a ``SmallWeightRangeWarning`` per such layer: docs/compiler.md,
+"Small weights on the tiles"), config differences from the defaults; with
+``example_inputs``, the input and output shapes and the
+multiply-accumulates of each analog layer. Totals for the model.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from torch import nn
 from fxanalog.model import layer_records
 from fxanalog.nn.modules import named_analog_layers
 from fxanalog.passes.records import LayerRecord, weight_dims
+from fxanalog.passes.weight_range import SMALL_FRACTION, is_small, warn_small_weights
 
-__all__ = ["Report", "analog_summary", "summary_records"]
+__all__ = ["Report", "analog_summary", "summary_records", "summary_report"]
 
 _COLUMNS = [("name", "name"), ("kind", "kind"), ("shape", "shape"), ("converted_by", "converted by"),
             ("tiles", "tiles"), ("tile_grid", "grid GxOxI"), ("tile_size", "tile"),
-            ("utilization", "util"), ("config_diff", "config (differences from default)")]
+            ("utilization", "util"), ("weight_range", "w range"),
+            ("config_diff", "config (differences from default)")]
 
 
 def _fmt(key: str, value) -> str:
@@ -35,6 +40,8 @@ def _fmt(key: str, value) -> str:
         return f"{value[0]}x{value[1]}"
     if key == "utilization":
         return f"{value:.2f}"
+    if key == "weight_range":
+        return f"{value:.2g}" + (" !" if is_small(value) else "")
     if key == "config_diff":
         return ", ".join(value) if value else "default"
     if key == "macs":
@@ -77,6 +84,14 @@ class Report:
             f"{t['digital_layers']} digital layers"
             + (f", {t['macs']:,} analog MACs per forward" if t.get("macs") is not None else "")
         )
+        small = [r["name"] for r in self.rows if r.get("analog") and is_small(r.get("weight_range"))]
+        if small:
+            lines.append(
+                f"note: {len(small)} layer{'s' if len(small) > 1 else ''} (w range marked !) "
+                f"{'use' if len(small) > 1 else 'uses'} less than "
+                f"{SMALL_FRACTION:.0%} of the tile's weight range (full scale |w| = 1 in tile units, the unit of "
+                "the output noise and ADC range), which multiplies their periphery error by 1 / (w range); "
+                "set rpu_config.mapping.weight_scaling_omega = 1.0")
         return "\n".join(lines)
 
     __repr__ = __str__
@@ -96,6 +111,7 @@ def _row(rec: LayerRecord) -> dict:
         "config_diff": rec.config_diff,
         "in_shape": None, "out_shape": None, "macs": None,
         "programming_report": rec.programming_report,
+        "weight_range": rec.weight_range,
     }
 
 
@@ -124,10 +140,20 @@ def _totals(rows: list[dict]) -> dict:
 def analog_summary(model: nn.Module, example_inputs=None) -> Report:
     """The table of a model's analog and digital layers (see the module
     docstring). Works on any model: one compiled by fxanalog (with its
-    layer records) or one built from fxanalog's analog layers."""
+    layer records) or one built from fxanalog's analog layers. Warns
+    ``SmallWeightRangeWarning`` once for each layer whose weights use less
+    than half of its tiles' weight range."""
+    return summary_report(model, example_inputs, warn=True, stacklevel=3)
+
+
+def summary_report(model: nn.Module, example_inputs=None, warn: bool = False, stacklevel: int = 2) -> Report:
+    """``analog_summary``; ``warn=False`` for the dumps, which show the
+    column without warning again."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"analog_summary: expected an nn.Module, got {type(model).__name__}")
     records = summary_records(model)
+    if warn:
+        warn_small_weights(records, stacklevel=stacklevel)
     layers = dict(named_analog_layers(model))
     rows = [_row(r) for r in records]
     if example_inputs is not None:

@@ -29,6 +29,8 @@ from typing import Any, NamedTuple, Optional
 from fxanalog.config import InferenceRPUConfig, config_from_dict, config_to_dict
 from fxanalog.geometry import split_sizes
 
+from .weight_range import weight_range_of_layer
+
 __all__ = ["TileMap", "TileMapEntry", "LayerRecord", "CONVERTED_BY", "config_diff", "weight_dims", "covered"]
 
 CONVERTED_BY = ("module", "functional", "conversion_map", "fallback-swap", "digital")
@@ -114,6 +116,8 @@ class LayerRecord:
     rpu_config: Any = None  # the layer's config (None when digital)
     digital_reason: Optional[str] = None  # set exactly when converted_by == "digital"
     programming_report: Optional[dict] = None  # after realistic writing (summaries and dumps)
+    # max|W| in tile units over the full-scale tile weight (passes/weight_range.py); None: not checked
+    weight_range: Optional[float] = None
 
     def __post_init__(self):
         if self.converted_by not in CONVERTED_BY:
@@ -148,7 +152,8 @@ class LayerRecord:
         map, config and programming report."""
         report = layer.tile.programming_report
         return replace(self, tile_map=TileMap.of_layer(layer), rpu_config=layer.rpu_config,
-                       programming_report=None if report is None else _plain(report))
+                       programming_report=None if report is None else _plain(report),
+                       weight_range=weight_range_of_layer(layer))
 
     def to_dict(self) -> dict:
         """The layer entry of the JSON dump (keys in this order)."""
@@ -159,6 +164,7 @@ class LayerRecord:
             "rpu_config": None if self.rpu_config is None else config_to_dict(self.rpu_config),
             "config_diff": self.config_diff,
             "programming_report": None if self.programming_report is None else _plain(self.programming_report),
+            "weight_range": self.weight_range,
         }
 
     @classmethod
@@ -171,7 +177,8 @@ class LayerRecord:
         cfg = data.get("rpu_config")
         return cls(data["name"], data["kind"], how, data["source"], data.get("shape"),
                    None if tiles is None else TileMap.from_dict(tiles),
-                   None if cfg is None else config_from_dict(cfg), reason, data.get("programming_report"))
+                   None if cfg is None else config_from_dict(cfg), reason, data.get("programming_report"),
+                   data.get("weight_range"))
 
 
 def covered(sources, path: str) -> bool:

@@ -52,6 +52,7 @@ from .preserve import preserved
 from .records import LayerRecord, TileMap
 from .rules import Match, transpose_operand
 from .trace import GraphUnit, carry_hooks, shallow_copy
+from .weight_range import weight_range_of_layer, weight_range_of_weight
 
 __all__ = ["rewrite", "layer_records", "dry_run_records", "own_weights", "keep_digital_keys", "mha_digital_keys",
            "mha_load_digital_keys", "hide_shared_keys", "fill_shared_keys", "check_weight_source",
@@ -77,7 +78,8 @@ def layer_records(module: nn.Module, name: str, kind: str, converted_by: str, so
             full = namer(src) if namer is not None else full
         layer.analog_name = full
         out.append(LayerRecord(full, kind + (f".{sub}" if sub else ""), converted_by, src, layer.weight.shape,
-                               TileMap.of_layer(layer), layer.rpu_config))
+                               TileMap.of_layer(layer), layer.rpu_config,
+                               weight_range=weight_range_of_layer(layer)))
     if not out:
         out.append(LayerRecord(name, kind, converted_by, source))
     return out
@@ -97,8 +99,32 @@ def dry_run_records(m: Match, prefix: str = "") -> list:
         return [LayerRecord(name, m.kind, m.converted_by, source, rpu_config=m.rpu_config)]
     sources = {sub: prefix + path for sub, path in _sources(m).items()}
     return [LayerRecord(name + (f".{e.sub}" if e.sub else ""), m.kind + (f".{e.sub}" if e.sub else ""),
-                        m.converted_by, sources.get(e.sub, source), e.shape, e.tile_map, m.rpu_config)
+                        m.converted_by, sources.get(e.sub, source), e.shape, e.tile_map, m.rpu_config,
+                        weight_range=weight_range_of_weight(_entry_weight(m, e.sub), m.rpu_config))
             for e in m.tile_maps]
+
+
+# The parameters of a fused fast path or functional attention that a tile layer holds.
+_PARAM_KEYS = {"in_proj": ("in_proj_weight", "qkv_weight"), "out_proj": ("out_proj_weight", "proj_weight"),
+               "linear1": ("ffn_weight_1",), "linear2": ("ffn_weight_2",)}
+
+
+def _entry_weight(m: Match, sub: str):
+    """The digital weight the tile layer ``sub`` of a match will hold (for
+    the dry run's weight-range check), or None when not known."""
+    if not sub:
+        return m.weight if isinstance(m.weight, torch.Tensor) else getattr(m.module, "weight", None)
+    params = m.params if isinstance(m.params, dict) else {}
+    for key in _PARAM_KEYS.get(sub, ()) + (f"{sub}_weight",):
+        if isinstance(params.get(key), torch.Tensor):
+            return params[key]
+    if m.module is not None:
+        own = getattr(m.module, f"{sub}_weight", None)
+        if isinstance(own, torch.Tensor):
+            return own
+        child = getattr(m.module, sub, None)
+        return getattr(child, "weight", None) if isinstance(child, nn.Module) else None
+    return None
 
 
 def own_weights(m: Match) -> None:

@@ -310,6 +310,8 @@ def test_explain_is_a_dry_run():
     assert "dry run" in str(report)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # the head's default-initialized weights are small: that warning is tested in test_compiler_weight_range
+        warnings.simplefilter("ignore", fxanalog.compiler.SmallWeightRangeWarning)
         lstm = fxanalog.explain(zoo.build("lstm"))
     assert any(r["converted_by"].startswith("digital: recurrent") for r in lstm.rows)
 
@@ -538,7 +540,7 @@ def test_records_are_typed_and_round_trip_through_the_json_schema():
     assert all(isinstance(r, LayerRecord) for r in (lstm, head))
     assert [f.name for f in dataclasses.fields(LayerRecord)] == [
         "name", "kind", "converted_by", "source", "shape", "tile_map", "rpu_config", "digital_reason",
-        "programming_report"]
+        "programming_report", "weight_range"]
     assert (lstm.converted_by, lstm.analog, lstm.shape, lstm.tile_map) == ("digital", False, (48, 6), None)
     assert lstm.digital_reason.startswith("recurrent layer")
     assert lstm.converted_by_text == f"digital: {lstm.digital_reason}"
@@ -553,7 +555,7 @@ def test_records_are_typed_and_round_trip_through_the_json_schema():
         d = r.to_dict()
         # The documented layer entry of the JSON dump (docs/compiler.md), in its key order.
         assert list(d) == ["name", "kind", "converted_by", "source", "shape", "tiles", "rpu_config", "config_diff",
-                           "programming_report"]
+                           "programming_report", "weight_range"]
         assert d["converted_by"] == r.converted_by_text
         assert LayerRecord.from_dict(json.loads(json.dumps(d))) == r
     d = rec.to_dict()

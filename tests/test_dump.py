@@ -35,7 +35,7 @@ def test_json_schema_and_values(split_model):
         ("input_1", "analog_0"), ("analog_0", "_1"), ("_1", "analog_2"), ("analog_2", "output")}
     layer = data["layers"][0]
     assert list(layer) == ["name", "kind", "converted_by", "source", "shape", "tiles", "rpu_config", "config_diff",
-                           "programming_report"]
+                           "programming_report", "weight_range"]
     assert layer["tiles"] == {"count": 6, "grid": [1, 2, 3], "in_sizes": [434, 433, 433], "out_sizes": [300, 300],
                               "tile_size": [512, 512], "utilization": pytest.approx(1300 * 600 / (6 * 512 * 512))}
     assert layer["rpu_config"]["class"] == "FloatingPointRPUConfig"
