@@ -8,7 +8,7 @@ input range and of an exact pulsed update are computed here, in one process,
 from the concatenated batches.
 
 The two processes run every scenario once (one spawn for the module, about
-10 s); each saves what it ends with, the tests compare.
+20 s); each saves what it ends with, the tests compare.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ SCENARIOS = {
     "hwa": _hwa_config,
     "pulsed": SingleRPUConfig,
     "pulsed_exact": _exact_pulsed_config,
+    # the same under torch.compile (aot_eager) around the DDP module
+    "hwa_compiled": _hwa_config,
+    "pulsed_compiled": SingleRPUConfig,
 }
 
 
@@ -84,6 +87,9 @@ def _worker(rank: int, port: int, folder: str) -> None:
         for scenario in SCENARIOS:
             model = _model(scenario)
             ddp = nn.parallel.DistributedDataParallel(model)
+            if scenario.endswith("_compiled"):
+                torch._dynamo.reset()  # each scenario compiles from scratch, as in its own process
+                ddp = torch.compile(ddp, backend="aot_eager")
             opt = AnalogSGD(ddp.parameters(), lr=LR)
             torch.manual_seed(7 + rank)  # every rank its own noise draws
             out = {"before": _state(model)}
@@ -91,7 +97,7 @@ def _worker(rank: int, port: int, folder: str) -> None:
                 x, y = _batch(rank, step)
                 opt.zero_grad()
                 loss = nn.functional.mse_loss(ddp(x), y)
-                if step == 0 and scenario == "hwa":
+                if step == 0 and scenario.startswith("hwa"):
                     out["range_after_first_forward"] = model.get_submodule("0").tile.input_range.detach().clone()
                 loss.backward()
                 opt.step()
@@ -124,22 +130,24 @@ def test_every_state_is_identical_across_ranks(ranks, scenario):
     assert not torch.equal(before["0.weight"], a["0.weight"]), "the weights did not train"
 
 
-def test_hwa_trains_every_learned_state(ranks):
-    before, after = ranks["hwa"][0]["before"], ranks["hwa"][0]["after"]
+@pytest.mark.parametrize("scenario", ["hwa", "hwa_compiled"])
+def test_hwa_trains_every_learned_state(ranks, scenario):
+    before, after = ranks[scenario][0]["before"], ranks[scenario][0]["after"]
     for key in ("0.tile.input_range", "0.tile.out_scaling_alpha", "2.tile.input_range"):
         assert not torch.equal(before[key], after[key]), f"{key} did not change"
     assert after["0.tile.input_range_update_idx"].tolist() == [[2]]
     assert float(after["0.weight"].abs().max()) <= 0.3 + 1e-6  # clipped after every step
 
 
-def test_input_range_is_initialized_from_every_ranks_batch(ranks):
+@pytest.mark.parametrize("scenario", ["hwa", "hwa_compiled"])
+def test_input_range_is_initialized_from_every_ranks_batch(ranks, scenario):
     """The first forward sets the first layer's range to init_std_alpha times
     the std of the inputs of both ranks' batches together (k = 0)."""
     x = torch.cat([_batch(r, 0)[0] for r in range(WORLD)])
     alpha = InferenceRPUConfig().pre_post.input_range.init_std_alpha
     expected = alpha * x.double().flatten().std()
     for r in range(WORLD):
-        got = ranks["hwa"][r]["range_after_first_forward"]
+        got = ranks[scenario][r]["range_after_first_forward"]
         torch.testing.assert_close(got.double(), expected.reshape(1, 1), rtol=1e-5, atol=0)
 
 
