@@ -46,7 +46,8 @@ from fxanalog.config.noise import (
     SinglePairConductanceConverter,
     StateIndependentNoiseModel,
 )
-from fxanalog.inference import drift_analog_weights, program_analog_weights
+from fxanalog.inference import drift_analog_weights, program_analog_weights, remap_analog_weights
+from fxanalog.nn import AnalogSequential
 
 __version__ = "0.1.0"
 
@@ -108,4 +109,6 @@ __all__ = [
     "PerColumnDriftCompensation",
     "program_analog_weights",
     "drift_analog_weights",
+    "remap_analog_weights",
+    "AnalogSequential",
 ]
