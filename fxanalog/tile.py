@@ -47,7 +47,7 @@ from fxanalog.ops.tile_mvm_torch import apply_digital, compute_dtype
 from fxanalog.ops.tile_record import register_recorder
 from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
 
-__all__ = ["AnalogTile", "PROGRAMMED_STATE"]
+__all__ = ["AnalogTile", "PROGRAMMED_STATE", "with_bias_column", "write_weights"]
 
 # Buffers of the programmed state (None until programmed; see ``program``).
 PROGRAMMED_STATE = (
@@ -135,12 +135,15 @@ class AnalogTile(nn.Module):
     """
 
     def __init__(self, rpu_config: RPUConfigBase, geometry: TileGeometry, mapped: bool, *, device=None,
-                 name: str = "AnalogTile"):
+                 name: str = "AnalogTile", analog_bias: bool = False):
         super().__init__()
         self.rpu_config = copy.deepcopy(rpu_config)
         self.geometry = geometry
         self.mapped = mapped
         self.name = name
+        # The last input column of every group holds the bias (mapping.digital_bias = False):
+        # the layer drives it with a constant 1 (docs/tile.md, "Analog bias").
+        self.analog_bias = analog_bias
         self.programming_report: Optional[dict] = None
         self.register_buffer("mapping_scales", None)
         for buffer in PROGRAMMED_STATE:
@@ -627,7 +630,7 @@ class AnalogTile(nn.Module):
         clip.validate(f"{self.name}.rpu_config.clip")
         t = self.to_tile_units(w.detach()).float()
         bound = hwa.clip_bound(t, clip, self.geometry)
-        w.copy_(self.to_digital_units(torch.maximum(torch.minimum(t, bound), -bound)).to(w.dtype))
+        write_weights(w, self.to_digital_units(torch.maximum(torch.minimum(t, bound), -bound)).to(w.dtype))
         self.invalidate_cache()
 
     @torch.no_grad()
@@ -689,7 +692,7 @@ class AnalogTile(nn.Module):
                 self.reader(), lambda w_cur, w_new, w_max: step(self.rpu_config, w_new, w_max), target, tolerance,
                 max_iterations)
             self.clear_programmed_state()
-            w.copy_(self.to_digital_units(written).to(w.dtype))
+            write_weights(w, self.to_digital_units(written).to(w.dtype))
         self.programming_report = report
         return report
 
@@ -843,6 +846,8 @@ class AnalogTile(nn.Module):
         self.reset_input_range(device)
         self.device_state: Optional[DeviceState] = None
         dev_cfg = getattr(self.rpu_config, "device", None)
+        if self.analog_bias:
+            self._check_analog_bias(dev_cfg)
         if dev_cfg is not None:
             if input_range_config(self.rpu_config) is not None:
                 raise ValueError(
@@ -851,6 +856,22 @@ class AnalogTile(nn.Module):
                     "not supported; disable the input range"
                 )
             self.device_state = DeviceState(dev_cfg, self.geometry.shape, device)
+
+    def _check_analog_bias(self, dev_cfg) -> None:
+        """What a tile holding the bias column cannot be (docs/tile.md, "Analog bias")."""
+        cls = type(self.rpu_config).__name__
+        if self.rpu_config.mapping.digital_bias:
+            raise ValueError(f"{self.name}: rpu_config.mapping.digital_bias = True, but the tile holds the bias "
+                             "column (made with digital_bias = False): expected digital_bias = False")
+        if dev_cfg is not None:
+            raise ValueError(
+                f"{self.name}: rpu_config.mapping.digital_bias = False with a {cls}: analog bias on pulsed "
+                "devices (the pulsed update of the bias column) is not supported; use digital_bias = True")
+        if input_range_config(self.rpu_config) is not None:
+            raise ValueError(
+                f"{self.name}: rpu_config.mapping.digital_bias = False with pre_post.input_range.enable = True: "
+                "the learned input range of the piece holding the bias column is not supported; use "
+                "digital_bias = True or disable the input range")
 
     def replace_rpu_config(self, rpu_config: RPUConfigBase) -> None:
         """A new config for this tile (same split): the periphery it implies
@@ -939,7 +960,33 @@ class AnalogTile(nn.Module):
         g = self.geometry
         groups = f"{g.groups}x" if g.groups > 1 else ""
         return (f"tiles={groups}{g.n_out}x{g.n_in} of <= {max(g.out_sizes)}x{g.p_in}, "
-                f"rpu_config={type(self.rpu_config).__name__}")
+                + ("analog_bias=True, " if self.analog_bias else "")
+                + f"rpu_config={type(self.rpu_config).__name__}")
+
+
+def with_bias_column(w: Tensor, bias: Tensor, writable: bool = False) -> Tensor:
+    """The matrix a tile holding the bias column computes with: ``w`` (G, N,
+    K) and the bias (G*N,) as its last column, (G, N, K + 1); differentiable
+    in both. ``writable=True``: the tile's in-place writes (``write_weights``:
+    clipping, closed-loop writing) reach ``w`` and ``bias`` (a concatenation
+    is a new tensor, not a view of them); not inside a compiled forward."""
+    G, N, _ = w.shape
+    m = torch.cat([w, bias.to(w.dtype).reshape(G, N, 1)], dim=2)
+    if writable:
+        m._fxanalog_parts = (w, bias)
+    return m
+
+
+def write_weights(w: Tensor, value: Tensor) -> None:
+    """Write ``value`` into the layer's weights ``w`` (G, N, K): a view of
+    the layer's weight, or a ``with_bias_column(..., writable=True)`` matrix,
+    whose weight and bias columns are written back to the layer's tensors."""
+    w.copy_(value)
+    parts = getattr(w, "_fxanalog_parts", None)
+    if parts is not None:
+        weight, bias = parts
+        weight.copy_(value[..., :-1])
+        bias.copy_(value[..., -1].reshape(bias.shape))
 
 
 def _repeat_groups(v: Optional[Tensor], samples: int) -> Optional[Tensor]:

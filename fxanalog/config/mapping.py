@@ -19,7 +19,11 @@ class MappingParameter(ConfigBase):
     """How a layer's weights are put on tiles (scales, tile sizes, bias)."""
 
     digital_bias: bool = param(
-        True, doc="The bias is added in digital after the tile (`False`, an analog bias column, is not supported).")
+        True, doc="`True`: the bias is added in digital after the tiles. `False`: the bias is an extra tile input "
+                  "column (the last), driven by a constant input 1.0 and computed through the DAC, ADC and noise "
+                  "like any weight; it counts towards `max_input_size` and lands in the last input piece. No "
+                  "effect on a layer without a bias. Not with pulsed devices (`SingleRPUConfig`) or a learned "
+                  "input range.")
     weight_scaling_omega: float = param(
         0.0, check=Number(ge=0),
         doc="> 0: the tile holds W/alpha with alpha = max|W|/omega and alpha multiplies the output in digital; "
@@ -37,10 +41,3 @@ class MappingParameter(ConfigBase):
     max_output_size: int = param(
         512, check=Whole(ge=0, note="(0 = unlimited)"),
         doc="Largest tile output count; bigger layers are split into balanced pieces (0: unlimited).")
-
-    def check_consistency(self, where: str) -> None:
-        if not self.digital_bias:  # a supported value, not a type: the field's check passed
-            raise ValueError(
-                f"{where}.digital_bias = False: analog bias (an extra tile column) is not supported; "
-                "use digital_bias = True"
-            )

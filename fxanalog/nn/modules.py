@@ -6,7 +6,9 @@ Every converted matmul is one ``AnalogLayerBase``. It owns (or, with
 shapes (im2col for convolutions); everything analog (the config, the tile
 geometry, the periphery, the programmed state) is its ``tile``, an
 ``fxanalog.tile.AnalogTile``, which the layer calls with its weights as a
-``(G, N, K)`` view (``weight_matrix()``).
+``(G, N, K)`` view (``weight_matrix()``; with an analog bias,
+``mapping.digital_bias = False``, the bias is their last column and the
+inputs get a constant 1 column: docs/tile.md, "Analog bias").
 
 ``AnalogLinear`` and ``AnalogConv1d/2d/3d`` are constructible as in aihwkit
 and have ``from_digital`` / ``to_digital``; the compiler also builds
@@ -29,7 +31,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from fxanalog.geometry import TileGeometry
-from fxanalog.tile import AnalogTile
+from fxanalog.tile import AnalogTile, with_bias_column
 
 __all__ = ["AnalogLayerBase", "AnalogSequential", "load_state_dict", "rpu_config_loading", "program_layers", "drift_layers", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
            "analog_layers_of", "conv_class_for"]
@@ -58,8 +60,8 @@ class AnalogLayerBase(nn.Module):
         tile: the ``AnalogTile`` (config, periphery, analog state).
         analog_name: the layer's name in the model, used in messages.
 
-    Subclasses define ``_digital`` (the digital class), ``tile_shape``,
-    ``weight_matrix``/``matrix_to_weight`` when the weight is not stored as
+    Subclasses define ``_digital`` (the digital class), ``_matrix_dims``,
+    ``_weight_view``/``matrix_to_weight`` when the weight is not stored as
     ``(G*N, K...)``, ``_digital_args`` and ``_from_digital_args`` (the
     constructor arguments of the digital class and of this one).
     """
@@ -71,9 +73,11 @@ class AnalogLayerBase(nn.Module):
         check_rpu_config(rpu_config, f"{type(self).__name__}.rpu_config")
         N, K = self._matrix_dims(groups)
         m = rpu_config.mapping
-        geometry = TileGeometry.split(groups, N, K, m.max_output_size if mapped else 0,
+        analog_bias = self.bias is not None and not m.digital_bias  # the bias column counts as an input
+        geometry = TileGeometry.split(groups, N, K + analog_bias, m.max_output_size if mapped else 0,
                                       m.max_input_size if mapped else 0)
-        self.tile = AnalogTile(rpu_config, geometry, mapped, device=self.weight.device, name=type(self).__name__)
+        self.tile = AnalogTile(rpu_config, geometry, mapped, device=self.weight.device, name=type(self).__name__,
+                               analog_bias=analog_bias)
         self.tile.reset(self.weight_matrix())
         self.register_state_dict_post_hook(_save_tile_metadata)
         refs = _LAYERS_OF_WEIGHT.setdefault(self.weight, [])
@@ -116,8 +120,15 @@ class AnalogLayerBase(nn.Module):
         return list(self.tile.geometry.out_sizes)
 
     @property
+    def analog_bias(self) -> bool:
+        """The bias is the tiles' last input column (``mapping.digital_bias =
+        False`` and a bias), as aihwkit's ``analog_bias``."""
+        return self.tile.analog_bias
+
+    @property
     def tile_shape(self) -> tuple[int, int]:
-        """(N, K): outputs and inputs of one group's weight matrix."""
+        """(N, K): outputs and inputs of one group's tile matrix (the bias
+        column included with an analog bias)."""
         _, N, K = self.tile.geometry.shape
         return N, K
 
@@ -126,8 +137,15 @@ class AnalogLayerBase(nn.Module):
         return self.tile.geometry.num_tiles
 
     def weight_matrix(self) -> Tensor:
-        """The weights as (G, N, K) matrices (a view of ``weight``)."""
-        N, K = self.tile_shape
+        """What the tiles hold, as (G, N, K) matrices: a view of ``weight``;
+        with an analog bias, the weights and the bias as the last column
+        (``with_bias_column``: the tile's in-place writes reach both)."""
+        w = self._weight_view()
+        return with_bias_column(w, self.bias, writable=True) if self.analog_bias else w
+
+    def _weight_view(self) -> Tensor:
+        """The weights alone as (G, N, K) matrices, a view of ``weight``."""
+        N, K = self._matrix_dims(self.groups)
         return self.weight.reshape(self.groups, N, K)
 
     def matrix_to_weight(self, w: Tensor) -> Tensor:
@@ -136,7 +154,13 @@ class AnalogLayerBase(nn.Module):
 
     def analog_matmul(self, x: Tensor, samples: int = 1) -> Tensor:
         """(G, B, K) inputs -> (G, B, N) outputs of the tile array (see
-        ``AnalogTile.forward``)."""
+        ``AnalogTile.forward``). With an analog bias the rows get a last
+        input of constant 1.0 (in input units, before noise management and
+        the DAC) and the tiles add the bias as any other weight column."""
+        if self.analog_bias:
+            ones = torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)
+            return self.tile(torch.cat([x, ones], dim=-1), with_bias_column(self._weight_view(), self.bias),
+                             None, samples)
         return self.tile(x, self.weight_matrix(), self.bias, samples)
 
     # -- weights (aihwkit's API) -------------------------------------------------
@@ -164,8 +188,11 @@ class AnalogLayerBase(nn.Module):
         else:
             est = self.tile.effective_weight(w) if apply_weight_scaling else self.tile.tile_weight(w).float()
         est = est.to(self.weight.dtype)
-        out = est.reshape(-1, est.shape[-1]).clone() if matrix else self.matrix_to_weight(est).clone()
         b = None if self.bias is None else self.bias.detach().clone()
+        if self.analog_bias:  # the bias as the tiles hold it: their last column, read as the weights are
+            b = est[..., -1].reshape(self.bias.shape).to(self.bias.dtype).clone()
+            est = est[..., :-1]
+        out = est.reshape(-1, est.shape[-1]).clone() if matrix else self.matrix_to_weight(est).clone()
         return out, b
 
     @torch.no_grad()
@@ -187,7 +214,7 @@ class AnalogLayerBase(nn.Module):
         programming (``AnalogTile.realistic_write``), the written weights
         replacing the layer's."""
         where = f"{self.analog_name}.set_weights"
-        N, K = self.tile_shape
+        N, K = self._matrix_dims(self.groups)
         shape, own, mat = tuple(weight.shape), tuple(self.weight.shape), (self.groups * N, K)
         if matrix is None:
             matrix = shape != own and shape == mat
@@ -199,8 +226,12 @@ class AnalogLayerBase(nn.Module):
         if bias is not None and tuple(bias.shape) != tuple(self.bias.shape):
             raise ValueError(f"{where}: bias of shape {tuple(bias.shape)}: expected {tuple(self.bias.shape)}")
         m = weight.reshape(self.groups, N, K) if matrix else self.as_matrices_of(weight)
+        if self.analog_bias:  # the bias is a tile column: tile units too when the weights are
+            m = with_bias_column(m, self.bias.detach() if bias is None else bias)
         if not apply_weight_scaling:
             m = self.tile.to_digital_units(m.to(self.weight.dtype))
+        if self.analog_bias:
+            bias, m = m[..., -1].reshape(self.bias.shape), m[..., :-1]
         self.weight.copy_(self.matrix_to_weight(m))
         if bias is not None:
             self.bias.copy_(bias)
@@ -210,8 +241,8 @@ class AnalogLayerBase(nn.Module):
 
     def as_matrices_of(self, weight: Tensor) -> Tensor:
         """A tensor in the shape of ``weight`` as (G, N, K) matrices (the
-        layout of ``weight_matrix()``)."""
-        N, K = self.tile_shape
+        layout of ``weight_matrix()``, without a bias column)."""
+        N, K = self._matrix_dims(self.groups)
         return weight.reshape(self.groups, N, K)
 
     @torch.no_grad()
@@ -441,7 +472,7 @@ class AnalogLinear(AnalogLayerBase):
     def _matrix_dims(self, groups: int) -> tuple[int, int]:
         return self.out_features, self.in_features
 
-    def weight_matrix(self) -> Tensor:
+    def _weight_view(self) -> Tensor:
         w = self.weight.t() if self.transposed else self.weight
         return w.unsqueeze(0)
 
