@@ -142,6 +142,27 @@ def test_inductor_over_a_converted_fire_block(name):
     assert_same(r["inductor"], r["eager"], f"{name}: torch.compile over fxanalog.compile", atol=1e-4)
 
 
+
+def test_learned_input_ranges_on_tile_arrays_compile_without_graph_breaks():
+    # A model from fxanalog.compile with learned input ranges on a tile array of uneven pieces traces
+    # whole (fullgraph=True, docs/compiler.md) and computes what the eager one does from the same seed,
+    # with the range's gradient.
+    cfg = fxanalog.InferenceRPUConfig()
+    cfg.pre_post.input_range.enable = True
+    cfg.pre_post.input_range.init_from_data = 0  # (the data initialization's counter is a data-dependent branch)
+    cfg.mapping.max_input_size = 16  # 40 inputs: pieces of 14, 13, 13
+    torch.manual_seed(0)
+    analog = fxanalog.compile(nn.Sequential(nn.Linear(40, 8)), cfg, example_inputs=(torch.randn(4, 40),))
+    x = torch.randn(4, 40)
+    compiled = torch.compile(analog, fullgraph=True, backend="aot_eager")
+    fxanalog.manual_seed(1)
+    y = compiled(x)
+    fxanalog.manual_seed(1)
+    torch.testing.assert_close(y, analog(x))
+    y.sum().backward()
+    (tile,) = analog.analog_tiles()
+    assert tile.input_range.shape[-1] == 3 and tile.input_range.grad is not None
+
 if __name__ == "__main__":
     torch.save(run_case(sys.argv[1]), sys.argv[2])
     print(json.dumps({"case": sys.argv[1], "ok": True}))
