@@ -137,22 +137,24 @@ def cuda_time(fn, repeat: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def count_launches(fn) -> int:
-    """Calls of the Triton launcher while fn() runs."""
-    from fxanalog.ops import dispatch
-    from fxanalog.triton_kernels import tile_mvm
+def count_launches(fn, op: str = "tile_mvm") -> int:
+    """Calls of op's Triton launcher (``triton_kernels/<op>.py``) while fn() runs."""
+    import importlib
 
+    from fxanalog.ops import dispatch
+
+    kernel = importlib.import_module(f"fxanalog.triton_kernels.{op}")
     calls = []
 
     def counted(*args, **kwargs):
         calls.append(1)
-        return tile_mvm.launch(*args, **kwargs)
+        return kernel.launch(*args, **kwargs)
 
-    dispatch.register("tile_mvm", "triton", counted, supports=tile_mvm.supports)
+    dispatch.register(op, "triton", counted, supports=kernel.supports)
     try:
         fn()
     finally:
-        dispatch.register("tile_mvm", "triton", tile_mvm.launch, supports=tile_mvm.supports)
+        dispatch.register(op, "triton", kernel.launch, supports=kernel.supports)
     return len(calls)
 
 

@@ -35,28 +35,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_gpu import bert_base, cuda_time, fail  # noqa: E402
+from bench_gpu import bert_base, count_launches, cuda_time, fail  # noqa: E402
 
 TARGET = 1.5
-
-
-def count_update_launches(fn) -> int:
-    """Calls of the Triton update launcher while fn() runs."""
-    from fxanalog.ops import dispatch
-    from fxanalog.triton_kernels import tile_update
-
-    calls = []
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return tile_update.launch(*args, **kwargs)
-
-    dispatch.register("tile_update", "triton", counted, supports=tile_update.supports)
-    try:
-        fn()
-    finally:
-        dispatch.register("tile_update", "triton", tile_update.launch, supports=tile_update.supports)
-    return len(calls)
 
 
 def analog_copy(model: nn.Module, rpu_config) -> nn.Module:
@@ -87,7 +68,7 @@ def measure(name: str, device_name: str, digital: nn.Module, rpu_config, x: torc
         opt.step()
 
     t0 = time.perf_counter()
-    launches = count_update_launches(lambda: step(analog, opt_a))  # also compiles the kernels
+    launches = count_launches(lambda: step(analog, opt_a), op="tile_update")  # also compiles the kernels
     torch.cuda.synchronize()
     first = time.perf_counter() - t0
     if launches == 0:
