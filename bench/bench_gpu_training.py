@@ -58,7 +58,7 @@ def measure(name: str, device_name: str, digital: nn.Module, rpu_config, x: torc
 
     digital = digital.cuda().train()
     target = torch.randn_like(digital(x)).detach()
-    analog = analog_copy(digital, rpu_config).train()
+    analog = analog_copy(digital, rpu_config).cuda().train()
     opt_d = torch.optim.SGD(digital.parameters(), lr=0.1)
     opt_a = AnalogSGD(analog.parameters(), lr=0.1)
 
