@@ -35,6 +35,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from fxanalog import devices, hwa, programming
 from fxanalog.config import BaseNoiseModel, RPUConfigBase, WeightClipType, WeightRemapType, check_rpu_config
@@ -964,6 +965,11 @@ class AnalogTile(nn.Module):
                 + f"rpu_config={type(self.rpu_config).__name__}")
 
 
+# The layer's weight view and bias behind each writable ``with_bias_column``
+# matrix (weakly, by identity: the entry goes with the matrix).
+_BIAS_COLUMN_SOURCES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
 def with_bias_column(w: Tensor, bias: Tensor, writable: bool = False) -> Tensor:
     """The matrix a tile holding the bias column computes with: ``w`` (G, N,
     K) and the bias (G*N,) as its last column, (G, N, K + 1); differentiable
@@ -973,7 +979,7 @@ def with_bias_column(w: Tensor, bias: Tensor, writable: bool = False) -> Tensor:
     G, N, _ = w.shape
     m = torch.cat([w, bias.to(w.dtype).reshape(G, N, 1)], dim=2)
     if writable:
-        m._fxanalog_parts = (w, bias)
+        _BIAS_COLUMN_SOURCES[m] = (w, bias)
     return m
 
 
@@ -982,7 +988,7 @@ def write_weights(w: Tensor, value: Tensor) -> None:
     the layer's weight, or a ``with_bias_column(..., writable=True)`` matrix,
     whose weight and bias columns are written back to the layer's tensors."""
     w.copy_(value)
-    parts = getattr(w, "_fxanalog_parts", None)
+    parts = _BIAS_COLUMN_SOURCES.get(w)
     if parts is not None:
         weight, bias = parts
         weight.copy_(value[..., :-1])
