@@ -821,7 +821,7 @@ class AnalogTile(nn.Module):
                 return [f"{where}: the checkpoint's tiles are split differently ({'; '.join(split)}); "
                         "load_rpu_config=True replaces the config, not the split: convert the model with the "
                         "checkpoint's mapping (convert_to_analog vs convert_to_analog_mapped, max_input_size, "
-                        "max_output_size)"]
+                        "max_output_size, digital_bias: an analog bias is one more tile input)"]
             try:
                 self.replace_rpu_config(config_from_dict(meta["rpu_config"]))
             except (ValueError, TypeError, KeyError) as exc:

@@ -218,12 +218,27 @@ def test_clipping_writes_the_bias_back():
     assert torch.equal(layer.bias.detach(), torch.tensor([0.5]))  # the bias column clipped too
 
 
-def test_checkpoint_round_trip():
+def test_checkpoints():
     cfg = analog_bias_config()
     a = AnalogLinear(5, 2, rpu_config=cfg)
     b = AnalogLinear(5, 2, rpu_config=cfg)
     b.load_state_dict(a.state_dict())
     assert torch.equal(b.bias, a.bias) and torch.equal(b.weight, a.weight)
+    # a digital checkpoint: the bias goes on the column
+    lin = torch.nn.Linear(5, 2)
+    b.load_state_dict(lin.state_dict())
+    assert torch.equal(b.get_weights()[1], lin.bias.detach())
+    # a checkpoint with a digital bias: another config and another split, the layer unchanged
+    before = b.bias.detach().clone()
+    other = analog_bias_config()
+    other.mapping.digital_bias = True
+    digital = AnalogLinear(5, 2, rpu_config=other).state_dict()
+    with pytest.raises(RuntimeError, match=r"in_sizes: checkpoint \[5\], this model \[6\]; "
+                                           r"mapping\.digital_bias: checkpoint True, this model False"):
+        b.load_state_dict(digital)
+    with pytest.raises(RuntimeError, match=r"split differently.*digital_bias"):
+        b.load_state_dict(digital, load_rpu_config=True)
+    assert torch.equal(b.bias.detach(), before)
 
 
 def test_refused_combinations_name_the_field():
