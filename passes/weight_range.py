@@ -71,7 +71,7 @@ def weight_range_of_layer(layer) -> Optional[float]:
     """The fraction of the tile range used by a built analog layer: the
     largest magnitude of its digital weights in tile units (the mapping
     scales applied, not the programmed state, which drift lowers)."""
-    if not _checked(layer.rpu_config):
+    if not _checked(layer.rpu_config) or layer.weight.is_meta:
         return None
     with torch.no_grad():
         amax = _finite_amax(layer.tile.to_tile_units(layer.weight_matrix()))
