@@ -150,6 +150,7 @@ def flow_graph(model: nn.Module, example_inputs, layers: dict) -> tuple:
     producer: dict = {}  # id(tensor) -> node name
     keep: list = []  # the tensors seen, so that no id is reused during the run
     counts: dict = {}
+    used: set = set()
     depth = [0]  # > 0 inside a recorded module
 
     def tensors(value) -> list:
@@ -165,9 +166,12 @@ def flow_graph(model: nn.Module, example_inputs, layers: dict) -> tuple:
         srcs = list(dict.fromkeys(producer[id(t)] for t in tensors(inputs) if id(t) in producer))
         if op == "call_function" and not srcs:
             return  # a constant or an op on parameters only
-        k = counts.get(name, 0)
-        counts[name] = k + 1
-        name = name if k == 0 else f"{name}_{k}"
+        base, k = name, counts.get(name, 0)
+        while name in used:  # a second call, or a module path that reads like a call's name
+            k += 1
+            name = f"{base}_{k}"
+        counts[base] = k
+        used.add(name)
         outs = tensors(outputs)
         first = outs[0] if outs else None
         nodes.append({"name": name, "op": op, "target": target, "inputs": srcs, "analog": analog,
@@ -204,6 +208,7 @@ def flow_graph(model: nn.Module, example_inputs, layers: dict) -> tuple:
             hooks += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
     for i, x in enumerate(example_inputs):
         name = f"input_{i + 1}"
+        used.add(name)
         nodes.append({"name": name, "op": "placeholder", "target": name, "inputs": [], "analog": False,
                       "layer": None, "shape": list(x.shape) if isinstance(x, torch.Tensor) else None,
                       "dtype": str(x.dtype).replace("torch.", "") if isinstance(x, torch.Tensor) else None})

@@ -315,3 +315,24 @@ def test_untraceable_model_with_inputs_dumps_its_data_flow():
     assert "out 2x5" in nodes["b"] and nodes["add"] == '"2 digital ops: add > mul\\n2x6"'
     # Without inputs: the module tree, as before.
     assert json.loads(fxanalog.dump(model, "json"))["graph"] == "modules"
+
+
+def test_flow_node_names_are_unique():
+    """A module whose path reads like a second call's name (``relu_1``) and
+    repeated calls of one function get distinct nodes."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.relu_1, self.fc = nn.ReLU(), nn.Linear(4, 4)
+
+        def forward(self, x):
+            if x.sum() > 0:
+                x = torch.relu(x)
+            return self.relu_1(torch.relu(self.fc(torch.relu(x))))
+
+    model = fxanalog.compile(Net(), fxanalog.FloatingPointRPUConfig())
+    data = json.loads(fxanalog.dump(model, "json", example_inputs=(torch.rand(2, 4),)))
+    names = [n["name"] for n in data["nodes"]]
+    assert names == ["input_1", "sum", "gt", "relu", "relu_1", "fc", "relu_2", "relu_1_1", "output"]
+    assert [n["op"] for n in data["nodes"]][3:8] == ["call_function"] * 2 + ["call_module", "call_function",
+                                                                            "call_module"]
