@@ -182,7 +182,9 @@ def test_get_and_set_weights_round_trip():
     assert torch.allclose(tw2, tw, atol=1e-6) and torch.allclose(tb2, tb, atol=1e-6)
     s = layer.tile.mapping_scales
     assert torch.allclose(layer.bias.detach(), tb * s, atol=1e-6)
-    # the bias kept when only the weight is given
+    # the bias kept when only the weight is given, in digital or tile units
+    layer.set_weights(tw, apply_weight_scaling=False)
+    assert torch.allclose(layer.bias.detach(), tb * s, atol=1e-6)
     layer.set_weights(w)
     assert torch.allclose(layer.get_weights()[1], tb * s, atol=1e-6)
     # matrix form and the layer's state dict keys

@@ -227,7 +227,9 @@ class AnalogLayerBase(nn.Module):
             raise ValueError(f"{where}: bias of shape {tuple(bias.shape)}: expected {tuple(self.bias.shape)}")
         m = weight.reshape(self.groups, N, K) if matrix else self.as_matrices_of(weight)
         if self.analog_bias:  # the bias is a tile column: tile units too when the weights are
-            m = with_bias_column(m, self.bias.detach() if bias is None else bias)
+            kept = (self.bias.detach() if apply_weight_scaling
+                    else self.tile.to_tile_units(self.weight_matrix())[..., -1])
+            m = with_bias_column(m, kept if bias is None else bias)
         if not apply_weight_scaling:
             m = self.tile.to_digital_units(m.to(self.weight.dtype))
         if self.analog_bias:
