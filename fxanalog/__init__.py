@@ -28,7 +28,7 @@ from fxanalog.config import (
     PowStepDevice,
 )
 from fxanalog import ops as _ops  # noqa: F401  (registers fxanalog::tile_mvm)
-from fxanalog.compiler import compile, explain
+from fxanalog.compiler import SmallWeightRangeWarning, compile, explain
 from fxanalog.dump import dump
 from fxanalog.summary import analog_summary
 from fxanalog.nn.conversion import convert_to_analog, convert_to_analog_mapped, convert_to_digital
@@ -110,5 +110,6 @@ __all__ = [
     "program_analog_weights",
     "drift_analog_weights",
     "remap_analog_weights",
+    "SmallWeightRangeWarning",
     "AnalogSequential",
 ]
