@@ -152,7 +152,10 @@ class LayerRule:
         out = []
         for sub, shape, groups in self.tile_shapes(m):
             shape = tuple(int(s) for s in shape)
-            out.append(TileMapEntry(sub, shape, TileMap.plan(*weight_dims(shape, groups), m.rpu_config, mapped)))
+            G, N, K = weight_dims(shape, groups)
+            if sub == "" and _analog_bias(m):  # the bias is one more input column of the tiles (docs/tile.md)
+                K += 1
+            out.append(TileMapEntry(sub, shape, TileMap.plan(G, N, K, m.rpu_config, mapped)))
         return out
 
     def build_layer(self, m: Match, mapped: bool) -> nn.Module:
@@ -160,6 +163,16 @@ class LayerRule:
         if self.build is not None:
             return self.build(m, mapped)
         return call_from_digital(self.analog_class, m.module, m.rpu_config, mapped)
+
+
+def _analog_bias(m: Match) -> bool:
+    """The match's layer has a bias and its config puts it on the tiles
+    (``mapping.digital_bias = False``)."""
+    mapping = getattr(m.rpu_config, "mapping", None)
+    if mapping is None or getattr(mapping, "digital_bias", True):
+        return False
+    bias = m.bias if m.bias is not None else getattr(m.module, "bias", None)
+    return isinstance(bias, torch.Tensor)
 
 
 def call_from_digital(cls: type, module: nn.Module, rpu_config, mapped: bool) -> nn.Module:

@@ -272,3 +272,22 @@ def test_realistic_read_and_write_include_the_bias_column():
     layer.set_weights(w, b, realistic=True)
     assert not torch.equal(layer.bias.detach(), b)
     assert (layer.bias.detach() - b).abs().max() < 0.05 * max(w.abs().max(), b.abs().max())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_explain_plans_the_tiles_the_layer_builds(bias):
+    # explain (a dry run) plans the bias column as one more input, as the built layer holds it:
+    # Linear(8, 3) with max_input_size 4 is 9 inputs in pieces of 3 with a bias, 8 in pieces of 4 without.
+    import warnings
+
+    cfg = InferenceRPUConfig()
+    cfg.mapping.digital_bias = False
+    cfg.mapping.max_input_size = 4
+    model = torch.nn.Sequential(torch.nn.Linear(8, 3, bias=bias))
+    x = torch.randn(2, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        row = fxanalog.explain(model, cfg, example_inputs=(x,)).rows[0]
+        (tile,) = fxanalog.compile(model, cfg, example_inputs=(x,)).analog_tiles()
+    assert row["in_sizes"] == list(tile.geometry.in_sizes) == ([3, 3, 3] if bias else [4, 4])
+    assert row["tiles"] == (3 if bias else 2)

@@ -225,8 +225,9 @@ class PulsedDevice(ConfigBase):
         0.0, check=Number(ge=0), doc="Relative device-to-device spread of the lifetime.")
     perfect_bias: bool = param(
         False,
-        doc="The cross-points of the bias column (the last input, where the tile holds the bias: "
-            "`mapping.digital_bias = False`) get dw+ = dw- = dw_min and bounds 100 w_min, 100 w_max.")
+        doc="aihwkit's: the cross-points of the bias column (the last input, where the tile holds the bias: "
+            "`mapping.digital_bias = False`) get dw+ = dw- = dw_min and bounds 100 w_min, 100 w_max. Kept for "
+            "aihwkit configs; fxanalog refuses the analog bias on pulsed devices, so no tile has that column.")
     reset: float = param(
         0.0, check=Number(ge=0),
         doc="Mean of the reset bias beta = reset + reset_dtod xi: the value a reset sets and the weight decays "
