@@ -290,8 +290,7 @@ class _LazyCompiled(nn.Module):
         fn = self.compiled.get(key)
         if fn is None:
             fn = self.compiled[key] = self.compile_part(self.gm, list(args))
-        out = fn(*args)
-        return out
+        return fn(*args)
 
 
 def _unimplemented() -> dict:

@@ -302,14 +302,15 @@ class AnalogLayerBase(nn.Module):
     # -- digital <-> analog ------------------------------------------------------
 
     def _digital_args(self) -> dict:
-        """The keyword arguments of ``_digital`` for this layer (without bias)."""
-        raise NotImplementedError
+        """The keyword arguments of ``_digital`` for this layer (without bias);
+        every layer class defines it (AnalogLinear, AnalogConvNd)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define _digital_args")
 
     @classmethod
     def _from_digital_args(cls, module: nn.Module) -> dict:
         """The keyword arguments of this class for a digital ``module``
-        (without rpu_config, weights and bias)."""
-        raise NotImplementedError
+        (without rpu_config, weights and bias); every layer class defines it."""
+        raise NotImplementedError(f"{cls.__name__} does not define _from_digital_args")
 
     @classmethod
     def from_digital(cls, module: nn.Module, rpu_config=None, *, mapped: bool = True, share: bool = False):
