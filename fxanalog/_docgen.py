@@ -32,6 +32,8 @@ _ORDER = [
     "InferenceRPUConfig",
     "FloatingPointRPUConfig",
     "SingleRPUConfig",
+    "UnitCellRPUConfig",
+    "DigitalRankUpdateRPUConfig",
     "IOParameters",
     "MappingParameter",
     "WeightModifierParameter",
@@ -56,6 +58,13 @@ _ORDER = [
     "SoftBoundsDevice",
     "ExpStepDevice",
     "PowStepDevice",
+    "UnitCell",
+    "VectorUnitCell",
+    "ReferenceUnitCell",
+    "OneSidedUnitCell",
+    "TransferCompound",
+    "DigitalRankUpdateCell",
+    "MixedPrecisionCompound",
 ]
 
 _INTRO = """\
@@ -63,8 +72,9 @@ _INTRO = """\
 
 Every field of fxanalog's configs, its default and its meaning. Names,
 nesting and defaults are those of aihwkit's `InferenceRPUConfig`,
-`FloatingPointRPUConfig` and `SingleRPUConfig` with its update parameters
-and devices (see [concepts](concepts.md) and the [physics](physics.md)).
+`FloatingPointRPUConfig`, `SingleRPUConfig`, `UnitCellRPUConfig` and
+`DigitalRankUpdateRPUConfig` with their update parameters, devices and unit
+cells (see [concepts](concepts.md) and the [physics](physics.md)).
 
 This page is generated from the dataclasses by `python -m fxanalog._docgen`;
 a test fails when it is out of date. Do not edit it by hand.

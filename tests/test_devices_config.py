@@ -11,19 +11,30 @@ import pytest
 
 import fxanalog
 from fxanalog.config import (
+    ConfigBase,
     ConstantStepDevice,
+    DigitalRankUpdateCell,
+    DigitalRankUpdateRPUConfig,
     ExpStepDevice,
     IdealDevice,
     IOParameters,
     LinearStepDevice,
     MappingParameter,
+    MixedPrecisionCompound,
+    OneSidedUnitCell,
     PowStepDevice,
     PrePostProcessingParameter,
     PulsedDevice,
     PulseType,
+    ReferenceUnitCell,
     SingleRPUConfig,
     SoftBoundsDevice,
+    TransferCompound,
+    UnitCell,
+    UnitCellRPUConfig,
     UpdateParameters,
+    VectorUnitCell,
+    VectorUnitCellUpdatePolicy,
     check_rpu_config,
     config_from_dict,
     registered_config_classes,
@@ -386,3 +397,378 @@ def test_repr_shows_only_differences():
     assert "desired_bl=10" in text and "pulse_type=<PulseType.DETERMINISTIC_IMPLICIT" in text
     assert "write_noise_std=0.5" in text and "w_max=1.0" in text and "max_input_size=128" in text
     assert "dw_min_std" not in text and "out_bound" not in text and "fixed_bl" not in text
+
+
+# --------------------------------------------------------------------------
+# Unit cells and compounds: aihwkit 1.1.0's fields and defaults, typed in from
+# src/aihwkit/simulator/configs/compounds.py and parameters/enums.py
+# (VectorUnitCellUpdatePolicy); the RPU configs from configs/configs.py.
+
+UNIT_CELL = {"unit_cell_devices": [], "construction_seed": 0}
+
+COMPOUND_DEFAULTS = {
+    UnitCell: UNIT_CELL,
+    VectorUnitCell: {**UNIT_CELL, "update_policy": VectorUnitCellUpdatePolicy.ALL, "first_update_idx": 0,
+                     "gamma_vec": []},
+    ReferenceUnitCell: {**UNIT_CELL, "update_policy": VectorUnitCellUpdatePolicy.SINGLE_FIXED,
+                        "first_update_idx": 0, "gamma_vec": [1.0, -1.0]},
+    OneSidedUnitCell: {**UNIT_CELL, "refresh_every": 0, "units_in_mbatch": True, "refresh_upper_thres": 0.75,
+                       "refresh_lower_thres": 0.25, "refresh_forward": IOParameters(),
+                       "refresh_update": UpdateParameters(), "copy_inverted": False},
+    TransferCompound: {**UNIT_CELL, "gamma": 0.0, "gamma_vec": [], "transfer_every": 1.0, "no_self_transfer": True,
+                       "transfer_every_vec": [], "units_in_mbatch": True, "n_reads_per_transfer": 1,
+                       "transfer_columns": True, "with_reset_prob": 0.0, "random_selection": False,
+                       "fast_lr": 1.0, "transfer_lr": 1.0, "transfer_lr_vec": [], "scale_transfer_lr": True,
+                       "transfer_forward": IOParameters(), "transfer_update": UpdateParameters()},
+    # aihwkit's `device` default (an empty VectorUnitCell) is replaced by ConstantStepDevice() (documented)
+    DigitalRankUpdateCell: {"device": ConstantStepDevice(), "construction_seed": 0},
+    MixedPrecisionCompound: {"device": ConstantStepDevice(), "construction_seed": 0, "transfer_every": 1,
+                             "n_rows_per_transfer": -1, "random_row": False, "granularity": 0.0,
+                             "transfer_lr": 1.0, "n_x_bins": 0, "n_d_bins": 0, "stoc_round_x": True,
+                             "stoc_round_d": True},
+}
+# aihwkit's field order (its dataclass order, base class first): positional arguments follow it
+COMPOUND_ORDER = {
+    VectorUnitCell: ["unit_cell_devices", "construction_seed", "update_policy", "first_update_idx", "gamma_vec"],
+    TransferCompound: ["unit_cell_devices", "construction_seed", "gamma", "gamma_vec", "transfer_every",
+                       "no_self_transfer", "transfer_every_vec", "units_in_mbatch", "n_reads_per_transfer",
+                       "transfer_columns", "with_reset_prob", "random_selection", "fast_lr", "transfer_lr",
+                       "transfer_lr_vec", "scale_transfer_lr", "transfer_forward", "transfer_update"],
+    MixedPrecisionCompound: ["device", "construction_seed", "transfer_every", "n_rows_per_transfer", "random_row",
+                             "granularity", "transfer_lr", "n_x_bins", "n_d_bins", "stoc_round_x",
+                             "stoc_round_d"],
+}
+COMPOUNDS = list(COMPOUND_DEFAULTS)
+CSD = ConstantStepDevice
+
+
+@pytest.mark.parametrize("cls", COMPOUNDS, ids=lambda c: c.__name__)
+def test_compound_fields_and_defaults_are_aihwkits(cls):
+    expected = COMPOUND_DEFAULTS[cls]
+    names = [f.name for f in dataclasses.fields(cls)]
+    assert set(names) == set(expected), set(names) ^ set(expected)
+    if cls in COMPOUND_ORDER:
+        assert names == COMPOUND_ORDER[cls]
+    cfg = cls()
+    for name, value in expected.items():
+        got = getattr(cfg, name)
+        assert got == value and type(got) is type(value), (name, got, value)
+    # list and group defaults are fresh objects per instance
+    other = cls()
+    for name in names:
+        if isinstance(getattr(cfg, name), (list, ConfigBase)):
+            assert getattr(cfg, name) is not getattr(other, name), name
+
+
+def test_update_policy_members_are_aihwkits():
+    assert [(m.name, m.value) for m in VectorUnitCellUpdatePolicy] == [
+        ("ALL", "All"), ("SINGLE_FIXED", "SingleFixed"), ("SINGLE_SEQUENTIAL", "SingleSequential"),
+        ("SINGLE_RANDOM", "SingleRandom")]
+    for member in VectorUnitCellUpdatePolicy:
+        assert member.doc.strip(), member
+    cell = VectorUnitCell([CSD(), CSD()], update_policy="single_random")
+    cell.validate()
+    assert cell.update_policy is VectorUnitCellUpdatePolicy.SINGLE_RANDOM
+
+
+def test_positional_arguments_follow_aihwkits_order():
+    cell = VectorUnitCell([CSD(), SoftBoundsDevice()], 3, "single_fixed", 1, [0.5, 0.5])
+    assert cell.unit_cell_devices == [CSD(), SoftBoundsDevice()] and cell.construction_seed == 3
+    assert cell.first_update_idx == 1 and cell.gamma_vec == [0.5, 0.5]
+    cell.validate()
+    assert cell.update_policy is VectorUnitCellUpdatePolicy.SINGLE_FIXED
+    mp = MixedPrecisionCompound(SoftBoundsDevice(), 0, 2)
+    assert mp.device == SoftBoundsDevice() and mp.transfer_every == 2
+
+
+def test_unit_cell_rpu_configs():
+    for cls, default_device in ((UnitCellRPUConfig, VectorUnitCell(unit_cell_devices=[ConstantStepDevice()])),
+                                (DigitalRankUpdateRPUConfig, MixedPrecisionCompound(device=ConstantStepDevice()))):
+        cfg = cls()
+        assert [f.name for f in dataclasses.fields(cfg)] == ["forward", "backward", "update", "device", "mapping",
+                                                             "pre_post"]
+        # as SingleRPUConfig (aihwkit's IOManagedRPUConfig): noisy forward and backward, default update
+        assert cfg.forward == IOParameters() and cfg.backward == IOParameters() and cfg.forward is not cfg.backward
+        assert cfg.update == UpdateParameters()
+        assert cfg.mapping == MappingParameter() and cfg.pre_post == PrePostProcessingParameter()
+        # the deviation from aihwkit (whose defaults cannot make a tile), documented in the class docstring
+        assert cfg.device == default_device and type(cfg.device) is type(default_device)
+        assert "Deviation from aihwkit" in cls.__doc__
+        assert cls.tile_kind == "pulsed" and cls.records_updates is True
+        cfg.validate()
+        check_rpu_config(cfg)
+        assert registered_config_classes()[cls.__name__] is cls
+    for cls in (DigitalRankUpdateCell, MixedPrecisionCompound):
+        assert "Deviation from aihwkit" in cls.__doc__ and "ConstantStepDevice()" in cls.__doc__
+
+
+def test_compounds_exported_and_documented():
+    for name in ("UnitCell", "VectorUnitCell", "ReferenceUnitCell", "OneSidedUnitCell", "TransferCompound",
+                 "DigitalRankUpdateCell", "MixedPrecisionCompound", "UnitCellRPUConfig", "DigitalRankUpdateRPUConfig",
+                 "VectorUnitCellUpdatePolicy"):
+        assert name in fxanalog.config.__all__, name
+    for cls in COMPOUNDS + [UnitCellRPUConfig, DigitalRankUpdateRPUConfig]:
+        assert registered_config_classes()[cls.__name__] is cls
+        assert (cls.__doc__ or "").strip(), cls.__name__
+        for f in dataclasses.fields(cls):
+            assert field_check(f) is not None, f"{cls.__name__}.{f.name}"
+            assert field_doc(f), f"{cls.__name__}.{f.name}"
+
+
+_DEVICE_LIST = ("expected a list of pulsed device configs (fxanalog PulsedDevice subclasses such as "
+                "ConstantStepDevice, LinearStepDevice, SoftBoundsDevice, ExpStepDevice, PowStepDevice; not "
+                "IdealDevice, not unit cells)")
+_ANALOG = ("expected a pulsed device config (a PulsedDevice such as ConstantStepDevice) or a VectorUnitCell, "
+           "ReferenceUnitCell or OneSidedUnitCell (not a TransferCompound)")
+_UNIT_CELLS = ("expected a unit cell config (fxanalog.VectorUnitCell, ReferenceUnitCell, OneSidedUnitCell or "
+               "TransferCompound)")
+
+
+@pytest.mark.parametrize(
+    "cfg, message",
+    [
+        # the device lists
+        (VectorUnitCell(), "VectorUnitCell.unit_cell_devices = []: expected a list of at least 1 pulsed device "
+                           "config (VectorUnitCell; got 0)"),
+        (VectorUnitCell([IdealDevice()]), f"VectorUnitCell.unit_cell_devices = [IdealDevice()]: {_DEVICE_LIST}; "
+                                          "item 0 is an IdealDevice"),
+        (VectorUnitCell([CSD(), VectorUnitCell([CSD()])]),
+         f"VectorUnitCell.unit_cell_devices = [ConstantStepDevice(), VectorUnitCell(unit_cell_devices="
+         f"[ConstantStepDevice()])]: {_DEVICE_LIST}; item 1 is a VectorUnitCell"),
+        (VectorUnitCell((CSD(),)), f"VectorUnitCell.unit_cell_devices = (ConstantStepDevice(),): {_DEVICE_LIST}"),
+        (VectorUnitCell(CSD()), f"VectorUnitCell.unit_cell_devices = ConstantStepDevice(): {_DEVICE_LIST}"),
+        (VectorUnitCell([CSD(), CSD(dw_min=-0.1)]),
+         "VectorUnitCell.unit_cell_devices[1].dw_min = -0.1: expected a number > 0"),
+        (ReferenceUnitCell(), "ReferenceUnitCell.unit_cell_devices = []: expected a list of 1 to 2 pulsed device "
+                              "configs (ReferenceUnitCell; got 0): one config serves both devices, a third would "
+                              "not be used"),
+        (ReferenceUnitCell([CSD(), CSD(), CSD()]),
+         "ReferenceUnitCell.unit_cell_devices = [ConstantStepDevice(), ConstantStepDevice(), ConstantStepDevice()]: "
+         "expected a list of 1 to 2 pulsed device configs (ReferenceUnitCell; got 3): one config serves both "
+         "devices, a third would not be used"),
+        (OneSidedUnitCell(), "OneSidedUnitCell.unit_cell_devices = []: expected a list of 1 to 2 pulsed device "
+                             "configs (OneSidedUnitCell; got 0)"),
+        (OneSidedUnitCell([CSD(), CSD(), CSD()]),
+         "OneSidedUnitCell.unit_cell_devices = [ConstantStepDevice(), ConstantStepDevice(), ConstantStepDevice()]: "
+         "expected a list of 1 to 2 pulsed device configs (OneSidedUnitCell; got 3)"),
+        (OneSidedUnitCell([CSD(), SoftBoundsDevice()]),
+         "OneSidedUnitCell.unit_cell_devices[1] = SoftBoundsDevice(): expected the same device config as "
+         "unit_cell_devices[0] = ConstantStepDevice() (both devices of the pair are built from the first; aihwkit "
+         "1.1.0 does not use a second config)"),
+        (OneSidedUnitCell([CSD(), CSD(dw_min=0.01)]),
+         "OneSidedUnitCell.unit_cell_devices[1] = ConstantStepDevice(dw_min=0.01): expected the same device config "
+         "as unit_cell_devices[0] = ConstantStepDevice() (both devices of the pair are built from the first; "
+         "aihwkit 1.1.0 does not use a second config)"),
+        (TransferCompound([CSD()]), "TransferCompound.unit_cell_devices = [ConstantStepDevice()]: expected a list "
+                                    "of at least 2 pulsed device configs (TransferCompound; got 1)"),
+        (TransferCompound([CSD(), SoftBoundsDevice(), CSD()]),
+         "TransferCompound.unit_cell_devices[2] = ConstantStepDevice(): expected the same device config as "
+         "unit_cell_devices[1] = SoftBoundsDevice() (only the first device may differ; aihwkit builds every slow "
+         "device from device 1)"),
+        # the per-device vectors
+        (VectorUnitCell([CSD(), CSD()], gamma_vec=[1.0]),
+         "VectorUnitCell.gamma_vec = [1.0]: expected an empty list or one entry per device (2 entries for the "
+         "cell's 2 devices)"),
+        (VectorUnitCell([CSD()], gamma_vec=[0.5, 0.5]),
+         "VectorUnitCell.gamma_vec = [0.5, 0.5]: expected an empty list or one entry per device (1 entry for the "
+         "cell's 1 device)"),
+        (ReferenceUnitCell([CSD()], gamma_vec=[1.0, -1.0, 0.0]),
+         "ReferenceUnitCell.gamma_vec = [1.0, -1.0, 0.0]: expected an empty list or one entry per device (2 "
+         "entries for the cell's 2 devices)"),
+        (TransferCompound([CSD(), CSD()], gamma_vec=[0.1, 1.0, 1.0]),
+         "TransferCompound.gamma_vec = [0.1, 1.0, 1.0]: expected an empty list or one entry per device (2 entries "
+         "for the cell's 2 devices)"),
+        (TransferCompound([CSD(), CSD()], gamma_vec=[1.0, 0.0]),
+         "TransferCompound.gamma_vec = [1.0, 0.0]: expected a last entry other than 0 (the last device must count "
+         "in the weight)"),
+        (TransferCompound([CSD(), CSD()], transfer_every_vec=[1.0]),
+         "TransferCompound.transfer_every_vec = [1.0]: expected an empty list or one entry per device (2 entries "
+         "for the cell's 2 devices)"),
+        (TransferCompound([CSD(), CSD()], transfer_lr_vec=[1.0, 1.0, 1.0]),
+         "TransferCompound.transfer_lr_vec = [1.0, 1.0, 1.0]: expected an empty list or one entry per device (2 "
+         "entries for the cell's 2 devices)"),
+        (TransferCompound([CSD(), CSD()], transfer_every_vec=[1.0, -1.0]),
+         "TransferCompound.transfer_every_vec = [1.0, -1.0]: expected numbers >= 0"),
+        (TransferCompound([CSD(), CSD()], transfer_lr_vec=[-0.5, 1.0]),
+         "TransferCompound.transfer_lr_vec = [-0.5, 1.0]: expected numbers >= 0"),
+        (TransferCompound([CSD(), CSD()], gamma_vec="0.1"), "TransferCompound.gamma_vec = '0.1': expected a list "
+                                                            "of numbers"),
+        # indices, thresholds, rates
+        (VectorUnitCell([CSD(), CSD()], first_update_idx=2),
+         "VectorUnitCell.first_update_idx = 2: expected a device index in [0, 1] (the cell has 2 devices)"),
+        (VectorUnitCell([CSD()], first_update_idx=-1),
+         "VectorUnitCell.first_update_idx = -1: expected a whole number >= 0"),
+        (ReferenceUnitCell([CSD()], first_update_idx=2),
+         "ReferenceUnitCell.first_update_idx = 2: expected a device index in [0, 1] (the cell has 2 devices)"),
+        (VectorUnitCell([CSD()], update_policy="random"),
+         "VectorUnitCell.update_policy = 'random': expected a VectorUnitCellUpdatePolicy: one of ALL, SINGLE_FIXED, "
+         "SINGLE_SEQUENTIAL, SINGLE_RANDOM (or its name as a string, any case)"),
+        (OneSidedUnitCell([CSD()], refresh_upper_thres=1.5),
+         "OneSidedUnitCell.refresh_upper_thres = 1.5: expected a threshold in [0, 1]"),
+        (OneSidedUnitCell([CSD()], refresh_lower_thres=-0.1),
+         "OneSidedUnitCell.refresh_lower_thres = -0.1: expected a threshold in [0, 1]"),
+        (OneSidedUnitCell([CSD()], refresh_every=-1), "OneSidedUnitCell.refresh_every = -1: expected a whole number "
+                                                      ">= 0"),
+        (OneSidedUnitCell([CSD()], refresh_update=UpdateParameters(desired_bl=0)),
+         "OneSidedUnitCell.refresh_update.desired_bl = 0: expected a whole number >= 1"),
+        (TransferCompound([CSD(), CSD()], with_reset_prob=0.5, transfer_columns=False),
+         "TransferCompound.with_reset_prob = 0.5: a reset needs transfer_columns = True (got False); expected 0.0 "
+         "with row transfer"),
+        (TransferCompound([CSD(), CSD()], with_reset_prob=1.5),
+         "TransferCompound.with_reset_prob = 1.5: expected a probability in [0, 1]"),
+        (TransferCompound([CSD(), CSD()], transfer_every=-1.0),
+         "TransferCompound.transfer_every = -1.0: expected a number >= 0"),
+        (TransferCompound([CSD(), CSD()], n_reads_per_transfer=0),
+         "TransferCompound.n_reads_per_transfer = 0: expected a whole number >= 1"),
+        (TransferCompound([CSD(), CSD()], fast_lr=-0.1), "TransferCompound.fast_lr = -0.1: expected a number >= 0"),
+        (TransferCompound([CSD(), CSD()], transfer_forward=UpdateParameters()),
+         "TransferCompound.transfer_forward = UpdateParameters(): expected an IOParameters"),
+        # the digital rank update
+        (MixedPrecisionCompound(device=TransferCompound([CSD(), CSD()])),
+         f"MixedPrecisionCompound.device = TransferCompound(unit_cell_devices=[ConstantStepDevice(), "
+         f"ConstantStepDevice()]): {_ANALOG}"),
+        (MixedPrecisionCompound(device=IdealDevice()), f"MixedPrecisionCompound.device = IdealDevice(): {_ANALOG}"),
+        (MixedPrecisionCompound(device=UnitCell([CSD()])),
+         f"MixedPrecisionCompound.device = UnitCell(unit_cell_devices=[ConstantStepDevice()]): {_ANALOG}"),
+        (MixedPrecisionCompound(device=VectorUnitCell()),
+         "MixedPrecisionCompound.device.unit_cell_devices = []: expected a list of at least 1 pulsed device config "
+         "(VectorUnitCell; got 0)"),
+        (MixedPrecisionCompound(n_x_bins=-1), "MixedPrecisionCompound.n_x_bins = -1: expected a whole number >= 0"),
+        (MixedPrecisionCompound(n_d_bins=2.0), "MixedPrecisionCompound.n_d_bins = 2.0: expected a whole number >= 0"),
+        (MixedPrecisionCompound(n_x_bins=1),
+         "MixedPrecisionCompound.n_x_bins = 1: expected 0 (no quantization) or a whole number >= 2 (one bin has no "
+         "step: n // 2 = 0)"),
+        (MixedPrecisionCompound(granularity=-0.001),
+         "MixedPrecisionCompound.granularity = -0.001: expected a number >= 0"),
+        (MixedPrecisionCompound(n_rows_per_transfer=-2),
+         "MixedPrecisionCompound.n_rows_per_transfer = -2: expected a whole number >= -1"),
+        (MixedPrecisionCompound(transfer_every=-1),
+         "MixedPrecisionCompound.transfer_every = -1: expected a whole number >= 0"),
+        (MixedPrecisionCompound(transfer_lr=-1.0), "MixedPrecisionCompound.transfer_lr = -1.0: expected a number >= 0"),
+        # the RPU configs
+        (UnitCellRPUConfig(device=UnitCell([CSD()])),
+         f"UnitCellRPUConfig.device = UnitCell(unit_cell_devices=[ConstantStepDevice()]): {_UNIT_CELLS}"),
+        (UnitCellRPUConfig(device=CSD()), f"UnitCellRPUConfig.device = ConstantStepDevice(): {_UNIT_CELLS}"),
+        (UnitCellRPUConfig(device=MixedPrecisionCompound()),
+         f"UnitCellRPUConfig.device = MixedPrecisionCompound(): {_UNIT_CELLS}"),
+        (UnitCellRPUConfig(device=TransferCompound([CSD()])),
+         "UnitCellRPUConfig.device.unit_cell_devices = [ConstantStepDevice()]: expected a list of at least 2 pulsed "
+         "device configs (TransferCompound; got 1)"),
+        (DigitalRankUpdateRPUConfig(device=DigitalRankUpdateCell()),
+         "DigitalRankUpdateRPUConfig.device = DigitalRankUpdateCell(): expected a digital rank update cell "
+         "(fxanalog.MixedPrecisionCompound)"),
+        (DigitalRankUpdateRPUConfig(device=VectorUnitCell([CSD()])),
+         "DigitalRankUpdateRPUConfig.device = VectorUnitCell(unit_cell_devices=[ConstantStepDevice()]): expected a "
+         "digital rank update cell (fxanalog.MixedPrecisionCompound)"),
+        (DigitalRankUpdateRPUConfig(device=MixedPrecisionCompound(device=PowStepDevice(pow_gamma=-1.0))),
+         "DigitalRankUpdateRPUConfig.device.device.pow_gamma = -1.0: expected a number >= 0"),
+    ],
+)
+def test_compound_bad_input_is_refused_naming_the_field(cfg, message):
+    before = copy.deepcopy(cfg)
+    with pytest.raises(ValueError) as err:
+        cfg.validate()
+    assert str(err.value) == message
+    assert cfg == before and repr(cfg) == repr(before)  # nothing the user gave is changed
+
+
+def test_valid_compounds_are_accepted_unchanged():
+    cfgs = [
+        VectorUnitCell([CSD()]),
+        VectorUnitCell([CSD(), SoftBoundsDevice(), PowStepDevice()], update_policy=VectorUnitCellUpdatePolicy.
+                       SINGLE_SEQUENTIAL, first_update_idx=2, gamma_vec=[0.2, -1, 3]),
+        ReferenceUnitCell([CSD()]),  # one device used twice, as aihwkit
+        ReferenceUnitCell([SoftBoundsDevice(), CSD(dw_min=0.01)], first_update_idx=1, gamma_vec=[]),
+        OneSidedUnitCell([ExpStepDevice()]),
+        OneSidedUnitCell([ExpStepDevice(w_min=0.0), ExpStepDevice(w_min=0.0)], refresh_every=1,
+                         refresh_upper_thres=1.0, refresh_lower_thres=0.0, copy_inverted=True),
+        TransferCompound([SoftBoundsDevice(), CSD()]),
+        TransferCompound([SoftBoundsDevice(), CSD(), CSD(), CSD()], gamma=0.5, gamma_vec=[0.0, 0.0, 0.1, 1.0],
+                         transfer_every_vec=[1.0, 0.0, 2.5, 0.0], transfer_lr_vec=[0.1, 0.2, 0.0, 0.0],
+                         transfer_every=0.0, n_reads_per_transfer=4, with_reset_prob=1.0, fast_lr=0.0),
+        TransferCompound([CSD(), CSD()], transfer_columns=False),
+        MixedPrecisionCompound(device=VectorUnitCell([CSD(), CSD()])),
+        MixedPrecisionCompound(device=ReferenceUnitCell([CSD()]), n_x_bins=2, n_d_bins=255, granularity=0.001,
+                               n_rows_per_transfer=0, transfer_every=0),
+        MixedPrecisionCompound(device=OneSidedUnitCell([ExpStepDevice()])),
+        UnitCellRPUConfig(device=TransferCompound([CSD(), CSD()])),
+        DigitalRankUpdateRPUConfig(device=MixedPrecisionCompound(device=LinearStepDevice())),
+    ]
+    for cfg in cfgs:
+        before = copy.deepcopy(cfg)
+        cfg.validate()
+        assert cfg == before and repr(cfg) == repr(before)
+
+
+def a_tiki_taka_config() -> UnitCellRPUConfig:
+    cfg = UnitCellRPUConfig(device=TransferCompound(
+        unit_cell_devices=[SoftBoundsDevice(dw_min=0.01), LinearStepDevice(gamma_up=0.1),
+                           LinearStepDevice(gamma_up=0.1)],
+        gamma_vec=[0.1, 0.2, 1.0], transfer_lr_vec=[0.5, 0.25, 0.0], units_in_mbatch=False))
+    cfg.device.transfer_forward.out_noise = 0.0
+    cfg.device.transfer_update.desired_bl = 1
+    cfg.update.desired_bl = 10
+    return cfg
+
+
+def a_mixed_precision_config() -> DigitalRankUpdateRPUConfig:
+    return DigitalRankUpdateRPUConfig(device=MixedPrecisionCompound(
+        device=OneSidedUnitCell([ExpStepDevice(w_min=0.0)], refresh_every=2, refresh_forward=IOParameters(
+            is_perfect=True)), n_x_bins=4, granularity=0.002))
+
+
+@pytest.mark.parametrize("make", [
+    a_tiki_taka_config, a_mixed_precision_config, UnitCellRPUConfig, DigitalRankUpdateRPUConfig,
+    lambda: VectorUnitCell([CSD(), PowStepDevice(pow_gamma=2.0)], update_policy="single_random"),
+    lambda: ReferenceUnitCell([SoftBoundsDevice()]),
+    lambda: UnitCellRPUConfig(device=OneSidedUnitCell([ExpStepDevice(w_min=0.0)], copy_inverted=True)),
+    lambda: MixedPrecisionCompound(device=VectorUnitCell([CSD(), CSD()], gamma_vec=[0.5, 0.5])),
+], ids=lambda m: getattr(m, "__name__", "lambda"))
+def test_compound_round_trips(make):
+    cfg = make()
+    cfg.validate()
+    data = json.loads(json.dumps(cfg.to_dict()))
+    for back in (type(cfg).from_dict(data), config_from_dict(data), copy.deepcopy(cfg),
+                 pickle.loads(pickle.dumps(cfg))):
+        assert back == cfg and back is not cfg and type(back) is type(cfg)
+        assert repr(back) == repr(cfg)
+        back.validate()
+
+
+def test_compound_dicts_name_the_device_classes():
+    data = a_tiki_taka_config().to_dict()
+    devices = data["device"]["unit_cell_devices"]
+    assert [d["class"] for d in devices] == ["SoftBoundsDevice", "LinearStepDevice", "LinearStepDevice"]
+    assert devices[0]["dw_min"] == 0.01 and devices[1]["gamma_up"] == 0.1
+    assert data["device"]["class"] == "TransferCompound" and data["device"]["transfer_update"]["desired_bl"] == 1
+    mp = a_mixed_precision_config().to_dict()
+    assert mp["device"]["device"]["class"] == "OneSidedUnitCell"
+    assert mp["device"]["device"]["unit_cell_devices"][0]["class"] == "ExpStepDevice"
+    cell = VectorUnitCell([CSD()], update_policy="single_fixed")
+    cell.validate()  # stores the member for its name
+    assert cell.to_dict()["update_policy"] == "SINGLE_FIXED"
+    # an unknown field of a device inside the list is named
+    data["device"]["unit_cell_devices"][1]["gama_up"] = 0.2
+    with pytest.raises(ValueError, match="LinearStepDevice: unknown field 'gama_up'"):
+        config_from_dict(data)
+
+
+def test_deepcopy_of_a_compound_is_independent():
+    cfg = a_tiki_taka_config()
+    dup = copy.deepcopy(cfg)
+    dup.device.unit_cell_devices[0].dw_min = 0.5
+    dup.device.unit_cell_devices.append(LinearStepDevice(gamma_up=0.1))
+    dup.device.gamma_vec[0] = 0.3
+    assert cfg.device.unit_cell_devices[0].dw_min == 0.01 and len(cfg.device.unit_cell_devices) == 3
+    assert cfg.device.gamma_vec == [0.1, 0.2, 1.0]
+    assert cfg == a_tiki_taka_config() and dup != cfg
+
+
+def test_compound_repr_shows_only_differences():
+    assert repr(UnitCellRPUConfig()) == "UnitCellRPUConfig()"
+    assert repr(TransferCompound()) == "TransferCompound()"
+    assert repr(ReferenceUnitCell([CSD()])) == "ReferenceUnitCell(unit_cell_devices=[ConstantStepDevice()])"
+    assert repr(UnitCellRPUConfig(device=TransferCompound([CSD(dw_min=0.01), CSD()], gamma=0.1))) == (
+        "UnitCellRPUConfig(device=TransferCompound(unit_cell_devices=[ConstantStepDevice(dw_min=0.01), "
+        "ConstantStepDevice()], gamma=0.1))")
+    assert repr(MixedPrecisionCompound(n_x_bins=8)) == "MixedPrecisionCompound(n_x_bins=8)"

@@ -21,8 +21,12 @@ The package, one module per group (as aihwkit's ``simulator.parameters``):
 * ``devices``: the devices of tiles trained by pulses (``IdealDevice``,
   ``PulsedDevice`` and its ``ConstantStep``, ``LinearStep``, ``SoftBounds``,
   ``ExpStep``, ``PowStep`` devices);
+* ``compounds``: several devices per cross-point (``VectorUnitCell``,
+  ``ReferenceUnitCell``, ``OneSidedUnitCell``, ``TransferCompound``) and the
+  digital rank update (``MixedPrecisionCompound``);
 * ``rpu``: the RPU configs that hold all of the above (``InferenceRPUConfig``,
-  ``FloatingPointRPUConfig``, and ``SingleRPUConfig`` for training on the devices).
+  ``FloatingPointRPUConfig``, and ``SingleRPUConfig``, ``UnitCellRPUConfig``,
+  ``DigitalRankUpdateRPUConfig`` for training on the devices).
 
 A new group is a new module here: a dataclass of ``ConfigBase`` whose fields are declared
 with ``param(default, doc=..., check=...)``, decorated with
@@ -45,6 +49,7 @@ from fxanalog.config.enums import (
     NamedEnum,
     NoiseManagementType,
     PulseType,
+    VectorUnitCellUpdatePolicy,
     WeightClipType,
     WeightModifierType,
     WeightNoiseType,
@@ -58,6 +63,15 @@ from fxanalog.config.devices import (
     PowStepDevice,
     PulsedDevice,
     SoftBoundsDevice,
+)
+from fxanalog.config.compounds import (
+    DigitalRankUpdateCell,
+    MixedPrecisionCompound,
+    OneSidedUnitCell,
+    ReferenceUnitCell,
+    TransferCompound,
+    UnitCell,
+    VectorUnitCell,
 )
 from fxanalog.config.inference import WeightClipParameter, WeightModifierParameter, WeightRemapParameter
 from fxanalog.config.io import IOParameters
@@ -82,6 +96,8 @@ from fxanalog.config.rpu import (
     InferenceRPUConfig,
     RPUConfigBase,
     SingleRPUConfig,
+    UnitCellRPUConfig,
+    DigitalRankUpdateRPUConfig,
     check_rpu_config,
 )
 from fxanalog.config.training import UpdateParameters
@@ -103,6 +119,7 @@ __all__ = [
     "WeightModifierType",
     "WeightRemapType",
     "PulseType",
+    "VectorUnitCellUpdatePolicy",
     "IOParameters",
     "MappingParameter",
     "WeightClipParameter",
@@ -126,6 +143,8 @@ __all__ = [
     "FloatingPointRPUConfig",
     "InferenceRPUConfig",
     "SingleRPUConfig",
+    "UnitCellRPUConfig",
+    "DigitalRankUpdateRPUConfig",
     "UpdateParameters",
     "IdealDevice",
     "PulsedDevice",
@@ -134,5 +153,12 @@ __all__ = [
     "SoftBoundsDevice",
     "ExpStepDevice",
     "PowStepDevice",
+    "UnitCell",
+    "VectorUnitCell",
+    "ReferenceUnitCell",
+    "OneSidedUnitCell",
+    "TransferCompound",
+    "DigitalRankUpdateCell",
+    "MixedPrecisionCompound",
     "check_rpu_config",
 ]

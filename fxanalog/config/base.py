@@ -67,6 +67,7 @@ __all__ = [
     "Nested",
     "InstanceOf",
     "NumberList",
+    "ConfigList",
     "is_number",
     "ListTable",
     "OptionalString",
@@ -277,6 +278,34 @@ class NumberList(Check):
         if not all(math.isfinite(v) for v in value):
             self.fail(value, where, f"{self.expected}, all finite (NaN and +-inf are refused)")
         return value
+
+
+class ConfigList(Check):
+    """A list of config objects, each an instance of ``cls`` (a class or a
+    tuple of classes), each validated as ``where[i]``. ``what`` names the
+    items in the message; a plain dict of the list (``to_dict``) is read
+    back item by item (``decode``)."""
+
+    def __init__(self, cls: type | tuple[type, ...], what: str) -> None:
+        self.cls = cls
+        self.expected = f"a list of {what}"
+
+    def __call__(self, value: Any, where: str) -> Any:
+        if not isinstance(value, list):
+            self.fail(value, where)
+        for i, item in enumerate(value):
+            if not isinstance(item, self.cls):
+                name = type(item).__name__
+                self.fail(value, where, f"{self.expected}; item {i} is {'an' if name[:1] in 'AEIOU' else 'a'} {name}")
+            if isinstance(item, ConfigBase):
+                item.validate(f"{where}[{i}]")
+        return value
+
+    def decode(self, value: Any) -> Any:
+        """Each item's dict (with its ``"class"``) back into its config."""
+        if not isinstance(value, list):
+            return value
+        return [config_from_dict(v) if isinstance(v, dict) and "class" in v else v for v in value]
 
 
 class ListTable(Check):

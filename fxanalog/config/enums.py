@@ -15,7 +15,7 @@ import enum
 from typing import Any
 
 __all__ = ["NamedEnum", "NoiseManagementType", "BoundManagementType", "WeightNoiseType", "WeightClipType",
-           "WeightModifierType", "WeightRemapType", "PulseType"]
+           "WeightModifierType", "WeightRemapType", "PulseType", "VectorUnitCellUpdatePolicy"]
 
 
 class NamedEnum(enum.Enum):
@@ -150,4 +150,30 @@ class PulseType(NamedEnum):
         "DeterministicImplicit",
         "Deterministic coincidences: cross-point (i, j) gets round(BL q_d(A |d_i|) q_x(B |x_j|)) device pulses, "
         "where q_x, q_d quantize to steps of `x_res_implicit`, `d_res_implicit` (when > 0) and clip to [0, 1].",
+    )
+
+
+class VectorUnitCellUpdatePolicy(NamedEnum):
+    """Which of a unit cell's devices receive a mini-batch's update pulses
+    (``VectorUnitCell.update_policy``); aihwkit's members and values.
+
+    The device index is chosen before each mini-batch's update; the devices
+    not chosen keep their weights (decay and diffusion still act on every
+    device).
+    """
+
+    ALL = "All", "Every device of the cell receives the pulses of every update (each with its own noise)."
+    SINGLE_FIXED = (
+        "SingleFixed",
+        "Only the device `first_update_idx` receives pulses; the index does not change.",
+    )
+    SINGLE_SEQUENTIAL = (
+        "SingleSequential",
+        "One device per mini-batch, in turn: before each update the index advances by one (modulo the number "
+        "of devices), starting from `first_update_idx`, so the first update goes to device "
+        "`first_update_idx` + 1 (as aihwkit's C++).",
+    )
+    SINGLE_RANDOM = (
+        "SingleRandom",
+        "One device per mini-batch, drawn uniformly at random among the cell's devices.",
     )

@@ -6,6 +6,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 from fxanalog.config.base import ConfigBase, InstanceOf, Nested, param, register_config_class
+from fxanalog.config.compounds import (
+    MixedPrecisionCompound,
+    OneSidedUnitCell,
+    ReferenceUnitCell,
+    TransferCompound,
+    VectorUnitCell,
+)
 from fxanalog.config.devices import ConstantStepDevice, IdealDevice, PulsedDevice
 from fxanalog.config.enums import BoundManagementType, NoiseManagementType
 from fxanalog.config.inference import WeightClipParameter, WeightModifierParameter, WeightRemapParameter
@@ -15,7 +22,8 @@ from fxanalog.config.noise import BaseDriftCompensation, BaseNoiseModel, GlobalD
 from fxanalog.config.pre_post import PrePostProcessingParameter
 from fxanalog.config.training import UpdateParameters
 
-__all__ = ['RPUConfigBase', 'FloatingPointRPUConfig', 'InferenceRPUConfig', 'SingleRPUConfig', 'check_rpu_config']
+__all__ = ['RPUConfigBase', 'FloatingPointRPUConfig', 'InferenceRPUConfig', 'SingleRPUConfig', 'UnitCellRPUConfig',
+           'DigitalRankUpdateRPUConfig', 'check_rpu_config']
 
 
 # --------------------------------------------------------------------------
@@ -163,6 +171,107 @@ class SingleRPUConfig(RPUConfigBase):
                          "LinearStepDevice, SoftBoundsDevice, ExpStepDevice, PowStepDevice)"),
         doc="The device of every cross-point: its response to one pulse, its bounds, their device-to-device "
             "spread, decay and diffusion.")
+    mapping: MappingParameter = param(
+        default_factory=MappingParameter,
+        doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
+            "layer is updated with its own pulses.")
+    pre_post: PrePostProcessingParameter = param(
+        default_factory=PrePostProcessingParameter,
+        doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
+    tile_kind: ClassVar[str] = "pulsed"
+    records_updates: ClassVar[bool] = True
+
+    def check_consistency(self, where: str) -> None:
+        _check_output_clipping(self, where)
+
+
+def _pulsed_forward() -> Any:
+    return param(default_factory=IOParameters,
+                 doc="Periphery of the forward pass (DAC, ADC, noise, noise and bound management); noisy by default.")
+
+
+def _pulsed_backward() -> Any:
+    return param(default_factory=IOParameters,
+                 doc="Periphery of the backward pass (the transposed MVM that gives the input gradient); noisy by "
+                     "default, like `forward`. It does not change the d the devices are updated with.")
+
+
+def _pulsed_update() -> Any:
+    return param(default_factory=UpdateParameters,
+                 doc="How each training step's (x, d) become pulses: pulse trains, their length and their "
+                     "management.")
+
+
+def _unit_cell_rpu_device() -> VectorUnitCell:
+    return VectorUnitCell(unit_cell_devices=[ConstantStepDevice()])
+
+
+@register_config_class
+@dataclass(repr=False)
+class UnitCellRPUConfig(RPUConfigBase):
+    """A tile trained on its devices, with several devices per cross-point: a unit cell (aihwkit's names).
+
+    As ``SingleRPUConfig``, with ``device`` a unit cell
+    (``fxanalog.config.compounds``): a ``VectorUnitCell``,
+    ``ReferenceUnitCell``, ``OneSidedUnitCell`` or ``TransferCompound``
+    (Tiki-Taka), which says how the cell's devices make the weight and
+    which of them the update pulses go to. Tiles of this config record the
+    (x, d) of every training step for the analog optimizer
+    (``records_updates``).
+
+    Deviation from aihwkit: ``device`` defaults to
+    ``VectorUnitCell(unit_cell_devices=[ConstantStepDevice()])``, since
+    aihwkit's default (an empty ``UnitCell``) cannot make a tile.
+    """
+
+    forward: IOParameters = _pulsed_forward()
+    backward: IOParameters = _pulsed_backward()
+    update: UpdateParameters = _pulsed_update()
+    device: VectorUnitCell | ReferenceUnitCell | OneSidedUnitCell | TransferCompound = param(
+        default_factory=_unit_cell_rpu_device,
+        check=InstanceOf((VectorUnitCell, ReferenceUnitCell, OneSidedUnitCell, TransferCompound),
+                         "a unit cell config (fxanalog.VectorUnitCell, ReferenceUnitCell, OneSidedUnitCell or "
+                         "TransferCompound)"),
+        doc="The unit cell of every cross-point: its devices, how they make the weight, which of them the "
+            "update goes to.")
+    mapping: MappingParameter = param(
+        default_factory=MappingParameter,
+        doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
+            "layer is updated with its own pulses.")
+    pre_post: PrePostProcessingParameter = param(
+        default_factory=PrePostProcessingParameter,
+        doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
+    tile_kind: ClassVar[str] = "pulsed"
+    records_updates: ClassVar[bool] = True
+
+    def check_consistency(self, where: str) -> None:
+        _check_output_clipping(self, where)
+
+
+@register_config_class
+@dataclass(repr=False)
+class DigitalRankUpdateRPUConfig(RPUConfigBase):
+    """A tile with analog forward and backward passes whose rank update is computed in digital (aihwkit's names).
+
+    As ``SingleRPUConfig``, with ``device`` a ``DigitalRankUpdateCell``
+    (``MixedPrecisionCompound``): the update d x^T is accumulated in
+    digital and written to the analog device by pulses (``update``) now
+    and then. Tiles of this config record the (x, d) of every training
+    step for the analog optimizer (``records_updates``).
+
+    Deviation from aihwkit: ``device`` defaults to
+    ``MixedPrecisionCompound()`` (on a ``ConstantStepDevice``), since
+    aihwkit's default (a bare ``DigitalRankUpdateCell`` on an empty
+    ``VectorUnitCell``) cannot make a tile.
+    """
+
+    forward: IOParameters = _pulsed_forward()
+    backward: IOParameters = _pulsed_backward()
+    update: UpdateParameters = _pulsed_update()
+    device: MixedPrecisionCompound = param(
+        default_factory=MixedPrecisionCompound,
+        check=InstanceOf(MixedPrecisionCompound, "a digital rank update cell (fxanalog.MixedPrecisionCompound)"),
+        doc="The cell of every cross-point: its analog device and how the digital update is written to it.")
     mapping: MappingParameter = param(
         default_factory=MappingParameter,
         doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
