@@ -21,6 +21,13 @@
  *    Each pulse: a standard normal draw from the row's stream, the device's
  *    step at the current weight, the clip to the cross-point's bounds.
  *
+ * A stack of D devices per cross-point (the devices of a unit cell,
+ * docs/training.md "Several devices per weight") shares the trains: every
+ * coincidence goes to each device whose route takes it (ROUTE_BOTH: in its
+ * direction; ROUTE_UP: only up pulses; ROUTE_DOWN_AS_UP: only down pulses,
+ * applied as up pulses, the minus device of a one-sided pair), device by
+ * device, each pulse with its own normal draw from the row's stream.
+ *
  * Work is split among threads (see parallel()) by (g, b, o) in phase 1 and by
  * weight rows in phase 2; every stream is seeded from (seed, what it draws for) by
  * splitmix64, so the numbers do not depend on the thread count. A
@@ -74,8 +81,11 @@ static inline float uniform24(uint64_t *r) { /* [0, 1) on torch.rand's float32 g
 
 /* -- the device's step ---------------------------------------------------- */
 
+enum { ROUTE_BOTH = 0, ROUTE_UP = 1, ROUTE_DOWN_AS_UP = 2 };
+#define MAX_DEVICES 16
+
 typedef struct {
-    int kind, n_params, mult_noise, complex_noise;
+    int kind, n_params, mult_noise, complex_noise, route;
     float sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add, std_slope;
 } device_t;
 
@@ -194,19 +204,20 @@ typedef struct {
     const int32_t *in_starts, *out_starts; /* (n_in + 1,), (n_out + 1,) first column / row of each piece */
     const int64_t *x_given; /* (G, B, n_out, K) given input trains, or NULL */
     const int64_t *d_given; /* (G, B, n_in, N) given error trains, or NULL */
-    const float *params;    /* (G, N, K, n_params) */
+    const float *params;    /* (D, G, N, K, n_params) */
     /* phase 1 -> phase 2: the input lines that fired, per (g, b, o) row of K entries */
     int32_t *cols;          /* (G, B, n_out, K) */
     int64_t *words;         /* (G, B, n_out, K) */
     int32_t *offsets;       /* (G, B, n_out, n_in + 1) */
     /* outputs */
-    float *w;               /* (G, N, K) */
+    float *w;               /* (D, G, N, K) */
     uint8_t *touched;       /* (G, N, K) */
     int64_t G, N, K, B, n_out, n_in;
     float res;              /* probability resolution, 0: none */
     int sto_round, flip;    /* flip: a negative learning rate */
     uint64_t seed;
-    device_t dv;
+    int n_dev;              /* D */
+    device_t dv[MAX_DEVICES];
     manage_t um;
 } job_t;
 
@@ -306,12 +317,17 @@ static inline __attribute__((always_inline)) void apply_events(const device_t *d
                                                              uint8_t *trow, const float *prow, uint64_t *rng) {
     device_t dv = *dv0;
     dv.kind = kind; /* a constant where the caller passes one */
-    const int np = dv.n_params;
+    const int np = dv.n_params, route = dv.route;
     for (int64_t a = 0; a < E; a++) {
+        int down = ev[a].down;
+        if (route != ROUTE_BOTH) { /* one direction only (a one-sided pair) */
+            if ((route == ROUTE_UP) == down) continue;
+            down = 0;
+        }
         const int64_t j = ev[a].j;
         const float *pr = prow + j * np;
         float wv = wrow[j];
-        for (int q = 0; q < ev[a].n; q++) wv = one_pulse(&dv, pr, wv, ev[a].down, noisy ? standard_normal(rng) : 0.0f);
+        for (int q = 0; q < ev[a].n; q++) wv = one_pulse(&dv, pr, wv, down, noisy ? standard_normal(rng) : 0.0f);
         wrow[j] = wv;
         trow[j] = 1;
     }
@@ -324,8 +340,8 @@ static inline __attribute__((always_inline)) void apply_events(const device_t *d
  * of a large tile would otherwise take one after another. */
 static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
     const int64_t N = jb->N, K = jb->K, B = jb->B, n_out = jb->n_out, n_in = jb->n_in;
-    const int np = jb->dv.n_params;
-    const int noisy = jb->dv.sd != 0.0f;
+    const int np = jb->dv[0].n_params;
+    const int64_t stack = jb->G * N * K; /* one device's weights */
     int64_t cap = 4096;
     event_t *ev = malloc((size_t)cap * sizeof(event_t));
     if (!ev) return -1;
@@ -374,15 +390,21 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                 }
             }
         }
-        switch (jb->dv.kind) { /* one loop per kind: the step's code without a switch per pulse */
-        case CONSTANT_STEP:
-            apply_events(&jb->dv, CONSTANT_STEP, noisy, ev, E, wrow, trow, prow, rng);
-            break;
-        case LINEAR_STEP:
-            apply_events(&jb->dv, LINEAR_STEP, noisy, ev, E, wrow, trow, prow, rng);
-            break;
-        default:
-            apply_events(&jb->dv, jb->dv.kind, noisy, ev, E, wrow, trow, prow, rng);
+        for (int dd = 0; dd < jb->n_dev; dd++) { /* every device of the stack, the same coincidences */
+            const device_t *dev = &jb->dv[dd];
+            const int noisy = dev->sd != 0.0f;
+            float *wd = wrow + dd * stack;
+            const float *pd = prow + dd * stack * np;
+            switch (dev->kind) { /* one loop per kind: the step's code without a switch per pulse */
+            case CONSTANT_STEP:
+                apply_events(dev, CONSTANT_STEP, noisy, ev, E, wd, trow, pd, rng);
+                break;
+            case LINEAR_STEP:
+                apply_events(dev, LINEAR_STEP, noisy, ev, E, wd, trow, pd, rng);
+                break;
+            default:
+                apply_events(dev, dev->kind, noisy, ev, E, wd, trow, pd, rng);
+            }
         }
     }
     free(ev);
@@ -459,23 +481,24 @@ static int parse_manage(PyObject *t, manage_t *m) {
     return PyErr_Occurred() ? -1 : 0;
 }
 
-/* update(pointers, sizes, device, manage, seed, flip, res, sto_round, threads)
+/* update(pointers, sizes, devices, manage, seed, flip, res, sto_round, threads)
  *   pointers: (x, d, bl, a, bx, in_starts, out_starts, x_given, d_given, params, cols, words, offsets, w, touched)
  *   sizes: (G, N, K, B, n_out, n_in)
- *   device: (kind, n_params, mult_noise, complex_noise, sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add,
- *            std_slope)
+ *   devices: D tuples (kind, n_params, mult_noise, complex_noise, route, sd, exp_a, exp_b, A_up, A_down, g_up,
+ *            g_down, std_add, std_slope), one per device of the stack (w (D, G, N, K), params (D, G, N, K, n_params))
  *   manage: (|lr|, dw, desired_bl, fixed_bl, update_bl_management, update_management, um_grad_scale)
  *   bl, a, bx are written (the management of every row and tile) */
 static PyObject *py_update(PyObject *self, PyObject *args) {
-    PyObject *pointers, *sizes, *device, *manage_args;
+    PyObject *pointers, *sizes, *devices, *manage_args;
     unsigned long long seed;
     int flip, sto_round, threads;
     double res;
     if (!PyArg_ParseTuple(args, "O!O!O!OKidii", &PyTuple_Type, &pointers, &PyTuple_Type, &sizes, &PyTuple_Type,
-                          &device, &manage_args, &seed, &flip, &res, &sto_round, &threads))
+                          &devices, &manage_args, &seed, &flip, &res, &sto_round, &threads))
         return NULL;
-    if (PyTuple_GET_SIZE(pointers) != 15 || PyTuple_GET_SIZE(sizes) != 6 || PyTuple_GET_SIZE(device) != 13) {
-        PyErr_SetString(PyExc_ValueError, "update: expected 15 pointers, 6 sizes and 13 device values");
+    const Py_ssize_t n_dev = PyTuple_GET_SIZE(devices);
+    if (PyTuple_GET_SIZE(pointers) != 15 || PyTuple_GET_SIZE(sizes) != 6 || n_dev < 1 || n_dev > MAX_DEVICES) {
+        PyErr_SetString(PyExc_ValueError, "update: expected 15 pointers, 6 sizes and 1 to 16 devices");
         return NULL;
     }
     job_t jb;
@@ -498,18 +521,26 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
     if (PyErr_Occurred()) return NULL;
     int64_t *dims[] = {&jb.G, &jb.N, &jb.K, &jb.B, &jb.n_out, &jb.n_in};
     for (int k = 0; k < 6; k++) *dims[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, k));
-    device_t *dv = &jb.dv;
-    dv->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 0));
-    dv->n_params = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 1));
-    dv->mult_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 2));
-    dv->complex_noise = (int)PyLong_AsLong(PyTuple_GET_ITEM(device, 3));
-    float *fields[] = {&dv->sd, &dv->exp_a, &dv->exp_b, &dv->A_up, &dv->A_down, &dv->g_up, &dv->g_down,
-                       &dv->std_add, &dv->std_slope};
-    for (int k = 0; k < 9; k++) *fields[k] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(device, 4 + k));
-    if (PyErr_Occurred()) return NULL;
-    const int needed = (dv->kind == LINEAR_STEP || dv->kind == POW_STEP) ? 6 : 4;
+    jb.n_dev = (int)n_dev;
+    int bad = 0;
+    for (int dd = 0; dd < jb.n_dev; dd++) {
+        PyObject *t = PyTuple_GET_ITEM(devices, dd);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 14) {
+            PyErr_SetString(PyExc_ValueError, "update: every device is a tuple of 14 values");
+            return NULL;
+        }
+        device_t *dv = &jb.dv[dd];
+        int *ints[] = {&dv->kind, &dv->n_params, &dv->mult_noise, &dv->complex_noise, &dv->route};
+        for (int k = 0; k < 5; k++) *ints[k] = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, k));
+        float *fields[] = {&dv->sd, &dv->exp_a, &dv->exp_b, &dv->A_up, &dv->A_down, &dv->g_up, &dv->g_down,
+                           &dv->std_add, &dv->std_slope};
+        for (int k = 0; k < 9; k++) *fields[k] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(t, 5 + k));
+        if (PyErr_Occurred()) return NULL;
+        const int needed = (dv->kind == LINEAR_STEP || dv->kind == POW_STEP) ? 6 : 4;
+        bad |= dv->n_params < needed || dv->n_params != jb.dv[0].n_params || dv->route < 0 || dv->route > 2;
+    }
     if (!jb.x || !jb.d || !jb.bl || !jb.a || !jb.bx || !jb.in_starts || !jb.out_starts || !jb.params || !jb.cols ||
-        !jb.words || !jb.offsets || !jb.w || !jb.touched || dv->n_params < needed || jb.K > INT32_MAX) {
+        !jb.words || !jb.offsets || !jb.w || !jb.touched || bad || jb.K > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "update: a needed pointer is missing or a size is out of range");
         return NULL;
     }

@@ -36,11 +36,15 @@ from fxanalog.config import (
     SoftBoundsDevice,
 )
 
-__all__ = ["DeviceRule", "rule_of", "granularity", "draw_state", "apply_pulses", "decay_", "diffuse_", "reset_",
-           "PULSE_NAMES"]
+__all__ = ["DeviceRule", "rule_of", "granularity", "draw_state", "apply_pulses", "route_pulses", "decay_", "diffuse_",
+           "reset_", "PULSE_NAMES", "ROUTE_BOTH", "ROUTE_UP", "ROUTE_DOWN_AS_UP"]
 
 # Kinds of pulse response (the update op's device_kind).
 IDEAL, CONSTANT_STEP, LINEAR_STEP, EXP_STEP, POW_STEP = 0, 1, 2, 3, 4
+# Which pulses a device of a unit cell takes (docs/training.md, "Several devices per weight"):
+# all, in their direction; only the up pulses; only the down pulses, applied as up pulses
+# (the minus device of a one-sided pair, whose conductance grows when the weight goes down).
+ROUTE_BOTH, ROUTE_UP, ROUTE_DOWN_AS_UP = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class DeviceRule:
     exp_gamma_down: float = 0.0
     exp_std_add: float = 0.0
     exp_std_slope: float = 0.0
+    route: int = ROUTE_BOTH  # in a stack of devices sharing the trains: which pulses this one takes
 
     @property
     def pulsed(self) -> bool:
@@ -228,6 +233,16 @@ def apply_pulses(rule: DeviceRule, w: Tensor, down: Tensor, count: Tensor, state
         sub = {k: v[idx] for k, v in state.items()}
         w[idx] = one_pulse(rule, w[idx], down[idx], sub, _rng.randn(w[idx].shape, dtype=w.dtype, device=w.device))
     return w
+
+
+def route_pulses(rule: DeviceRule, down: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    """The (direction, count) of the pulses a device takes, by its ``route``,
+    from the coincidences ``down``/``count`` of its cell."""
+    if rule.route == ROUTE_BOTH:
+        return down, count
+    if rule.route == ROUTE_UP:
+        return down, torch.where(down, torch.zeros_like(count), count)
+    return torch.zeros_like(down), torch.where(down, count, torch.zeros_like(count))
 
 
 def one_pulse(rule: DeviceRule, w: Tensor, down: Tensor, st: dict[str, Tensor], xi: Tensor) -> Tensor:

@@ -130,16 +130,21 @@ def _gather_recorded(layer: AnalogLayerBase, group, key: int) -> None:
     torch.ops.fxanalog.tile_record(rows[..., :K].contiguous(), (rows[..., K:] / world).contiguous(), key)
 
 
+# The device parameters drawn when a tile is made (equal on every rank, never changed by training).
+_DRAWN = ("params", "decay_scale", "diffusion_rate", "reset_bias")
+
+
 @torch.no_grad()
 def _broadcast_tile_state(layer: AnalogLayerBase, group) -> None:
     """After a data-parallel pulsed update: every rank takes the first
     rank's weights and the tile state the update and the steps after it
-    change (hidden device weights, mapping scales), so that the ranks stay
+    change (hidden device weights, a unit cell's devices, buffers and
+    counters, mapping scales), so that the ranks stay
     identical whatever their random draws (docs/distributed.md)."""
     dist = torch.distributed
     src = dist.get_global_rank(group, 0)
     tensors = [layer.weight] + [b for name, b in layer.tile.named_buffers()
-                                if not name.startswith("device_state.") or name.endswith("persistent_weight")]
+                                if name.rsplit(".", 1)[-1] not in _DRAWN]
     for t in tensors:
         buf = t.data if t.is_contiguous() else t.data.contiguous()
         dist.broadcast(buf, src=src, group=group)

@@ -17,10 +17,12 @@ everything analog is its ``tile``:
   (``forward``), with the weight modifier of hardware-aware training;
 * the (x, d) of training steps, recorded by the op's backward
   (``record_updates``, ``recorded_updates``), and for pulsed-device configs
-  (``SingleRPUConfig``) the devices' state (``device``: per-cross-point
+  (``SingleRPUConfig``) the devices' state (``device_state``: per-cross-point
   parameters drawn once) and the pulsed update with them (``update``,
   ``fxanalog::tile_update``), with the steps after it (decay, diffusion,
-  write noise) and the reset.
+  write noise) and the reset; for unit cells (``UnitCellRPUConfig``,
+  ``DigitalRankUpdateRPUConfig``) the cell's state and algorithm
+  (``fxanalog.cells``), whose visible weight becomes the layer's.
 
 The layer calls into its tile, handing it the weights as a ``(G, N, K)``
 view of its parameter (``w`` below, digital units); the tile never calls
@@ -38,6 +40,7 @@ from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from fxanalog import devices, hwa, programming
+from fxanalog.cells import CellState, DeviceState, is_cell, make_cell
 from fxanalog.config import BaseNoiseModel, RPUConfigBase, WeightClipType, WeightRemapType, check_rpu_config
 from fxanalog.config import config_from_dict, config_to_dict
 from fxanalog.geometry import TileGeometry, fold_samples, per_output, piece_index, unfold_samples
@@ -61,55 +64,6 @@ PROGRAMMED_STATE = (
 )
 # Buffers that exist only in some states (taken from a state dict when there).
 _OPTIONAL_BUFFERS = ("mapping_scales",) + PROGRAMMED_STATE
-
-
-class DeviceState(nn.Module):
-    """The per-cross-point parameters of a tile's devices, drawn once when the
-    tile is made (``fxanalog.devices.draw_state``).
-
-    ``params`` (G, N, K, P) holds what a pulse reads, the last axis in the
-    order of ``rule.pulse_names`` (bounds ``b_max``, ``b_min``, step sizes
-    ``scale_up``, ``scale_down``, then the device's slopes or exponents),
-    packed so that a pulse at a cross-point reads one run of memory; the
-    names are attributes that give views of it. ``decay_scale``,
-    ``diffusion_rate`` and ``reset_bias`` (G, N, K) exist when the device has
-    decay, diffusion or a reset bias, ``persistent_weight`` (the hidden
-    weights) when it has write noise. State-dict keys:
-    ``<layer>.tile.device_state.<name>``."""
-
-    POST_NAMES = ("decay_scale", "diffusion_rate", "reset_bias")
-
-    def __init__(self, device_config, shape: tuple, device=None):
-        super().__init__()
-        self.rule = devices.rule_of(device_config)
-        drawn = devices.draw_state(device_config, shape, device)
-        names = self.rule.pulse_names
-        packed = torch.stack([drawn[n] for n in names], dim=-1) if names else torch.zeros(*shape, 0, device=device)
-        self.register_buffer("params", packed.contiguous())
-        for name in self.POST_NAMES:
-            self.register_buffer(name, drawn.get(name))
-        if self.rule.write_noise > 0:
-            self.register_buffer("persistent_weight", torch.zeros(shape, device=device))
-
-    def __getattr__(self, name: str):
-        names = self.__dict__.get("rule").pulse_names if "rule" in self.__dict__ else ()
-        if name in names:
-            return self._buffers["params"][..., names.index(name)]
-        return super().__getattr__(name)
-
-    def skip_next_load(self) -> None:
-        """The next load leaves this state as it is (``AnalogTile.skip_next_load``)."""
-        self._skip_load = True
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        if not self.__dict__.pop("_skip_load", False):
-            super()._load_from_state_dict(*args, **kwargs)
-
-    def tensors(self) -> dict[str, Tensor]:
-        """Every parameter by name (views of ``params`` for the pulse ones)."""
-        out = {name: getattr(self, name) for name in self.rule.pulse_names}
-        out.update({name: getattr(self, name) for name in self.POST_NAMES if getattr(self, name) is not None})
-        return out
 
 
 class AnalogTile(nn.Module):
@@ -442,7 +396,8 @@ class AnalogTile(nn.Module):
         self.clear_programmed_state()
         if not keep_mapping_scales:
             self.reset_mapping_scales(w, weight_scaling_omega)
-        if self.device_state is not None and self.device_state.rule.pulsed:
+        st = self.device_state
+        if st is not None and (isinstance(st, CellState) or st.rule.pulsed):
             self._set_device_weights(w, self.to_tile_units(w.detach()).float(), write_noise=True)
 
     @torch.no_grad()
@@ -451,6 +406,10 @@ class AnalogTile(nn.Module):
         kept as the hidden weights with write noise (the visible ones drawn
         around them, where ``where`` when given), written into ``w``."""
         st = self.device_state
+        if isinstance(st, CellState):  # the cell's rule; the layer sees its visible weight
+            st.set_weights(tw)
+            self._write_visible(w)
+            return
         if st.rule.pulsed:
             tw = torch.minimum(torch.maximum(tw, st.b_min), st.b_max)
         if st.rule.write_noise > 0:
@@ -463,6 +422,11 @@ class AnalogTile(nn.Module):
         self.invalidate_cache()
 
     # -- pulsed training ------------------------------------------------------------
+
+    def _write_visible(self, w: Tensor) -> None:
+        """A unit cell's visible weight into the layer's weights ``w``."""
+        w.copy_(self.to_digital_units(self.device_state.visible()).to(w.dtype))
+        self.invalidate_cache()
 
     def _check_pulsed(self, what: str) -> None:
         if self.device_state is None:
@@ -488,6 +452,10 @@ class AnalogTile(nn.Module):
             # layer's weights (aihwkit's pre_update).
             d = d / per_output(self.mapping_scales.to(d.dtype), self._n_out, "result").square()
         st = self.device_state
+        if isinstance(st, CellState):  # the cell's algorithm (fxanalog.cells, docs/compounds.md)
+            st.update(x.float(), d.float(), float(lr), self.rpu_config.update)
+            self._write_visible(w)
+            return True
         dev_cfg = self.rpu_config.device
         up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(dev_cfg))
         hidden = st.rule.write_noise > 0
@@ -513,6 +481,10 @@ class AnalogTile(nn.Module):
         """Decay (``lifetime``) and diffusion (``diffusion``) of the devices,
         once per update, then the write noise drawn anew everywhere."""
         st = self.device_state
+        if isinstance(st, CellState):
+            if st.post_update():
+                self._write_visible(w)
+            return
         dev_cfg = self.rpu_config.device
         decay, diffuse = dev_cfg.lifetime > 0, dev_cfg.diffusion > 0
         if not (decay or diffuse):
@@ -543,6 +515,10 @@ class AnalogTile(nn.Module):
         if reset_prob < 1:
             mask &= torch.rand(mask.shape, device=w.device) < reset_prob
         st = self.device_state
+        if isinstance(st, CellState):
+            st.reset_columns(mask)
+            self._write_visible(w)
+            return
         tw = (st.persistent_weight if st.rule.write_noise > 0 else self.to_tile_units(w.detach()).float()).clone()
         devices.reset_(tw, st.tensors(), float(self.rpu_config.device.reset_std), mask)
         self._set_device_weights(w, tw, write_noise=True)
@@ -680,6 +656,10 @@ class AnalogTile(nn.Module):
         ``{"iterations", "error"}``, also kept as ``programming_report``."""
         target = self.to_tile_units(w.detach()).float()
         st = self.device_state
+        if isinstance(st, CellState):
+            raise ValueError(f"realistic_write: layer {self.name!r} has a {type(self.rpu_config.device).__name__} "
+                             "unit cell: the closed-loop write of unit cells is not supported (write its weights "
+                             "with set_weights)")
         if st is not None and st.rule.pulsed:  # program and verify by pulses
             bounds = (st.b_min, st.b_max)
             target = torch.minimum(torch.maximum(target, st.b_min), st.b_max)
@@ -845,7 +825,7 @@ class AnalogTile(nn.Module):
             self.out_scaling_alpha = nn.Parameter(torch.ones(size, device=device))
         self.record_updates(bool(getattr(self.rpu_config, "records_updates", False)))  # pulsed training's configs
         self.reset_input_range(device)
-        self.device_state: Optional[DeviceState] = None
+        self.device_state: Optional[DeviceState | CellState] = None
         dev_cfg = getattr(self.rpu_config, "device", None)
         if self.analog_bias:
             self._check_analog_bias(dev_cfg)
@@ -856,7 +836,10 @@ class AnalogTile(nn.Module):
                     f"{type(self.rpu_config).__name__}: the pulsed update of tiles with a learned input range is "
                     "not supported; disable the input range"
                 )
-            self.device_state = DeviceState(dev_cfg, self.geometry.shape, device)
+            if is_cell(dev_cfg):
+                self.device_state = make_cell(dev_cfg, self.geometry, f"{self.name}.rpu_config", device)
+            else:
+                self.device_state = DeviceState(dev_cfg, self.geometry.shape, device)
 
     def _check_analog_bias(self, dev_cfg) -> None:
         """What a tile holding the bias column cannot be (docs/tile.md, "Analog bias")."""

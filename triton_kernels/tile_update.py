@@ -187,9 +187,11 @@ def supports(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rul
     torch path): a pulsed device, a stochastic pulse type without probability
     resolution, float32 weights, float32/16/bfloat16 (x, d), a non-empty
     batch and a non-zero learning rate, and keys and counters that fit."""
+    if w.dim() != 3:  # a stack of devices (a unit cell) stays on the torch path
+        return False
     if not (rule.pulsed and up.stochastic and up.res == 0 and lr != 0):
         return False
-    if w.dtype != torch.float32 or w.dim() != 3 or x.dtype not in _INPUT_DTYPES or d.dtype not in _INPUT_DTYPES:
+    if w.dtype != torch.float32 or x.dtype not in _INPUT_DTYPES or d.dtype not in _INPUT_DTYPES:
         return False
     if x.dim() != 3 or x.shape[1] == 0:
         return False

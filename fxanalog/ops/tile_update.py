@@ -7,7 +7,9 @@ Schema::
                           float[] update, float[] device, int[] in_sizes, int[] out_sizes) -> Tensor
 
 ``weights`` ``(G, N, K)`` are the tile weights (tile units), changed in
-place; ``x`` ``(G, B, K)`` and ``d`` ``(G, B, N)`` the rows recorded by
+place, or ``(D, G, N, K)`` for a stack of D devices that share the pulse
+trains (the devices of a unit cell; ``params`` then ``(D, G, N, K, P)`` and
+``device`` D packed rules, each with its route); ``x`` ``(G, B, K)`` and ``d`` ``(G, B, N)`` the rows recorded by
 ``fxanalog::tile_record``; ``params`` ``(G, N, K, P)`` the device's
 per-cross-point parameters, the last axis in ``DeviceRule.pulse_names``
 order; ``update`` and ``device`` the packed
@@ -42,10 +44,14 @@ if dispatch.triton_available():
 def tile_update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float, update: list[float],
                 device: list[float], in_sizes: list[int], out_sizes: list[int]) -> Tensor:
     up, rule = unpack_update(update), unpack_rule(device)
+    devices = len(rule) if isinstance(rule, tuple) else 1
+    if weights.dim() != (4 if isinstance(rule, tuple) else 3) or (devices > 1 and weights.shape[0] != devices):
+        raise ValueError(f"fxanalog::tile_update: weights of shape {tuple(weights.shape)} with {devices} packed "
+                         "device rules: expected (G, N, K) with one rule or (D, G, N, K) with D rules")
     impl = dispatch.select("tile_update", weights, weights, x, d, lr, up, rule, in_sizes, out_sizes)
     return impl.function(weights, x, d, lr, up, rule, params, in_sizes, out_sizes)
 
 
 @tile_update.register_fake
 def _(weights, x, d, params, lr, update, device, in_sizes, out_sizes):
-    return torch.empty(weights.shape, dtype=torch.bool, device=weights.device)
+    return torch.empty(weights.shape[-3:], dtype=torch.bool, device=weights.device)

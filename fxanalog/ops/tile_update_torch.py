@@ -49,7 +49,7 @@ except ImportError:  # pragma: no cover - only without a C compiler at install
     native = None
 
 from fxanalog.config import PulseType, UpdateParameters, resolution_step
-from fxanalog.devices import DeviceRule, apply_pulses
+from fxanalog.devices import ROUTE_BOTH, ROUTE_UP, DeviceRule, apply_pulses, route_pulses
 from fxanalog.geometry import piece_index
 
 __all__ = ["PulsedUpdate", "management", "pulse_trains", "tile_update", "pack_update", "unpack_update", "pack_rule",
@@ -198,29 +198,42 @@ def _deterministic_counts(x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, in_
 
 
 @torch.no_grad()
-def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, rule: DeviceRule,
-                params, in_sizes: Sequence[int], out_sizes: Sequence[int],
+def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, rule, params,
+                in_sizes: Sequence[int], out_sizes: Sequence[int],
                 trains: Optional[tuple[Tensor, Tensor]] = None, use_native: Optional[bool] = None) -> Tensor:
     """The pulsed update of the (G, N, K) tile weights ``w`` (tile units,
     changed in place and returned) with the rows of ``x`` (G, B, K) and ``d``
     (G, B, N), as the module docstring says. ``params``: the device's
     per-cross-point parameters, (G, N, K, P) in ``rule.pulse_names`` order
-    (or a dict of (G, N, K) tensors by name). ``trains``: given pulse trains
+    (or a dict of (G, N, K) tensors by name). A stack of D devices that share
+    the trains (a unit cell): ``w`` (D, G, N, K), ``rule`` a tuple of D
+    ``DeviceRule`` (each with its ``route``), ``params`` (D, G, N, K, P).
+    ``trains``: given pulse trains
     (``pulse_trains``'s first two results) instead of drawn ones.
     ``use_native``: the C kernel (True) or the Python loop (False); None:
     the C kernel where it applies. Returns the boolean (G, N, K) mask of the
     cross-points that got a pulse."""
-    G, N, K = w.shape
+    stacked = w.dim() == 4
+    rules = tuple(rule) if stacked else (rule,)
     if isinstance(params, dict):
         params = torch.stack([params[n] for n in rule.pulse_names], dim=-1) if rule.pulse_names else None
+    ws = w if stacked else w[None]
+    ps = params if (stacked or params is None) else params[None]
+    G, N, K = ws.shape[1:]
     touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if lr == 0 or x.shape[1] == 0:
         return touched
-    state = {n: params[..., k] for k, n in enumerate(rule.pulse_names)}
-    if not rule.pulsed or up.pulse_type in (PulseType.NONE, PulseType.NONE_WITH_DEVICE):
-        w.sub_(lr * torch.matmul(d.transpose(1, 2).to(w.dtype), x.to(w.dtype)))
-        if rule.pulsed and up.pulse_type == PulseType.NONE_WITH_DEVICE:
-            w.copy_(torch.minimum(torch.maximum(w, state["b_min"]), state["b_max"]))
+    states = [{n: ps[k][..., i] for i, n in enumerate(r.pulse_names)} for k, r in enumerate(rules)]
+    if not rules[0].pulsed or up.pulse_type in (PulseType.NONE, PulseType.NONE_WITH_DEVICE):
+        dw = -lr * torch.matmul(d.transpose(1, 2).to(w.dtype), x.to(w.dtype))
+        if any(r.route != ROUTE_BOTH for r in rules):  # each row's increases and decreases apart
+            rows = -lr * d.to(w.dtype)[:, :, :, None] * x.to(w.dtype)[:, :, None, :]  # (G, B, N, K)
+            ups, downs = rows.clamp(min=0).sum(dim=1), (-rows).clamp(min=0).sum(dim=1)
+        for wk, r, st in zip(ws, rules, states):
+            # one-sided devices take the increases (ROUTE_UP) or the decreases as increases
+            wk.add_(dw if r.route == ROUTE_BOTH else (ups if r.route == ROUTE_UP else downs))
+            if r.pulsed and up.pulse_type == PulseType.NONE_WITH_DEVICE:
+                wk.copy_(torch.minimum(torch.maximum(wk, st["b_min"]), st["b_max"]))
         touched[:] = True
         return touched
     xs, ds = x.float(), d.float()
@@ -230,13 +243,16 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
             c = _deterministic_counts(xs[:, b], ds[:, b], abs(lr), up, in_sizes, out_sizes)  # (G, N, K)
             active = c != 0
             if bool(active.any()):
-                _apply(w, rule, state, active, (c > 0) == sign_down, c.abs())
+                for wk, r, st in zip(ws, rules, states):
+                    down, count = route_pulses(r, (c > 0) == sign_down, c.abs())
+                    _apply(wk, r, st, count > 0, down, count)
                 touched |= active
         return touched
     if use_native is None:
-        use_native = native is not None and w.device.type == "cpu" and w.dtype == torch.float32
+        use_native = (native is not None and w.device.type == "cpu" and w.dtype == torch.float32
+                      and len(rules) <= NATIVE_MAX_DEVICES)
     if use_native:
-        _native_update(w, touched, xs, ds, lr, up, rule, params.contiguous(), in_sizes, out_sizes, trains)
+        _native_update(ws, touched, xs, ds, lr, up, rules, ps.contiguous(), in_sizes, out_sizes, trains)
         return touched
     x_fire, d_fire = pulse_trains(xs, ds, abs(lr), up, in_sizes, out_sizes)[:2] if trains is None else trains
     in_starts = [sum(in_sizes[:i]) for i in range(len(in_sizes))]
@@ -256,9 +272,11 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
                     # down where sign(d_i) sign(x_j) > 0 (for lr > 0)
                     down = (d_pos[g, b, r0 + rows][:, None] == x_pos[g, b, c0 + cols][None, :]) == sign_down
                     ri, ci = (r0 + rows)[:, None], (c0 + cols)[None, :]
-                    sub = {k: v[g][ri, ci] for k, v in state.items()}
-                    w[g][ri, ci] = apply_pulses(rule, w[g][ri, ci], down, counts, sub)
-                    touched[g][ri, ci] |= counts > 0
+                    for wk, r, st in zip(ws, rules, states):  # every device of a stack, the same coincidences
+                        down_k, count_k = route_pulses(r, down, counts)
+                        sub = {k: v[g][ri, ci] for k, v in st.items()}
+                        wk[g][ri, ci] = apply_pulses(r, wk[g][ri, ci], down_k, count_k, sub)
+                        touched[g][ri, ci] |= count_k > 0
     return touched
 
 
@@ -273,11 +291,15 @@ def _starts(sizes: tuple) -> Tensor:
     return torch.tensor([0, *itertools.accumulate(sizes)], dtype=torch.int32)
 
 
-def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, rule: DeviceRule,
-                   params: Tensor, in_sizes, out_sizes, trains=None) -> None:
+NATIVE_MAX_DEVICES = 16  # the C kernel's stack of devices (MAX_DEVICES in _pulsed.c)
+
+
+def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate,
+                   rules: tuple[DeviceRule, ...], params: Tensor, in_sizes, out_sizes, trains=None) -> None:
     """The pulse trains, coincidences and pulses in C (``fxanalog/_pulsed.c``),
-    on torch's thread count; ``trains``: given ones instead of drawn ones."""
-    G, N, K = w.shape
+    on torch's thread count, for the (D, G, N, K) weights of a stack of D
+    devices; ``trains``: given ones instead of drawn ones."""
+    _, G, N, K = w.shape
     B = x.shape[1]
     n_out, n_in = len(out_sizes), len(in_sizes)
     if up.desired_bl > 63:
@@ -295,13 +317,13 @@ def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, 
     tensors = [x.contiguous(), d.contiguous(), *managed, *starts, x_given, d_given, params, *listed, w,
                touched.view(torch.uint8)]
     assert w.is_contiguous() and touched.is_contiguous()
-    device = (rule.kind, params.shape[-1], int(rule.mult_noise), int(rule.exp_std_add != 0 or rule.exp_std_slope != 0),
-              rule.dw_min_std, rule.exp_a, rule.exp_b, rule.exp_A_up, rule.exp_A_down, rule.exp_gamma_up,
-              rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope)
+    devices = tuple((r.kind, params.shape[-1], int(r.mult_noise), int(r.exp_std_add != 0 or r.exp_std_slope != 0),
+                     r.route, r.dw_min_std, r.exp_a, r.exp_b, r.exp_A_up, r.exp_A_down, r.exp_gamma_up,
+                     r.exp_gamma_down, r.exp_std_add, r.exp_std_slope) for r in rules)
     seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: manual_seed fixes every draw
     # a thread per ~100 000 weights: below that, starting threads costs more than it gains
-    threads = max(1, min(torch.get_num_threads(), G * N * K // 100_000))
-    native.update(tuple(None if v is None else v.data_ptr() for v in tensors), (G, N, K, B, n_out, n_in), device,
+    threads = max(1, min(torch.get_num_threads(), len(rules) * G * N * K // 100_000))
+    native.update(tuple(None if v is None else v.data_ptr() for v in tensors), (G, N, K, B, n_out, n_in), devices,
                   native_management(abs(lr), up), seed, int(lr < 0), float(up.res), int(up.sto_round), threads)
 
 
@@ -334,12 +356,22 @@ def unpack_update(v: Sequence[float]) -> PulsedUpdate:
                         _PULSE_TYPES[int(v[7])], float(v[8]), float(v[9]), float(v[10]))
 
 
-def pack_rule(rule: DeviceRule) -> list[float]:
+def pack_rule(rule) -> list[float]:
+    """A ``DeviceRule``, or a tuple of them (a stack of devices), as floats."""
+    if isinstance(rule, tuple):
+        return [v for r in rule for v in pack_rule(r)]
     return [float(getattr(rule, f.name)) for f in fields(DeviceRule)]
 
 
-def unpack_rule(v: Sequence[float]) -> DeviceRule:
+_RULE_LEN = len(fields(DeviceRule))
+_INT_FIELDS = ("kind", "route")
+
+
+def unpack_rule(v: Sequence[float]):
+    """``pack_rule``'s inverse: one ``DeviceRule``, or a tuple for a stack."""
+    if len(v) > _RULE_LEN:
+        return tuple(unpack_rule(v[k:k + _RULE_LEN]) for k in range(0, len(v), _RULE_LEN))
     kw = {}
     for f, value in zip(fields(DeviceRule), v):
-        kw[f.name] = int(value) if f.name == "kind" else (bool(value) if f.type in ("bool", bool) else float(value))
+        kw[f.name] = int(value) if f.name in _INT_FIELDS else (bool(value) if f.type in ("bool", bool) else float(value))
     return DeviceRule(**kw)

@@ -1,0 +1,688 @@
+"""Unit cells: several devices per weight, and the training algorithms that
+move information between them (docs/training.md, "Several devices per
+weight"; docs/compounds.md states every rule).
+
+A ``CellState`` is the device state of a tile whose config's ``device`` is
+a unit cell (``VectorUnitCell``, ``ReferenceUnitCell``,
+``OneSidedUnitCell``, ``TransferCompound``) or a digital rank-update cell
+(``MixedPrecisionCompound``). It holds D stacked devices, each drawn as a
+single device (``fxanalog.devices.draw_state``): their weights ``weights``
+(D, G, N, K), tile units, and parameters ``params`` (D, G, N, K, P), with
+the counters of its algorithm, all buffers (in ``state_dict()``, loadable
+with ``weights_only=True``). The weight the forward pass sees is
+``visible()``, a weighted sum of the devices' weights.
+
+The cell's transitions (``set_weights``, ``update``, ``post_update``) are
+called by its tile (``AnalogTile``), which writes ``visible()`` into the
+layer's weights afterwards; every pulse goes through the update op
+``fxanalog::tile_update`` (a stack of devices sharing the pulse trains, or
+one device), every read through ``fxanalog::tile_mvm`` with the read's
+``IOParameters`` (``Reads``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, replace
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from fxanalog import devices
+from fxanalog.config import (
+    BoundManagementType,
+    IOParameters,
+    MixedPrecisionCompound,
+    NoiseManagementType,
+    OneSidedUnitCell,
+    PulsedDevice,
+    ReferenceUnitCell,
+    TransferCompound,
+    UnitCell,
+    UpdateParameters,
+    VectorUnitCell,
+    VectorUnitCellUpdatePolicy,
+)
+from fxanalog.geometry import TileGeometry
+from fxanalog.ops.io import TileIO
+from fxanalog.ops.tile_mvm import NO_UPDATE
+from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
+
+__all__ = ["DeviceState", "CellState", "DeviceStack", "is_cell", "make_cell"]
+
+Policy = VectorUnitCellUpdatePolicy
+
+
+def is_cell(device_config) -> bool:
+    """The config's ``device`` is a unit cell or a digital rank-update cell."""
+    return isinstance(device_config, (UnitCell, MixedPrecisionCompound))
+
+
+def make_cell(device_config, geometry: TileGeometry, where: str, device=None) -> "CellState":
+    """The ``CellState`` of a tile of ``geometry`` for a unit-cell config."""
+    if isinstance(device_config, MixedPrecisionCompound):
+        return MixedPrecisionState(device_config, geometry, where, device)
+    if isinstance(device_config, TransferCompound):
+        return TransferState(device_config, geometry, where, device)
+    if isinstance(device_config, OneSidedUnitCell):
+        return OneSidedState(device_config, geometry, where, device)
+    if isinstance(device_config, (VectorUnitCell, ReferenceUnitCell)):
+        return VectorState(device_config, geometry, where, device)
+    raise TypeError(f"{where}.device: {type(device_config).__name__} is not a unit cell fxanalog implements "
+                    "(VectorUnitCell, ReferenceUnitCell, OneSidedUnitCell, TransferCompound, MixedPrecisionCompound)")
+
+
+# --------------------------------------------------------------------------
+# Reads and writes of the algorithms
+
+
+@dataclass(frozen=True)
+class Reads:
+    """How a cell reads its devices and pulses them: the tile geometry, the
+    read's periphery and the update's parameters."""
+
+    geometry: TileGeometry
+
+    def columns(self, w: Tensor, io: IOParameters, cols: Tensor, transposed: bool = False) -> Tensor:
+        """Read columns of the (G, N, K) weights ``w`` by forward passes of
+        every tile with one-hot inputs: ``cols`` (n_in, n) the column of each
+        input piece (its own index within the piece) for each of n reads.
+        Each tile reads alone (its own output noise and ADC, as a tile of its
+        own), with ``io`` (noise and bound management off, as a transfer
+        read). Returns (G, n_in, n, N). ``transposed``: read rows instead, by
+        the transposed array (the pieces of the outputs as inputs)."""
+        geo = self.geometry
+        if transposed:
+            w = w.transpose(1, 2)
+            geo = TileGeometry(geo.groups, geo.out_sizes, geo.in_sizes)
+        G, N, _ = w.shape
+        n_in, p = geo.n_in, geo.p_in
+        tiles = geo.stack_pieces(w.float())  # (G * n_in, 1, p, N)
+        n = cols.shape[1]
+        x = torch.nn.functional.one_hot(cols.to(w.device), p).float()  # (n_in, n, p)
+        x = x.expand(G, n_in, n, p).reshape(G * n_in, n, p)
+        packed = TileIO.pack(_read_io(io))
+        y = torch.ops.fxanalog.tile_mvm(x, tiles, [p], list(geo.out_sizes), None, None, packed, packed, NO_UPDATE)
+        return y.reshape(G, n_in, n, N)
+
+    def one_hot_rows(self, cols: Tensor, K: int, G: int, device) -> Tensor:
+        """The update rows of the reads ``columns`` made: (G, n_in * n, K),
+        row (piece, t) the unit vector of that piece's column."""
+        starts = torch.tensor([0, *self.geometry.in_sizes[:-1]], device=device).cumsum(0)
+        idx = (cols.to(device) + starts[:, None]).reshape(-1)
+        return torch.nn.functional.one_hot(idx, K).float().expand(G, -1, K).contiguous()
+
+
+def _read_io(io: IOParameters) -> IOParameters:
+    """A transfer or refresh read: ``io`` without noise and bound management
+    (aihwkit turns both off for these reads)."""
+    if io.noise_management == NoiseManagementType.NONE and io.bound_management == BoundManagementType.NONE:
+        return io
+    io = copy.copy(io)
+    io.noise_management = NoiseManagementType.NONE
+    io.bound_management = BoundManagementType.NONE
+    return io
+
+
+def _pulse(w: Tensor, params: Tensor, rules, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate,
+           geometry: TileGeometry) -> Tensor:
+    """The update op on a device (``w`` (G, N, K), ``rules`` one rule) or a
+    stack sharing the trains (``w`` (D, G, N, K), ``rules`` a tuple)."""
+    if x.shape[1] == 0 or lr == 0:
+        return torch.zeros(w.shape[-3:], dtype=torch.bool, device=w.device)
+    if w.dim() == 4 and w.shape[0] == 1:  # a stack of one is one device
+        w, params, rules = w[0], params[0], rules[0]
+    return torch.ops.fxanalog.tile_update(w, x.float().contiguous(), d.float().contiguous(), params, float(lr),
+                                          pack_update(up), pack_rule(rules), list(geometry.in_sizes),
+                                          list(geometry.out_sizes))
+
+
+# --------------------------------------------------------------------------
+# The stacked devices
+
+
+class StateBase(nn.Module):
+    """What every device state of a tile does on a checkpoint load."""
+
+    def skip_next_load(self) -> None:
+        """The next load leaves this state as it is (``AnalogTile.skip_next_load``)."""
+        self._skip_load = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        if not self.__dict__.pop("_skip_load", False):
+            super()._load_from_state_dict(*args, **kwargs)
+
+
+class DeviceState(StateBase):
+    """The per-cross-point parameters of a tile's devices, drawn once when the
+    tile is made (``fxanalog.devices.draw_state``).
+
+    ``params`` (G, N, K, P) holds what a pulse reads, the last axis in the
+    order of ``rule.pulse_names`` (bounds ``b_max``, ``b_min``, step sizes
+    ``scale_up``, ``scale_down``, then the device's slopes or exponents),
+    packed so that a pulse at a cross-point reads one run of memory; the
+    names are attributes that give views of it. ``decay_scale``,
+    ``diffusion_rate`` and ``reset_bias`` (G, N, K) exist when the device has
+    decay, diffusion or a reset bias, ``persistent_weight`` (the hidden
+    weights) when it has write noise. State-dict keys:
+    ``<layer>.tile.device_state.<name>``."""
+
+    POST_NAMES = ("decay_scale", "diffusion_rate", "reset_bias")
+
+    def __init__(self, device_config, shape: tuple, device=None):
+        super().__init__()
+        self.rule = devices.rule_of(device_config)
+        drawn = devices.draw_state(device_config, shape, device)
+        names = self.rule.pulse_names
+        packed = torch.stack([drawn[n] for n in names], dim=-1) if names else torch.zeros(*shape, 0, device=device)
+        self.register_buffer("params", packed.contiguous())
+        for name in self.POST_NAMES:
+            self.register_buffer(name, drawn.get(name))
+        if self.rule.write_noise > 0:
+            self.register_buffer("persistent_weight", torch.zeros(shape, device=device))
+
+    def __getattr__(self, name: str):
+        names = self.__dict__.get("rule").pulse_names if "rule" in self.__dict__ else ()
+        if name in names:
+            return self._buffers["params"][..., names.index(name)]
+        return super().__getattr__(name)
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Every parameter by name (views of ``params`` for the pulse ones)."""
+        out = {name: getattr(self, name) for name in self.rule.pulse_names}
+        out.update({name: getattr(self, name) for name in self.POST_NAMES if getattr(self, name) is not None})
+        return out
+
+
+class CellState(StateBase):
+    """The state of a unit cell. Every cell has ``visible()`` (the weight
+    the passes see, (G, N, K)), ``set_weights(tw)`` (tile-unit weights
+    written onto the devices), ``update(x, d, lr, up)`` (the pulsed update
+    with the rows x (G, B, K) and d (G, B, N)), ``post_update()`` (returns
+    whether the weights changed) and ``reset_columns(mask)``."""
+
+
+class DeviceStack(CellState):
+    """D devices per cross-point (see the module docstring); each subclass
+    gives ``gammas()``, the weighting of its devices in ``visible``."""
+
+    POST_NAMES = ("decay_scale", "diffusion_rate", "reset_bias")
+
+    def __init__(self, cell, device_configs: Sequence, geometry: TileGeometry, where: str, device=None):
+        super().__init__()
+        self.cell = cell
+        self.geometry = geometry
+        self.reads = Reads(geometry)
+        self.device_configs = list(device_configs)
+        shape = geometry.shape
+        for k, cfg in enumerate(self.device_configs):
+            if not isinstance(cfg, PulsedDevice):
+                raise TypeError(f"{where}.device.unit_cell_devices[{k}]: {type(cfg).__name__}: expected a pulsed "
+                                "device config (a PulsedDevice such as SoftBoundsDevice)")
+            if getattr(cfg, "write_noise_std", 0.0) > 0:
+                raise ValueError(f"{where}.device.unit_cell_devices[{k}].write_noise_std = {cfg.write_noise_std!r}: "
+                                 "write noise of the devices of a unit cell is not supported; expected 0")
+        self.rules = tuple(devices.rule_of(c) for c in self.device_configs)
+        drawn = [devices.draw_state(self._seeded(c, k), shape, device) for k, c in enumerate(self.device_configs)]
+        P = max(len(r.pulse_names) for r in self.rules)
+        packed = []
+        for r, st in zip(self.rules, drawn):
+            p = torch.stack([st[n] for n in r.pulse_names], dim=-1)
+            packed.append(torch.nn.functional.pad(p, (0, P - p.shape[-1])))
+        self.register_buffer("params", torch.stack(packed).contiguous())
+        self.register_buffer("weights", torch.zeros((len(self.rules), *shape), device=device))
+        for name in self.POST_NAMES:  # neutral values where a device lacks them
+            if any(name in st for st in drawn):
+                fill = 1.0 if name == "decay_scale" else 0.0
+                self.register_buffer(name, torch.stack([st.get(name, torch.full(shape, fill, device=device))
+                                                        for st in drawn]))
+            else:
+                self.register_buffer(name, None)
+        self.register_buffer("update_count", torch.zeros((), dtype=torch.int64, device=device))
+        self.granularity = sum(devices.granularity(c) for c in self.device_configs) / len(self.device_configs)
+
+    def _seeded(self, cfg, k: int):
+        """Device k's config; with the cell's ``construction_seed``, a seed of
+        its own derived from it (so tiles made with the same seed match)."""
+        seed = int(getattr(self.cell, "construction_seed", 0) or 0)
+        if not seed:
+            return cfg
+        cfg = copy.deepcopy(cfg)
+        cfg.construction_seed = seed + 7919 * k
+        return cfg
+
+    # -- the weights --------------------------------------------------------
+
+    def visible(self) -> Tensor:
+        """The weight the forward and backward passes see, (G, N, K): the
+        weighted sum of the devices' weights."""
+        g = self.gammas().to(self.weights.device, self.weights.dtype)
+        return torch.tensordot(g, self.weights, dims=1)
+
+    def device_state(self, k: int) -> dict[str, Tensor]:
+        """Device k's parameters by name, (G, N, K) each."""
+        out = {n: self.params[k, ..., i] for i, n in enumerate(self.rules[k].pulse_names)}
+        out.update({n: getattr(self, n)[k] for n in self.POST_NAMES if getattr(self, n) is not None})
+        return out
+
+    def clip_(self, k: int, w: Tensor) -> Tensor:
+        """``w`` clipped to device k's bounds."""
+        p = self.params[k]
+        return torch.minimum(torch.maximum(w, p[..., 1]), p[..., 0])
+
+    @torch.no_grad()
+    def post_update(self) -> bool:
+        """Decay and diffusion of every device once per optimizer step;
+        returns whether anything changed."""
+        changed = False
+        for k, cfg in enumerate(self.device_configs):
+            st = self.device_state(k)
+            if cfg.lifetime > 0:
+                devices.decay_(self.weights[k], st)
+                changed = True
+            if cfg.diffusion > 0:
+                devices.diffuse_(self.weights[k], st)
+                changed = True
+        return changed
+
+    def reset_columns(self, mask: Tensor) -> None:
+        """aihwkit's column reset, on every device of the cell."""
+        self.reset_devices(mask)
+
+    @torch.no_grad()
+    def reset_devices(self, mask: Tensor, which: Optional[Sequence[int]] = None) -> None:
+        """Reset the devices ``which`` (default all) where ``mask`` (G, N, K)."""
+        for k in (range(len(self.rules)) if which is None else which):
+            devices.reset_(self.weights[k], self.device_state(k), float(self.device_configs[k].reset_std), mask)
+
+    def extra_repr(self) -> str:
+        return f"{type(self.cell).__name__}, {len(self.rules)} devices"
+
+
+def _rows_between(count0: int, rows: int, every: Sequence[int]) -> list[tuple[int, int]]:
+    """Split ``rows`` update rows into runs that end where an event falls:
+    after the row that brings the counter (``count0`` before the first row)
+    to a multiple of one of ``every`` (0: never). Returns (start, stop)
+    pairs, the last one possibly without an event."""
+    cuts = set()
+    for e in every:
+        if e > 0:
+            first = e - (count0 % e)  # rows until the next multiple
+            cuts.update(range(first, rows + 1, e))
+    out, start = [], 0
+    for c in sorted(cuts):
+        out.append((start, c))
+        start = c
+    if start < rows:
+        out.append((start, rows))
+    return out
+
+
+# --------------------------------------------------------------------------
+# VectorUnitCell, ReferenceUnitCell
+
+
+class VectorState(DeviceStack):
+    """``VectorUnitCell``/``ReferenceUnitCell``: the weight is sum_k gamma_k
+    W_k; each update row goes to every device with the same pulse trains
+    (``ALL``) or to one device chosen by the policy."""
+
+    def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
+        cfgs = list(cell.unit_cell_devices)
+        if isinstance(cell, ReferenceUnitCell) and len(cfgs) == 1:
+            cfgs = [cfgs[0], copy.deepcopy(cfgs[0])]  # the same device twice (aihwkit's)
+        super().__init__(cell, cfgs, geometry, where, device)
+        self.register_buffer("update_index", torch.tensor(int(cell.first_update_idx), device=device))
+
+    def gammas(self) -> Tensor:
+        D = len(self.rules)
+        g = list(self.cell.gamma_vec) or [1.0 / D] * D
+        return torch.tensor(g, dtype=torch.float32)
+
+    @torch.no_grad()
+    def set_weights(self, tw: Tensor) -> None:
+        """Every device gets ``tw`` (clipped to its bounds); with
+        ``SINGLE_FIXED`` only the device being updated, the others keep
+        theirs (a reference device stays at its weights, 0 when made)."""
+        fixed = self.cell.update_policy == Policy.SINGLE_FIXED
+        if not fixed:
+            self.update_index.fill_(int(self.cell.first_update_idx))
+        for k in range(len(self.rules)):
+            if not fixed or k == int(self.update_index):
+                self.weights[k].copy_(self.clip_(k, tw))
+        self.update_count.zero_()
+
+    def _assign(self, rows: int) -> Optional[Tensor]:
+        """The device of each row (None: all, ``ALL``), advancing the index
+        as aihwkit's update cycles do (one cycle per row)."""
+        policy, D = self.cell.update_policy, len(self.rules)
+        if policy == Policy.ALL:
+            return None
+        if policy == Policy.SINGLE_FIXED:
+            return torch.full((rows,), int(self.update_index), dtype=torch.int64)
+        if policy == Policy.SINGLE_SEQUENTIAL:
+            idx = (int(self.update_index) + 1 + torch.arange(rows)) % D
+        else:  # SINGLE_RANDOM
+            idx = torch.floor(torch.rand(rows) * D).to(torch.int64).clamp(max=D - 1)
+        if rows:
+            self.update_index.fill_(int(idx[-1]))
+        return idx
+
+    @torch.no_grad()
+    def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
+        pu = PulsedUpdate.of(up, self.granularity)
+        assign = self._assign(x.shape[1])
+        if assign is None:  # every device, the same trains
+            _pulse(self.weights, self.params, self.rules, x, d, lr, pu, self.geometry)
+        else:  # each device its rows, in order (the other devices' rows do not touch it)
+            for k in assign.unique().tolist():
+                sel = (assign == k).nonzero().flatten().to(x.device)
+                _pulse(self.weights[k], self.params[k], self.rules[k], x[:, sel], d[:, sel], lr, pu, self.geometry)
+        self.update_count.add_(x.shape[1])
+
+
+# --------------------------------------------------------------------------
+# OneSidedUnitCell
+
+
+class OneSidedState(DeviceStack):
+    """``OneSidedUnitCell``: the weight is g+ - g- (device 1 minus device 0);
+    up pulses of the weight go to g+, down pulses to g- as up pulses, with
+    the same trains; every ``refresh_every`` rows (times the batch with
+    ``units_in_mbatch``) the pairs near saturation are reset and their
+    difference written back onto one device."""
+
+    G_MINUS, G_PLUS = 0, 1
+
+    def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
+        cfgs = list(cell.unit_cell_devices)
+        if cell.copy_inverted:
+            raise ValueError(f"{where}.device.copy_inverted = True: not supported (the g+ device with the "
+                             "mirrored parameters of the first); expected False")
+        cfgs = [cfgs[0], copy.deepcopy(cfgs[0])] if len(cfgs) == 1 else cfgs
+        super().__init__(cell, cfgs, geometry, where, device)
+        routes = {self.G_MINUS: devices.ROUTE_DOWN_AS_UP, self.G_PLUS: devices.ROUTE_UP}
+        self.routed = tuple(replace(r, route=routes[k]) for k, r in enumerate(self.rules))
+        self.register_buffer("refresh_count", torch.zeros((), dtype=torch.int64, device=device))
+
+    def gammas(self) -> Tensor:
+        return torch.tensor([-1.0, 1.0])
+
+    @torch.no_grad()
+    def set_weights(self, tw: Tensor) -> None:
+        """g+ = max(w, 0), g- = max(-w, 0), each clipped to its bounds."""
+        self.weights[self.G_PLUS].copy_(self.clip_(self.G_PLUS, tw.clamp(min=0)))
+        self.weights[self.G_MINUS].copy_(self.clip_(self.G_MINUS, (-tw).clamp(min=0)))
+        self.update_count.zero_()
+
+    @torch.no_grad()
+    def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
+        pu = PulsedUpdate.of(up, self.granularity)
+        every = int(self.cell.refresh_every) * (x.shape[1] if self.cell.units_in_mbatch else 1)
+        for start, stop in _rows_between(int(self.update_count), x.shape[1], [every]):
+            _pulse(self.weights, self.params, self.routed, x[:, start:stop], d[:, start:stop], lr, pu,
+                   self.geometry)
+            self.update_count.add_(stop - start)
+            if every > 0 and int(self.update_count) % every == 0:
+                self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> int:
+        """Read both devices column by column (``refresh_forward``), reset
+        the pairs past the thresholds and write their difference onto the
+        larger device (``refresh_update``). Returns how many were refreshed."""
+        cell, geo = self.cell, self.geometry
+        G, N, K = geo.shape
+        cols = torch.arange(geo.p_in).expand(geo.n_in, -1)
+        valid = geo.pad_mask(self.weights.device).reshape(-1)  # (n_in * p) real columns
+        reads = [self.reads.columns(self.weights[k], cell.refresh_forward, cols).reshape(G, -1, N)[:, valid]
+                 for k in (self.G_PLUS, self.G_MINUS)]
+        wp, wm = (r.transpose(1, 2) for r in reads)  # (G, N, K) as read
+        w_max = abs(self.device_configs[self.G_PLUS].w_max)
+        w_min = abs(self.device_configs[self.G_MINUS].w_max)  # the max of g-: both devices grow
+        hi, lo = cell.refresh_upper_thres, cell.refresh_lower_thres
+        refresh = torch.where(wp > wm, (wp / w_max > hi) & (wm / w_min > lo), (wp / w_max > lo) & (wm / w_min > hi))
+        n = int(refresh.sum())
+        if n == 0:
+            return 0
+        self.reset_devices(refresh)
+        eye = torch.eye(K, device=self.weights.device).expand(G, K, K).contiguous()
+        for k, value in ((self.G_PLUS, torch.where(refresh & (wp > wm), wp - wm, 0.0)),
+                         (self.G_MINUS, torch.where(refresh & (wp <= wm), wm - wp, 0.0))):
+            if bool((value != 0).any()):  # column j: x = e_j, d = -value, lr 1 (the device grows by value)
+                pu = PulsedUpdate.of(cell.refresh_update, devices.granularity(self.device_configs[k]))
+                _pulse(self.weights[k], self.params[k], self.rules[k], eye, -value.transpose(1, 2), 1.0, pu, geo)
+        self.refresh_count.add_(n)
+        return n
+
+
+# --------------------------------------------------------------------------
+# TransferCompound (Tiki-Taka)
+
+
+class TransferState(DeviceStack):
+    """``TransferCompound``: the SGD rows pulse device 0 (A, fast); every
+    ``transfer_every`` rows (times the batch with ``units_in_mbatch``)
+    ``n_reads_per_transfer`` columns of device k are read with
+    ``transfer_forward`` and written onto device k + 1 by a pulsed update
+    with ``transfer_update``; the weight is sum_k gamma_k W_k."""
+
+    def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
+        cfgs = list(cell.unit_cell_devices)
+        cfgs = [cfgs[0]] + [cfgs[1]] * (len(cfgs) - 1)  # the devices after the first are all of the second's spec
+        super().__init__(cell, cfgs, geometry, where, device)
+        D = len(cfgs)
+        size_in = geometry.in_sizes if cell.transfer_columns else geometry.out_sizes
+        size_out = max(geometry.out_sizes if cell.transfer_columns else geometry.in_sizes)
+        self.n_reads = min(int(cell.n_reads_per_transfer), min(size_in))
+        if cell.transfer_every_vec:
+            every = [float(v) for v in cell.transfer_every_vec]
+        else:  # geometric: each next device transfers out_size / n_reads times less often
+            every = [float(cell.transfer_every) * (size_out / self.n_reads) ** k for k in range(D)]
+            if cell.no_self_transfer:
+                every[-1] = 0.0
+        self.every = every
+        self.lr_vec = [float(v) for v in cell.transfer_lr_vec] or [float(cell.transfer_lr)] * D
+        n_pieces = len(size_in)
+        self.register_buffer("slice_index", torch.zeros((D, n_pieces), dtype=torch.int64, device=device))
+
+    def gammas(self) -> Tensor:
+        D = len(self.rules)
+        if self.cell.gamma_vec:
+            return torch.tensor([float(v) for v in self.cell.gamma_vec])
+        return torch.tensor([float(self.cell.gamma) ** (D - 1 - k) for k in range(D)])
+
+    @torch.no_grad()
+    def set_weights(self, tw: Tensor) -> None:
+        """Every device to 0 (clipped), the last to w / gamma_last."""
+        gam = self.gammas()
+        self.weights.zero_()
+        for k in range(len(self.rules)):
+            self.weights[k].copy_(self.clip_(k, self.weights[k]))
+        self.weights[-1].copy_(self.clip_(len(self.rules) - 1, tw / float(gam[-1])))
+        self.slice_index.zero_()
+        self.update_count.zero_()
+
+    def reset_columns(self, mask: Tensor) -> None:
+        """aihwkit's column reset of a transfer compound: the fast device only."""
+        self.reset_devices(mask, which=[0])
+
+    def _every_rows(self, rows: int) -> list[int]:
+        if self.cell.units_in_mbatch:
+            return [max(math.ceil(e * rows), 0) for e in self.every]
+        return [max(int(round(e)), 0) for e in self.every]
+
+    @torch.no_grad()
+    def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
+        cell = self.cell
+        pu = PulsedUpdate.of(up, self.granularity)
+        fast_lr = float(cell.fast_lr) if cell.fast_lr > 0 else lr
+        every = self._every_rows(x.shape[1])
+        for start, stop in _rows_between(int(self.update_count), x.shape[1], every):
+            _pulse(self.weights[0], self.params[0], self.rules[0], x[:, start:stop], d[:, start:stop], fast_lr, pu,
+                   self.geometry)
+            self.update_count.add_(stop - start)
+            count = int(self.update_count)
+            for k, e in enumerate(every):
+                if e > 0 and count % e == 0:
+                    self.transfer(k, lr)
+
+    @torch.no_grad()
+    def transfer(self, k: int, lr: float) -> None:
+        """Read ``n_reads_per_transfer`` columns (rows with
+        ``transfer_columns = False``) of device k, from each tile's slice
+        index on (wrapping), and add them to device k + 1 by a pulsed update
+        with learning rate ``transfer_lr_vec[k]`` (times the SGD learning
+        rate with ``scale_transfer_lr``)."""
+        D = len(self.rules)
+        to = min(k + 1, D - 1)
+        cell = self.cell
+        t_lr = self.lr_vec[k] * (lr if cell.scale_transfer_lr else 1.0)
+        if to == k or t_lr == 0:
+            return
+        geo, dev = self.geometry, self.weights.device
+        columns = bool(cell.transfer_columns)
+        sizes = torch.tensor(geo.in_sizes if columns else geo.out_sizes)
+        start = self.slice_index[k].cpu()
+        if cell.random_selection:
+            start = torch.floor(torch.rand(len(sizes)) * sizes).to(torch.int64).clamp(max=sizes - 1)
+        idx = (start[:, None] + torch.arange(self.n_reads)[None, :]) % sizes[:, None]  # (pieces, n)
+        read = self.reads.columns(self.weights[k], cell.transfer_forward, idx, transposed=not columns)
+        G, N, K = geo.shape
+        if cell.with_reset_prob > 0:  # the columns read, each piece with its probability
+            p = 1 - (1 - float(cell.with_reset_prob)) ** self.n_reads
+            hit = torch.rand(len(sizes)) < p
+            if bool(hit.any()):
+                mask = torch.zeros(K, dtype=torch.bool)
+                pieces_start = torch.tensor([0, *geo.in_sizes[:-1]]).cumsum(0)
+                mask[(idx[hit] + pieces_start[hit, None]).reshape(-1)] = True
+                self.reset_devices(mask.to(dev).expand(G, N, K), which=[k])
+        pu = PulsedUpdate.of(cell.transfer_update, devices.granularity(self.device_configs[to]))
+        if columns:  # x: the unit vectors of the columns read, d: minus what was read
+            xs = self.reads.one_hot_rows(idx, K, G, dev)
+            ds = -read.reshape(G, -1, N)
+        else:  # rows: x what was read, d the unit vectors of the rows
+            rows = TileGeometry(geo.groups, geo.out_sizes, geo.in_sizes)
+            ds = Reads(rows).one_hot_rows(idx, N, G, dev)
+            xs = -read.reshape(G, -1, K)
+        _pulse(self.weights[to], self.params[to], self.rules[to], xs, ds, t_lr, pu, geo)
+        self.slice_index[k] = ((start + self.n_reads) % sizes).to(dev)
+
+
+# --------------------------------------------------------------------------
+# MixedPrecisionCompound
+
+
+class MixedPrecisionState(CellState):
+    """``MixedPrecisionCompound``: the rank update accumulates in a digital
+    matrix chi (chi += lr d x^T, x and d quantized when ``n_x_bins`` /
+    ``n_d_bins`` > 0); every ``transfer_every`` batches ``n_rows_per_transfer``
+    rows of chi are transferred to the device as n = trunc(chi / eps) pulses'
+    worth (chi keeps the rest), eps the granularity."""
+
+    def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
+        inner = cell.device
+        if isinstance(inner, PulsedDevice):
+            inner = VectorUnitCell(unit_cell_devices=[inner])
+        CellState.__init__(self)
+        self.cell = cell
+        self.geometry = geometry
+        self.inner = make_cell(inner, geometry, where, device)
+        self.device_configs = self.inner.device_configs
+        self.rules = self.inner.rules
+        g = float(cell.granularity) if cell.granularity > 0 else self.inner.granularity
+        self.granularity = g
+        self.register_buffer("chi", torch.zeros(geometry.shape, device=device))
+        self.register_buffer("update_count", torch.zeros((), dtype=torch.int64, device=device))
+        self.register_buffer("row_index", torch.zeros(geometry.n_out, dtype=torch.int64, device=device))
+
+    @property
+    def weights(self) -> Tensor:
+        return self.inner.weights
+
+    def visible(self) -> Tensor:
+        return self.inner.visible()
+
+    @torch.no_grad()
+    def set_weights(self, tw: Tensor) -> None:
+        self.inner.set_weights(tw)
+        self.chi.zero_()
+        self.update_count.zero_()
+        self.row_index.zero_()
+
+    def post_update(self) -> bool:
+        return self.inner.post_update()
+
+    def reset_columns(self, mask: Tensor) -> None:
+        self.inner.reset_columns(mask)
+
+    def extra_repr(self) -> str:
+        return "MixedPrecisionCompound"
+
+    @torch.no_grad()
+    def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
+        cell = self.cell
+        x = _quantize(x.float(), int(cell.n_x_bins), bool(cell.stoc_round_x))
+        d = _quantize(d.float(), int(cell.n_d_bins), bool(cell.stoc_round_d))
+        rows = x.shape[1]
+        every = int(cell.transfer_every) * rows
+        count0 = int(self.update_count)
+        # a transfer follows the row whose count (before it) is a positive multiple of `every`
+        cuts = [r + 1 for r in range(rows) if every > 0 and count0 + r > 0 and (count0 + r) % every == 0]
+        start = 0
+        for stop in cuts + [rows]:
+            if stop > start:
+                self.chi.add_(torch.matmul(d[:, start:stop].transpose(1, 2), x[:, start:stop]), alpha=lr)
+            if stop in cuts:
+                self.transfer(up)
+            start = stop
+        self.update_count.add_(rows)
+
+    @torch.no_grad()
+    def transfer(self, up: UpdateParameters) -> None:
+        """In every tile row (output piece), ``n_rows_per_transfer`` rows of
+        chi (-1: all), from the piece's row index on (wrapping; a random start
+        with ``random_row``), onto the device: row i by a pulsed update with
+        x = n_i (the whole granules of the row), d = e_i and learning rate
+        eps ``transfer_lr`` (the update's management forced on); chi_i -=
+        n_i eps."""
+        cell, geo = self.cell, self.geometry
+        G, N, K = geo.shape
+        if cell.n_rows_per_transfer == 0 or cell.transfer_lr == 0:
+            return
+        picked, offset = [], 0
+        for o, size in enumerate(geo.out_sizes):
+            n = size if cell.n_rows_per_transfer < 0 else min(int(cell.n_rows_per_transfer), size)
+            i0 = int(self.row_index[o])
+            if cell.random_row and n < size:
+                i0 = min(int(math.floor(float(torch.rand(())) * size)), size - 1)
+            picked.append(offset + (i0 + torch.arange(n)) % size)
+            self.row_index[o] = (i0 + n) % size
+            offset += size
+        rows = torch.cat(picked).to(self.chi.device)
+        eps = self.granularity
+        chi = self.chi[:, rows]  # (G, n, K)
+        counts = torch.trunc(chi / eps)
+        self.chi[:, rows] = chi - counts * eps
+        d = torch.nn.functional.one_hot(rows, N).float().expand(G, len(rows), N).contiguous()
+        managed = copy.copy(up)
+        managed.update_management = True
+        managed.update_bl_management = True
+        self.inner.update(counts, d, eps * float(cell.transfer_lr), managed)
+
+
+def _quantize(v: Tensor, bins: int, stochastic: bool) -> Tensor:
+    """Each row of ``v`` (G, B, L) to ``bins // 2`` steps each side of 0 of
+    width max|row| / (bins // 2) (1 for a zero row), rounded to nearest or
+    stochastically; ``bins`` 0: unchanged."""
+    if bins <= 0:
+        return v
+    half = float(bins // 2)
+    width = v.abs().amax(dim=-1, keepdim=True) / half
+    width = torch.where(width == 0, torch.ones_like(width), width)
+    q = v / width
+    if stochastic:
+        q = q + torch.rand_like(q) - 0.5
+    return torch.round(q).clamp(-half, half) * width

@@ -1,0 +1,368 @@
+"""Unit cells (fxanalog.cells, docs/compounds.md): the update op on a stack
+of devices that share the pulse trains, and each cell's rule checked against
+a computation by hand or against the single-device update it is made of."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import fxanalog
+from fxanalog import cells, devices
+from fxanalog.config import (
+    ConstantStepDevice,
+    DigitalRankUpdateRPUConfig,
+    IOParameters,
+    MixedPrecisionCompound,
+    OneSidedUnitCell,
+    PulseType,
+    ReferenceUnitCell,
+    SoftBoundsDevice,
+    TransferCompound,
+    UnitCellRPUConfig,
+    UpdateParameters,
+    VectorUnitCell,
+    VectorUnitCellUpdatePolicy,
+)
+from fxanalog.devices import ROUTE_DOWN_AS_UP, ROUTE_UP, draw_state, rule_of
+from fxanalog.geometry import TileGeometry
+from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update, pulse_trains, tile_update
+from fxanalog.optim import AnalogSGD
+
+
+def exact_device(**kw) -> ConstantStepDevice:
+    """A constant step without any spread or noise, bounds +-10 (never reached here)."""
+    base = dict(dw_min=0.01, dw_min_dtod=0.0, dw_min_std=0.0, up_down_dtod=0.0, w_max=10.0, w_min=-10.0,
+                w_max_dtod=0.0, w_min_dtod=0.0)
+    base.update(kw)
+    return ConstantStepDevice(**base)
+
+
+def stacked(dev, shape, routes=(0, 0)):
+    rule = rule_of(dev)
+    st = draw_state(dev, shape)
+    p = torch.stack([st[n] for n in rule.pulse_names], dim=-1)
+    return tuple(replace(rule, route=r) for r in routes), torch.stack([p] * len(routes)).contiguous(), p
+
+
+# --------------------------------------------------------------------------
+# The op on a stack of devices
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_stack_shares_the_trains_of_one_device(native):
+    """Two identical devices of a stack (no noise) move exactly as one device
+    updated with the same random stream: the same coincidences reach both."""
+    G, N, K, B = 2, 5, 7, 6
+    dev = exact_device()
+    rules, pstack, p1 = stacked(dev, (G, N, K))
+    x, d = torch.randn(G, B, K), torch.randn(G, B, N)
+    up = PulsedUpdate.of(UpdateParameters(), dev.dw_min)
+    w0 = torch.randn(G, N, K) * 0.1
+    torch.manual_seed(5)
+    single = w0.clone()
+    tile_update(single, x, d, 0.05, up, rules[0], p1, [K], [N], use_native=native)
+    torch.manual_seed(5)
+    stack = torch.stack([w0, w0]).contiguous()
+    touched = tile_update(stack, x, d, 0.05, up, rules, pstack, [K], [N], use_native=native)
+    assert not torch.equal(single, w0)  # pulses landed
+    torch.testing.assert_close(stack[0], single, rtol=0, atol=0)
+    torch.testing.assert_close(stack[1], single, rtol=0, atol=0)
+    assert touched[single != w0].all()  # every cross-point that moved got pulses
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_routes_split_the_pulses_of_a_one_sided_pair(native):
+    """g+ (ROUTE_UP) takes the up pulses and g- (ROUTE_DOWN_AS_UP) the down
+    pulses as up pulses: both only grow, and g+ - g- moves as one device
+    with equal up and down steps on the same trains."""
+    G, N, K, B = 1, 6, 8, 5
+    dev = exact_device()
+    rules, pstack, p1 = stacked(dev, (G, N, K), routes=(ROUTE_DOWN_AS_UP, ROUTE_UP))
+    x, d = torch.randn(G, B, K), torch.randn(G, B, N)
+    up = PulsedUpdate.of(UpdateParameters(), dev.dw_min)
+    torch.manual_seed(9)
+    single = torch.zeros(G, N, K)
+    tile_update(single, x, d, 0.1, up, rule_of(dev), p1, [K], [N], use_native=native)
+    torch.manual_seed(9)
+    pair = torch.zeros(2, G, N, K)
+    tile_update(pair, x, d, 0.1, up, rules, pstack, [K], [N], use_native=native)
+    assert (pair >= 0).all() and (pair[0] > 0).any() and (pair[1] > 0).any()
+    torch.testing.assert_close(pair[1] - pair[0], single, rtol=0, atol=1e-6)
+
+
+def test_stack_native_matches_python_loop_on_given_trains():
+    """The C kernel and the Python loop apply the same pulses to a stack of
+    different devices with routes (given trains, no cycle-to-cycle noise)."""
+    G, N, K, B = 2, 6, 9, 4
+    a = SoftBoundsDevice(dw_min_std=0.0)
+    b = SoftBoundsDevice(dw_min_std=0.0, dw_min=0.02)
+    shape = (G, N, K)
+    rules = (replace(rule_of(a), route=ROUTE_UP), replace(rule_of(b), route=ROUTE_DOWN_AS_UP))
+    ps = []
+    for dev, r in zip((a, b), rules):
+        st = draw_state(dev, shape)
+        ps.append(torch.stack([st[n] for n in r.pulse_names], dim=-1))
+    params = torch.stack(ps).contiguous()
+    x, d = torch.randn(G, B, K), torch.randn(G, B, N)
+    up = PulsedUpdate.of(UpdateParameters(desired_bl=7), 0.015)
+    trains = pulse_trains(x, d, 0.3, up, [5, 4], [3, 3])[:2]
+    w = (torch.rand(2, G, N, K) * 0.2).contiguous()
+    w_c, w_py = w.clone(), w.clone()
+    t_c = tile_update(w_c, x, d, 0.3, up, rules, params, [5, 4], [3, 3], trains=trains, use_native=True)
+    t_py = tile_update(w_py, x, d, 0.3, up, rules, params, [5, 4], [3, 3], trains=trains, use_native=False)
+    assert not torch.equal(w_c, w)
+    torch.testing.assert_close(w_c, w_py, rtol=0, atol=2e-7)
+    assert torch.equal(t_c, t_py)
+
+
+def test_op_refuses_mismatched_stack():
+    dev = exact_device()
+    rules, pstack, _ = stacked(dev, (1, 2, 3))
+    w = torch.zeros(3, 1, 2, 3)  # three weight arrays, two rules
+    with pytest.raises(ValueError, match=r"weights of shape \(3, 1, 2, 3\) with 2 packed device rules"):
+        torch.ops.fxanalog.tile_update(w, torch.ones(1, 1, 3), torch.ones(1, 1, 2), pstack, 0.1,
+                                       pack_update(PulsedUpdate.of(UpdateParameters(), 0.01)), pack_rule(rules),
+                                       [3], [2])
+
+
+# --------------------------------------------------------------------------
+# The cells, on a layer
+
+
+def layer_of(cfg, n_in=6, n_out=4, seed=0):
+    torch.manual_seed(seed)
+    return fxanalog.convert_to_analog(nn.Linear(n_in, n_out, bias=False), cfg).analog_weight  # the analog layer
+
+
+def exact_update() -> UpdateParameters:
+    return UpdateParameters(pulse_type=PulseType.NONE)
+
+
+def perfect_config(device, config=UnitCellRPUConfig, **kw):
+    return config(device=device, forward=IOParameters(is_perfect=True), backward=IOParameters(is_perfect=True),
+                  update=kw.pop("update", exact_update()), **kw)
+
+
+def train_rows(layer, x, lr):
+    """One step: forward on x, backward of sum(y * g) with a fixed g, the
+    optimizer's pulsed update. Returns the d the tile received."""
+    g = torch.linspace(-1, 1, layer.out_features).expand(x.shape[0], -1)
+    opt = AnalogSGD(layer.parameters(), lr=lr)
+    opt.zero_grad()
+    (layer(x) * g).sum().backward()
+    opt.step()
+    return g
+
+
+def test_vector_all_is_the_mean_of_devices_moved_alike():
+    """VectorUnitCell (ALL): weight = mean of the devices; with an exact
+    update every device moves by -lr d^T x (clipped to its bounds)."""
+    cfg = perfect_config(VectorUnitCell(unit_cell_devices=[exact_device(), exact_device(dw_min=0.02)]))
+    layer = layer_of(cfg)
+    st = layer.tile.device_state
+    w0 = layer.weight.detach().clone()
+    torch.testing.assert_close(st.weights[0, 0], w0)  # set_weights: every device holds w
+    x = torch.randn(5, 6)
+    g = train_rows(layer, x, 0.1)
+    expected = w0 - 0.1 * g.T @ x
+    torch.testing.assert_close(st.weights[:, 0], torch.stack([expected, expected]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.weight.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_vector_sequential_alternates_devices_row_by_row_and_gamma_weights():
+    """SINGLE_SEQUENTIAL: row r goes to device (first + 1 + r) mod D; the
+    weight is sum_k gamma_k W_k with the given gamma_vec."""
+    cell = VectorUnitCell(unit_cell_devices=[exact_device()] * 3, gamma_vec=[0.5, 0.3, 0.2],
+                          update_policy=VectorUnitCellUpdatePolicy.SINGLE_SEQUENTIAL, first_update_idx=1)
+    layer = layer_of(perfect_config(cell))
+    st = layer.tile.device_state
+    w_dev0 = st.weights[:, 0].clone()
+    x = torch.randn(7, 6)
+    g = train_rows(layer, x, 0.2)
+    expected = w_dev0.clone()
+    for r in range(7):
+        k = (1 + 1 + r) % 3
+        expected[k] -= 0.2 * torch.outer(g[r], x[r])
+    torch.testing.assert_close(st.weights[:, 0], expected, rtol=1e-5, atol=1e-6)
+    assert int(st.update_index) == (1 + 7) % 3
+    visible = 0.5 * expected[0] + 0.3 * expected[1] + 0.2 * expected[2]
+    torch.testing.assert_close(layer.weight.detach(), visible, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_cell_updates_device_0_against_a_fixed_reference():
+    """ReferenceUnitCell: weight = W_0 - W_1; the reference starts at 0 and
+    never moves; one device given is used twice."""
+    layer = layer_of(perfect_config(ReferenceUnitCell(unit_cell_devices=[exact_device()])))
+    st = layer.tile.device_state
+    assert st.weights.shape[0] == 2 and torch.count_nonzero(st.weights[1]) == 0
+    w0 = layer.weight.detach().clone()
+    x = torch.randn(3, 6)
+    g = train_rows(layer, x, 0.1)
+    torch.testing.assert_close(layer.weight.detach(), w0 - 0.1 * g.T @ x, rtol=1e-5, atol=1e-6)
+    assert torch.count_nonzero(st.weights[1]) == 0
+
+
+def test_one_sided_pair_and_refresh():
+    """OneSidedUnitCell: g+ = max(w, 0), g- = max(-w, 0) when set; an exact
+    update adds each row's increases to g+ and its decreases to g-; a
+    refresh resets the pairs past the thresholds and writes their difference
+    onto one device (exact update: to the value read)."""
+    dev = exact_device(w_max=1.0, w_min=-1.0, reset_std=0.0)
+    cell = OneSidedUnitCell(unit_cell_devices=[dev], refresh_every=1, units_in_mbatch=False,
+                            refresh_forward=IOParameters(is_perfect=True), refresh_update=exact_update())
+    cfg = perfect_config(cell)
+    layer = layer_of(cfg)
+    st = layer.tile.device_state
+    w0 = layer.weight.detach().clone()
+    torch.testing.assert_close(st.weights[1, 0], w0.clamp(min=0))
+    torch.testing.assert_close(st.weights[0, 0], (-w0).clamp(min=0))
+    # one row of large updates: some pairs end past the thresholds (0.75 / 0.25 of w_max = 1)
+    x = torch.ones(1, 6)
+    g = train_rows(layer, x, 0.9)
+    rows = -0.9 * torch.outer(g[0], x[0])
+    gp = w0.clamp(min=0) + rows.clamp(min=0)
+    gm = (-w0).clamp(min=0) + (-rows).clamp(min=0)
+    refresh = torch.where(gp > gm, (gp > 0.75) & (gm > 0.25), (gp > 0.25) & (gm > 0.75))
+    assert refresh.any() and (~refresh).any()
+    exp_p = torch.where(refresh, (gp - gm).clamp(min=0), gp)
+    exp_m = torch.where(refresh, (gm - gp).clamp(min=0), gm)
+    torch.testing.assert_close(st.weights[1, 0], exp_p, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(st.weights[0, 0], exp_m, rtol=1e-5, atol=1e-6)
+    assert int(st.refresh_count) == int(refresh.sum())
+    torch.testing.assert_close(layer.weight.detach(), exp_p - exp_m, rtol=1e-5, atol=1e-6)
+
+
+def transfer_cell(**kw) -> TransferCompound:
+    """Two exact constant-step devices; perfect reads; an update whose
+    probabilities are all >= 1 (BL 3 slots, no management: A = B =
+    sqrt(lr / (dw BL)) >= 1), so every cross-point with x_j d_i != 0 gets
+    exactly 3 pulses."""
+    base = dict(unit_cell_devices=[exact_device(), exact_device()], transfer_forward=IOParameters(is_perfect=True),
+                transfer_update=UpdateParameters(desired_bl=3, update_bl_management=False, update_management=False))
+    base.update(kw)
+    return TransferCompound(**base)
+
+
+def test_transfer_moves_the_expected_amount_by_hand():
+    """A transfer of column j adds, where A[:, j] != 0, exactly BL pulses of
+    dw_min in the direction of A[:, j] to C[:, j] (probabilities 1, no
+    noise): a transfer learning rate of 1 with dw_min 0.01 and BL 3 gives
+    A = B = sqrt(1 / 0.03) > 1 and |A[i, j]| >= 0.2 makes every error line
+    fire too. The weight is C alone (gamma 0)."""
+    layer = layer_of(perfect_config(transfer_cell(transfer_lr=1.0, scale_transfer_lr=False)))
+    st = layer.tile.device_state
+    w0 = layer.weight.detach().clone()
+    torch.testing.assert_close(st.weights[1, 0], w0)  # set: C holds w, A is 0
+    assert torch.count_nonzero(st.weights[0]) == 0
+    a = torch.tensor([0.5, -0.3, 0.0, 0.25])
+    st.weights[0, 0, :, 2] = a
+    st.slice_index[0] = 2  # the column the next transfer reads
+    st.transfer(0, lr=0.1)
+    expected = w0.clone()
+    expected[:, 2] += 3 * 0.01 * torch.sign(a)
+    torch.testing.assert_close(st.weights[1, 0], expected, rtol=0, atol=1e-6)
+    assert st.slice_index[0].tolist() == [3]  # the next column
+
+
+def test_transfer_schedule_and_fast_lr():
+    """units_in_mbatch=False, transfer_every=2: a transfer after every second
+    row, columns in order; the fast device gets the SGD rows with fast_lr."""
+    cell = transfer_cell(transfer_every=2.0, units_in_mbatch=False, fast_lr=0.5)
+    layer = layer_of(perfect_config(cell))
+    st = layer.tile.device_state
+    x = torch.randn(5, 6)
+    g = train_rows(layer, x, 0.1)
+    torch.testing.assert_close(st.weights[0, 0], -0.5 * g.T @ x, rtol=1e-5, atol=1e-6)  # A from 0, lr fast_lr
+    assert int(st.update_count) == 5 and st.slice_index[0].tolist() == [2]  # two transfers: columns 0 and 1
+
+
+def test_transfer_gamma_weighting_of_three_devices():
+    cell = transfer_cell(unit_cell_devices=[exact_device()] * 3, gamma=0.5)
+    layer = layer_of(perfect_config(cell))
+    st = layer.tile.device_state
+    torch.testing.assert_close(st.gammas(), torch.tensor([0.25, 0.5, 1.0]))
+    st.weights.copy_(torch.randn_like(st.weights))
+    torch.testing.assert_close(st.visible(), 0.25 * st.weights[0] + 0.5 * st.weights[1] + st.weights[2])
+
+
+def test_mixed_precision_accumulates_in_digital_and_transfers_whole_granules():
+    """chi += lr d x^T; after the transfer (every batch, from the second on)
+    the device moved by -n eps with n = trunc(chi / eps) and chi keeps the
+    rest (an exact device update)."""
+    dev = exact_device(dw_min=0.05)
+    cfg = perfect_config(MixedPrecisionCompound(device=dev), config=DigitalRankUpdateRPUConfig)
+    layer = layer_of(cfg)
+    st = layer.tile.device_state
+    w0 = layer.weight.detach().clone()
+    x1, x2 = torch.randn(4, 6), torch.randn(4, 6)
+    g = train_rows(layer, x1, 0.3)  # rows 0..3: counts 0..3, no transfer (count 0 is not one)
+    chi = 0.3 * g.T @ x1
+    torch.testing.assert_close(st.chi[0], chi, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(layer.weight.detach(), w0)
+    train_rows(layer, x2, 0.3)  # row 4 (count 4 = every): transfer after it, then rows 5..7
+    chi_at = chi + 0.3 * torch.outer(g[0], x2[0])
+    n = torch.trunc(chi_at / 0.05)
+    torch.testing.assert_close(layer.weight.detach(), w0 - n * 0.05, rtol=1e-5, atol=1e-6)
+    rest = chi_at - n * 0.05 + 0.3 * g[1:].T @ x2[1:]
+    torch.testing.assert_close(st.chi[0], rest, rtol=1e-5, atol=1e-5)
+
+
+def test_mixed_precision_quantizes_rows():
+    """n_x_bins: each row of x to bins // 2 steps of max|x| / (bins // 2)
+    each side of 0, rounded to nearest (no stochastic rounding)."""
+    x = torch.tensor([[[0.9, -0.2, 0.45, 0.0]]])
+    q = cells._quantize(x, 5, False)  # 2 steps of 0.45
+    torch.testing.assert_close(q, torch.tensor([[[0.9, -0.0, 0.45, 0.0]]]))
+    draws = cells._quantize(torch.full((1, 20000, 2), 0.3) * torch.tensor([1.0, 3.0]), 3, True)
+    # stochastic rounding of 0.3 in steps of 0.9: mean stays 0.3 (binomial std 0.9 * 0.47 / sqrt(20000))
+    assert abs(float(draws[..., 0].mean()) - 0.3) < 5 * 0.9 * 0.47 / 20000 ** 0.5
+
+
+@pytest.mark.parametrize("cell", [
+    VectorUnitCell(unit_cell_devices=[SoftBoundsDevice(), ConstantStepDevice()]),
+    ReferenceUnitCell(unit_cell_devices=[SoftBoundsDevice()]),
+    OneSidedUnitCell(unit_cell_devices=[SoftBoundsDevice()], refresh_every=1),
+    TransferCompound(unit_cell_devices=[SoftBoundsDevice(), SoftBoundsDevice()], transfer_every=0.5,
+                     units_in_mbatch=True),
+    MixedPrecisionCompound(device=SoftBoundsDevice()),
+], ids=lambda c: type(c).__name__)
+def test_state_dict_round_trip_weights_only(cell):
+    """Every cell's state (devices, buffers, counters) through torch.save /
+    torch.load(weights_only=True) into a fresh layer: equal state, and the
+    same next step from the same seed."""
+    cfg = (DigitalRankUpdateRPUConfig if isinstance(cell, MixedPrecisionCompound) else UnitCellRPUConfig)(device=cell)
+    cfg.mapping.max_input_size = 4  # a tile array
+    layer = layer_of(cfg, seed=1)
+    for _ in range(2):
+        train_rows(layer, torch.randn(3, 6), 0.1)
+    buf = io.BytesIO()
+    torch.save(layer.state_dict(), buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    other = layer_of(cfg, seed=2)
+    other.load_state_dict(loaded)
+    for (k, a), (_, b) in zip(layer.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), k
+    x = torch.randn(3, 6)
+    torch.manual_seed(3)
+    train_rows(layer, x, 0.1)
+    torch.manual_seed(3)
+    train_rows(other, x, 0.1)
+    torch.testing.assert_close(layer.weight, other.weight, rtol=0, atol=0)
+
+
+def test_unit_cell_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match=r"write_noise_std = 0.1.*expected 0"):
+        layer_of(UnitCellRPUConfig(device=VectorUnitCell(
+            unit_cell_devices=[SoftBoundsDevice(write_noise_std=0.1)])))
+    with pytest.raises(ValueError, match=r"copy_inverted = True"):
+        layer_of(UnitCellRPUConfig(device=OneSidedUnitCell(unit_cell_devices=[SoftBoundsDevice()],
+                                                           copy_inverted=True)))
+    layer = layer_of(UnitCellRPUConfig(device=VectorUnitCell(unit_cell_devices=[SoftBoundsDevice()])))
+    with pytest.raises(ValueError, match=r"closed-loop write of unit cells"):
+        layer.tile.realistic_write(layer.weight_matrix())
