@@ -26,7 +26,7 @@ import importlib.util
 import os
 import sys
 
-__all__ = ["generate", "missing_meanings", "config_classes", "config_enums", "default_path", "main"]
+__all__ = ["generate", "missing_meanings", "config_classes", "preset_classes", "config_enums", "default_path", "main"]
 
 _ORDER = [
     "InferenceRPUConfig",
@@ -96,22 +96,39 @@ assert config_from_dict(cfg.to_dict()) == cfg   # the JSON format of --config
 # Discovery
 
 
+_PRESETS = "fxanalog.presets"
+
+
 def _load_modules() -> None:
     """Import the modules that register config classes."""
-    for name in ("fxanalog.config", "fxanalog.inference"):
+    for name in ("fxanalog.config", "fxanalog.inference", _PRESETS):
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)
 
 
+def _is_preset(cls: type) -> bool:
+    return cls.__module__ == _PRESETS or cls.__module__.startswith(_PRESETS + ".")
+
+
 def config_classes() -> list[type]:
-    """Every registered config dataclass, in the page's order."""
+    """Every registered config dataclass but the presets, in the page's order."""
     _load_modules()
     from fxanalog.config import registered_config_classes
 
-    registry = registered_config_classes()
+    registry = {n: c for n, c in registered_config_classes().items() if not _is_preset(c)}
     names = [n for n in _ORDER if n in registry]
     names += sorted(n for n in registry if n not in names)
     return [registry[n] for n in names]
+
+
+def preset_classes() -> list[type]:
+    """The preset classes of ``fxanalog.presets`` (aihwkit's), in its ``__all__`` order."""
+    _load_modules()
+    from fxanalog.config import registered_config_classes
+
+    order = list(getattr(sys.modules.get(_PRESETS), "__all__", []))
+    presets = [c for c in registered_config_classes().values() if _is_preset(c)]
+    return sorted(presets, key=lambda c: (order.index(c.__name__) if c.__name__ in order else len(order), c.__name__))
 
 
 def config_enums() -> list[type]:
@@ -208,6 +225,7 @@ def generate() -> str:
     out.append("## Contents\n")
     for cls in classes:
         out.append(f"- [{cls.__name__}](#{cls.__name__.lower()})")
+    out.append("- [Presets](#presets)")
     out.append("- [Enums](#enums)\n")
     for cls in classes:
         doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
@@ -226,6 +244,7 @@ def generate() -> str:
                 f"| {_cell(_meaning(f))} |"
             )
         out.append("")
+    out.extend(_presets_section())
     out.append("## Enums\n")
     out.append("Fields of these types accept the member or its name as a string (any case), "
                "as in JSON configs.\n")
@@ -237,6 +256,41 @@ def generate() -> str:
             out.append(f"| `{name}` | {_cell(_member_meaning(member))} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _presets_section() -> list[str]:
+    """Each preset: its base class and the fields whose defaults it changes."""
+    out = ["## Presets\n",
+           "aihwkit's presets (`from fxanalog.presets import ReRamSBPreset`): config classes whose defaults are "
+           "aihwkit's published values. Each is listed with the fields it changes; the others are its base "
+           "class's.\n"]
+    for cls in preset_classes():
+        base = cls.__mro__[1]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
+        out.append(f"### {cls.__name__}\n")
+        anchor = base.__name__.lower()
+        out.append(f"`{cls.__module__}.{cls.__name__}`, based on [`{base.__name__}`](#{anchor}): {doc}\n")
+        preset, default = cls(), base()
+        rows = [f.name for f in dataclasses.fields(cls) if getattr(preset, f.name) != getattr(default, f.name)]
+        if not rows:
+            out.append("The same defaults as its base class.\n")
+            continue
+        out.append(f"| field | preset | {base.__name__} |")
+        out.append("|---|---|---|")
+        for name in rows:
+            out.append(f"| `{name}` | {_cell(_fmt_value(getattr(preset, name)))} "
+                       f"| {_cell(_fmt_value(getattr(default, name)))} |")
+        out.append("")
+    return out
+
+
+def _fmt_value(value) -> str:
+    """A default as code, without the link of a nested config."""
+    if isinstance(value, float):
+        return _fmt_default(value)
+    if isinstance(value, enum.Enum):
+        return f"`{value.name}`"
+    return f"`{value!r}`"
 
 
 def default_path() -> str:

@@ -75,6 +75,7 @@ __all__ = [
     "field_check",
     "field_doc",
     "register_config_class",
+    "with_defaults",
     "unregister_config_class",
     "registered_config_classes",
     "positional_order",
@@ -442,6 +443,44 @@ def register_config_class(cls: type) -> type:
     _install_init(cls)
     _REGISTRY[cls.__name__] = cls
     return cls
+
+
+def with_defaults(**defaults: Any) -> Callable[[type], type]:
+    """Class decorator of a preset: a subclass of a config class whose named
+    fields take new defaults, each keeping its base class's doc and check;
+    the result is a registered config dataclass (aihwkit's preset classes,
+    e.g. ``ReRamSBPresetDevice``, are subclasses of this kind)::
+
+        @with_defaults(dw_min=0.002, w_max=1.25, forward=PresetIOParameters)
+        class MyPreset(SingleRPUConfig):
+            \"\"\"What the preset is.\"\"\"
+
+    A value that is a class or a function (not an enum member) is the
+    field's ``default_factory``; a list, dict or config object must be given
+    as a function that builds it (each instance gets its own).
+    """
+
+    def wrap(cls: type) -> type:
+        base = cls.__mro__[1]
+        fields = {f.name: f for f in dataclasses.fields(base)} if dataclasses.is_dataclass(base) else {}
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for name, value in defaults.items():
+            if name not in fields:
+                raise TypeError(f"{cls.__name__}: {name!r} is not a field of {base.__name__}; its fields: "
+                                f"{', '.join(fields) or '(none)'}")
+            f = fields[name]
+            if isinstance(value, (list, dict, ConfigBase)):
+                raise TypeError(f"{cls.__name__}.{name}: give a function that builds {value!r} (each instance "
+                                "gets its own), not the object")
+            factory = callable(value) and not isinstance(value, enum.Enum)
+            new = param(default_factory=value, doc=field_doc(f), check=field_check(f)) if factory else param(
+                value, doc=field_doc(f), check=field_check(f))
+            type.__setattr__(cls, name, new)
+            annotations[name] = f.type
+        type.__setattr__(cls, "__annotations__", annotations)
+        return register_config_class(dataclasses.dataclass(repr=False)(cls))
+
+    return wrap
 
 
 def positional_order(cls: type) -> tuple[str, ...]:

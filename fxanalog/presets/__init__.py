@@ -1,6 +1,19 @@
-"""Named configs and small example models, for the command line and the docs.
+"""Presets: aihwkit's training and inference presets, the command line's named configs, example models.
 
-Config presets (``fxanalog summary MODEL --config NAME``)::
+aihwkit's presets, with its names and published parameters (``from
+fxanalog.presets import ReRamSBPreset`` where aihwkit has ``from
+aihwkit.simulator.presets import ReRamSBPreset``), one module per group as
+in aihwkit:
+
+* ``devices``: devices fitted to measurements (``ReRamSBPresetDevice``, ...);
+* ``compounds``: ``PCMPresetUnitCell``;
+* ``utils``: the periphery and update of the presets (``PresetIOParameters``,
+  ``PresetUpdateParameters``, ``StandardIOParameters``);
+* ``configs``: the training configs (``ReRamSBPreset``, ``ReRamSB2Preset``,
+  ``TikiTakaReRamESPreset``, ``MixedPrecisionPCMPreset``, ...);
+* ``inference``: ``StandardHWATrainingPreset``.
+
+Config presets by name (``fxanalog summary MODEL --config NAME``)::
 
     from fxanalog.presets import get_preset
     cfg = get_preset("pcm")          # a fresh InferenceRPUConfig each call
@@ -33,7 +46,15 @@ from fxanalog.config import (
     config_from_dict,
 )
 
-__all__ = ["PRESETS", "preset_names", "get_preset", "load_config", "small_cnn", "tiny_mlp"]
+from fxanalog.presets import compounds, configs, devices, inference, utils
+from fxanalog.presets.compounds import *  # noqa: F401,F403  (aihwkit's names, listed in __all__)
+from fxanalog.presets.configs import *  # noqa: F401,F403
+from fxanalog.presets.devices import *  # noqa: F401,F403
+from fxanalog.presets.inference import *  # noqa: F401,F403
+from fxanalog.presets.utils import *  # noqa: F401,F403
+
+__all__ = (["PRESETS", "preset_names", "get_preset", "load_config", "small_cnn", "tiny_mlp"] + devices.__all__
+           + compounds.__all__ + utils.__all__ + configs.__all__ + inference.__all__)
 
 
 def _inference() -> InferenceRPUConfig:
