@@ -74,7 +74,8 @@ Every field of fxanalog's configs, its default and its meaning. Names,
 nesting and defaults are those of aihwkit's `InferenceRPUConfig`,
 `FloatingPointRPUConfig`, `SingleRPUConfig`, `UnitCellRPUConfig` and
 `DigitalRankUpdateRPUConfig` with their update parameters, devices and unit
-cells (see [concepts](concepts.md) and the [physics](physics.md)).
+cells (see [concepts](concepts.md) and the [physics](physics.md)), and the
+values of aihwkit's presets (`fxanalog.presets`, [Presets](#presets)).
 
 This page is generated from the dataclasses by `python -m fxanalog._docgen`;
 a test fails when it is out of date. Do not edit it by hand.

@@ -507,6 +507,7 @@ def test_compounds_exported_and_documented():
                  "DigitalRankUpdateCell", "MixedPrecisionCompound", "UnitCellRPUConfig", "DigitalRankUpdateRPUConfig",
                  "VectorUnitCellUpdatePolicy"):
         assert name in fxanalog.config.__all__, name
+        assert name in fxanalog.__all__ and getattr(fxanalog, name) is getattr(fxanalog.config, name), name
     for cls in COMPOUNDS + [UnitCellRPUConfig, DigitalRankUpdateRPUConfig]:
         assert registered_config_classes()[cls.__name__] is cls
         assert (cls.__doc__ or "").strip(), cls.__name__

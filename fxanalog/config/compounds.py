@@ -211,8 +211,8 @@ class OneSidedUnitCell(UnitCell):
     forward pass ``refresh_forward`` (w_+ and w_- separately). Where the
     larger of the two, divided by the device's w_max, exceeds
     ``refresh_upper_thres`` and the smaller exceeds ``refresh_lower_thres``,
-    both devices are reset and the difference is written back onto one of
-    them with the pulses of ``refresh_update``.
+    both devices are reset and the difference is written back onto the
+    device that was larger, with the pulses of ``refresh_update``.
     """
 
     refresh_every: int = param(
@@ -266,7 +266,8 @@ class TransferCompound(UnitCell):
     w_1 by pulses (``transfer_update``) with the one-hot vector and the
     read values, learning rate ``transfer_lr`` (times the optimizer's with
     ``scale_transfer_lr``). Device k transfers onto k + 1 in the same way,
-    every ``transfer_every`` (x_size / n_reads_per_transfer)^k updates
+    every transfer_every (m / n_reads_per_transfer)^k updates, m the
+    tile's output size (its input size with ``transfer_columns = False``),
     unless ``transfer_every_vec`` says otherwise; the last device does not
     transfer (``no_self_transfer``). After a column is read it is reset
     with probability ``with_reset_prob``. The transfer's noise and bound
@@ -288,9 +289,12 @@ class TransferCompound(UnitCell):
     transfer_every: float = param(
         1.0, check=Number(ge=0),
         doc="Transfer from device 0 every this many updates (mini-batches with `units_in_mbatch`, else batch "
-            "rows; rounded); device k every transfer_every (x_size / n_reads_per_transfer)^k; 0: no transfer.")
+            "rows; rounded); device k every transfer_every (m / n_reads_per_transfer)^k, m the tile's output "
+            "size (input size for row transfer); 0: no transfer.")
     no_self_transfer: bool = param(
-        True, doc="The last device does not transfer (onto itself); `False` has no effect in fxanalog either.")
+        True,
+        doc="The last device gets no transfer period (it would transfer onto itself, which does nothing; `False` "
+            "gives it one, to no effect, as in aihwkit).")
     transfer_every_vec: list[float] = param(
         default_factory=list, check=NumberList(),
         doc="The transfer periods of the devices, one per device (each >= 0, 0: that device does not "
