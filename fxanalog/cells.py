@@ -33,6 +33,9 @@ from torch import Tensor, nn
 from fxanalog import devices
 from fxanalog.config import (
     BoundManagementType,
+    BufferedTransferCompound,
+    ChoppedTransferCompound,
+    DynamicTransferCompound,
     IOParameters,
     MixedPrecisionCompound,
     NoiseManagementType,
@@ -48,7 +51,7 @@ from fxanalog.config import (
 from fxanalog.geometry import TileGeometry
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE
-from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
+from fxanalog.ops.tile_update_torch import PulsedUpdate, _row_maxima, pack_rule, pack_update
 
 __all__ = ["DeviceState", "CellState", "DeviceStack", "is_cell", "make_cell"]
 
@@ -64,6 +67,12 @@ def make_cell(device_config, geometry: TileGeometry, where: str, device=None) ->
     """The ``CellState`` of a tile of ``geometry`` for a unit-cell config."""
     if isinstance(device_config, MixedPrecisionCompound):
         return MixedPrecisionState(device_config, geometry, where, device)
+    if isinstance(device_config, DynamicTransferCompound):
+        return DynamicTransferState(device_config, geometry, where, device)
+    if isinstance(device_config, ChoppedTransferCompound):
+        return ChoppedTransferState(device_config, geometry, where, device)
+    if isinstance(device_config, BufferedTransferCompound):
+        return BufferedTransferState(device_config, geometry, where, device)
     if isinstance(device_config, TransferCompound):
         return TransferState(device_config, geometry, where, device)
     if isinstance(device_config, OneSidedUnitCell):
@@ -71,7 +80,8 @@ def make_cell(device_config, geometry: TileGeometry, where: str, device=None) ->
     if isinstance(device_config, (VectorUnitCell, ReferenceUnitCell)):
         return VectorState(device_config, geometry, where, device)
     raise TypeError(f"{where}.device: {type(device_config).__name__} is not a unit cell fxanalog implements "
-                    "(VectorUnitCell, ReferenceUnitCell, OneSidedUnitCell, TransferCompound, MixedPrecisionCompound)")
+                    "(VectorUnitCell, ReferenceUnitCell, OneSidedUnitCell, TransferCompound, BufferedTransferCompound, "
+                    "ChoppedTransferCompound, DynamicTransferCompound, MixedPrecisionCompound)")
 
 
 # --------------------------------------------------------------------------
@@ -538,37 +548,420 @@ class TransferState(DeviceStack):
         rate with ``scale_transfer_lr``)."""
         D = len(self.rules)
         to = min(k + 1, D - 1)
-        cell = self.cell
-        t_lr = self.lr_vec[k] * (lr if cell.scale_transfer_lr else 1.0)
+        t_lr = self._transfer_lr(k, lr)
         if to == k or t_lr == 0:
             return
-        geo, dev = self.geometry, self.weights.device
-        columns = bool(cell.transfer_columns)
-        sizes = torch.tensor(geo.in_sizes if columns else geo.out_sizes)
-        start = self.slice_index[k].cpu()
-        if cell.random_selection:
-            start = torch.floor(torch.rand(len(sizes)) * sizes).to(torch.int64).clamp(max=sizes - 1)
-        idx = (start[:, None] + torch.arange(self.n_reads)[None, :]) % sizes[:, None]  # (pieces, n)
-        read = self.reads.columns(self.weights[k], cell.transfer_forward, idx, transposed=not columns)
-        G, N, K = geo.shape
+        cell, geo = self.cell, self.geometry
+        idx, flat = self._pick(k)
+        read = self._read(k, idx)
         if cell.with_reset_prob > 0:  # the columns read, each piece with its probability
+            G, N, K = geo.shape
+            sizes = self._read_sizes()
             p = 1 - (1 - float(cell.with_reset_prob)) ** self.n_reads
             hit = torch.rand(len(sizes)) < p
             if bool(hit.any()):
                 mask = torch.zeros(K, dtype=torch.bool)
-                pieces_start = torch.tensor([0, *geo.in_sizes[:-1]]).cumsum(0)
-                mask[(idx[hit] + pieces_start[hit, None]).reshape(-1)] = True
-                self.reset_devices(mask.to(dev).expand(G, N, K), which=[k])
-        pu = PulsedUpdate.of(cell.transfer_update, devices.granularity(self.device_configs[to]))
-        if columns:  # x: the unit vectors of the columns read, d: minus what was read
-            xs = self.reads.one_hot_rows(idx, K, G, dev)
-            ds = -read.reshape(G, -1, N)
-        else:  # rows: x what was read, d the unit vectors of the rows
-            rows = TileGeometry(geo.groups, geo.out_sizes, geo.in_sizes)
-            ds = Reads(rows).one_hot_rows(idx, N, G, dev)
-            xs = -read.reshape(G, -1, K)
-        _pulse(self.weights[to], self.params[to], self.rules[to], xs, ds, t_lr, pu, geo)
-        self.slice_index[k] = ((start + self.n_reads) % sizes).to(dev)
+                mask[flat.reshape(len(sizes), -1)[hit].reshape(-1)] = True
+                self.reset_devices(mask.to(self.weights.device).expand(G, N, K), which=[k])
+        self._write(to, flat, read, t_lr, cell.transfer_update)
+
+    # -- the pieces of a transfer (shared with the buffered compounds) -------
+
+    def _read_sizes(self) -> Sequence[int]:
+        """The sizes of the pieces along the read axis: the tiles' inputs
+        (column reads) or outputs (row reads)."""
+        geo = self.geometry
+        return geo.in_sizes if self.cell.transfer_columns else geo.out_sizes
+
+    def _transfer_lr(self, k: int, lr: float) -> float:
+        """``transfer_lr_vec[k]``, times the SGD learning rate with ``scale_transfer_lr``."""
+        return self.lr_vec[k] * (lr if self.cell.scale_transfer_lr else 1.0)
+
+    def _pick(self, k: int) -> tuple[Tensor, Tensor]:
+        """The reads of device k's next transfer, advancing its slice index:
+        ``idx`` (pieces, n), each read piece's next n lines from its slice
+        index (wrapping; from a random line with ``random_selection``), and
+        ``flat`` (pieces * n,) the same lines as indices of the layer's
+        columns (rows)."""
+        sizes = torch.tensor(self._read_sizes())
+        start = self.slice_index[k].cpu()
+        if self.cell.random_selection:
+            start = torch.floor(torch.rand(len(sizes)) * sizes).to(torch.int64).clamp(max=sizes - 1)
+        idx = (start[:, None] + torch.arange(self.n_reads)[None, :]) % sizes[:, None]  # (pieces, n)
+        self.slice_index[k] = ((start + self.n_reads) % sizes).to(self.slice_index.device)
+        starts = torch.cat([torch.zeros(1, dtype=torch.int64), sizes.cumsum(0)[:-1]])
+        return idx, (idx + starts[:, None]).reshape(-1)
+
+    def _read(self, k: int, idx: Tensor) -> Tensor:
+        """Device k read at the lines ``idx`` by each tile with one-hot inputs
+        (``transfer_forward``): (G, m, L) for the m = pieces * n lines read, L
+        the lines across them (the outputs for column reads)."""
+        columns = bool(self.cell.transfer_columns)
+        read = self.reads.columns(self.weights[k], self.cell.transfer_forward, idx, transposed=not columns)
+        return read.reshape(read.shape[0], -1, read.shape[-1])
+
+    def _gather(self, t: Tensor, flat: Tensor) -> Tensor:
+        """The entries of a (G, N, K) tensor at the lines read, laid out as a read (G, m, L)."""
+        flat = flat.to(t.device)
+        return t[:, :, flat].transpose(1, 2) if self.cell.transfer_columns else t[:, flat, :]
+
+    def _scatter(self, t: Tensor, flat: Tensor, v: Tensor) -> None:
+        """Write ``v`` (G, m, L) back into the lines read of the (G, N, K) tensor ``t``."""
+        flat = flat.to(t.device)
+        if self.cell.transfer_columns:
+            t[:, :, flat] = v.transpose(1, 2)
+        else:
+            t[:, flat, :] = v
+
+    def _write(self, to: int, flat: Tensor, amount: Tensor, lr: float, update: UpdateParameters) -> None:
+        """One pulsed update of device ``to`` that moves the cross-points of
+        the lines read by about lr * ``amount`` (G, m, L): x the unit vectors
+        of the columns and d = -amount (rows: d the unit vectors, x = -amount)."""
+        geo, dev = self.geometry, self.weights.device
+        G, N, K = geo.shape
+        pu = PulsedUpdate.of(update, devices.granularity(self.device_configs[to]))
+        unit = torch.nn.functional.one_hot(flat.to(dev), K if self.cell.transfer_columns else N).float()
+        unit = unit.expand(G, -1, -1).contiguous()
+        xs, ds = (unit, -amount) if self.cell.transfer_columns else (-amount, unit)
+        _pulse(self.weights[to], self.params[to], self.rules[to], xs, ds, lr, pu, geo)
+
+
+# --------------------------------------------------------------------------
+# BufferedTransferCompound (TTv2), ChoppedTransferCompound (c-TTv2),
+# DynamicTransferCompound (AGAD): the rules of aihwkit 1.1.0's C++ CPU
+# simulator (rpu_buffered_transfer_device.cpp, rpu_chopped_transfer_device.cpp,
+# rpu_dynamic_transfer_device.cpp); the configs' docstrings state them.
+
+
+class BufferedTransferState(TransferState):
+    """``BufferedTransferCompound``: a transfer adds the reads of device k,
+    times |lr_t|, to a digital buffer H_k (``buffer`` (D - 1, G, N, K)), and
+    writes its whole steps n = trunc(H / (thres_scale dw)) (capped at the
+    transfer's BL) onto device k + 1; H keeps momentum H (``forget_buffer``)
+    or H - (1 - momentum) n thres_scale dw where n != 0. aihwkit does not
+    clear the buffer when weights are set, and neither does this."""
+
+    def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
+        super().__init__(cell, geometry, where, device)
+        D = len(self.rules)
+        self.register_buffer("buffer", torch.zeros((D - 1, *geometry.shape), device=device))
+
+    def _transfer_lr(self, k: int, lr: float) -> float:
+        """The base's, times gamma_k / gamma_{k+1} when both are positive
+        (aihwkit's ``BufferedTransferRPUDeviceMetaParameter::getTransferLR``)."""
+        t_lr = super()._transfer_lr(k, lr)
+        g = self.gammas()
+        to = min(k + 1, len(self.rules) - 1)
+        if float(g[k]) > 0 and float(g[to]) > 0:
+            t_lr *= float(g[k]) / float(g[to])
+        return t_lr
+
+    def _max_steps(self) -> float:
+        return float(self.cell.transfer_update.desired_bl)
+
+    @torch.no_grad()
+    def transfer(self, k: int, lr: float) -> None:
+        D = len(self.rules)
+        to = min(k + 1, D - 1)
+        t_lr = self._transfer_lr(k, lr)
+        if to == k or t_lr == 0:  # the last device does not transfer (aihwkit: nor onto itself)
+            return
+        cell = self.cell
+        idx, flat = self._pick(k)
+        read = self._read(k, idx)  # read with +1 (aihwkit: readVector(..., 1.0))
+        dw = devices.granularity(self.device_configs[to])
+        thres = float(cell.thres_scale) * dw
+        bl = self._max_steps()
+        omega = self._gather(self.buffer[k], flat) + read * abs(t_lr)
+        n = torch.trunc(omega / thres).clamp(-bl, bl)
+        moved = n != 0
+        if cell.forget_buffer:
+            kept = omega * float(cell.momentum)
+        else:
+            kept = omega - (1.0 - min(max(float(cell.momentum), 0.0), 1.0)) * n * thres
+        self._scatter(self.buffer[k], flat, torch.where(moved, kept, omega))
+        if bool(moved.any()):
+            self._write(to, flat, n, float(cell.step) * dw, cell.transfer_update)
+
+
+class ChoppedTransferState(BufferedTransferState):
+    """``ChoppedTransferCompound``: two devices A, C; the SGD rows reach A
+    with the sign c_j c'_i of the choppers (``in_chopper`` (G, L_read): one
+    per column, ``out_chopper`` (G, read pieces, L_other): one per row and
+    tile; True = flipped); a transfer reads the next line of each tile, adds
+    it sign-corrected and scaled by |lr_t| / g to the buffer, and writes
+    whole buffer units onto C. ``transfer_counter`` (read pieces,) counts
+    the full sweeps of each tile; ``m_x`` (G, n_in), ``m_d`` (G, n_out) are
+    the running means of ``auto_scale``; ``count_lr`` (G, n_out, n_in) the
+    fast learning rate of the last row, per tile.
+
+    Deviation from aihwkit, whose tiles of one layer each hold their own
+    choppers: the input chopper of a column is shared by the tiles along it
+    (the output pieces; each cross-point still sees a chopper with the same
+    switching law, identical with regular switching), so that an SGD row
+    stays one pulsed update; the output choppers are per tile as in aihwkit
+    (rows mode: the roles of inputs and outputs swap)."""
+
+    def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
+        super().__init__(cell, geometry, where, device)
+        G, N, K = geometry.shape
+        columns = bool(cell.transfer_columns)
+        L_read, L_other = (K, N) if columns else (N, K)
+        pieces = len(self._read_sizes())
+        self.register_buffer("in_chopper", torch.zeros((G, L_read), dtype=torch.bool, device=device))
+        self.register_buffer("out_chopper", torch.zeros((G, pieces, L_other), dtype=torch.bool, device=device))
+        self.register_buffer("transfer_counter", torch.zeros(pieces, dtype=torch.int64, device=device))
+        self.register_buffer("m_x", torch.zeros((G, geometry.n_in), device=device))
+        self.register_buffer("m_d", torch.zeros((G, geometry.n_out), device=device))
+        self.register_buffer("count_lr", torch.zeros((G, geometry.n_out, geometry.n_in), device=device))
+
+    # -- the fast update -----------------------------------------------------
+
+    @torch.no_grad()
+    def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
+        cell = self.cell
+        pu = PulsedUpdate.of(up, self.granularity)
+        x, d, fast_lr = self._fast_rows(x.float(), d.float(), lr, up)
+        every = self._every_rows(x.shape[1])
+        for start, stop in _rows_between(int(self.update_count), x.shape[1], every):
+            self._chopped_pulse(x[:, start:stop], d[:, start:stop], fast_lr, pu)
+            self.update_count.add_(stop - start)
+            count = int(self.update_count)
+            for k, e in enumerate(every):
+                if e > 0 and count % e == 0:
+                    self.transfer(k, lr)
+
+    def _fast_rows(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> tuple[Tensor, Tensor, float]:
+        """The rows and learning rate of the update of A. Without
+        ``auto_scale``: ``fast_lr`` (the SGD rate when 0). With it (and
+        fast_lr > 0), row r of tile (o, p) has the rate fast_lr BL dw_A /
+        (m_x[p] m_d[o]), m the running means of the rows' largest |x| and
+        |d| per piece, updated before each row by (1 - auto_momentum) / B
+        (the first row sets them); the rate's per-row, per-piece factors are
+        applied to x and d (1 / m_x, 1 / m_d) and the op gets fast_lr BL
+        dw_A: the same pulse probabilities with update management (the
+        presets' setting), the same mean without."""
+        cell, geo = self.cell, self.geometry
+        fast = float(cell.fast_lr) if cell.fast_lr > 0 else float(lr)
+        if not (cell.auto_scale and cell.fast_lr > 0):
+            self.count_lr.fill_(fast)
+            return x, d, fast
+        vx, vd = _row_maxima(x, geo.in_sizes), _row_maxima(d, geo.out_sizes)  # (G, B, pieces)
+        tau = (1.0 - float(cell.auto_momentum)) / x.shape[1]
+        mx, md, rows_x, rows_d = self.m_x.clone(), self.m_d.clone(), [], []
+        for r in range(x.shape[1]):  # the running means, row by row (small (G, pieces) tensors)
+            mx, md = _running_max(mx, vx[:, r], tau), _running_max(md, vd[:, r], tau)
+            rows_x.append(mx)
+            rows_d.append(md)
+        self.m_x.copy_(mx)
+        self.m_d.copy_(md)
+        mx_rows, md_rows = torch.stack(rows_x, dim=1), torch.stack(rows_d, dim=1)  # (G, B, pieces)
+        inv_x = torch.where(mx_rows > 0, 1.0 / mx_rows, torch.ones_like(mx_rows))
+        inv_d = torch.where(md_rows > 0, 1.0 / md_rows, torch.ones_like(md_rows))
+        base = float(cell.fast_lr) * float(up.desired_bl) * devices.granularity(self.device_configs[0])
+        self.count_lr.copy_(base * inv_d[:, -1, :, None] * inv_x[:, -1, None, :])
+        x = x * inv_x.repeat_interleave(torch.tensor(geo.in_sizes, device=x.device), dim=-1)
+        d = d * inv_d.repeat_interleave(torch.tensor(geo.out_sizes, device=d.device), dim=-1)
+        return x, d, base
+
+    def _chopped_pulse(self, x: Tensor, d: Tensor, lr: float, pu: PulsedUpdate) -> None:
+        """The update op on A with the chopper signs: cross-point (i, j)
+        gets the pulses of x_j d_i with the sign flipped where its input and
+        output choppers differ (aihwkit flips the coincidences; flipping
+        the signs of x_j and d_i does the same, the trains depend on |x|,
+        |d|). One call when the output choppers agree across the read
+        pieces, else one per piece (a tile column of the array)."""
+        geo, cell = self.geometry, self.cell
+        s_in = 1.0 - 2.0 * self.in_chopper.float()  # (G, L_read)
+        s_out = 1.0 - 2.0 * self.out_chopper.float()  # (G, pieces, L_other)
+        columns = bool(cell.transfer_columns)
+        if bool((s_out == s_out[:, :1]).all()):
+            xs, ds = (s_in, s_out[:, 0]) if columns else (s_out[:, 0], s_in)
+            _pulse(self.weights[0], self.params[0], self.rules[0], x * xs[:, None, :], d * ds[:, None, :], lr, pu,
+                   geo)
+            return
+        start = 0
+        for p, size in enumerate(self._read_sizes()):  # one tile column (row) of the array at a time
+            part = slice(start, start + size)
+            if columns:
+                sub = TileGeometry(geo.groups, (size,), geo.out_sizes)
+                w, prm = self.weights[0][:, :, part], self.params[0][:, :, part]
+                xp, dp = x[:, :, part] * s_in[:, None, part], d * s_out[:, p, None, :]
+            else:
+                sub = TileGeometry(geo.groups, geo.in_sizes, (size,))
+                w, prm = self.weights[0][:, part, :], self.params[0][:, part, :]
+                xp, dp = x * s_out[:, p, None, :], d[:, :, part] * s_in[:, None, part]
+            w_new = w.contiguous()
+            _pulse(w_new, prm.contiguous(), self.rules[0], xp, dp, lr, pu, sub)
+            w.copy_(w_new)
+            start += size
+
+    # -- the transfer --------------------------------------------------------
+
+    def _read_sign(self, flat: Tensor) -> Tensor:
+        """(G, m, L): -1 where the read line's input chopper and the output
+        chopper of its tile differ (the sign the fast update had there)."""
+        dev = self.in_chopper.device
+        piece = torch.arange(len(self._read_sizes())).repeat_interleave(self.n_reads).to(dev)
+        differ = self.in_chopper[:, flat.to(dev), None] != self.out_chopper[:, piece, :]
+        return 1.0 - 2.0 * differ.float()
+
+    def _buffer_scale(self, t_lr: float, flat: Tensor) -> Tensor:
+        """|lr_t| / g per read line (m, 1), or (G, m, L) with
+        ``correct_gradient_magnitudes`` (divided by each tile's fast rate):
+        g = buffer_granularity dw_A, times auto_granularity / (in_size
+        |transfer_every|) when ``auto_granularity`` > 0, times dw_C / dw_A
+        with ``correct_gradient_magnitudes``
+        (``ChoppedTransferRPUDeviceMetaParameter::getTransferLRScale``;
+        aihwkit's Python docs say ``auto_granularity`` has no effect with
+        ``correct_gradient_magnitudes``, its C++ applies it, as here)."""
+        cell = self.cell
+        dw_a = devices.granularity(self.device_configs[0])
+        dw_c = devices.granularity(self.device_configs[1])
+        sizes = torch.tensor(self._read_sizes(), dtype=torch.float32).repeat_interleave(self.n_reads)
+        bg = (float(cell.buffer_granularity) if cell.buffer_granularity > 0 else 1.0) * dw_a * torch.ones_like(sizes)
+        if cell.auto_granularity > 0:
+            bg = bg * float(cell.auto_granularity) / (sizes * abs(float(cell.transfer_every)))
+        bg = bg.to(self.weights.device)[:, None]
+        if not cell.correct_gradient_magnitudes:
+            return abs(t_lr) / bg
+        count = self._gather(self.geometry.expand(self.count_lr), flat)  # (G, m, L)
+        return abs(t_lr) / count / (bg * dw_c / dw_a)
+
+    def _steps(self, omega: Tensor) -> tuple[Tensor, Tensor]:
+        """The whole buffer units n = trunc(H) where |H| >= 1 (capped at BL)
+        and the buffer after them: momentum H (``forget_buffer``) or
+        H - (1 - momentum) n."""
+        cell = self.cell
+        bl = self._max_steps()
+        n = torch.where(omega.abs() >= 1.0, torch.trunc(omega).clamp(-bl, bl), torch.zeros_like(omega))
+        if cell.forget_buffer:
+            kept = omega * float(cell.momentum)
+        else:
+            kept = omega - (1.0 - min(max(float(cell.momentum), 0.0), 1.0)) * n
+        return n, torch.where(n != 0, kept, omega)
+
+    @torch.no_grad()
+    def transfer(self, k: int, lr: float) -> None:
+        """Each tile reads its next line of A (``transfer_forward``); the
+        buffer gets the read, sign corrected by the choppers, times
+        |lr_t| / g (``no_buffer``: from 0); whole units go onto C; then the
+        choppers of the lines read may switch and the sweep counters of the
+        tiles whose last line was read advance."""
+        t_lr = self._transfer_lr(k, lr)
+        if k != 0 or t_lr == 0:  # two devices: only A transfers
+            return
+        cell = self.cell
+        idx, flat = self._pick(0)
+        read = self._read(0, idx)
+        omega = self._gather(self.buffer[0], flat) if not cell.no_buffer else torch.zeros_like(read)
+        omega = omega + self._read_sign(flat) * read * self._buffer_scale(t_lr, flat)
+        n, kept = self._steps(omega)
+        self._scatter(self.buffer[0], flat, kept)
+        if bool((n != 0).any()):
+            self._write(1, flat, n, float(cell.step) * devices.granularity(self.device_configs[1]),
+                        cell.transfer_update)
+        self._switch_choppers(idx, flat)
+
+    def _last_read(self, idx: Tensor) -> Tensor:
+        """(pieces,) whether each piece's read was its last line."""
+        sizes = torch.tensor(self._read_sizes())
+        return (idx[:, -1] == sizes - 1).to(self.transfer_counter.device)
+
+    def _switch_choppers(self, idx: Tensor, flat: Tensor) -> None:
+        """After the reads (aihwkit's order): the input chopper of each line
+        read switches with probability ``in_chop_prob`` (random) or, in
+        regular mode, when its tile's sweep counter c has c mod N = N - 1,
+        N = max(ceil(1 / in_chop_prob), 2); a tile whose last line was read
+        switches each output chopper with probability ``out_chop_prob`` and
+        counts one more sweep."""
+        cell, dev = self.cell, self.in_chopper.device
+        G = self.in_chopper.shape[0]
+        flat = flat.to(dev)
+        p = float(cell.in_chop_prob)
+        if p > 0:
+            if cell.in_chop_random:
+                flip = torch.rand(G, flat.numel()) < p
+            else:
+                period = max(math.ceil(1.0 / p), 2)
+                counter = self.transfer_counter.repeat_interleave(self.n_reads)
+                flip = ((counter % period) + 1 == period).expand(G, -1)
+            self.in_chopper[:, flat] ^= flip.to(dev)
+        last = self._last_read(idx)
+        if float(cell.out_chop_prob) > 0 and bool(last.any()):
+            flip = torch.rand(self.out_chopper.shape) < float(cell.out_chop_prob)
+            self.out_chopper ^= (flip.to(dev) & last[None, :, None])
+        self.transfer_counter += last.to(torch.int64)
+
+
+def _running_max(m: Tensor, v: Tensor, tau: float) -> Tensor:
+    """aihwkit's ``updateAutoScale``: m <- v when m <= 0 (the first value),
+    unchanged when v <= 0, else (1 - tau) m + tau v."""
+    return torch.where(m <= 0, v, torch.where(v <= 0, m, (1.0 - tau) * m + tau * v))
+
+
+class DynamicTransferState(ChoppedTransferState):
+    """``DynamicTransferCompound`` (AGAD): as the chopped compound, but the
+    buffer accumulates the read minus ``past_mean`` (the running mean
+    ``running_mean`` of the reads at the end of the previous chopper
+    period), sign corrected; ``in_chopper_switched`` (G, L_read) marks the
+    lines whose chopper switched at their last read. The write onto C
+    starts once more than N sweeps are done; the output choppers never
+    switch (aihwkit's CPU code does not switch them here, so the config
+    refuses ``out_chop_prob`` > 0)."""
+
+    def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
+        super().__init__(cell, geometry, where, device)
+        shape = geometry.shape
+        self.register_buffer("running_mean", torch.zeros(shape, device=device))
+        self.register_buffer("past_mean", torch.zeros(shape, device=device))
+        self.register_buffer("in_chopper_switched", torch.zeros_like(self.in_chopper))
+
+    def _period(self) -> int:
+        """N, the reads of a line per chopper period (``getNumInChopSamples``)."""
+        p = float(self.cell.in_chop_prob)
+        return max(math.ceil(1.0 / p), 2) if p > 0 else 2
+
+    @torch.no_grad()
+    def transfer(self, k: int, lr: float) -> None:
+        t_lr = self._transfer_lr(k, lr)
+        if k != 0 or t_lr == 0:
+            return
+        cell, dev = self.cell, self.weights.device
+        G = self.weights.shape[1]
+        idx, flat = self._pick(0)
+        flat_d = flat.to(dev)
+        read = self._read(0, idx)  # v, not sign corrected
+        N = self._period()
+        counter = self.transfer_counter.repeat_interleave(self.n_reads)  # (m,) each read's sweep count
+        sample = counter % N + 1  # its place in the chopper period (exact with regular switching)
+        switched = self.in_chopper_switched[:, flat_d]  # (G, m)
+        self.in_chopper_switched[:, flat_d] = False
+        mean = self._gather(self.running_mean, flat)
+        past = torch.where(switched[..., None], mean, self._gather(self.past_mean, flat))  # a new period begins
+        self._scatter(self.past_mean, flat, past)
+        scale = self._buffer_scale(t_lr, flat)
+        if cell.experimental_correct_accumulation:
+            dw_a = devices.granularity(self.device_configs[0])
+            scale = scale / torch.clamp(sample.float(), max=1.0 / dw_a).to(dev)[:, None]
+        omega = self._gather(self.buffer[0], flat) + self._read_sign(flat) * (read - past) * scale
+        n, kept = self._steps(omega)
+        if not cell.forget_buffer and cell.buffer_cap > 0:
+            cap = float(cell.buffer_cap) * self._max_steps()
+            kept = torch.where(n != 0, kept.clamp(-cap, cap), kept)
+        self._scatter(self.buffer[0], flat, kept)
+        s = min(float(cell.tail_weightening) / N, 1.0)
+        self._scatter(self.running_mean, flat, mean * (1.0 - s) + read * s)
+        n = n * (counter > N).to(dev)[None, :, None]  # no write during the first N sweeps
+        if bool((n != 0).any()):
+            self._write(1, flat, n, float(cell.step) * devices.granularity(self.device_configs[1]),
+                        cell.transfer_update)
+        flip = (sample == N).to(dev).expand(G, -1)
+        if cell.in_chop_random:
+            flip = flip | (torch.rand(G, flat.numel()) < float(cell.in_chop_prob)).to(dev)
+        self.in_chopper[:, flat_d] ^= flip
+        self.in_chopper_switched[:, flat_d] = flip
+        self.transfer_counter += self._last_read(idx).to(torch.int64)
 
 
 # --------------------------------------------------------------------------

@@ -73,6 +73,7 @@ from fxanalog.config.compounds import (
     UnitCell,
     VectorUnitCell,
 )
+from fxanalog.config.chopped import BufferedTransferCompound, ChoppedTransferCompound, DynamicTransferCompound
 from fxanalog.config.inference import WeightClipParameter, WeightModifierParameter, WeightRemapParameter
 from fxanalog.config.io import IOParameters
 from fxanalog.config.mapping import MappingParameter
@@ -158,6 +159,9 @@ __all__ = [
     "ReferenceUnitCell",
     "OneSidedUnitCell",
     "TransferCompound",
+    "BufferedTransferCompound",
+    "ChoppedTransferCompound",
+    "DynamicTransferCompound",
     "DigitalRankUpdateCell",
     "MixedPrecisionCompound",
     "check_rpu_config",
