@@ -198,6 +198,7 @@ typedef struct {
     /* inputs */
     const float *x;         /* (G, B, K) */
     const float *d;         /* (G, B, N) */
+    const float *dt;        /* (G, N, B): d transposed, so a weight row reads its error lines in a run */
     int32_t *bl;            /* (G, B, n_out, n_in) train lengths, 0: no pulses (phase 0 writes them) */
     float *a;               /* (G, B, n_out, n_in) error-line factors */
     float *bx;              /* (G, B, n_out, n_in) input-line factors */
@@ -357,7 +358,7 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
         int64_t E = 0;
         for (int64_t b = 0; b < B; b++) {
             const int64_t gb = g * B + b;
-            const float dv = jb->d[gb * N + i];
+            const float dv = jb->dt[gi * B + b];
             if (dv == 0.0f && !jb->d_given) continue; /* never fires */
             const int dneg = dv < 0.0f;
             const int64_t r = gb * n_out + o;
@@ -482,7 +483,8 @@ static int parse_manage(PyObject *t, manage_t *m) {
 }
 
 /* update(pointers, sizes, devices, manage, seed, flip, res, sto_round, threads)
- *   pointers: (x, d, bl, a, bx, in_starts, out_starts, x_given, d_given, params, cols, words, offsets, w, touched)
+ *   pointers: (x, d, bl, a, bx, in_starts, out_starts, x_given, d_given, params, cols, words, offsets, w, touched,
+ *             d transposed (G, N, B))
  *   sizes: (G, N, K, B, n_out, n_in)
  *   devices: D tuples (kind, n_params, mult_noise, complex_noise, route, sd, exp_a, exp_b, A_up, A_down, g_up,
  *            g_down, std_add, std_slope), one per device of the stack (w (D, G, N, K), params (D, G, N, K, n_params))
@@ -497,8 +499,8 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
                           &devices, &manage_args, &seed, &flip, &res, &sto_round, &threads))
         return NULL;
     const Py_ssize_t n_dev = PyTuple_GET_SIZE(devices);
-    if (PyTuple_GET_SIZE(pointers) != 15 || PyTuple_GET_SIZE(sizes) != 6 || n_dev < 1 || n_dev > MAX_DEVICES) {
-        PyErr_SetString(PyExc_ValueError, "update: expected 15 pointers, 6 sizes and 1 to 16 devices");
+    if (PyTuple_GET_SIZE(pointers) != 16 || PyTuple_GET_SIZE(sizes) != 6 || n_dev < 1 || n_dev > MAX_DEVICES) {
+        PyErr_SetString(PyExc_ValueError, "update: expected 16 pointers, 6 sizes and 1 to 16 devices");
         return NULL;
     }
     job_t jb;
@@ -518,6 +520,7 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
     jb.offsets = (int32_t *)ptr(pointers, 12);
     jb.w = (float *)ptr(pointers, 13);
     jb.touched = (uint8_t *)ptr(pointers, 14);
+    jb.dt = ptr(pointers, 15);
     if (PyErr_Occurred()) return NULL;
     int64_t *dims[] = {&jb.G, &jb.N, &jb.K, &jb.B, &jb.n_out, &jb.n_in};
     for (int k = 0; k < 6; k++) *dims[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, k));
@@ -540,7 +543,7 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
         bad |= dv->n_params < needed || dv->n_params != jb.dv[0].n_params || dv->route < 0 || dv->route > 2;
     }
     if (!jb.x || !jb.d || !jb.bl || !jb.a || !jb.bx || !jb.in_starts || !jb.out_starts || !jb.params || !jb.cols ||
-        !jb.words || !jb.offsets || !jb.w || !jb.touched || bad || jb.K > INT32_MAX) {
+        !jb.words || !jb.offsets || !jb.w || !jb.touched || !jb.dt || bad || jb.K > INT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "update: a needed pointer is missing or a size is out of range");
         return NULL;
     }

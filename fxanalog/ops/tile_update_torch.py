@@ -315,7 +315,7 @@ def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, 
     listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K), dtype=torch.int64),
               torch.empty((G, B, n_out, n_in + 1), dtype=torch.int32))
     tensors = [x.contiguous(), d.contiguous(), *managed, *starts, x_given, d_given, params, *listed, w,
-               touched.view(torch.uint8)]
+               touched.view(torch.uint8), d.transpose(1, 2).contiguous()]
     assert w.is_contiguous() and touched.is_contiguous()
     devices = tuple((r.kind, params.shape[-1], int(r.mult_noise), int(r.exp_std_add != 0 or r.exp_std_slope != 0),
                      r.route, r.dw_min_std, r.exp_a, r.exp_b, r.exp_A_up, r.exp_A_down, r.exp_gamma_up,
