@@ -63,6 +63,9 @@ _ORDER = [
     "ReferenceUnitCell",
     "OneSidedUnitCell",
     "TransferCompound",
+    "BufferedTransferCompound",
+    "ChoppedTransferCompound",
+    "DynamicTransferCompound",
     "DigitalRankUpdateCell",
     "MixedPrecisionCompound",
 ]

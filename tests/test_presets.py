@@ -118,11 +118,26 @@ DEVICE_OF = {"ReRamES": ReRamESPresetDevice, "ReRamSB": ReRamSBPresetDevice, "Ca
              "EcRam": EcRamPresetDevice, "EcRamMO": EcRamMOPresetDevice, "Idealized": IdealizedPresetDevice,
              "GokmenVlasov": GokmenVlasovPresetDevice, "PCM": PCMPresetUnitCell}
 SINGLE = KINDS + ["GokmenVlasov"]
-TIKI_TAKA = ["ReRamES", "Capacitor", "EcRam", "EcRamMO", "Idealized"]  # TikiTakaReRamSB: not in fxanalog
+TIKI_TAKA = ["ReRamES", "Capacitor", "EcRam", "EcRamMO", "Idealized"]  # ...ReRamSB: not in fxanalog
 MIXED = KINDS + ["GokmenVlasov", "PCM"]
 
+# (fast_lr, auto_granularity, desired_bl of the SGD update); TTv2 has in_chop_prob 0.0
+TTV2 = {"ReRamES": (0.5, 1000, 31), "Capacitor": (0.1, 1000, 31), "EcRam": (0.1, 500, 100),
+        "EcRamMO": (0.1, 500, 100), "Idealized": (0.1, 500, 100)}
+# (in_chop_prob, fast_lr, auto_granularity, desired_bl); ChoppedTTv2EcRamPreset leaves fast_lr at its default 1.0
+CHOPPED_TTV2 = {"ReRamES": (0.01, 0.5, 1000, 31), "Capacitor": (0.01, 0.1, 1000, 31),
+                "EcRam": (0.01, 1.0, 500, 100), "EcRamMO": (0.001, 0.1, 500, 100),
+                "Idealized": (0.001, 0.1, 500, 100)}
+# (fast_lr, auto_granularity, tail_weightening, in_chop_prob, units_in_mbatch, desired_bl); AGADReRamESPreset leaves
+# units_in_mbatch at DynamicTransferCompound's default False
+AGAD = {"ReRamES": (0.5, 1000, 5.0, 0.02, False, 31), "Capacitor": (0.1, 1000, 20.0, 0.01, False, 31),
+        "EcRam": (0.1, 750, 50.0, 0.005, False, 31), "EcRamMO": (0.1, 500, 50.0, 0.005, False, 100),
+        "Idealized": (0.1, 500, 50.0, 0.005, False, 100)}
+
 CONFIG_NAMES = ([f"{k}Preset" for k in SINGLE] + ["PCMPreset"] + [f"{k}{n}Preset" for n in (2, 4) for k in KINDS]
-                + [f"TikiTaka{k}Preset" for k in TIKI_TAKA] + [f"MixedPrecision{k}Preset" for k in MIXED])
+                + [f"TikiTaka{k}Preset" for k in TIKI_TAKA] + [f"{p}{k}Preset" for p in ("TTv2", "ChoppedTTv2", "AGAD")
+                                                                for k in TIKI_TAKA]
+                + [f"MixedPrecision{k}Preset" for k in MIXED])
 ALL_CLASSES = (list(DEVICES) + [PCMPresetUnitCell] + list(UTILS) + [getattr(presets, n) for n in CONFIG_NAMES]
                + [StandardHWATrainingPreset])
 
@@ -132,10 +147,10 @@ def test_the_package_lists_aihwkits_presets():
     assert {c.__name__ for c in ALL_CLASSES} <= names
     for name in ("PRESETS", "preset_names", "get_preset", "load_config", "small_cnn", "tiny_mlp"):
         assert name in names  # the command line's named configs and models are still here
-    # not in fxanalog (their compounds or devices are not): aihwkit's TTv2, chopped TTv2 and AGAD presets,
-    # TikiTakaReRamSBPreset (symmetry-point subtraction), FloatingPointPreset (TorchInferenceRPUConfig)
-    for name in ("TTv2ReRamESPreset", "ChoppedTTv2IdealizedPreset", "AGADEcRamPreset", "TikiTakaReRamSBPreset",
-                 "FloatingPointPreset", "ReRamArrayOMPresetDevice"):
+    # not in fxanalog (their devices or configs are not): the ReRamSB presets of the transfer compounds
+    # (symmetry-point subtraction), FloatingPointPreset (TorchInferenceRPUConfig), the ReRAM array devices
+    for name in ("TikiTakaReRamSBPreset", "TTv2ReRamSBPreset", "ChoppedTTv2ReRamSBPreset", "AGADReRamSBPreset",
+                 "FloatingPointPreset", "ReRamArrayOMPresetDevice", "ReRamArrayHfO2PresetDevice"):
         assert not hasattr(presets, name), name
     namespace = {}
     exec("from fxanalog.presets import *", namespace)
@@ -250,6 +265,42 @@ def test_tiki_taka_presets(kind):
     _periphery(cfg)
 
 
+def _buffered_transfer(tc, cls, kind):
+    assert type(tc) is cls and [type(d) for d in tc.unit_cell_devices] == [DEVICE_OF[kind]] * 2
+    assert type(tc.transfer_forward) is PresetIOParameters
+    assert tc.transfer_forward == PresetIOParameters(noise_management=NoiseManagementType.NONE,
+                                                     bound_management=BoundManagementType.NONE)
+    assert type(tc.transfer_update) is PresetUpdateParameters
+    assert (tc.transfer_update.desired_bl, tc.transfer_update.update_bl_management,
+            tc.transfer_update.update_management) == (1, False, False)
+    assert tc.auto_scale is True
+
+
+@pytest.mark.parametrize("kind", TIKI_TAKA)
+def test_ttv2_chopped_and_agad_presets(kind):
+    from fxanalog.config import ChoppedTransferCompound, DynamicTransferCompound
+
+    fast_lr, granularity, bl = TTV2[kind]
+    cfg = getattr(presets, f"TTv2{kind}Preset")()
+    _buffered_transfer(cfg.device, ChoppedTransferCompound, kind)
+    assert (cfg.device.units_in_mbatch, cfg.device.in_chop_prob, cfg.device.fast_lr, cfg.device.auto_granularity,
+            cfg.update.desired_bl) == (False, 0.0, fast_lr, granularity, bl)
+    chop, fast_lr, granularity, bl = CHOPPED_TTV2[kind]
+    cfg = getattr(presets, f"ChoppedTTv2{kind}Preset")()
+    _buffered_transfer(cfg.device, ChoppedTransferCompound, kind)
+    assert (cfg.device.units_in_mbatch, cfg.device.in_chop_prob, cfg.device.fast_lr, cfg.device.auto_granularity,
+            cfg.update.desired_bl) == (False, chop, fast_lr, granularity, bl)
+    fast_lr, granularity, tail, chop, in_mbatch, bl = AGAD[kind]
+    cfg = getattr(presets, f"AGAD{kind}Preset")()
+    _buffered_transfer(cfg.device, DynamicTransferCompound, kind)
+    assert (cfg.device.fast_lr, cfg.device.auto_granularity, cfg.device.tail_weightening, cfg.device.in_chop_prob,
+            cfg.device.units_in_mbatch, cfg.update.desired_bl) == (fast_lr, granularity, tail, chop, in_mbatch, bl)
+    for cfg in (getattr(presets, f"{p}{kind}Preset")() for p in ("TTv2", "ChoppedTTv2", "AGAD")):
+        assert isinstance(cfg, UnitCellRPUConfig)
+        assert type(cfg.forward) is PresetIOParameters and cfg.backward == PresetIOParameters()
+        assert type(cfg.update) is PresetUpdateParameters
+
+
 @pytest.mark.parametrize("kind", MIXED)
 def test_mixed_precision_presets(kind):
     cfg = getattr(presets, f"MixedPrecision{kind}Preset")()
@@ -322,7 +373,8 @@ def test_with_defaults_refuses_unknown_fields_and_shared_objects():
 
 # the lead's unit-cell tiles refuse write noise on the devices of a unit cell (fxanalog/cells.py)
 _WRITE_NOISE_IN_A_CELL = {"ReRamES2Preset", "ReRamSB2Preset", "ReRamES4Preset", "ReRamSB4Preset",
-                          "TikiTakaReRamESPreset", "MixedPrecisionReRamESPreset", "MixedPrecisionReRamSBPreset"}
+                          "TikiTakaReRamESPreset", "TTv2ReRamESPreset", "ChoppedTTv2ReRamESPreset",
+                          "AGADReRamESPreset", "MixedPrecisionReRamESPreset", "MixedPrecisionReRamSBPreset"}
 
 
 def _layer_params(name):
