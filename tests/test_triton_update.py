@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 
 import pytest
 import torch
@@ -49,7 +50,7 @@ from fxanalog import (
     SoftBoundsDevice,
     UpdateParameters,
 )
-from fxanalog.devices import CONSTANT_STEP, LINEAR_STEP, draw_state, rule_of
+from fxanalog.devices import CONSTANT_STEP, LINEAR_STEP, ROUTE_DOWN_AS_UP, ROUTE_UP, draw_state, rule_of
 from fxanalog.ops import dispatch
 from fxanalog.ops.dispatch import triton_available
 from fxanalog.ops.tile_update_torch import PulsedUpdate, management, pack_rule, pack_update, pulse_trains, tile_update
@@ -145,7 +146,24 @@ def given_cases() -> dict:
                                                lr=-0.15)
     cases["constant-long-trains"] = problem(make_device("constant", dw_min_std=0.0), 1, 2, 8, 9, [9], [8],
                                             d_scale=2.0)  # k > desired_bl: BL = 31
+    cases["stack-one-sided"] = stack_problem()
     return cases
+
+
+def stack_problem() -> dict:
+    """A stack of two devices of different kinds sharing the trains, routed
+    as a one-sided pair (soft bounds: up pulses; constant step: down pulses
+    as up pulses), parameters padded to the longer of the two."""
+    c = problem(make_device("soft-bounds", dw_min_std=0.0), 2, 3, 9, 11, [6, 5], [5, 4], lr=0.15)
+    other = make_device("constant", dw_min_std=0.0)
+    rule = rule_of(other)
+    st = draw_state(other, (2, 9, 11))
+    p = torch.stack([st[n] for n in rule.pulse_names], dim=-1)
+    p = torch.nn.functional.pad(p, (0, c["params"].shape[-1] - p.shape[-1]))
+    c["rule"] = (replace(c["rule"], route=ROUTE_UP), replace(rule, route=ROUTE_DOWN_AS_UP))
+    c["params"] = torch.stack([c["params"], p]).contiguous()
+    c["w"] = torch.stack([c["w"], c["w"].clamp(st["b_min"], st["b_max"])]).contiguous()
+    return c
 
 
 def block_diagonal(device, x: torch.Tensor, d: torch.Tensor, lr: float, R: int, w0=None, state=None) -> dict:
@@ -324,7 +342,8 @@ def check_given(name: str, c: dict, result: tuple, atol_exact: float = 0.0) -> N
     w_ref, t_ref = torch_path(c)
     w, touched = result
     assert torch.equal(touched, t_ref) and bool(t_ref.any()), name
-    atol = atol_exact if c["rule"].kind in (CONSTANT_STEP, LINEAR_STEP) else 1e-6
+    rules = c["rule"] if isinstance(c["rule"], tuple) else (c["rule"],)
+    atol = atol_exact if all(r.kind in (CONSTANT_STEP, LINEAR_STEP) for r in rules) else 1e-6
     torch.testing.assert_close(w, w_ref, atol=atol, rtol=0, msg=name)
 
 

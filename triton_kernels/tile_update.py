@@ -45,7 +45,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from fxanalog.devices import CONSTANT_STEP, EXP_STEP, LINEAR_STEP, POW_STEP
+from fxanalog.devices import CONSTANT_STEP, EXP_STEP, LINEAR_STEP, POW_STEP, ROUTE_DOWN_AS_UP, ROUTE_UP
 from fxanalog.triton_kernels.streams import ERROR_TRAIN, INPUT_TRAIN, PULSE_NOISE, call_seed, key_fits, stream_key
 from fxanalog.triton_kernels.utils import next_pow2, piece_tables
 
@@ -62,6 +62,9 @@ _CONSTANT_STEP = tl.constexpr(CONSTANT_STEP)
 _LINEAR_STEP = tl.constexpr(LINEAR_STEP)
 _EXP_STEP = tl.constexpr(EXP_STEP)
 _POW_STEP = tl.constexpr(POW_STEP)
+_ROUTE_UP = tl.constexpr(ROUTE_UP)
+_ROUTE_DOWN_AS_UP = tl.constexpr(ROUTE_DOWN_AS_UP)
+MAX_STACK = 16  # devices of a stack (as the C kernel)
 
 
 @triton.jit
@@ -106,11 +109,15 @@ def _update_kernel(
     w_ptr, touched_ptr, x_ptr, d_ptr, bl_ptr, a_ptr, bx_ptr, params_ptr, x_given_ptr, d_given_ptr, seed_ptr,
     in_starts_ptr, in_sizes_ptr, out_starts_ptr, out_sizes_ptr,
     B, N, K, n_in, n_out, p_in, p_out, blocks_i, blocks_j, tiles,
-    sd, exp_a, exp_b, a_up, a_down, g_up, g_down, std_add, std_slope,
+    sd, exp_a, exp_b, a_up, a_down, g_up, g_down, std_add, std_slope, salt,
     KIND: tl.constexpr, NP: tl.constexpr, MULT_NOISE: tl.constexpr, COMPLEX_NOISE: tl.constexpr,
-    NOISY: tl.constexpr, FLIP: tl.constexpr, GIVEN: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
+    NOISY: tl.constexpr, FLIP: tl.constexpr, GIVEN: tl.constexpr, ROUTE: tl.constexpr, BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
 ):
-    """One block of BLOCK_I x BLOCK_J cross-points of one tile, every batch row."""
+    """One block of BLOCK_I x BLOCK_J cross-points of one tile, every batch
+    row. ``ROUTE``: which pulses this device takes (devices.ROUTE_*); ``salt``
+    its index in a stack times the longest train, so that its pulse noise
+    is its own."""
     pid_i, pid_j, g = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     o, bi = pid_i // blocks_i, pid_i % blocks_i
     p, bj = pid_j // blocks_j, pid_j % blocks_j
@@ -137,7 +144,7 @@ def _update_kernel(
         touched = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.int32)
         tile = (g * n_out + o) * n_in + p
         seed = tl.load(seed_ptr)
-        noise_counter = il[:, None] * p_in + jl[None, :]  # pulse q adds q * p_out * p_in
+        noise_counter = il[:, None] * p_in + jl[None, :]  # pulse q adds q * p_out * p_in, salt more
         for b in range(B):
             k = ((g * B + b) * n_out + o) * n_in + p
             bl = tl.load(bl_ptr + k)
@@ -165,11 +172,16 @@ def _update_kernel(
                     down = (dv < 0.0)[:, None] != (xv < 0.0)[None, :]
                 else:
                     down = (dv < 0.0)[:, None] == (xv < 0.0)[None, :]
+                if ROUTE == _ROUTE_UP:  # only the up pulses
+                    count = tl.where(down, 0, count)
+                elif ROUTE == _ROUTE_DOWN_AS_UP:  # only the down pulses, as up pulses
+                    count = tl.where(down, count, 0)
+                    down = count < 0  # all False: applied as up pulses
                 most = tl.max(tl.max(count, axis=1), axis=0)
                 kn = stream_key(seed, b, PULSE_NOISE, tiles, tile)
                 for q in range(most):
                     if NOISY:
-                        xi = tl.randn(kn, q * p_out * p_in + noise_counter)
+                        xi = tl.randn(kn, (salt + q) * p_out * p_in + noise_counter)
                     else:
                         xi = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.float32)
                     new = _pulse(w, down, xi, bmax, bmin, up_scale, down_scale, up_extra, down_extra, sd, exp_a,
@@ -184,19 +196,20 @@ def _update_kernel(
 def supports(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule: "DeviceRule",
              in_sizes: Sequence[int], out_sizes: Sequence[int]) -> bool:
     """The kernel computes this call (the dispatch sends the others to the
-    torch path): a pulsed device, a stochastic pulse type without probability
-    resolution, float32 weights, float32/16/bfloat16 (x, d), a non-empty
+    torch path): a pulsed device or a stack of at most 16 (a unit cell), a
+    stochastic pulse type without probability resolution, float32 weights, float32/16/bfloat16 (x, d), a non-empty
     batch and a non-zero learning rate, and keys and counters that fit."""
-    if w.dim() != 3:  # a stack of devices (a unit cell) stays on the torch path
+    rules = rule if isinstance(rule, tuple) else (rule,)
+    if w.dim() != (4 if isinstance(rule, tuple) else 3) or len(rules) > MAX_STACK:
         return False
-    if not (rule.pulsed and up.stochastic and up.res == 0 and lr != 0):
+    if not (all(r.pulsed for r in rules) and up.stochastic and up.res == 0 and lr != 0):
         return False
     if w.dtype != torch.float32 or x.dtype not in _INPUT_DTYPES or d.dtype not in _INPUT_DTYPES:
         return False
     if x.dim() != 3 or x.shape[1] == 0:
         return False
     tiles = min(w.shape[0], MAX_GRID_GROUPS) * len(in_sizes) * len(out_sizes)
-    counters = _longest_train(up, abs(lr)) * max(out_sizes) * max(in_sizes)
+    counters = len(rules) * _longest_train(up, abs(lr)) * max(out_sizes) * max(in_sizes)  # pulse-noise counters
     return key_fits(x.shape[1], tiles) and counters < 2**31
 
 
@@ -212,17 +225,43 @@ def _words(fire: Tensor) -> Tensor:
     return (fire.to(torch.int64) << torch.arange(fire.shape[-1], device=fire.device)).sum(dim=-1).contiguous()
 
 
-def launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule: "DeviceRule", params: Tensor,
+def launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule, params: Tensor,
            in_sizes: Sequence[int], out_sizes: Sequence[int], trains: Optional[tuple[Tensor, Tensor]] = None, *,
            block_i: Optional[int] = None, block_j: Optional[int] = None) -> Tensor:
     """The pulsed update of the (G, N, K) float32 tile weights ``w`` (changed
     in place) with the rows of ``x`` (G, B, K) and ``d`` (G, B, N), as the
     module docstring says; ``params`` (G, N, K, P) the device's
-    per-cross-point parameters in ``rule.pulse_names`` order. ``trains``:
-    given ``(x_fire, d_fire)`` as ``tile_update_torch.pulse_trains`` returns
-    them, instead of drawn ones. ``block_i``/``block_j`` override the block
-    size (powers of two >= 16). Returns the boolean (G, N, K) mask of the
-    cross-points that got a pulse."""
+    per-cross-point parameters in ``rule.pulse_names`` order. A stack of D
+    devices sharing the trains (a unit cell): ``w`` (D, G, N, K), ``rule`` a
+    tuple of D rules with their routes, ``params`` (D, G, N, K, P); one
+    launch per device with the same seed (the same trains), each device's
+    pulse noise its own. ``trains``: given ``(x_fire, d_fire)`` as
+    ``tile_update_torch.pulse_trains`` returns them, instead of drawn ones.
+    ``block_i``/``block_j`` override the block size (powers of two >= 16).
+    Returns the boolean (G, N, K) mask of the cross-points that got a pulse."""
+    if isinstance(rule, tuple):
+        if w.dim() != 4 or w.shape[0] != len(rule) or params.shape[0] != len(rule):
+            raise ValueError(f"tile_update launch: w {tuple(w.shape)}, params {tuple(params.shape)}, {len(rule)} "
+                             "rules: expected (D, G, N, K) weights and (D, G, N, K, P) params for D rules")
+        if not supports(w, x, d, lr, up, rule, in_sizes, out_sizes):
+            raise ValueError("tile_update launch: a stack the kernel does not compute (see supports)")
+        seed = call_seed(w.device)
+        touched = torch.zeros(w.shape[1:], dtype=torch.bool, device=w.device)
+        for k, r in enumerate(rule):
+            wk = w[k] if w[k].is_contiguous() else w[k].contiguous()
+            touched |= _launch(wk, x, d, lr, up, r, params[k], in_sizes, out_sizes, trains, block_i, block_j,
+                               seed, k)
+            if wk.data_ptr() != w[k].data_ptr():
+                w[k].copy_(wk)
+        return touched
+    return _launch(w, x, d, lr, up, rule, params, in_sizes, out_sizes, trains, block_i, block_j)
+
+
+def _launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule: "DeviceRule", params: Tensor,
+            in_sizes: Sequence[int], out_sizes: Sequence[int], trains: Optional[tuple[Tensor, Tensor]],
+            block_i: Optional[int], block_j: Optional[int], seed: Optional[Tensor] = None, salt: int = 0) -> Tensor:
+    """One device's launch (``launch``); ``seed``: the stack's, ``salt`` the
+    device's index in it."""
     in_sizes, out_sizes = [int(s) for s in in_sizes], [int(s) for s in out_sizes]
     if w.dim() != 3 or x.dim() != 3 or d.dim() != 3:
         raise ValueError(f"tile_update launch: w {tuple(w.shape)}, x {tuple(x.shape)}, d {tuple(d.shape)}: "
@@ -236,9 +275,10 @@ def launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule:
     if not supports(w, x, d, lr, up, rule, in_sizes, out_sizes):
         raise ValueError(f"tile_update launch: {up.pulse_type.name} pulses, res {up.res}, device kind {rule.kind}, "
                          f"w {w.dtype}, x {x.dtype}, batch {B}, lr {lr}: not a case the kernel computes (see supports)")
-    if params.shape != (G, N, K, len(rule.pulse_names)) or params.dtype != torch.float32:
+    if (params.shape[:3] != (G, N, K) or params.shape[-1] < len(rule.pulse_names)
+            or params.dtype != torch.float32):
         raise ValueError(f"tile_update launch: params {params.dtype} {tuple(params.shape)}: expected float32 "
-                         f"(G, N, K, {len(rule.pulse_names)})")
+                         f"(G, N, K, P >= {len(rule.pulse_names)})")
     touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if G > MAX_GRID_GROUPS:  # groups are a grid axis: launch in slices of groups
         for g in range(0, G, MAX_GRID_GROUPS):
@@ -246,8 +286,10 @@ def launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule:
             given = None if trains is None else (trains[0][s], trains[1][s])
             # a contiguous copy of a slice of non-contiguous weights is written back below
             ws = w[s] if w[s].is_contiguous() else w[s].contiguous()
-            touched[s] = launch(ws, x[s], d[s], lr, up, rule, params[s], in_sizes, out_sizes, given,
-                                block_i=block_i, block_j=block_j)
+            # a stack's seed, offset per slice (the trains of a slice's groups are their own)
+            slice_seed = None if seed is None else seed + g // MAX_GRID_GROUPS
+            touched[s] = _launch(ws, x[s], d[s], lr, up, rule, params[s], in_sizes, out_sizes, given, block_i,
+                                 block_j, slice_seed, salt)
             if ws.data_ptr() != w[s].data_ptr():
                 w[s].copy_(ws)
         return touched
@@ -270,14 +312,15 @@ def launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule:
     n_in, n_out = len(in_sizes), len(out_sizes)
     noisy = rule.dw_min_std != 0
     _update_kernel[(n_out * blocks_i, n_in * blocks_j, G)](
-        work, touched.view(torch.int8), x_c, d_c, BL, A, Bx, params.contiguous(), x_given, d_given, call_seed(dev),
+        work, touched.view(torch.int8), x_c, d_c, BL, A, Bx, params.contiguous(), x_given, d_given,
+        call_seed(dev) if seed is None else seed,
         tab.in_starts, tab.in_sizes, tab.out_starts, tab.out_sizes,
         B, N, K, n_in, n_out, p_in, p_out, blocks_i, blocks_j, G * n_out * n_in,
         rule.dw_min_std, rule.exp_a, rule.exp_b, rule.exp_A_up, rule.exp_A_down, rule.exp_gamma_up,
-        rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope,
-        KIND=rule.kind, NP=len(rule.pulse_names), MULT_NOISE=bool(rule.mult_noise),
+        rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope, salt * _longest_train(up, abs(lr)),
+        KIND=rule.kind, NP=params.shape[-1], MULT_NOISE=bool(rule.mult_noise),
         COMPLEX_NOISE=rule.exp_std_add != 0 or rule.exp_std_slope != 0, NOISY=noisy, FLIP=lr < 0,
-        GIVEN=trains is not None, BLOCK_I=bi, BLOCK_J=bj, num_warps=4,
+        GIVEN=trains is not None, ROUTE=rule.route, BLOCK_I=bi, BLOCK_J=bj, num_warps=4,
     )
     if work is not w:
         w.copy_(work)
