@@ -9,10 +9,10 @@ A user of aihwkit changes the import only::
     rpu_config = ReRamSBPreset()
     rpu_config.update.desired_bl = 10            # fields as on any config
 
-Not here: aihwkit's ``TikiTakaReRamSBPreset``, ``TTv2ReRamSBPreset``,
-``ChoppedTTv2ReRamSBPreset`` and ``AGADReRamSBPreset``, whose devices
-subtract their symmetry point (a ``SoftBoundsReferenceDevice`` field
-fxanalog does not have).
+The ``TTv2*``, ``ChoppedTTv2*`` and ``AGAD*`` presets are in
+``fxanalog.presets.chopped``. Not here: ``TikiTakaReRamSBPreset``, whose
+devices subtract their symmetry point (a ``SoftBoundsReferenceDevice``
+field fxanalog does not have).
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from typing import Callable
 
 from fxanalog.config import (
     BoundManagementType,
-    ChoppedTransferCompound,
     DigitalRankUpdateRPUConfig,
-    DynamicTransferCompound,
     MixedPrecisionCompound,
     NoiseManagementType,
     SingleRPUConfig,
@@ -70,21 +68,6 @@ __all__ = [
     "TikiTakaEcRamPreset",
     "TikiTakaEcRamMOPreset",
     "TikiTakaIdealizedPreset",
-    "TTv2ReRamESPreset",
-    "TTv2CapacitorPreset",
-    "TTv2EcRamPreset",
-    "TTv2EcRamMOPreset",
-    "TTv2IdealizedPreset",
-    "ChoppedTTv2ReRamESPreset",
-    "ChoppedTTv2CapacitorPreset",
-    "ChoppedTTv2EcRamPreset",
-    "ChoppedTTv2EcRamMOPreset",
-    "ChoppedTTv2IdealizedPreset",
-    "AGADReRamESPreset",
-    "AGADCapacitorPreset",
-    "AGADEcRamPreset",
-    "AGADEcRamMOPreset",
-    "AGADIdealizedPreset",
     "MixedPrecisionReRamESPreset",
     "MixedPrecisionReRamSBPreset",
     "MixedPrecisionCapacitorPreset",
@@ -120,30 +103,6 @@ def _tiki_taka(device: type) -> Callable[[], TransferCompound]:
             transfer_update=PresetUpdateParameters(),
             units_in_mbatch=True,
         )
-
-    return build
-
-
-def _buffered(compound: type, device: type, **settings) -> Callable[[], TransferCompound]:
-    """A chopped or dynamic compound of two devices of one kind, as aihwkit's TTv2, c-TTv2 and AGAD presets: the
-    transfer reads without noise and bound management and writes at most one pulse per cross-point."""
-
-    def build() -> TransferCompound:
-        return compound(
-            unit_cell_devices=[device(), device()],
-            transfer_forward=PresetIOParameters(noise_management=NoiseManagementType.NONE,
-                                                bound_management=BoundManagementType.NONE),
-            transfer_update=PresetUpdateParameters(desired_bl=1, update_bl_management=False,
-                                                   update_management=False),
-            **settings,
-        )
-
-    return build
-
-
-def _update(desired_bl: int) -> Callable[[], PresetUpdateParameters]:
-    def build() -> PresetUpdateParameters:
-        return PresetUpdateParameters(desired_bl=desired_bl)
 
     return build
 
@@ -314,170 +273,6 @@ class TikiTakaEcRamMOPreset(UnitCellRPUConfig):
 class TikiTakaIdealizedPreset(UnitCellRPUConfig):
     """Tiki-Taka on two idealized devices (``IdealizedPresetDevice``) per cross-point: SGD on the fast device,
     its columns transferred to the slow one."""
-
-
-# --------------------------------------------------------------------------
-# TTv2 (``ChoppedTransferCompound`` without choppers): Gokmen, Front. Artif. Intell. 4, 699148 (2021)
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, ReRamESPresetDevice, units_in_mbatch=False, in_chop_prob=0.0,
-        fast_lr=0.5, auto_scale=True, auto_granularity=1000),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(31),
-)
-class TTv2ReRamESPreset(UnitCellRPUConfig):
-    """TTv2 on two ReRAM devices (``ReRamESPresetDevice``) per cross-point: the reads of the fast device
-    accumulate in a digital buffer, whose whole steps are written onto the slow one."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, CapacitorPresetDevice, units_in_mbatch=False, in_chop_prob=0.0,
-        fast_lr=0.1, auto_scale=True, auto_granularity=1000),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(31),
-)
-class TTv2CapacitorPreset(UnitCellRPUConfig):
-    """TTv2 on two capacitors (``CapacitorPresetDevice``) per cross-point: the reads of the fast device
-    accumulate in a digital buffer, whose whole steps are written onto the slow one."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, EcRamPresetDevice, units_in_mbatch=False, in_chop_prob=0.0,
-        fast_lr=0.1, auto_scale=True, auto_granularity=500),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class TTv2EcRamPreset(UnitCellRPUConfig):
-    """TTv2 on two lithium-based ECRAM devices (``EcRamPresetDevice``) per cross-point: the reads of the fast
-    device accumulate in a digital buffer, whose whole steps are written onto the slow one."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, EcRamMOPresetDevice, units_in_mbatch=False, in_chop_prob=0.0,
-        fast_lr=0.1, auto_scale=True, auto_granularity=500),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class TTv2EcRamMOPreset(UnitCellRPUConfig):
-    """TTv2 on two metal-oxide ECRAM devices (``EcRamMOPresetDevice``) per cross-point: the reads of the fast
-    device accumulate in a digital buffer, whose whole steps are written onto the slow one."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, IdealizedPresetDevice, units_in_mbatch=False, in_chop_prob=0.0,
-        fast_lr=0.1, auto_scale=True, auto_granularity=500),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class TTv2IdealizedPreset(UnitCellRPUConfig):
-    """TTv2 on two idealized devices (``IdealizedPresetDevice``) per cross-point: the reads of the fast device
-    accumulate in a digital buffer, whose whole steps are written onto the slow one."""
-
-
-# --------------------------------------------------------------------------
-# Chopped TTv2 (``ChoppedTransferCompound``): Rasch et al., arXiv:2305.10296 (2023)
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, ReRamESPresetDevice, units_in_mbatch=False, in_chop_prob=0.01,
-        fast_lr=0.5, auto_scale=True, auto_granularity=1000),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(31),
-)
-class ChoppedTTv2ReRamESPreset(UnitCellRPUConfig):
-    """Chopped TTv2 on two ReRAM devices (``ReRamESPresetDevice``) per cross-point: TTv2 with random sign changes
-    of the gradient on the fast device, undone in its reads."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, CapacitorPresetDevice, units_in_mbatch=False, in_chop_prob=0.01,
-        fast_lr=0.1, auto_scale=True, auto_granularity=1000),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(31),
-)
-class ChoppedTTv2CapacitorPreset(UnitCellRPUConfig):
-    """Chopped TTv2 on two capacitors (``CapacitorPresetDevice``) per cross-point: TTv2 with random sign changes
-    of the gradient on the fast device, undone in its reads."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, EcRamPresetDevice, units_in_mbatch=False, in_chop_prob=0.01,
-        auto_scale=True, auto_granularity=500),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class ChoppedTTv2EcRamPreset(UnitCellRPUConfig):
-    """Chopped TTv2 on two lithium-based ECRAM devices (``EcRamPresetDevice``) per cross-point: TTv2 with random
-    sign changes of the gradient on the fast device, undone in its reads."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, EcRamMOPresetDevice, units_in_mbatch=False, in_chop_prob=0.001,
-        fast_lr=0.1, auto_scale=True, auto_granularity=500),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class ChoppedTTv2EcRamMOPreset(UnitCellRPUConfig):
-    """Chopped TTv2 on two metal-oxide ECRAM devices (``EcRamMOPresetDevice``) per cross-point: TTv2 with random
-    sign changes of the gradient on the fast device, undone in its reads."""
-
-
-@with_defaults(
-    device=_buffered(ChoppedTransferCompound, IdealizedPresetDevice, units_in_mbatch=False, in_chop_prob=0.001,
-        fast_lr=0.1, auto_scale=True, auto_granularity=500),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class ChoppedTTv2IdealizedPreset(UnitCellRPUConfig):
-    """Chopped TTv2 on two idealized devices (``IdealizedPresetDevice``) per cross-point: TTv2 with random sign
-    changes of the gradient on the fast device, undone in its reads."""
-
-
-# --------------------------------------------------------------------------
-# AGAD (``DynamicTransferCompound``): Rasch et al., arXiv:2305.10296 (2023)
-
-
-@with_defaults(
-    device=_buffered(DynamicTransferCompound, ReRamESPresetDevice, fast_lr=0.5, auto_granularity=1000,
-        tail_weightening=5.0, in_chop_prob=0.02, auto_scale=True),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(31),
-)
-class AGADReRamESPreset(UnitCellRPUConfig):
-    """AGAD on two ReRAM devices (``ReRamESPresetDevice``) per cross-point: chopped transfer whose buffer
-    accumulates the difference between each read and the mean of the previous chopper period's reads."""
-
-
-@with_defaults(
-    device=_buffered(DynamicTransferCompound, CapacitorPresetDevice, units_in_mbatch=False, fast_lr=0.1,
-        auto_granularity=1000, tail_weightening=20.0, in_chop_prob=0.01, auto_scale=True),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(31),
-)
-class AGADCapacitorPreset(UnitCellRPUConfig):
-    """AGAD on two capacitors (``CapacitorPresetDevice``) per cross-point: chopped transfer whose buffer
-    accumulates the difference between each read and the mean of the previous chopper period's reads."""
-
-
-@with_defaults(
-    device=_buffered(DynamicTransferCompound, EcRamPresetDevice, units_in_mbatch=False, fast_lr=0.1,
-        auto_granularity=750, tail_weightening=50.0, in_chop_prob=0.005, auto_scale=True),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(31),
-)
-class AGADEcRamPreset(UnitCellRPUConfig):
-    """AGAD on two lithium-based ECRAM devices (``EcRamPresetDevice``) per cross-point: chopped transfer whose
-    buffer accumulates the difference between each read and the mean of the previous chopper period's
-    reads."""
-
-
-@with_defaults(
-    device=_buffered(DynamicTransferCompound, EcRamMOPresetDevice, units_in_mbatch=False, fast_lr=0.1,
-        auto_granularity=500, tail_weightening=50.0, in_chop_prob=0.005, auto_scale=True),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class AGADEcRamMOPreset(UnitCellRPUConfig):
-    """AGAD on two metal-oxide ECRAM devices (``EcRamMOPresetDevice``) per cross-point: chopped transfer whose
-    buffer accumulates the difference between each read and the mean of the previous chopper period's
-    reads."""
-
-
-@with_defaults(
-    device=_buffered(DynamicTransferCompound, IdealizedPresetDevice, units_in_mbatch=False, fast_lr=0.1,
-        auto_granularity=500, tail_weightening=50.0, in_chop_prob=0.005, auto_scale=True),
-    forward=PresetIOParameters, backward=PresetIOParameters, update=_update(100),
-)
-class AGADIdealizedPreset(UnitCellRPUConfig):
-    """AGAD on two idealized devices (``IdealizedPresetDevice``) per cross-point: chopped transfer whose buffer
-    accumulates the difference between each read and the mean of the previous chopper period's reads."""
 
 
 # --------------------------------------------------------------------------
