@@ -28,6 +28,8 @@ from fxanalog.config import (
 )
 from fxanalog.optim import AnalogSGD
 
+pytestmark = pytest.mark.filterwarnings("ignore::fxanalog.SmallWeightRangeWarning")  # small test layers
+
 DW = 0.01  # the devices' step
 
 
@@ -442,3 +444,80 @@ def test_defaults_are_aihwkits():
     assert (d.in_chop_prob, d.in_chop_random, d.experimental_correct_accumulation, d.buffer_cap,
             d.tail_weightening, d.momentum) == (0.1, False, False, 0.0, 5.0, 0.0)
     assert isinstance(d, ChoppedTransferCompound)
+
+
+# --------------------------------------------------------------------------
+# Presets (aihwkit 1.1.0's presets/configs.py, the values copied from there)
+
+# name: (compound, device preset, fast_lr, auto_granularity, in_chop_prob, tail_weightening, update desired_bl)
+AIHWKIT_PRESETS = {
+    "TTv2ReRamESPreset": ("Chopped", "ReRamESPresetDevice", 0.5, 1000, 0.0, None, 31),
+    "TTv2CapacitorPreset": ("Chopped", "CapacitorPresetDevice", 0.1, 1000, 0.0, None, 31),
+    "TTv2EcRamPreset": ("Chopped", "EcRamPresetDevice", 0.1, 500, 0.0, None, 100),
+    "TTv2EcRamMOPreset": ("Chopped", "EcRamMOPresetDevice", 0.1, 500, 0.0, None, 100),
+    "TTv2IdealizedPreset": ("Chopped", "IdealizedPresetDevice", 0.1, 500, 0.0, None, 100),
+    "ChoppedTTv2ReRamESPreset": ("Chopped", "ReRamESPresetDevice", 0.5, 1000, 0.01, None, 31),
+    "ChoppedTTv2CapacitorPreset": ("Chopped", "CapacitorPresetDevice", 0.1, 1000, 0.01, None, 31),
+    "ChoppedTTv2EcRamPreset": ("Chopped", "EcRamPresetDevice", 1.0, 500, 0.01, None, 100),
+    "ChoppedTTv2EcRamMOPreset": ("Chopped", "EcRamMOPresetDevice", 0.1, 500, 0.001, None, 100),
+    "ChoppedTTv2IdealizedPreset": ("Chopped", "IdealizedPresetDevice", 0.1, 500, 0.001, None, 100),
+    "AGADReRamESPreset": ("Dynamic", "ReRamESPresetDevice", 0.5, 1000, 0.02, 5.0, 31),
+    "AGADCapacitorPreset": ("Dynamic", "CapacitorPresetDevice", 0.1, 1000, 0.01, 20.0, 31),
+    "AGADEcRamPreset": ("Dynamic", "EcRamPresetDevice", 0.1, 750, 0.005, 50.0, 31),
+    "AGADEcRamMOPreset": ("Dynamic", "EcRamMOPresetDevice", 0.1, 500, 0.005, 50.0, 100),
+    "AGADIdealizedPreset": ("Dynamic", "IdealizedPresetDevice", 0.1, 500, 0.005, 50.0, 100),
+}
+
+
+@pytest.mark.parametrize("name", list(AIHWKIT_PRESETS))
+def test_preset_matches_aihwkit_and_makes_a_layer(name):
+    from fxanalog import presets
+
+    compound, device, fast_lr, auto_gran, in_chop, tail, bl = AIHWKIT_PRESETS[name]
+    assert name in presets.__all__
+    cfg = getattr(presets, name)()
+    cfg.validate()
+    cell = cfg.device
+    assert type(cell) is (DynamicTransferCompound if compound == "Dynamic" else ChoppedTransferCompound)
+    assert [type(d).__name__ for d in cell.unit_cell_devices] == [device, device]
+    assert (cell.fast_lr, cell.auto_granularity, cell.in_chop_prob, cell.auto_scale) == (fast_lr, auto_gran,
+                                                                                         in_chop, True)
+    assert cell.units_in_mbatch is False and cell.transfer_every == 1.0 and cell.out_chop_prob == 0.0
+    if tail is not None:
+        assert cell.tail_weightening == tail and cell.in_chop_random is False
+    else:
+        assert cell.in_chop_random is True
+    tu = cell.transfer_update
+    assert (type(tu).__name__, tu.desired_bl, tu.update_bl_management, tu.update_management) == (
+        "PresetUpdateParameters", 1, False, False)
+    tf = cell.transfer_forward
+    assert (type(tf).__name__, tf.noise_management.name, tf.bound_management.name) == ("PresetIOParameters",
+                                                                                        "NONE", "NONE")
+    assert type(cfg.update).__name__ == "PresetUpdateParameters" and cfg.update.desired_bl == bl
+    assert type(cfg.forward).__name__ == type(cfg.backward).__name__ == "PresetIOParameters"
+    assert getattr(presets, name)().device is not cell  # each instance its own compound
+    torch.manual_seed(0)
+    if device == "ReRamESPresetDevice":  # write noise (std 75 dw_min): refused in unit cells, named in the error
+        with pytest.raises(ValueError, match=r"unit_cell_devices\[0\].write_noise_std = 75.0.*expected 0"):
+            fxanalog.convert_to_analog(nn.Linear(5, 3), cfg)
+        for dev in cell.unit_cell_devices:
+            dev.write_noise_std = 0.0
+    model = fxanalog.convert_to_analog(nn.Linear(5, 3), cfg).analog_weight
+    st = model.tile.device_state
+    assert type(st).__name__ == ("DynamicTransferState" if compound == "Dynamic" else "ChoppedTransferState")
+    x = torch.randn(4, 5)
+    if bl > 63:  # aihwkit's desired_bl 100: the update op's trains have at most 63 slots; the error says so
+        with pytest.raises(ValueError, match=r"desired_bl=100: pulse trains of at most 63 slots"):
+            model(x).pow(2).sum().backward()
+            AnalogSGD(model.parameters(), lr=0.05).step()
+        cfg.update.desired_bl = 63
+        torch.manual_seed(0)
+        model = fxanalog.convert_to_analog(nn.Linear(5, 3), cfg).analog_weight
+        st = model.tile.device_state
+    opt = AnalogSGD(model.parameters(), lr=0.05)
+    opt.zero_grad()
+    model(x).pow(2).sum().backward()
+    opt.step()
+    assert torch.count_nonzero(st.weights[0]) > 0  # the fast device learned (auto_scale rate)
+    assert int(st.update_count) == 4 and st.slice_index[0].tolist() == [4]  # 4 rows, 4 transfers (5 inputs)
+    assert torch.isfinite(model.weight).all() and torch.isfinite(st.buffer).all()

@@ -52,9 +52,10 @@ from fxanalog.presets.configs import *  # noqa: F401,F403
 from fxanalog.presets.devices import *  # noqa: F401,F403
 from fxanalog.presets.inference import *  # noqa: F401,F403
 from fxanalog.presets.utils import *  # noqa: F401,F403
+from fxanalog.presets.chopped import *  # noqa: F401,F403  (TTv2, ChoppedTTv2, AGAD; binds `chopped` too)
 
 __all__ = (["PRESETS", "preset_names", "get_preset", "load_config", "small_cnn", "tiny_mlp"] + devices.__all__
-           + compounds.__all__ + utils.__all__ + configs.__all__ + inference.__all__)
+           + compounds.__all__ + utils.__all__ + configs.__all__ + inference.__all__ + chopped.__all__)
 
 
 def _inference() -> InferenceRPUConfig:
