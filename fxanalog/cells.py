@@ -4,7 +4,9 @@ weight"; docs/compounds.md states every rule).
 
 A ``CellState`` is the device state of a tile whose config's ``device`` is
 a unit cell (``VectorUnitCell``, ``ReferenceUnitCell``,
-``OneSidedUnitCell``, ``TransferCompound``) or a digital rank-update cell
+``OneSidedUnitCell``, ``TransferCompound`` and its buffered, chopped and
+dynamic variants ``BufferedTransferCompound``, ``ChoppedTransferCompound``,
+``DynamicTransferCompound``) or a digital rank-update cell
 (``MixedPrecisionCompound``). It holds D stacked devices, each drawn as a
 single device (``fxanalog.devices.draw_state``): their weights ``weights``
 (D, G, N, K), tile units, and parameters ``params`` (D, G, N, K, P), with
@@ -825,7 +827,10 @@ class ChoppedTransferState(BufferedTransferState):
         bg = bg.to(self.weights.device)[:, None]
         if not cell.correct_gradient_magnitudes:
             return abs(t_lr) / bg
-        count = self._gather(self.geometry.expand(self.count_lr), flat)  # (G, m, L)
+        geo, dev = self.geometry, self.count_lr.device
+        per_point = self.count_lr.repeat_interleave(torch.tensor(geo.out_sizes, device=dev), dim=1)
+        per_point = per_point.repeat_interleave(torch.tensor(geo.in_sizes, device=dev), dim=2)  # (G, N, K)
+        count = self._gather(per_point, flat)  # (G, m, L)
         return abs(t_lr) / count / (bg * dw_c / dw_a)
 
     def _steps(self, omega: Tensor) -> tuple[Tensor, Tensor]:

@@ -134,9 +134,11 @@ def test_op_refuses_mismatched_stack():
 # The cells, on a layer
 
 
-def layer_of(cfg, n_in=6, n_out=4, seed=0):
+def layer_of(cfg, n_in=6, n_out=4, seed=0, mapped=False):
+    """The analog layer; ``mapped``: split into tiles of the mapping's max sizes."""
     torch.manual_seed(seed)
-    return fxanalog.convert_to_analog(nn.Linear(n_in, n_out, bias=False), cfg).analog_weight  # the analog layer
+    convert = fxanalog.convert_to_analog_mapped if mapped else fxanalog.convert_to_analog
+    return convert(nn.Linear(n_in, n_out, bias=False), cfg).analog_weight
 
 
 def exact_update() -> UpdateParameters:
@@ -336,15 +338,16 @@ def test_state_dict_round_trip_weights_only(cell):
     torch.load(weights_only=True) into a fresh layer: equal state, and the
     same next step from the same seed."""
     cfg = (DigitalRankUpdateRPUConfig if isinstance(cell, MixedPrecisionCompound) else UnitCellRPUConfig)(device=cell)
-    cfg.mapping.max_input_size = 4  # a tile array
-    layer = layer_of(cfg, seed=1)
+    cfg.mapping.max_input_size = 4  # a tile array (6 inputs: two pieces of 3)
+    layer = layer_of(cfg, seed=1, mapped=True)
+    assert layer.tile.device_state.geometry.in_sizes == (3, 3)
     for _ in range(2):
         train_rows(layer, torch.randn(3, 6), 0.1)
     buf = io.BytesIO()
     torch.save(layer.state_dict(), buf)
     buf.seek(0)
     loaded = torch.load(buf, weights_only=True)
-    other = layer_of(cfg, seed=2)
+    other = layer_of(cfg, seed=2, mapped=True)
     other.load_state_dict(loaded)
     for (k, a), (_, b) in zip(layer.state_dict().items(), other.state_dict().items()):
         assert torch.equal(a, b), k

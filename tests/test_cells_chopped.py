@@ -229,6 +229,27 @@ def test_chopped_without_choppers_is_the_buffered_rule_with_unit_threshold():
         assert (n != 0).any() and (n == 0).any()
 
 
+def test_chopped_correct_gradient_magnitudes():
+    """correct_gradient_magnitudes: the buffer unit is buffer_granularity dw_C
+    (instead of dw_A) and the increment is further divided by the fast
+    learning rate: H = v |lr_t| / (fast_lr buffer_granularity dw_C)."""
+    cell = cell_of(ChoppedTransferCompound, in_chop_prob=0.0, correct_gradient_magnitudes=True, fast_lr=0.5,
+                   buffer_granularity=1.5, bl=9, unit_cell_devices=[exact_device(), exact_device(dw_min=0.02)])
+    layer = layer_of(cell)
+    st = layer.tile.device_state
+    train_rows(layer, torch.zeros(1, 6), lr=0.2)  # a row of zeros: sets the fast rate (0.5), moves nothing
+    c0 = st.weights[1, 0].clone()
+    st.weights[0, 0, :, 1] = a = torch.tensor([0.4, -0.07, 0.02, 0.9])
+    st.transfer(0, lr=0.2)
+    h = a * 0.2 / (0.5 * 1.5 * 0.02)
+    n = torch.where(h.abs() >= 1, torch.trunc(h).clamp(-9, 9), torch.zeros_like(h))
+    assert (n != 0).any() and (n == 0).any()
+    torch.testing.assert_close(st.buffer[0, 0, :, 1], torch.where(n != 0, 0 * h, h), rtol=1e-5, atol=1e-6)
+    expected = c0.clone()
+    expected[:, 1] += 0.02 * n
+    torch.testing.assert_close(st.weights[1, 0], expected, rtol=0, atol=1e-6)
+
+
 def test_chopped_auto_scale_rate_by_running_maxima():
     """auto_scale: before each row the running means move towards the row's
     max|x|, max|d| by tau = (1 - auto_momentum) / B (the first row sets
@@ -257,7 +278,7 @@ def test_chopped_auto_scale_rate_by_running_maxima():
 # DynamicTransferCompound (AGAD)
 
 
-def agad_reference(reads, n_cols, period, tail, scale, momentum, bl):
+def agad_reference(reads, n_cols, period, tail, scale, momentum, bl, forget=True, cap=0.0, correct=False):
     """The AGAD rule for one tile, cross-point by cross-point, from its
     description: reads[t] the column read at transfer t (in order), each
     (rows,). Returns the buffer, the running and past means, the total
@@ -276,11 +297,16 @@ def agad_reference(reads, n_cols, period, tail, scale, momentum, bl):
             if switched[j]:
                 P[i][j] = M[i][j]
             dw = (v[i] - P[i][j]) * (-1.0 if chop[j] else 1.0)
-            omega = H[i][j] + dw * scale
+            omega = H[i][j] + dw * scale / (min(sample, 1 / DW) if correct else 1.0)
             n = 0.0
             if abs(omega) >= 1:
                 n = max(min(math.trunc(omega), bl), -bl)
-                omega *= momentum
+                if forget:
+                    omega *= momentum
+                else:
+                    omega -= (1 - momentum) * n
+                    if cap > 0:
+                        omega = max(min(omega, cap * bl), -cap * bl)
             H[i][j] = omega
             M[i][j] = M[i][j] * (1 - s) + v[i] * s
             if counter > period:
@@ -293,13 +319,16 @@ def agad_reference(reads, n_cols, period, tail, scale, momentum, bl):
     return H, M, P, C, chop
 
 
-def test_dynamic_buffers_the_difference_to_the_previous_period_mean():
+@pytest.mark.parametrize("forget,cap,correct", [(True, 0.0, False), (False, 0.75, True)])
+def test_dynamic_buffers_the_difference_to_the_previous_period_mean(forget, cap, correct):
     """AGAD on a 3 x 2 layer: A set by hand before each of 16 transfers (8
     sweeps; period N = 2, tail_weightening 1: the running mean moves by 1/2);
     buffer, means, choppers and C after them equal the rule computed cross-
-    point by cross-point; the writes start after N sweeps."""
+    point by cross-point; the writes start after N sweeps. Also without
+    forget_buffer, with buffer_cap and experimental_correct_accumulation."""
     cell = cell_of(DynamicTransferCompound, in_chop_prob=0.5, tail_weightening=1.0, momentum=0.3, bl=2,
-                   scale_transfer_lr=False, transfer_lr=0.05)
+                   scale_transfer_lr=False, transfer_lr=0.05, forget_buffer=forget, buffer_cap=cap,
+                   experimental_correct_accumulation=correct)
     layer = layer_of(cell, n_in=2, n_out=3)
     st = layer.tile.device_state
     c0 = st.weights[1, 0].clone()
@@ -312,7 +341,7 @@ def test_dynamic_buffers_the_difference_to_the_previous_period_mean():
         st.weights[0, 0, :, j] = v
         reads.append(v.tolist())
         st.transfer(0, lr=1.0)
-    H, M, P, C, chop = agad_reference(reads, 2, 2, 1.0, 0.05 / DW, 0.3, 2)
+    H, M, P, C, chop = agad_reference(reads, 2, 2, 1.0, 0.05 / DW, 0.3, 2, forget, cap, correct)
     torch.testing.assert_close(st.buffer[0, 0], torch.tensor(H), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(st.running_mean[0], torch.tensor(M), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(st.past_mean[0], torch.tensor(P), rtol=1e-5, atol=1e-6)
