@@ -11,7 +11,8 @@
  * 1. Input trains, for every (group g, row b, output piece o): input line j
  *    (of input piece p) fires in slot t < BL when min(1, B |x_j|) > u, one
  *    uniform u per slot. The lines that fired at least once are listed per
- *    (g, b, o, p) with their train as a word (bit t: slot t; bit 63: x_j < 0),
+ *    (g, b, o, p) with their train as W words (bit t of word w: slot 63 w + t;
+ *    bit 63 of word 0: x_j < 0; W = 1 for trains of at most 63 slots),
  *    in column order. Each (g, b, o) draws from its own stream.
  * 2. Rows: for every weight row i (output piece o) and batch row b in order,
  *    and every input piece p, error line i's train (min(1, A |d_i|) > u per
@@ -56,6 +57,7 @@ enum { CONSTANT_STEP = 1, LINEAR_STEP = 2, EXP_STEP = 3, POW_STEP = 4 };
 
 #define NEG_BIT (1ULL << 63)
 #define SLOT_BITS (~NEG_BIT)
+#define MAX_WORDS 8 /* trains of up to 8 x 63 = 504 slots */
 
 /* -- random numbers (xoshiro256++ and the ziggurat of _ziggurat.h) ------ */
 
@@ -208,12 +210,12 @@ typedef struct {
     const float *params;    /* (D, G, N, K, n_params) */
     /* phase 1 -> phase 2: the input lines that fired, per (g, b, o) row of K entries */
     int32_t *cols;          /* (G, B, n_out, K) */
-    int64_t *words;         /* (G, B, n_out, K) */
+    int64_t *words;         /* (G, B, n_out, K, W) */
     int32_t *offsets;       /* (G, B, n_out, n_in + 1) */
     /* outputs */
     float *w;               /* (D, G, N, K) */
     uint8_t *touched;       /* (G, N, K) */
-    int64_t G, N, K, B, n_out, n_in;
+    int64_t G, N, K, B, n_out, n_in, W;
     float res;              /* probability resolution, 0: none */
     int sto_round, flip;    /* flip: a negative learning rate */
     uint64_t seed;
@@ -277,14 +279,26 @@ static inline int64_t train(uint64_t *r, float p, int bl) {
     return (int64_t)word;
 }
 
+/* The W words of a train of bl slots (63 slots a word). Returns whether any slot fired. */
+static inline int trains(uint64_t *r, float p, int bl, int64_t W, uint64_t *out) {
+    uint64_t any = 0;
+    for (int64_t w = 0; w < W; w++) {
+        const int nb = bl - 63 * (int)w;
+        out[w] = nb > 0 ? (uint64_t)train(r, p, nb > 63 ? 63 : nb) : 0;
+        any |= out[w];
+    }
+    return any != 0;
+}
+
 static int input_trains(const job_t *jb, int64_t r0, int64_t r1) { /* rows r of (G * B * n_out) */
-    const int64_t K = jb->K, n_in = jb->n_in, n_out = jb->n_out;
+    const int64_t K = jb->K, n_in = jb->n_in, n_out = jb->n_out, W = jb->W;
+    uint64_t buf[MAX_WORDS];
     for (int64_t r = r0; r < r1; r++) {
         const int64_t gb = r / n_out, o = r % n_out;
         const float *x = jb->x + gb * K;
         const int64_t *given = jb->x_given ? jb->x_given + r * K : NULL;
         int32_t *cols = jb->cols + r * K, *offsets = jb->offsets + r * (n_in + 1);
-        int64_t *words = jb->words + r * K;
+        int64_t *words = jb->words + r * K * W;
         rng_t rng;
         seed_rng(rng, jb->seed, 0, (uint64_t)r);
         int64_t count = 0;
@@ -295,10 +309,15 @@ static int input_trains(const job_t *jb, int64_t r0, int64_t r1) { /* rows r of 
             if (bl <= 0) continue;
             const float scale = jb->bx[k];
             for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) {
-                const int64_t word = given ? given[j] : train(rng, probability(jb, rng, scale * fabsf(x[j])), bl);
-                if (!word) continue;
+                if (given) {
+                    buf[0] = (uint64_t)given[j];
+                    if (!buf[0]) continue;
+                } else if (!trains(rng, probability(jb, rng, scale * fabsf(x[j])), bl, W, buf)) {
+                    continue;
+                }
                 cols[count] = (int32_t)j;
-                words[count] = (int64_t)((uint64_t)word | (x[j] < 0.0f ? NEG_BIT : 0));
+                for (int64_t w = 0; w < W; w++) words[count * W + w] = (int64_t)buf[w];
+                words[count * W] |= x[j] < 0.0f ? (int64_t)NEG_BIT : 0;
                 count++;
             }
         }
@@ -343,6 +362,8 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
     const int64_t N = jb->N, K = jb->K, B = jb->B, n_out = jb->n_out, n_in = jb->n_in;
     const int np = jb->dv[0].n_params;
     const int64_t stack = jb->G * N * K; /* one device's weights */
+    const int64_t W = jb->W;
+    uint64_t dword[MAX_WORDS];
     int64_t cap = 4096;
     event_t *ev = malloc((size_t)cap * sizeof(event_t));
     if (!ev) return -1;
@@ -363,14 +384,17 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
             const int dneg = dv < 0.0f;
             const int64_t r = gb * n_out + o;
             const int32_t *cols = jb->cols + r * K, *offsets = jb->offsets + r * (n_in + 1);
-            const int64_t *words = jb->words + r * K;
+            const int64_t *words = jb->words + r * K * W;
             for (int64_t p = 0; p < n_in; p++) {
                 const int64_t k = r * n_in + p;
                 const int bl = jb->bl[k];
                 if (bl <= 0) continue;
-                const int64_t dword = jb->d_given ? jb->d_given[(gb * n_in + p) * N + i]
-                                                  : train(rng, probability(jb, rng, jb->a[k] * fabsf(dv)), bl);
-                if (!dword) continue;
+                if (jb->d_given) {
+                    dword[0] = (uint64_t)jb->d_given[(gb * n_in + p) * N + i];
+                    if (!dword[0]) continue;
+                } else if (!trains(rng, probability(jb, rng, jb->a[k] * fabsf(dv)), bl, W, dword)) {
+                    continue;
+                }
                 if (E + (offsets[p + 1] - offsets[p]) > cap) {
                     while (E + (offsets[p + 1] - offsets[p]) > cap) cap *= 2;
                     event_t *grown = realloc(ev, (size_t)cap * sizeof(event_t));
@@ -381,8 +405,9 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                     ev = grown;
                 }
                 for (int32_t e = offsets[p]; e < offsets[p + 1]; e++) {
-                    const uint64_t xw = (uint64_t)words[e];
-                    const int n = count_bits(xw & SLOT_BITS & (uint64_t)dword);
+                    const uint64_t xw = (uint64_t)words[e * W];
+                    int n = count_bits(xw & SLOT_BITS & dword[0]);
+                    for (int64_t w = 1; w < W; w++) n += count_bits((uint64_t)words[e * W + w] & dword[w]);
                     if (!n) continue;
                     const int32_t j = cols[e];
                     __builtin_prefetch(prow + (int64_t)j * np);
@@ -485,7 +510,7 @@ static int parse_manage(PyObject *t, manage_t *m) {
 /* update(pointers, sizes, devices, manage, seed, flip, res, sto_round, threads)
  *   pointers: (x, d, bl, a, bx, in_starts, out_starts, x_given, d_given, params, cols, words, offsets, w, touched,
  *             d transposed (G, N, B))
- *   sizes: (G, N, K, B, n_out, n_in)
+ *   sizes: (G, N, K, B, n_out, n_in, W): W words per train (ceil(longest train / 63), at most 8)
  *   devices: D tuples (kind, n_params, mult_noise, complex_noise, route, sd, exp_a, exp_b, A_up, A_down, g_up,
  *            g_down, std_add, std_slope), one per device of the stack (w (D, G, N, K), params (D, G, N, K, n_params))
  *   manage: (|lr|, dw, desired_bl, fixed_bl, update_bl_management, update_management, um_grad_scale)
@@ -499,8 +524,8 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
                           &devices, &manage_args, &seed, &flip, &res, &sto_round, &threads))
         return NULL;
     const Py_ssize_t n_dev = PyTuple_GET_SIZE(devices);
-    if (PyTuple_GET_SIZE(pointers) != 16 || PyTuple_GET_SIZE(sizes) != 6 || n_dev < 1 || n_dev > MAX_DEVICES) {
-        PyErr_SetString(PyExc_ValueError, "update: expected 16 pointers, 6 sizes and 1 to 16 devices");
+    if (PyTuple_GET_SIZE(pointers) != 16 || PyTuple_GET_SIZE(sizes) != 7 || n_dev < 1 || n_dev > MAX_DEVICES) {
+        PyErr_SetString(PyExc_ValueError, "update: expected 16 pointers, 7 sizes and 1 to 16 devices");
         return NULL;
     }
     job_t jb;
@@ -522,8 +547,8 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
     jb.touched = (uint8_t *)ptr(pointers, 14);
     jb.dt = ptr(pointers, 15);
     if (PyErr_Occurred()) return NULL;
-    int64_t *dims[] = {&jb.G, &jb.N, &jb.K, &jb.B, &jb.n_out, &jb.n_in};
-    for (int k = 0; k < 6; k++) *dims[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, k));
+    int64_t *dims[] = {&jb.G, &jb.N, &jb.K, &jb.B, &jb.n_out, &jb.n_in, &jb.W};
+    for (int k = 0; k < 7; k++) *dims[k] = PyLong_AsLongLong(PyTuple_GET_ITEM(sizes, k));
     jb.n_dev = (int)n_dev;
     int bad = 0;
     for (int dd = 0; dd < jb.n_dev; dd++) {
@@ -543,7 +568,8 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
         bad |= dv->n_params < needed || dv->n_params != jb.dv[0].n_params || dv->route < 0 || dv->route > 2;
     }
     if (!jb.x || !jb.d || !jb.bl || !jb.a || !jb.bx || !jb.in_starts || !jb.out_starts || !jb.params || !jb.cols ||
-        !jb.words || !jb.offsets || !jb.w || !jb.touched || !jb.dt || bad || jb.K > INT32_MAX) {
+        !jb.words || !jb.offsets || !jb.w || !jb.touched || !jb.dt || bad || jb.K > INT32_MAX ||
+        jb.W < 1 || jb.W > MAX_WORDS || ((jb.x_given || jb.d_given) && jb.W != 1)) {
         PyErr_SetString(PyExc_ValueError, "update: a needed pointer is missing or a size is out of range");
         return NULL;
     }

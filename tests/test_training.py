@@ -271,6 +271,26 @@ def test_pulse_counts_mean_variance_and_shared_line_covariance(path):
     assert expected > 0.01 and abs(cov / expected - 1) < 0.2
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_trains_longer_than_63_slots(path):
+    """desired_bl 150 and k = lr x_max d_max / dw = 117: BL = 117 slots (the
+    C kernel's trains span two words of 63 slots): counts with mean BL p q
+    and variance BL pq (1 - pq), as for short trains (4.5 standard errors)."""
+    torch.manual_seed(7)
+    R = 3000
+    x, d, lr = torch.tensor([0.9, 0.5, -0.3]), torch.tensor([1.3, -0.6]), 0.1
+    up = _up(desired_bl=150)
+    counts, bl = _counts(x, d, lr, up, path, R)
+    assert bl == 117
+    _, A, B = management(torch.tensor([0.9]), torch.tensor([1.3]), lr, up)
+    pq = ((A * d.abs()).clamp(max=1)[:, None] * (B * x.abs()).clamp(max=1)[None, :]).double()
+    var = bl * pq * (1 - pq)
+    assert bool(((counts.double().mean(0) - bl * pq).abs() < 4.5 * torch.sqrt(var / R) + 1e-6).all())
+    random = var > 0.5  # (0, 0): both lines fire in every slot (pq = 1), a count of exactly BL
+    assert bool(((counts.double().var(0)[random] / var[random] - 1).abs() < 0.15).all())
+    assert bool((counts[:, ~random] == bl).all()) and random.sum() == 5
+
+
 @pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")
 def test_native_management_is_the_torch_one():
     # BL to the bit (its ceil must land where aihwkit's does), A and B to float32 rounding (torch's

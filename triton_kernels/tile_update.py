@@ -209,15 +209,8 @@ def supports(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rul
     if x.dim() != 3 or x.shape[1] == 0:
         return False
     tiles = min(w.shape[0], MAX_GRID_GROUPS) * len(in_sizes) * len(out_sizes)
-    counters = len(rules) * _longest_train(up, abs(lr)) * max(out_sizes) * max(in_sizes)  # pulse-noise counters
+    counters = len(rules) * up.longest_train(abs(lr)) * max(out_sizes) * max(in_sizes)  # pulse-noise counters
     return key_fits(x.shape[1], tiles) and counters < 2**31
-
-
-def _longest_train(up: "PulsedUpdate", lr: float) -> int:
-    """The largest BL the management can give (``management``'s first case)."""
-    if up.fixed_bl or up.bl_management or up.dw * up.desired_bl >= lr:
-        return max(up.desired_bl, 1)
-    return max(math.ceil(lr / up.dw), 1)
 
 
 def _words(fire: Tensor) -> Tensor:
@@ -317,7 +310,7 @@ def _launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule
         tab.in_starts, tab.in_sizes, tab.out_starts, tab.out_sizes,
         B, N, K, n_in, n_out, p_in, p_out, blocks_i, blocks_j, G * n_out * n_in,
         rule.dw_min_std, rule.exp_a, rule.exp_b, rule.exp_A_up, rule.exp_A_down, rule.exp_gamma_up,
-        rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope, salt * _longest_train(up, abs(lr)),
+        rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope, salt * up.longest_train(abs(lr)),
         KIND=rule.kind, NP=params.shape[-1], MULT_NOISE=bool(rule.mult_noise),
         COMPLEX_NOISE=rule.exp_std_add != 0 or rule.exp_std_slope != 0, NOISY=noisy, FLIP=lr < 0,
         GIVEN=trains is not None, ROUTE=rule.route, BLOCK_I=bi, BLOCK_J=bj, num_warps=4,

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
@@ -79,6 +80,13 @@ class PulsedUpdate:
                             bool(params.update_management), float(params.um_grad_scale),
                             resolution_step(params.res), bool(params.sto_round), params.pulse_type,
                             resolution_step(params.x_res_implicit), resolution_step(params.d_res_implicit), float(dw))
+
+    def longest_train(self, lr: float) -> int:
+        """The largest BL the management can give a row at learning rate
+        ``lr`` > 0 (``management``'s first case)."""
+        if self.fixed_bl or self.bl_management or self.dw * self.desired_bl >= lr:
+            return max(self.desired_bl, 1)
+        return max(math.ceil(lr / self.dw), 1)
 
     @property
     def stochastic(self) -> bool:
@@ -292,6 +300,7 @@ def _starts(sizes: tuple) -> Tensor:
 
 
 NATIVE_MAX_DEVICES = 16  # the C kernel's stack of devices (MAX_DEVICES in _pulsed.c)
+NATIVE_MAX_WORDS = 8  # its trains: 63 slots a word (MAX_WORDS)
 
 
 def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate,
@@ -302,17 +311,21 @@ def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, 
     _, G, N, K = w.shape
     B = x.shape[1]
     n_out, n_in = len(out_sizes), len(in_sizes)
-    if up.desired_bl > 63:
-        raise ValueError(f"UpdateParameters.desired_bl={up.desired_bl}: pulse trains of at most 63 slots are "
-                         "supported")
+    words = -(-up.longest_train(abs(lr)) // 63)  # 63 slots a word
+    if words > NATIVE_MAX_WORDS:
+        raise ValueError(f"UpdateParameters.desired_bl = {up.desired_bl} (learning rate {lr}, weight granularity "
+                         f"{up.dw}): pulse trains of at most {63 * NATIVE_MAX_WORDS} slots are supported")
     x_given = d_given = None
     if trains is not None:
+        if trains[0].shape[-1] > 63:
+            raise ValueError(f"given pulse trains of {trains[0].shape[-1]} slots: at most 63")
+        words = 1
         x_given = _words(trains[0]).contiguous()  # (G, B, n_out, K)
         d_given = _words(trains[1]).contiguous()  # (G, B, n_in, N)
     starts = (_starts(tuple(in_sizes)), _starts(tuple(out_sizes)))
     tiles = (G, B, n_out, n_in)  # the management of every row and tile, written by the kernel
     managed = (torch.empty(tiles, dtype=torch.int32), torch.empty(tiles), torch.empty(tiles))
-    listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K), dtype=torch.int64),
+    listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K, words), dtype=torch.int64),
               torch.empty((G, B, n_out, n_in + 1), dtype=torch.int32))
     tensors = [x.contiguous(), d.contiguous(), *managed, *starts, x_given, d_given, params, *listed, w,
                touched.view(torch.uint8), d.transpose(1, 2).contiguous()]
@@ -323,7 +336,7 @@ def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, 
     seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: manual_seed fixes every draw
     # a thread per ~100 000 weights: below that, starting threads costs more than it gains
     threads = max(1, min(torch.get_num_threads(), len(rules) * G * N * K // 100_000))
-    native.update(tuple(None if v is None else v.data_ptr() for v in tensors), (G, N, K, B, n_out, n_in), devices,
+    native.update(tuple(None if v is None else v.data_ptr() for v in tensors), (G, N, K, B, n_out, n_in, words), devices,
                   native_management(abs(lr), up), seed, int(lr < 0), float(up.res), int(up.sto_round), threads)
 
 
