@@ -53,7 +53,7 @@ from fxanalog.config import (
 from fxanalog.geometry import TileGeometry
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE
-from fxanalog.ops.tile_update_torch import PulsedUpdate, _row_maxima, pack_rule, pack_update
+from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
 
 __all__ = ["DeviceState", "CellState", "DeviceStack", "is_cell", "make_cell"]
 
@@ -721,7 +721,6 @@ class ChoppedTransferState(BufferedTransferState):
 
     @torch.no_grad()
     def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
-        cell = self.cell
         pu = PulsedUpdate.of(up, self.granularity)
         x, d, fast_lr = self._fast_rows(x.float(), d.float(), lr, up)
         every = self._every_rows(x.shape[1])
@@ -748,7 +747,7 @@ class ChoppedTransferState(BufferedTransferState):
         if not (cell.auto_scale and cell.fast_lr > 0):
             self.count_lr.fill_(fast)
             return x, d, fast
-        vx, vd = _row_maxima(x, geo.in_sizes), _row_maxima(d, geo.out_sizes)  # (G, B, pieces)
+        vx, vd = _piece_maxima(x, geo.in_sizes), _piece_maxima(d, geo.out_sizes)  # (G, B, pieces)
         tau = (1.0 - float(cell.auto_momentum)) / x.shape[1]
         mx, md, rows_x, rows_d = self.m_x.clone(), self.m_d.clone(), [], []
         for r in range(x.shape[1]):  # the running means, row by row (small (G, pieces) tensors)
@@ -897,6 +896,11 @@ class ChoppedTransferState(BufferedTransferState):
             flip = torch.rand(self.out_chopper.shape) < float(cell.out_chop_prob)
             self.out_chopper ^= (flip.to(dev) & last[None, :, None])
         self.transfer_counter += last.to(torch.int64)
+
+
+def _piece_maxima(v: Tensor, sizes: Sequence[int]) -> Tensor:
+    """(G, B, L) rows -> (G, B, pieces): each row's largest |v| over each piece of ``sizes``."""
+    return torch.stack([p.abs().amax(dim=-1) for p in v.split(list(sizes), dim=-1)], dim=-1)
 
 
 def _running_max(m: Tensor, v: Tensor, tau: float) -> Tensor:

@@ -184,6 +184,35 @@ def test_chopped_signs_the_fast_update_and_recovers_them_in_the_read():
     assert st.slice_index[0].tolist() == [2, 2]  # columns 1 and 4 read after the second row
 
 
+def test_chopped_rows_swap_the_roles_of_inputs_and_outputs():
+    """transfer_columns = False: the choppers of the read axis are on the
+    rows (outputs), the other ones on the columns; A gets -fast_lr s *
+    outer(g, x) with s[i, j] = -1 where row i's and column j's choppers
+    differ; the transfer reads row 0 of A (the transposed read) and the
+    buffer's whole units go onto C's row 0 (x = -n, d = the unit row)."""
+    cell = cell_of(ChoppedTransferCompound, bl=3, in_chop_prob=0.0, fast_lr=0.5, transfer_columns=False)
+    layer = layer_of(cell)
+    st = layer.tile.device_state
+    assert st.in_chopper.shape == (1, 4) and st.out_chopper.shape == (1, 1, 6)
+    cin = torch.tensor([True, False, False, True])
+    cout = torch.tensor([False, True, True, False, False, False])
+    st.in_chopper[0] = cin
+    st.out_chopper[0, 0] = cout
+    c0 = st.weights[1, 0].clone()
+    x = torch.tensor([[0.8, -0.3, 0.5, 0.1, -0.6, 0.2]])
+    g = train_rows(layer, x, lr=0.1)[0]
+    s = torch.where(cin[:, None] != cout[None, :], -1.0, 1.0)
+    torch.testing.assert_close(st.weights[0, 0], -0.5 * s * torch.outer(g, x[0]), rtol=1e-5, atol=1e-7)
+    h = -0.5 * g[0] * x[0] * 0.1 / DW  # row 0, sign corrected: the unchopped gradient
+    n = torch.where(h.abs() >= 1, torch.trunc(h).clamp(-3, 3), torch.zeros_like(h))
+    assert (n != 0).any() and (n == 0).any()
+    torch.testing.assert_close(st.buffer[0, 0, 0], torch.where(n != 0, 0 * h, h), rtol=1e-5, atol=1e-6)
+    expected = c0.clone()
+    expected[0] += DW * n
+    torch.testing.assert_close(st.weights[1, 0], expected, rtol=0, atol=1e-6)
+    assert st.slice_index[0].tolist() == [1]
+
+
 def test_chopped_sweeps_switch_output_choppers_and_regular_input_choppers():
     """Regular input choppers (in_chop_prob 0.5: period N = 2): during the
     first sweep over a tile's columns nothing switches, during the second
@@ -535,14 +564,6 @@ def test_preset_matches_aihwkit_and_makes_a_layer(name):
     st = model.tile.device_state
     assert type(st).__name__ == ("DynamicTransferState" if compound == "Dynamic" else "ChoppedTransferState")
     x = torch.randn(4, 5)
-    if bl > 63:  # aihwkit's desired_bl 100: the update op's trains have at most 63 slots; the error says so
-        with pytest.raises(ValueError, match=r"desired_bl=100: pulse trains of at most 63 slots"):
-            model(x).pow(2).sum().backward()
-            AnalogSGD(model.parameters(), lr=0.05).step()
-        cfg.update.desired_bl = 63
-        torch.manual_seed(0)
-        model = fxanalog.convert_to_analog(nn.Linear(5, 3), cfg).analog_weight
-        st = model.tile.device_state
     opt = AnalogSGD(model.parameters(), lr=0.05)
     opt.zero_grad()
     model(x).pow(2).sum().backward()

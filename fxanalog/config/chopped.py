@@ -138,7 +138,8 @@ class ChoppedTransferCompound(TransferCompound):
     in_chop_random: bool = param(
         True,
         doc="Switch the input choppers at random; `False`: regularly, all columns of a tile during every "
-            "max(ceil(1 / in_chop_prob), 2)-th sweep over them.")
+            "max(ceil(1 / in_chop_prob), 2)-th sweep over them (aihwkit's docs say MIN(1 / in_chop_prob, 2); its "
+            "C++, followed here, takes the max).")
     out_chop_prob: float = param(
         0.0, check=Fraction("probability"),
         doc="Switching probability of each output (row) chopper, drawn once after every full sweep over a "
