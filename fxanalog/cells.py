@@ -11,7 +11,10 @@ dynamic variants ``BufferedTransferCompound``, ``ChoppedTransferCompound``,
 single device (``fxanalog.devices.draw_state``): their weights ``weights``
 (D, G, N, K), tile units, and parameters ``params`` (D, G, N, K, P), with
 the counters of its algorithm, all buffers (in ``state_dict()``, loadable
-with ``weights_only=True``). The weight the forward pass sees is
+with ``weights_only=True``). Devices with write noise (``write_noise_std``)
+keep hidden weights ``persistent_weight`` (D, G, N, K) that the pulses
+move; their visible ``weights`` are drawn around them when written or
+pulsed, as a single device's. The weight the forward pass sees is
 ``visible()``, a weighted sum of the devices' weights.
 
 The cell's transitions (``set_weights``, ``update``, ``post_update``) are
@@ -233,9 +236,6 @@ class DeviceStack(CellState):
             if not isinstance(cfg, PulsedDevice):
                 raise TypeError(f"{where}.device.unit_cell_devices[{k}]: {type(cfg).__name__}: expected a pulsed "
                                 "device config (a PulsedDevice such as SoftBoundsDevice)")
-            if getattr(cfg, "write_noise_std", 0.0) > 0:
-                raise ValueError(f"{where}.device.unit_cell_devices[{k}].write_noise_std = {cfg.write_noise_std!r}: "
-                                 "write noise of the devices of a unit cell is not supported; expected 0")
         self.rules = tuple(devices.rule_of(c) for c in self.device_configs)
         drawn = [devices.draw_state(self._seeded(c, k), shape, device) for k, c in enumerate(self.device_configs)]
         P = max(len(r.pulse_names) for r in self.rules)
@@ -245,6 +245,10 @@ class DeviceStack(CellState):
             packed.append(torch.nn.functional.pad(p, (0, P - p.shape[-1])))
         self.register_buffer("params", torch.stack(packed).contiguous())
         self.register_buffer("weights", torch.zeros((len(self.rules), *shape), device=device))
+        # write noise (docs/training.md): the pulses move hidden weights, the visible ones are drawn around them
+        self.noise_std = [float(r.write_noise) for r in self.rules]
+        hidden = torch.zeros_like(self.weights) if any(n > 0 for n in self.noise_std) else None
+        self.register_buffer("persistent_weight", hidden)
         for name in self.POST_NAMES:  # neutral values where a device lacks them
             if any(name in st for st in drawn):
                 fill = 1.0 if name == "decay_scale" else 0.0
@@ -284,19 +288,77 @@ class DeviceStack(CellState):
         p = self.params[k]
         return torch.minimum(torch.maximum(w, p[..., 1]), p[..., 0])
 
+    # -- write noise: hidden weights take the pulses, the visible ones are drawn around them
+
+    def _pulsed(self) -> Tensor:
+        """The weights the pulses move: the hidden ones with write noise, else the visible ones."""
+        return self.persistent_weight if self.persistent_weight is not None else self.weights
+
+    def _redraw(self, k: int, where: Optional[Tensor] = None) -> None:
+        """Device k's visible weights: its hidden ones plus fresh write noise
+        (std ``write_noise_std`` dw_min), where ``where`` (G, N, K) when given."""
+        hidden = self.persistent_weight[k]
+        new = hidden + self.noise_std[k] * torch.randn_like(hidden) if self.noise_std[k] > 0 else hidden
+        self.weights[k].copy_(new if where is None else torch.where(where, new, self.weights[k]))
+
+    def _written(self, which: Sequence[int]) -> None:
+        """After ``set_weights`` wrote the visible weights of the devices
+        ``which``: with write noise they become the hidden ones, and the
+        visible ones are drawn around them (unless the device's
+        ``apply_write_noise_on_set`` is False), as for a single device."""
+        if self.persistent_weight is None:
+            return
+        for k in which:
+            self.persistent_weight[k].copy_(self.weights[k])
+            if getattr(self.device_configs[k], "apply_write_noise_on_set", True):
+                self._redraw(k)
+
+    def pulse(self, which: Optional[int], x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, geometry: TileGeometry,
+              rules=None, block: Optional[tuple[int, int, int]] = None) -> None:
+        """The update op on device ``which`` (None: the whole stack, sharing
+        the trains; ``rules`` overrides the devices' rules, e.g. routed).
+        ``block`` (axis, start, size): only that block of the weights along
+        axis -1 (inputs) or -2 (outputs), ``geometry`` being its own. With
+        write noise the hidden weights take the pulses and the visible ones
+        are drawn anew where the hidden ones moved."""
+        sel = slice(None) if which is None else which
+        rules = rules if rules is not None else (self.rules if which is None else self.rules[which])
+        w, prm = self._pulsed()[sel], self.params[sel]
+        if block is not None:
+            axis, start, size = block
+            w, prm = w.narrow(axis, start, size), prm.narrow(axis - 1, start, size)
+        work = w if block is None else w.contiguous()
+        before = work.clone() if self.persistent_weight is not None else None
+        _pulse(work, prm if block is None else prm.contiguous(), rules, x, d, lr, up, geometry)
+        if block is not None:
+            w.copy_(work)
+        if before is None:
+            return
+        moved = work != before
+        for i, k in enumerate(range(len(self.rules)) if which is None else [which]):
+            where = moved[i] if which is None else moved
+            if block is not None:  # the whole device's mask, True only in the block
+                full = torch.zeros(self.weights.shape[1:], dtype=torch.bool, device=where.device)
+                full.narrow(axis, start, size).copy_(where)
+                where = full
+            self._redraw(k, where)
+
     @torch.no_grad()
     def post_update(self) -> bool:
-        """Decay and diffusion of every device once per optimizer step;
+        """Decay and diffusion of every device once per optimizer step (of the
+        hidden weights with write noise, the visible ones then drawn anew);
         returns whether anything changed."""
         changed = False
         for k, cfg in enumerate(self.device_configs):
             st = self.device_state(k)
             if cfg.lifetime > 0:
-                devices.decay_(self.weights[k], st)
-                changed = True
+                devices.decay_(self._pulsed()[k], st)
             if cfg.diffusion > 0:
-                devices.diffuse_(self.weights[k], st)
+                devices.diffuse_(self._pulsed()[k], st)
+            if cfg.lifetime > 0 or cfg.diffusion > 0:
                 changed = True
+                if self.persistent_weight is not None:
+                    self._redraw(k)
         return changed
 
     def reset_columns(self, mask: Tensor) -> None:
@@ -307,7 +369,9 @@ class DeviceStack(CellState):
     def reset_devices(self, mask: Tensor, which: Optional[Sequence[int]] = None) -> None:
         """Reset the devices ``which`` (default all) where ``mask`` (G, N, K)."""
         for k in (range(len(self.rules)) if which is None else which):
-            devices.reset_(self.weights[k], self.device_state(k), float(self.device_configs[k].reset_std), mask)
+            devices.reset_(self._pulsed()[k], self.device_state(k), float(self.device_configs[k].reset_std), mask)
+            if self.persistent_weight is not None:
+                self._redraw(k, mask)
 
     def extra_repr(self) -> str:
         return f"{type(self.cell).__name__}, {len(self.rules)} devices"
@@ -361,9 +425,10 @@ class VectorState(DeviceStack):
         fixed = self.cell.update_policy == Policy.SINGLE_FIXED
         if not fixed:
             self.update_index.fill_(int(self.cell.first_update_idx))
-        for k in range(len(self.rules)):
-            if not fixed or k == int(self.update_index):
-                self.weights[k].copy_(self.clip_(k, tw))
+        written = [k for k in range(len(self.rules)) if not fixed or k == int(self.update_index)]
+        for k in written:
+            self.weights[k].copy_(self.clip_(k, tw))
+        self._written(written)
         self.update_count.zero_()
 
     def _assign(self, rows: int) -> Optional[Tensor]:
@@ -387,11 +452,11 @@ class VectorState(DeviceStack):
         pu = PulsedUpdate.of(up, self.granularity)
         assign = self._assign(x.shape[1])
         if assign is None:  # every device, the same trains
-            _pulse(self.weights, self.params, self.rules, x, d, lr, pu, self.geometry)
+            self.pulse(None, x, d, lr, pu, self.geometry)
         else:  # each device its rows, in order (the other devices' rows do not touch it)
             for k in assign.unique().tolist():
                 sel = (assign == k).nonzero().flatten().to(x.device)
-                _pulse(self.weights[k], self.params[k], self.rules[k], x[:, sel], d[:, sel], lr, pu, self.geometry)
+                self.pulse(k, x[:, sel], d[:, sel], lr, pu, self.geometry)
         self.update_count.add_(x.shape[1])
 
 
@@ -427,6 +492,7 @@ class OneSidedState(DeviceStack):
         """g+ = max(w, 0), g- = max(-w, 0), each clipped to its bounds."""
         self.weights[self.G_PLUS].copy_(self.clip_(self.G_PLUS, tw.clamp(min=0)))
         self.weights[self.G_MINUS].copy_(self.clip_(self.G_MINUS, (-tw).clamp(min=0)))
+        self._written([self.G_MINUS, self.G_PLUS])
         self.update_count.zero_()
 
     @torch.no_grad()
@@ -434,8 +500,7 @@ class OneSidedState(DeviceStack):
         pu = PulsedUpdate.of(up, self.granularity)
         every = int(self.cell.refresh_every) * (x.shape[1] if self.cell.units_in_mbatch else 1)
         for start, stop in _rows_between(int(self.update_count), x.shape[1], [every]):
-            _pulse(self.weights, self.params, self.routed, x[:, start:stop], d[:, start:stop], lr, pu,
-                   self.geometry)
+            self.pulse(None, x[:, start:stop], d[:, start:stop], lr, pu, self.geometry, rules=self.routed)
             self.update_count.add_(stop - start)
             if every > 0 and int(self.update_count) % every == 0:
                 self.refresh()
@@ -465,7 +530,7 @@ class OneSidedState(DeviceStack):
                          (self.G_MINUS, torch.where(refresh & (wp <= wm), wm - wp, 0.0))):
             if bool((value != 0).any()):  # column j: x = e_j, d = -value, lr 1 (the device grows by value)
                 pu = PulsedUpdate.of(cell.refresh_update, devices.granularity(self.device_configs[k]))
-                _pulse(self.weights[k], self.params[k], self.rules[k], eye, -value.transpose(1, 2), 1.0, pu, geo)
+                self.pulse(k, eye, -value.transpose(1, 2), 1.0, pu, geo)
         self.refresh_count.add_(n)
         return n
 
@@ -514,6 +579,7 @@ class TransferState(DeviceStack):
         for k in range(len(self.rules)):
             self.weights[k].copy_(self.clip_(k, self.weights[k]))
         self.weights[-1].copy_(self.clip_(len(self.rules) - 1, tw / float(gam[-1])))
+        self._written(range(len(self.rules)))
         self.slice_index.zero_()
         self.update_count.zero_()
 
@@ -533,8 +599,7 @@ class TransferState(DeviceStack):
         fast_lr = float(cell.fast_lr) if cell.fast_lr > 0 else lr
         every = self._every_rows(x.shape[1])
         for start, stop in _rows_between(int(self.update_count), x.shape[1], every):
-            _pulse(self.weights[0], self.params[0], self.rules[0], x[:, start:stop], d[:, start:stop], fast_lr, pu,
-                   self.geometry)
+            self.pulse(0, x[:, start:stop], d[:, start:stop], fast_lr, pu, self.geometry)
             self.update_count.add_(stop - start)
             count = int(self.update_count)
             for k, e in enumerate(every):
@@ -625,7 +690,7 @@ class TransferState(DeviceStack):
         unit = torch.nn.functional.one_hot(flat.to(dev), K if self.cell.transfer_columns else N).float()
         unit = unit.expand(G, -1, -1).contiguous()
         xs, ds = (unit, -amount) if self.cell.transfer_columns else (-amount, unit)
-        _pulse(self.weights[to], self.params[to], self.rules[to], xs, ds, lr, pu, geo)
+        self.pulse(to, xs, ds, lr, pu, geo)
 
 
 # --------------------------------------------------------------------------
@@ -778,23 +843,18 @@ class ChoppedTransferState(BufferedTransferState):
         columns = bool(cell.transfer_columns)
         if bool((s_out == s_out[:, :1]).all()):
             xs, ds = (s_in, s_out[:, 0]) if columns else (s_out[:, 0], s_in)
-            _pulse(self.weights[0], self.params[0], self.rules[0], x * xs[:, None, :], d * ds[:, None, :], lr, pu,
-                   geo)
+            self.pulse(0, x * xs[:, None, :], d * ds[:, None, :], lr, pu, geo)
             return
         start = 0
         for p, size in enumerate(self._read_sizes()):  # one tile column (row) of the array at a time
             part = slice(start, start + size)
             if columns:
                 sub = TileGeometry(geo.groups, (size,), geo.out_sizes)
-                w, prm = self.weights[0][:, :, part], self.params[0][:, :, part]
                 xp, dp = x[:, :, part] * s_in[:, None, part], d * s_out[:, p, None, :]
             else:
                 sub = TileGeometry(geo.groups, geo.in_sizes, (size,))
-                w, prm = self.weights[0][:, part, :], self.params[0][:, part, :]
                 xp, dp = x * s_out[:, p, None, :], d[:, :, part] * s_in[:, None, part]
-            w_new = w.contiguous()
-            _pulse(w_new, prm.contiguous(), self.rules[0], xp, dp, lr, pu, sub)
-            w.copy_(w_new)
+            self.pulse(0, xp, dp, lr, pu, sub, block=(-1 if columns else -2, start, size))
             start += size
 
     # -- the transfer --------------------------------------------------------
