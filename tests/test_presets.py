@@ -371,19 +371,7 @@ def test_with_defaults_refuses_unknown_fields_and_shared_objects():
 # A preset makes an analog layer
 
 
-# the lead's unit-cell tiles refuse write noise on the devices of a unit cell (fxanalog/cells.py)
-_WRITE_NOISE_IN_A_CELL = {"ReRamES2Preset", "ReRamSB2Preset", "ReRamES4Preset", "ReRamSB4Preset",
-                          "TikiTakaReRamESPreset", "TTv2ReRamESPreset", "ChoppedTTv2ReRamESPreset",
-                          "AGADReRamESPreset", "MixedPrecisionReRamESPreset", "MixedPrecisionReRamSBPreset"}
-
-
-def _layer_params(name):
-    marks = [pytest.mark.xfail(raises=ValueError, reason="write noise in a unit cell is not supported yet")] if (
-        name in _WRITE_NOISE_IN_A_CELL) else []
-    return pytest.param(name, marks=marks, id=name)
-
-
-@pytest.mark.parametrize("name", [_layer_params(n) for n in CONFIG_NAMES + ["StandardHWATrainingPreset"]])
+@pytest.mark.parametrize("name", CONFIG_NAMES + ["StandardHWATrainingPreset"])
 def test_a_preset_makes_an_analog_layer(name):
     torch.manual_seed(0)
     cfg = getattr(presets, name)()
