@@ -3,12 +3,16 @@ fxanalog.cells): each rule checked against a computation by hand (or a
 scalar loop written here from the rule) on small deterministic cases:
 perfect reads, exact updates (``PulseType.NONE``) and chopper probabilities
 of 0 or 1; the weight as the combination of the devices; the state-dict
-round trip; short training runs; the TTv2 / ChoppedTTv2 / AGAD presets."""
+round trip; short training runs; the TTv2 / ChoppedTTv2 / AGAD presets;
+six deterministic cases against aihwkit 1.1.0's C++ tile."""
 
 from __future__ import annotations
 
 import io
+import json
 import math
+import os
+import types
 
 import pytest
 import torch
@@ -27,6 +31,8 @@ from fxanalog.config import (
     UpdateParameters,
 )
 from fxanalog.optim import AnalogSGD
+
+import aihwkit_chopped_cases
 
 pytestmark = pytest.mark.filterwarnings("ignore::fxanalog.SmallWeightRangeWarning")  # small test layers
 
@@ -568,3 +574,46 @@ def test_preset_matches_aihwkit_and_makes_a_layer(name):
     assert torch.isfinite(model.weight).all() and torch.isfinite(st.buffer).all()
     if device == "ReRamESPresetDevice":  # write noise (std 75 dw_min): hidden weights, visible ones around them
         assert st.persistent_weight is not None and not torch.equal(st.persistent_weight, st.weights)
+
+
+# --------------------------------------------------------------------------
+# Against aihwkit 1.1.0's C++ CPU tile (tests/aihwkit_chopped_cases.py made
+# tests/data/aihwkit_chopped_cells.json with aihwkit)
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "data", "aihwkit_chopped_cells.json")
+STATE_OF = {"buffered_FP_weight": "buffer", "running_mean_weight": "running_mean", "past_mean_weight": "past_mean"}
+
+
+@pytest.mark.parametrize("name", sorted(aihwkit_chopped_cases.cases(types.SimpleNamespace(
+    **{n: getattr(fxanalog.config, n) for n in fxanalog.config.__all__}))))
+def test_compound_matches_aihwkit(name):
+    """Deterministic pulses, exact devices, perfect reads, deterministic
+    choppers: every device's weights, the layer's weights, the buffers and
+    AGAD's means equal aihwkit's after the steps (to float32 rounding; a
+    pulse is 0.01)."""
+    ns = types.SimpleNamespace(**{n: getattr(fxanalog.config, n) for n in fxanalog.config.__all__})
+    cell, n_steps, lr = aihwkit_chopped_cases.cases(ns)[name]
+    cfg = UnitCellRPUConfig(device=cell, forward=IOParameters(is_perfect=True), backward=IOParameters(is_perfect=True),
+                            update=aihwkit_chopped_cases.update(ns))
+    linear = nn.Linear(6, 4, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(aihwkit_chopped_cases.initial_weights(torch))
+    layer = fxanalog.convert_to_analog(linear, cfg).analog_weight
+    opt = AnalogSGD(layer.parameters(), lr=lr)
+    for x, g in aihwkit_chopped_cases.steps(torch, n_steps):
+        opt.zero_grad()
+        (layer(x) * g).sum().backward()
+        opt.step()
+    with open(GOLDEN) as f:
+        gold = json.load(f)[name]
+    torch.testing.assert_close(layer.weight.detach(), torch.tensor(gold["weight"]), rtol=0, atol=1e-5)
+    st = layer.tile.device_state
+    assert st.buffer.abs().max() > 0 and torch.count_nonzero(st.weights[0]) > 0
+    for key, value in gold["hidden"].items():
+        index = int(key.rsplit("_", 1)[1]) if key[-1].isdigit() else 0
+        if key.startswith("hidden_weights"):
+            mine = st.weights[index, 0]
+        else:
+            t = getattr(st, STATE_OF[key.rstrip("_0123456789")])
+            mine = t[index, 0] if t.dim() == 4 else t[0]
+        torch.testing.assert_close(mine, torch.tensor(value), rtol=1e-5, atol=1e-5, msg=f"{name}: {key}")
