@@ -44,7 +44,8 @@ def write(ns, bl=1):
 
 
 def cases(ns) -> dict:
-    """name -> (compound, steps, learning rate)."""
+    """name -> (compound, steps, learning rate); the ``*_array`` cases are
+    split into tiles: see ``ARRAYS``."""
     perfect = ns.IOParameters(is_perfect=True)
     two = [device(ns), device(ns)]
     return {
@@ -70,17 +71,37 @@ def cases(ns) -> dict:
             unit_cell_devices=two, transfer_every=1.0, units_in_mbatch=False, in_chop_prob=0.5,
             tail_weightening=1.0, fast_lr=0.5, buffer_granularity=0.37, transfer_forward=perfect,
             transfer_update=write(ns)), 6, 0.1),
+        "chopped_array": (ns.ChoppedTransferCompound(
+            unit_cell_devices=two, transfer_every=1.0, in_chop_prob=0.5, in_chop_random=False,
+            out_chop_prob=1.0, auto_scale=True, auto_momentum=0.7, auto_granularity=23.0, fast_lr=0.2,
+            buffer_granularity=0.37, momentum=0.2, forget_buffer=False, transfer_forward=perfect,
+            transfer_update=write(ns, 2)), 4, 0.1),
+        "agad_array": (ns.DynamicTransferCompound(
+            unit_cell_devices=two, transfer_every=1.0, units_in_mbatch=False, in_chop_prob=0.5,
+            tail_weightening=1.0, fast_lr=0.5, buffer_granularity=0.37, transfer_forward=perfect,
+            transfer_update=write(ns)), 6, 0.1),
     }
 
 
-def steps(torch, n: int) -> list:
+# name -> (in_features, max_input_size, max_output_size): a 4 x 7 layer cut into
+# input pieces [3, 2, 2] (uneven: the tiles' sweeps end at different reads)
+# and output pieces [2, 2]
+ARRAYS = {"chopped_array": (7, 3, 2), "agad_array": (7, 3, 2)}
+
+
+def shape(name: str) -> tuple[int, int]:
+    """(out_features, in_features) of a case's layer."""
+    return 4, ARRAYS[name][0] if name in ARRAYS else 6
+
+
+def steps(torch, n: int, out: int = 4, inp: int = 6) -> list:
     """The (x, g) of n steps, from a generator seeded with 2."""
     g = torch.Generator().manual_seed(2)
-    return [(torch.randn(5, 6, generator=g), torch.randn(5, 4, generator=g) * 0.3) for _ in range(n)]
+    return [(torch.randn(5, inp, generator=g), torch.randn(5, out, generator=g) * 0.3) for _ in range(n)]
 
 
-def initial_weights(torch):
-    return torch.arange(24, dtype=torch.float32).reshape(4, 6) / 24 - 0.5
+def initial_weights(torch, out: int = 4, inp: int = 6):
+    return torch.arange(out * inp, dtype=torch.float32).reshape(out, inp) / (out * inp) - 0.5
 
 
 KEPT = ("hidden_weights", "buffered_FP_weight", "running_mean_weight", "past_mean_weight")
@@ -92,7 +113,7 @@ if __name__ == "__main__":  # the golden data, in a venv with aihwkit 1.1.0
     import types
 
     import torch
-    from aihwkit.nn import AnalogLinear
+    from aihwkit.nn import AnalogLinear, AnalogLinearMapped
     from aihwkit.optim import AnalogSGD
     from aihwkit.simulator import configs
     from aihwkit.simulator.parameters import enums
@@ -106,15 +127,28 @@ if __name__ == "__main__":  # the golden data, in a venv with aihwkit 1.1.0
         cfg.backward = configs.IOParameters(is_perfect=True)
         cfg.update = update(ns)
         cfg.mapping.weight_scaling_omega = 0.0
-        layer = AnalogLinear(6, 4, bias=False, rpu_config=cfg)
-        layer.set_weights(initial_weights(torch))
+        n_out, n_in = shape(name)
+        if name in ARRAYS:
+            _, cfg.mapping.max_input_size, cfg.mapping.max_output_size = ARRAYS[name]
+            layer = AnalogLinearMapped(n_in, n_out, bias=False, rpu_config=cfg)
+        else:
+            layer = AnalogLinear(n_in, n_out, bias=False, rpu_config=cfg)
+        layer.set_weights(initial_weights(torch, n_out, n_in))
         opt = AnalogSGD(layer.parameters(), lr=lr)
         opt.regroup_param_groups(layer)
-        for x, g in steps(torch, n_steps):
+        for x, g in steps(torch, n_steps, n_out, n_in):
             opt.zero_grad()
             (layer(x) * g).sum().backward()
             opt.step()
-        hidden = next(layer.analog_tiles()).get_hidden_parameters()
+        if name in ARRAYS:  # the tiles' hidden parameters put together: array[input piece][output piece]
+            rows = []
+            for o in range(len(layer.analog_module.out_sizes)):
+                parts = [layer.analog_module.array[p][o].get_hidden_parameters()
+                         for p in range(len(layer.analog_module.in_sizes))]
+                rows.append({k: torch.cat([h[k] for h in parts], dim=1) for k in parts[0]})
+            hidden = {k: torch.cat([r[k] for r in rows], dim=0) for k in rows[0]}
+        else:
+            hidden = next(layer.analog_tiles()).get_hidden_parameters()
         out[name] = {"weight": layer.get_weights()[0].tolist(),
                      "hidden": {k: v.tolist() for k, v in hidden.items() if k.startswith(KEPT)}}
     out["_about"] = {"aihwkit": __import__("aihwkit").__version__, "torch": torch.__version__}

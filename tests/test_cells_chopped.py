@@ -590,17 +590,24 @@ def test_compound_matches_aihwkit(name):
     """Deterministic pulses, exact devices, perfect reads, deterministic
     choppers: every device's weights, the layer's weights, the buffers and
     AGAD's means equal aihwkit's after the steps (to float32 rounding; a
-    pulse is 0.01)."""
+    pulse is 0.01), also on tile arrays with uneven input pieces (each tile
+    its own reads, sweeps, output choppers and auto-scale means)."""
     ns = types.SimpleNamespace(**{n: getattr(fxanalog.config, n) for n in fxanalog.config.__all__})
     cell, n_steps, lr = aihwkit_chopped_cases.cases(ns)[name]
     cfg = UnitCellRPUConfig(device=cell, forward=IOParameters(is_perfect=True), backward=IOParameters(is_perfect=True),
                             update=aihwkit_chopped_cases.update(ns))
-    linear = nn.Linear(6, 4, bias=False)
+    n_out, n_in = aihwkit_chopped_cases.shape(name)
+    linear = nn.Linear(n_in, n_out, bias=False)
     with torch.no_grad():
-        linear.weight.copy_(aihwkit_chopped_cases.initial_weights(torch))
-    layer = fxanalog.convert_to_analog(linear, cfg).analog_weight
+        linear.weight.copy_(aihwkit_chopped_cases.initial_weights(torch, n_out, n_in))
+    if name in aihwkit_chopped_cases.ARRAYS:  # a tile array: input pieces [3, 2, 2], output pieces [2, 2]
+        _, cfg.mapping.max_input_size, cfg.mapping.max_output_size = aihwkit_chopped_cases.ARRAYS[name]
+        layer = fxanalog.convert_to_analog_mapped(linear, cfg).analog_weight
+        assert layer.tile.device_state.geometry.in_sizes == (3, 2, 2)
+    else:
+        layer = fxanalog.convert_to_analog(linear, cfg).analog_weight
     opt = AnalogSGD(layer.parameters(), lr=lr)
-    for x, g in aihwkit_chopped_cases.steps(torch, n_steps):
+    for x, g in aihwkit_chopped_cases.steps(torch, n_steps, n_out, n_in):
         opt.zero_grad()
         (layer(x) * g).sum().backward()
         opt.step()
