@@ -215,8 +215,9 @@ class DynamicTransferCompound(ChoppedTransferCompound):
     more than N sweeps are done, and H becomes momentum H
     (``forget_buffer``) or H - (1 - momentum) n, then clipped to +-
     ``buffer_cap`` desired_bl when ``buffer_cap`` > 0. Column j's chopper
-    switches after every N-th read of the sweep counter (regular), or also
-    at random with probability ``in_chop_prob`` (``in_chop_random``).
+    switches when it is read during every N-th sweep over the tile's
+    columns (so a period is N reads of the column), and also at random
+    with probability ``in_chop_prob`` after a read with ``in_chop_random``.
 
     aihwkit's Python docs mention a running standard deviation that gates
     the transfer and a momentum matrix; its C++ simulator (followed here)
