@@ -87,17 +87,21 @@ enum { ROUTE_BOTH = 0, ROUTE_UP = 1, ROUTE_DOWN_AS_UP = 2 };
 #define MAX_DEVICES 16
 
 typedef struct {
-    int kind, n_params, mult_noise, complex_noise, route;
+    int kind, n_params, mult_noise, complex_noise, route, reference; /* reference: index of r in pr, or 0 */
     float sd, exp_a, exp_b, A_up, A_down, g_up, g_down, std_add, std_slope;
 } device_t;
 
 /* One pulse at a cross-point whose parameters are pr[0..n_params): b_max,
- * b_min, scale_up, scale_down, then slopes or exponents (devices.PULSE_NAMES). */
+ * b_min, scale_up, scale_down, then slopes or exponents (devices.PULSE_NAMES),
+ * then the reference r of a device that has one: the step and the clip act
+ * on g = w + r, and w = g - r is returned. */
 static inline __attribute__((always_inline)) float one_pulse(const device_t *dv, const float *pr, float w, int down, float xi) {
     const float bmax = pr[0], bmin = pr[1];
     const float sign = down ? -1.0f : 1.0f;
     const float scale = down ? pr[3] : pr[2];
     const float sd = dv->sd;
+    const float ref = dv->reference ? pr[dv->reference] : 0.0f;
+    w += ref;
     switch (dv->kind) {
     case CONSTANT_STEP:
         w = w + sign * scale * (1.0f + sd * xi);
@@ -112,7 +116,7 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
     }
     case EXP_STEP: {
         const float span = bmax - bmin;
-        if (!(span > 0.0f)) return w; /* a cross-point without range is never updated */
+        if (!(span > 0.0f)) return w - ref; /* a cross-point without range is never updated */
         const float z = 2.0f * w / span * dv->exp_a + dv->exp_b;
         float y;
         if (down) {
@@ -130,7 +134,7 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
     }
     case POW_STEP: {
         const float span = bmax - bmin;
-        if (span == 0.0f) return w;
+        if (span == 0.0f) return w - ref;
         const float gamma = down ? pr[5] : pr[4];
         float frac = down ? (w - bmin) / span : (bmax - w) / span;
         if (frac < 0.0f) frac = 0.0f;
@@ -138,11 +142,11 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
         break;
     }
     default:
-        return w;
+        return w - ref;
     }
     if (w < bmin) w = bmin;
     if (w > bmax) w = bmax;
-    return w;
+    return w - ref;
 }
 
 /* -- update management ---------------------------------------------------- */
@@ -511,8 +515,8 @@ static int parse_manage(PyObject *t, manage_t *m) {
  *   pointers: (x, d, bl, a, bx, in_starts, out_starts, x_given, d_given, params, cols, words, offsets, w, touched,
  *             d transposed (G, N, B))
  *   sizes: (G, N, K, B, n_out, n_in, W): W words per train (ceil(longest train / 63), at most 8)
- *   devices: D tuples (kind, n_params, mult_noise, complex_noise, route, sd, exp_a, exp_b, A_up, A_down, g_up,
- *            g_down, std_add, std_slope), one per device of the stack (w (D, G, N, K), params (D, G, N, K, n_params))
+ *   devices: D tuples (kind, n_params, mult_noise, complex_noise, route, reference, sd, exp_a, exp_b, A_up, A_down,
+ *            g_up, g_down, std_add, std_slope), one per device of the stack (w (D, G, N, K), params (D, G, N, K, n_params))
  *   manage: (|lr|, dw, desired_bl, fixed_bl, update_bl_management, update_management, um_grad_scale)
  *   bl, a, bx are written (the management of every row and tile) */
 static PyObject *py_update(PyObject *self, PyObject *args) {
@@ -553,18 +557,19 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
     int bad = 0;
     for (int dd = 0; dd < jb.n_dev; dd++) {
         PyObject *t = PyTuple_GET_ITEM(devices, dd);
-        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 14) {
-            PyErr_SetString(PyExc_ValueError, "update: every device is a tuple of 14 values");
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 15) {
+            PyErr_SetString(PyExc_ValueError, "update: every device is a tuple of 15 values");
             return NULL;
         }
         device_t *dv = &jb.dv[dd];
-        int *ints[] = {&dv->kind, &dv->n_params, &dv->mult_noise, &dv->complex_noise, &dv->route};
-        for (int k = 0; k < 5; k++) *ints[k] = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, k));
+        int *ints[] = {&dv->kind, &dv->n_params, &dv->mult_noise, &dv->complex_noise, &dv->route, &dv->reference};
+        for (int k = 0; k < 6; k++) *ints[k] = (int)PyLong_AsLong(PyTuple_GET_ITEM(t, k));
         float *fields[] = {&dv->sd, &dv->exp_a, &dv->exp_b, &dv->A_up, &dv->A_down, &dv->g_up, &dv->g_down,
                            &dv->std_add, &dv->std_slope};
-        for (int k = 0; k < 9; k++) *fields[k] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(t, 5 + k));
+        for (int k = 0; k < 9; k++) *fields[k] = (float)PyFloat_AsDouble(PyTuple_GET_ITEM(t, 6 + k));
         if (PyErr_Occurred()) return NULL;
         const int needed = (dv->kind == LINEAR_STEP || dv->kind == POW_STEP) ? 6 : 4;
+        bad |= dv->reference < 0 || (dv->reference && dv->reference < needed) || dv->reference >= dv->n_params;
         bad |= dv->n_params < needed || dv->n_params != jb.dv[0].n_params || dv->route < 0 || dv->route > 2;
     }
     if (!jb.x || !jb.d || !jb.bl || !jb.a || !jb.bx || !jb.in_starts || !jb.out_starts || !jb.params || !jb.cols ||

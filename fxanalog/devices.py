@@ -19,7 +19,7 @@ torch path (``fxanalog.ops.tile_update_torch``) applies the pulses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -34,6 +34,7 @@ from fxanalog.config import (
     PowStepDevice,
     PulsedDevice,
     SoftBoundsDevice,
+    SoftBoundsReferenceDevice,
 )
 
 __all__ = ["DeviceRule", "rule_of", "granularity", "draw_state", "apply_pulses", "route_pulses", "decay_", "diffuse_",
@@ -65,6 +66,7 @@ class DeviceRule:
     exp_std_add: float = 0.0
     exp_std_slope: float = 0.0
     route: int = ROUTE_BOTH  # in a stack of devices sharing the trains: which pulses this one takes
+    reference: bool = False  # a pulse steps g = w + reference, clips g, and leaves w = g - reference
 
     @property
     def pulsed(self) -> bool:
@@ -74,7 +76,7 @@ class DeviceRule:
     def pulse_names(self) -> tuple[str, ...]:
         """The per-cross-point parameters a pulse reads, in the order the
         update op packs them (the last axis of its ``params`` tensor)."""
-        return PULSE_NAMES[self.kind]
+        return PULSE_NAMES[self.kind] + (("reference",) if self.reference else ())
 
 
 _BOUNDS_STEPS = ("b_max", "b_min", "scale_up", "scale_down")
@@ -96,8 +98,9 @@ def rule_of(device) -> DeviceRule:
                         f"{type(device).__name__}")
     write_noise = float(getattr(device, "write_noise_std", 0.0)) * device.dw_min
     common = dict(dw_min_std=float(device.dw_min_std), write_noise=write_noise)
-    if isinstance(device, (LinearStepDevice, SoftBoundsDevice)):
-        return DeviceRule(LINEAR_STEP, mult_noise=bool(device.mult_noise), **common)
+    if isinstance(device, (LinearStepDevice, SoftBoundsDevice, SoftBoundsReferenceDevice)):
+        return DeviceRule(LINEAR_STEP, mult_noise=bool(device.mult_noise),
+                          reference=isinstance(device, SoftBoundsReferenceDevice), **common)
     if isinstance(device, ExpStepDevice):
         return DeviceRule(EXP_STEP, exp_a=device.a, exp_b=device.b, exp_A_up=device.A_up, exp_A_down=device.A_down,
                           exp_gamma_up=device.gamma_up, exp_gamma_down=device.gamma_down,
@@ -188,20 +191,25 @@ def draw_state(device, shape: tuple, target_device=None) -> dict[str, Tensor]:
     if device.lifetime > 0:
         t = device.lifetime * (1 + device.lifetime_dtod * draw())
         state["decay_scale"] = torch.where(t > 1, 1 - 1 / t, torch.zeros_like(t))
+    if rule.reference:  # slopes with their own spread (the bounds follow them), the reference
+        b_max, b_min, reference, sp = _reference_draws(device, b_max, b_min, scale_up, scale_down, draw)
+        state.update(b_max=b_max, b_min=b_min, reference=reference)
+        if device.subtract_symmetry_point:
+            state["reset_bias"] = state.get("reset_bias", 0.0) + sp
     if rule.kind == LINEAR_STEP:
-        soft = isinstance(device, SoftBoundsDevice)
+        soft = isinstance(device, (SoftBoundsDevice, SoftBoundsReferenceDevice))
         g_up = 1.0 if soft else device.gamma_up + device.gamma_up_dtod * draw()
         g_down = 1.0 if soft else device.gamma_down + device.gamma_down_dtod * draw()
         if not soft and not device.allow_increasing:
             g_up, g_down = torch.as_tensor(g_up).abs(), torch.as_tensor(g_down).abs()
         mean_ref = (not soft) and device.mean_bound_reference
-        off = device.reverse_offset
+        off = getattr(device, "reverse_offset", 0.0)
         if mean_ref:
             ref_up = torch.full(shape, (device.w_min - off) if device.reverse_up else device.w_max)
             ref_down = torch.full(shape, (device.w_max + off) if device.reverse_down else device.w_min)
         else:
-            ref_up = (b_min - off) if device.reverse_up else b_max
-            ref_down = (b_max + off) if device.reverse_down else b_min
+            ref_up = (b_min - off) if getattr(device, "reverse_up", False) else b_max
+            ref_down = (b_max + off) if getattr(device, "reverse_down", False) else b_min
         state["slope_up"] = torch.where(ref_up != 0, -g_up * scale_up / ref_up, torch.zeros_like(scale_up))
         state["slope_down"] = torch.where(ref_down != 0, -g_down * scale_down / ref_down, torch.zeros_like(scale_down))
     if rule.kind == POW_STEP:
@@ -215,6 +223,27 @@ def draw_state(device, shape: tuple, target_device=None) -> dict[str, Tensor]:
         state.update(gamma_up=g_up, gamma_down=g_down)
     return {k: torch.as_tensor(v, dtype=torch.float32).expand(shape).contiguous().to(target_device)
             for k, v in state.items()}
+
+
+def _reference_draws(device, b_max: Tensor, b_min: Tensor, scale_up: Tensor, scale_down: Tensor, draw):
+    """``SoftBoundsReferenceDevice``'s draws: where b_max > 0 > b_min, the
+    slopes scale_up / b_max and scale_down / |b_min| each scaled by |1 +
+    slope_*_dtod xi| and the bounds moved to match; the reference
+    reference_mean + reference_std xi, plus the symmetry point with
+    ``subtract_symmetry_point``. Returns (b_max, b_min, reference, symmetry point)."""
+    both = (b_max > 0) & (b_min < 0)
+    safe_max = torch.where(both, b_max, torch.ones_like(b_max))
+    safe_min = torch.where(both, b_min, -torch.ones_like(b_min))
+    slope_down = -scale_down / safe_min * (1 + device.slope_down_dtod * draw()).abs()
+    slope_up = scale_up / safe_max * (1 + device.slope_up_dtod * draw()).abs()
+    b_max = torch.where(both, scale_up / slope_up, b_max)
+    b_min = torch.where(both, -scale_down / slope_down, b_min)
+    reference = device.reference_mean + device.reference_std * draw()
+    sp = torch.zeros_like(reference)
+    if device.subtract_symmetry_point:
+        sp = torch.where(both, (scale_up - scale_down) / (scale_up / safe_max - scale_down / safe_min), sp)
+        reference = reference + sp
+    return b_max, b_min, reference, sp
 
 
 def apply_pulses(rule: DeviceRule, w: Tensor, down: Tensor, count: Tensor, state: dict[str, Tensor]) -> Tensor:
@@ -252,6 +281,8 @@ def one_pulse(rule: DeviceRule, w: Tensor, down: Tensor, st: dict[str, Tensor], 
     sign = torch.where(down, -1.0, 1.0).to(w.dtype)
     scale = torch.where(down, st["scale_down"], st["scale_up"])
     b_max, b_min = st["b_max"], st["b_min"]
+    if rule.reference:  # the step and the clip act on g = w + reference
+        return one_pulse(replace(rule, reference=False), w + st["reference"], down, st, xi) - st["reference"]
     if rule.kind == CONSTANT_STEP:
         w = w + sign * scale * (1 + sd * xi)
     elif rule.kind == LINEAR_STEP:

@@ -31,6 +31,7 @@ from fxanalog import (
     SoftBoundsDevice,
     UpdateParameters,
 )
+from fxanalog.config import SoftBoundsReferenceDevice
 from fxanalog.devices import draw_state, one_pulse, rule_of
 from fxanalog.nn import AnalogLinear
 from fxanalog.nn.modules import named_analog_layers
@@ -603,7 +604,7 @@ def test_pulsed_training_is_the_same_through_every_entry_point():
 
 @pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")
 @pytest.mark.parametrize("device", [ConstantStepDevice, SoftBoundsDevice, LinearStepDevice, PowStepDevice,
-                                    ExpStepDevice])
+                                    ExpStepDevice, SoftBoundsReferenceDevice])
 def test_native_kernel_applies_the_same_pulses_as_the_python_loop(device):
     """With the same pulse trains and no cycle-to-cycle noise both paths make
     the same pulses in the same order per cross-point: equal results (up to
@@ -612,6 +613,8 @@ def test_native_kernel_applies_the_same_pulses_as_the_python_loop(device):
     dev = device(dw_min_std=0.0)
     if device is LinearStepDevice:
         dev.gamma_up, dev.gamma_down = 0.5, 0.3
+    if device is SoftBoundsReferenceDevice:
+        dev.reference_std, dev.subtract_symmetry_point, dev.slope_up_dtod = 0.2, True, 0.1
     rule = rule_of(dev)
     G, B, N, K = 2, 7, 9, 11
     ins, outs = [6, 5], [5, 4]
@@ -627,8 +630,49 @@ def test_native_kernel_applies_the_same_pulses_as_the_python_loop(device):
         touched = tile_update(w, x, d, 0.7, up, rule, st, ins, outs, trains=trains, use_native=native)
         results.append((w, touched))
     assert torch.equal(results[0][1], results[1][1]) and bool(results[0][1].any())
-    exact = device in (ConstantStepDevice, SoftBoundsDevice, LinearStepDevice)
+    exact = device in (ConstantStepDevice, SoftBoundsDevice, LinearStepDevice, SoftBoundsReferenceDevice)
     torch.testing.assert_close(results[0][0], results[1][0], atol=0 if exact else 1e-7, rtol=0)
+
+
+def test_soft_bounds_reference_device():
+    """SoftBoundsReferenceDevice: r = reference_mean + reference_std xi (plus
+    the symmetry point, where dw+ (1 - w*/b_max) = dw- (1 - w*/b_min));
+    a pulse is the soft-bounds step of g = w + r, clipped to the bounds, then
+    w = g - r (checked on one pulse by hand); the slope spread moves the
+    bounds with the slopes."""
+    torch.manual_seed(3)
+    dev = SoftBoundsReferenceDevice(reference_mean=0.1, reference_std=0.05, w_max_dtod=0.0, w_min_dtod=0.0,
+                                    up_down=0.3, up_down_dtod=0.0, dw_min_dtod=0.0)
+    st = draw_state(dev, (1, 200, 200))
+    r = st["reference"]
+    assert abs(float(r.mean()) - 0.1) < 4 * 0.05 / 200 and abs(float(r.std()) / 0.05 - 1) < 0.02
+    dev.subtract_symmetry_point, dev.reference_std = True, 0.0
+    st = draw_state(dev, (1, 50, 50))
+    sp = st["reference"] - 0.1
+    up_step = st["scale_up"] * (1 - sp / st["b_max"])
+    down_step = st["scale_down"] * (1 - sp / st["b_min"])
+    assert bool(((st["reference"] - 0.1).abs() > 0.01).all())  # up_down 0.3: the symmetry point is off 0
+    torch.testing.assert_close(up_step, down_step, rtol=1e-4, atol=0)
+    torch.testing.assert_close(st["reset_bias"], sp, rtol=0, atol=1e-7)
+    # one pulse by hand (additive noise, the default for this device)
+    rule = rule_of(dev)
+    assert rule.reference and not rule.mult_noise
+    w = torch.tensor([0.2, -0.4])
+    one = {k: v.reshape(-1)[:2] for k, v in st.items()}
+    xi = torch.tensor([0.5, -1.0])
+    down = torch.tensor([False, True])
+    got = one_pulse(rule, w, down, one, xi)
+    g = w + one["reference"]
+    sd = dev.dw_min_std
+    expected = torch.stack([g[0] + one["scale_up"][0] * (1 - g[0] / one["b_max"][0] + sd * xi[0]),
+                            g[1] - one["scale_down"][1] * (1 - g[1] / one["b_min"][1] + sd * xi[1])])
+    expected = torch.minimum(torch.maximum(expected, one["b_min"]), one["b_max"]) - one["reference"]
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    # slope spread: dw+ / b_max is scaled by |1 + slope_up_dtod xi|, b_max follows (dw+ unchanged)
+    dev = SoftBoundsReferenceDevice(slope_up_dtod=0.2, w_max_dtod=0.0, dw_min_dtod=0.0, up_down_dtod=0.0)
+    st = draw_state(dev, (1, 100, 100))
+    slope = st["scale_up"] / st["b_max"]
+    assert abs(float((slope / (dev.dw_min / dev.w_max)).std()) - 0.2) < 0.01
 
 
 @pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")

@@ -50,6 +50,7 @@ from fxanalog import (
     SoftBoundsDevice,
     UpdateParameters,
 )
+from fxanalog.config import SoftBoundsReferenceDevice
 from fxanalog.devices import CONSTANT_STEP, LINEAR_STEP, ROUTE_DOWN_AS_UP, ROUTE_UP, draw_state, rule_of
 from fxanalog.ops import dispatch
 from fxanalog.ops.dispatch import triton_available
@@ -147,6 +148,9 @@ def given_cases() -> dict:
     cases["constant-long-trains"] = problem(make_device("constant", dw_min_std=0.0), 1, 2, 8, 9, [9], [8],
                                             d_scale=2.0)  # k > desired_bl: BL = 31
     cases["stack-one-sided"] = stack_problem()
+    cases["soft-bounds-reference"] = problem(
+        SoftBoundsReferenceDevice(dw_min_std=0.0, reference_std=0.1, subtract_symmetry_point=True, up_down=0.2),
+        2, 4, 21, 23, [12, 11], [16, 5], lr=0.15)
     return cases
 
 

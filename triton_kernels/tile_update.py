@@ -68,13 +68,15 @@ MAX_STACK = 16  # devices of a stack (as the C kernel)
 
 
 @triton.jit
-def _pulse(w, down, xi, bmax, bmin, up_scale, down_scale, up_extra, down_extra, sd, exp_a, exp_b, a_up, a_down,
-           g_up, g_down, std_add, std_slope, KIND: tl.constexpr, MULT_NOISE: tl.constexpr,
+def _pulse(w_seen, down, xi, bmax, bmin, up_scale, down_scale, up_extra, down_extra, ref, sd, exp_a, exp_b, a_up,
+           a_down, g_up, g_down, std_add, std_slope, KIND: tl.constexpr, MULT_NOISE: tl.constexpr,
            COMPLEX_NOISE: tl.constexpr):
     """One pulse at every cross-point (as ``fxanalog.devices.apply_pulses``):
     the step at ``w`` in direction ``down`` with the normal draw ``xi``, then
     the clip to the bounds. ``*_extra``: the slopes (linear step) or the
-    exponents (power step) of each direction."""
+    exponents (power step) of each direction; ``ref``: the reference of a
+    device that has one (the step and the clip act on w + ref), else 0."""
+    w = w_seen + ref
     sign = tl.where(down, -1.0, 1.0)
     scale = tl.where(down, down_scale, up_scale)
     if KIND == _CONSTANT_STEP:
@@ -101,7 +103,7 @@ def _pulse(w, down, xi, bmax, bmin, up_scale, down_scale, up_extra, down_extra, 
         frac = tl.maximum(tl.where(down, (w - bmin) / span, (bmax - w) / span), 0.0)
         power = tl.where(frac > 0.0, tl.exp2(gamma * tl.log2(tl.maximum(frac, 1e-38))), tl.where(gamma == 0.0, 1.0, 0.0))
         new = tl.where(span == 0.0, w, w + sign * scale * power * (1.0 + sd * xi))
-    return tl.minimum(tl.maximum(new, bmin), bmax)
+    return tl.minimum(tl.maximum(new, bmin), bmax) - ref
 
 
 @triton.jit
@@ -111,8 +113,8 @@ def _update_kernel(
     B, N, K, n_in, n_out, p_in, p_out, blocks_i, blocks_j, tiles,
     sd, exp_a, exp_b, a_up, a_down, g_up, g_down, std_add, std_slope, salt,
     KIND: tl.constexpr, NP: tl.constexpr, MULT_NOISE: tl.constexpr, COMPLEX_NOISE: tl.constexpr,
-    NOISY: tl.constexpr, FLIP: tl.constexpr, GIVEN: tl.constexpr, ROUTE: tl.constexpr, BLOCK_I: tl.constexpr,
-    BLOCK_J: tl.constexpr,
+    NOISY: tl.constexpr, FLIP: tl.constexpr, GIVEN: tl.constexpr, ROUTE: tl.constexpr, REF: tl.constexpr,
+    BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
 ):
     """One block of BLOCK_I x BLOCK_J cross-points of one tile, every batch
     row. ``ROUTE``: which pulses this device takes (devices.ROUTE_*); ``salt``
@@ -141,6 +143,10 @@ def _update_kernel(
         else:
             up_extra = bmax
             down_extra = bmax
+        if REF > 0:  # the reference of the device (params column REF)
+            ref = tl.load(params_ptr + cell * NP + REF, mask=mask, other=0.0)
+        else:
+            ref = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.float32)
         touched = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.int32)
         tile = (g * n_out + o) * n_in + p
         seed = tl.load(seed_ptr)
@@ -184,8 +190,8 @@ def _update_kernel(
                         xi = tl.randn(kn, (salt + q) * p_out * p_in + noise_counter)
                     else:
                         xi = tl.zeros((BLOCK_I, BLOCK_J), dtype=tl.float32)
-                    new = _pulse(w, down, xi, bmax, bmin, up_scale, down_scale, up_extra, down_extra, sd, exp_a,
-                                 exp_b, a_up, a_down, g_up, g_down, std_add, std_slope, KIND, MULT_NOISE,
+                    new = _pulse(w, down, xi, bmax, bmin, up_scale, down_scale, up_extra, down_extra, ref, sd,
+                                 exp_a, exp_b, a_up, a_down, g_up, g_down, std_add, std_slope, KIND, MULT_NOISE,
                                  COMPLEX_NOISE)
                     w = tl.where(count > q, new, w)
                 touched = tl.maximum(touched, tl.minimum(count, 1))
@@ -313,7 +319,8 @@ def _launch(w: Tensor, x: Tensor, d: Tensor, lr: float, up: "PulsedUpdate", rule
         rule.exp_gamma_down, rule.exp_std_add, rule.exp_std_slope, salt * up.longest_train(abs(lr)),
         KIND=rule.kind, NP=params.shape[-1], MULT_NOISE=bool(rule.mult_noise),
         COMPLEX_NOISE=rule.exp_std_add != 0 or rule.exp_std_slope != 0, NOISY=noisy, FLIP=lr < 0,
-        GIVEN=trains is not None, ROUTE=rule.route, BLOCK_I=bi, BLOCK_J=bj, num_warps=4,
+        GIVEN=trains is not None, ROUTE=rule.route,
+        REF=rule.pulse_names.index("reference") if rule.reference else 0, BLOCK_I=bi, BLOCK_J=bj, num_warps=4,
     )
     if work is not w:
         w.copy_(work)

@@ -63,6 +63,7 @@ from fxanalog.config.devices import (
     PowStepDevice,
     PulsedDevice,
     SoftBoundsDevice,
+    SoftBoundsReferenceDevice,
 )
 from fxanalog.config.compounds import (
     DigitalRankUpdateCell,
@@ -152,6 +153,7 @@ __all__ = [
     "ConstantStepDevice",
     "LinearStepDevice",
     "SoftBoundsDevice",
+    "SoftBoundsReferenceDevice",
     "ExpStepDevice",
     "PowStepDevice",
     "UnitCell",

@@ -27,6 +27,7 @@ __all__ = [
     "ConstantStepDevice",
     "LinearStepDevice",
     "SoftBoundsDevice",
+    "SoftBoundsReferenceDevice",
     "ExpStepDevice",
     "PowStepDevice",
 ]
@@ -442,3 +443,44 @@ class PowStepDevice(PulsedDevice):
             "to g+ / pow_gamma and subtracted from g- / pow_gamma.")
     write_noise_std: float = _write_noise_std()
     apply_write_noise_on_set: bool = _apply_write_noise_on_set()
+
+
+@register_config_class
+@dataclass(repr=False)
+class SoftBoundsReferenceDevice(PulsedDevice):
+    """Soft bounds seen against a fixed reference r: the weight is w = g - r,
+    g the device's state, and a pulse moves g by the ``SoftBoundsDevice``
+    step: up g += dw+ (1 - g / b_max + dw_min_std xi), down g -= dw- (1 - g /
+    b_min + dw_min_std xi) (with ``mult_noise``: dw+ (1 - g / b_max)(1 +
+    dw_min_std xi), ...), then g is clipped to [b_min, b_max].
+
+    On top of ``PulsedDevice``'s draws, when b_max > 0 > b_min each
+    cross-point scales its slopes dw+ / b_max and dw- / |b_min| by |1 +
+    slope_up_dtod xi| and |1 + slope_down_dtod xi| (its bounds become dw+ /
+    slope and -dw- / slope), and draws r = reference_mean + reference_std
+    xi; ``subtract_symmetry_point`` adds the point where up and down steps
+    are equal, w* = (dw+ - dw-) / (dw+ / b_max - dw- / b_min), to r and to
+    the reset bias. Setting weights, clipping, decay, diffusion and resets
+    act on w with the bounds [b_min, b_max], as aihwkit's C++ does (only the
+    pulses see g = w + r). Weight granularity: dw_min.
+    """
+
+    mult_noise: bool = param(
+        False,
+        doc="Cycle-to-cycle noise multiplies the whole step, dw (1 - g / b) (1 + dw_min_std xi) (`True`), or "
+            "is added to it, dw (1 - g / b + dw_min_std xi) (`False`, aihwkit's default for this device).")
+    write_noise_std: float = _write_noise_std()
+    apply_write_noise_on_set: bool = _apply_write_noise_on_set()
+    slope_up_dtod: float = param(
+        0.0, check=Number(ge=0),
+        doc="Relative device-to-device spread of the up slope dw+ / b_max (the bound b_max moves with it).")
+    slope_down_dtod: float = param(
+        0.0, check=Number(ge=0),
+        doc="Relative device-to-device spread of the down slope dw- / |b_min| (the bound b_min moves with it).")
+    reference_mean: float = param(0.0, check=Number(), doc="Mean of the reference r subtracted from the device.")
+    reference_std: float = param(
+        0.0, check=Number(ge=0), doc="Device-to-device spread of the reference: r = reference_mean + reference_std xi.")
+    subtract_symmetry_point: bool = param(
+        False,
+        doc="Add each cross-point's symmetry point w* = (dw+ - dw-) / (dw+ / b_max - dw- / b_min) to its "
+            "reference and reset bias, so that w = 0 where its up and down steps are equal.")

@@ -331,7 +331,7 @@ def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, 
                touched.view(torch.uint8), d.transpose(1, 2).contiguous()]
     assert w.is_contiguous() and touched.is_contiguous()
     devices = tuple((r.kind, params.shape[-1], int(r.mult_noise), int(r.exp_std_add != 0 or r.exp_std_slope != 0),
-                     r.route, r.dw_min_std, r.exp_a, r.exp_b, r.exp_A_up, r.exp_A_down, r.exp_gamma_up,
+                     r.route, r.pulse_names.index("reference") if r.reference else 0, r.dw_min_std, r.exp_a, r.exp_b, r.exp_A_up, r.exp_A_down, r.exp_gamma_up,
                      r.exp_gamma_down, r.exp_std_add, r.exp_std_slope) for r in rules)
     seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: manual_seed fixes every draw
     # a thread per ~100 000 weights: below that, starting threads costs more than it gains
@@ -377,7 +377,7 @@ def pack_rule(rule) -> list[float]:
 
 
 _RULE_LEN = len(fields(DeviceRule))
-_INT_FIELDS = ("kind", "route")
+_INT_FIELDS = ("kind", "route")  # the rest: bool or float by their annotation
 
 
 def unpack_rule(v: Sequence[float]):
