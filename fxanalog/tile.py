@@ -452,7 +452,7 @@ class AnalogTile(nn.Module):
             # layer's weights (aihwkit's pre_update).
             d = d / per_output(self.mapping_scales.to(d.dtype), self._n_out, "result").square()
         st = self.device_state
-        if isinstance(st, CellState):  # the cell's algorithm (fxanalog.cells, docs/compounds.md)
+        if isinstance(st, CellState):  # the cell's algorithm (fxanalog.cells; docs/unit-cells.md, tiki-taka.md, mixed-precision.md)
             st.update(x.float(), d.float(), float(lr), self.rpu_config.update)
             self._write_visible(w)
             return True
