@@ -28,6 +28,7 @@ from fxanalog.config import (
     PulseType,
     SingleRPUConfig,
     SoftBoundsDevice,
+    SoftBoundsReferenceDevice,
     TransferCompound,
     UnitCellRPUConfig,
     UpdateParameters,
@@ -50,6 +51,8 @@ from fxanalog.presets import (
     PCMPresetUnitCell,
     PresetIOParameters,
     PresetUpdateParameters,
+    ReRamArrayHfO2PresetDevice,
+    ReRamArrayOMPresetDevice,
     ReRamESPresetDevice,
     ReRamSBPresetDevice,
     StandardHWATrainingPreset,
@@ -65,10 +68,19 @@ DEVICES = {
         "dw_min": 0.00135, "up_down": 0.259359, "w_max": 1.0, "w_min": -1.0, "a": -0.5, "b": -0.5,
         "gamma_up": 5.0, "gamma_down": 5.0, "A_up": -1.18445, "A_down": -0.081404, "dw_min_dtod": 0.2,
         "up_down_dtod": 0.05, "w_max_dtod": 0.3, "w_min_dtod": 0.3, "dw_min_std": 5.0, "write_noise_std": 75.0}),
-    # aihwkit: a SoftBoundsReferenceDevice (its reference fields left at their defaults); fxanalog: SoftBoundsDevice
-    ReRamSBPresetDevice: (SoftBoundsDevice, {
+    ReRamSBPresetDevice: (SoftBoundsReferenceDevice, {
         "dw_min": 0.002, "up_down": 0.0, "w_max": 1.25, "w_min": -0.75, "mult_noise": False, "dw_min_dtod": 0.3,
         "up_down_dtod": 0.01, "w_max_dtod": 0.24, "w_min_dtod": 0.4, "dw_min_std": 3.75, "write_noise_std": 56}),
+    ReRamArrayOMPresetDevice: (SoftBoundsReferenceDevice, {
+        "enforce_consistency": True, "dw_min_dtod_log_normal": True, "dw_min": 0.0949, "up_down": 0.0, "w_max": 1.0,
+        "w_min": -1.0, "mult_noise": False, "dw_min_dtod": 0.7829, "up_down_dtod": 0.01, "w_max_dtod": 0.3499,
+        "w_min_dtod": 0.5695, "dw_min_std": 0.4158, "write_noise_std": 1.4113, "corrupt_devices_range": 0.01,
+        "corrupt_devices_prob": 0.0, "subtract_symmetry_point": True, "reference_std": 0.05}),
+    ReRamArrayHfO2PresetDevice: (SoftBoundsReferenceDevice, {
+        "enforce_consistency": True, "dw_min_dtod_log_normal": True, "dw_min": 0.4622, "up_down": 0.0, "w_max": 1.0,
+        "w_min": -1.0, "mult_noise": False, "dw_min_dtod": 0.7125, "up_down_dtod": 0.01, "w_max_dtod": 0.4295,
+        "w_min_dtod": 0.5990, "dw_min_std": 0.2174, "write_noise_std": 0.5841, "corrupt_devices_range": 0.01,
+        "corrupt_devices_prob": 0.0, "subtract_symmetry_point": True, "reference_std": 0.05}),
     CapacitorPresetDevice: (LinearStepDevice, {
         "dw_min": 0.005, "up_down": 0.0, "w_max": 1.0, "w_min": -1.0, "mult_noise": False, "gamma_up": 0.05,
         "gamma_down": 0.05, "dw_min_dtod": 0.1, "up_down_dtod": 0.06, "w_max_dtod": 0.07, "w_min_dtod": 0.07,
@@ -118,7 +130,8 @@ DEVICE_OF = {"ReRamES": ReRamESPresetDevice, "ReRamSB": ReRamSBPresetDevice, "Ca
              "EcRam": EcRamPresetDevice, "EcRamMO": EcRamMOPresetDevice, "Idealized": IdealizedPresetDevice,
              "GokmenVlasov": GokmenVlasovPresetDevice, "PCM": PCMPresetUnitCell}
 SINGLE = KINDS + ["GokmenVlasov"]
-TIKI_TAKA = ["ReRamES", "Capacitor", "EcRam", "EcRamMO", "Idealized"]  # ...ReRamSB: not in fxanalog
+TIKI_TAKA = ["ReRamES", "Capacitor", "EcRam", "EcRamMO", "Idealized"]  # the chopped ones: ReRamSB below
+PLAIN_TIKI_TAKA = TIKI_TAKA + ["ReRamSB"]
 MIXED = KINDS + ["GokmenVlasov", "PCM"]
 
 # (fast_lr, auto_granularity, desired_bl of the SGD update); TTv2 has in_chop_prob 0.0
@@ -135,7 +148,7 @@ AGAD = {"ReRamES": (0.5, 1000, 5.0, 0.02, False, 31), "Capacitor": (0.1, 1000, 2
         "Idealized": (0.1, 500, 50.0, 0.005, False, 100)}
 
 CONFIG_NAMES = ([f"{k}Preset" for k in SINGLE] + ["PCMPreset"] + [f"{k}{n}Preset" for n in (2, 4) for k in KINDS]
-                + [f"TikiTaka{k}Preset" for k in TIKI_TAKA] + [f"{p}{k}Preset" for p in ("TTv2", "ChoppedTTv2", "AGAD")
+                + [f"TikiTaka{k}Preset" for k in PLAIN_TIKI_TAKA] + [f"{p}{k}Preset" for p in ("TTv2", "ChoppedTTv2", "AGAD")
                                                                 for k in TIKI_TAKA]
                 + [f"MixedPrecision{k}Preset" for k in MIXED])
 ALL_CLASSES = (list(DEVICES) + [PCMPresetUnitCell] + list(UTILS) + [getattr(presets, n) for n in CONFIG_NAMES]
@@ -147,11 +160,8 @@ def test_the_package_lists_aihwkits_presets():
     assert {c.__name__ for c in ALL_CLASSES} <= names
     for name in ("PRESETS", "preset_names", "get_preset", "load_config", "small_cnn", "tiny_mlp"):
         assert name in names  # the command line's named configs and models are still here
-    # not in fxanalog (their devices or configs are not): the ReRamSB presets of the transfer compounds
-    # (symmetry-point subtraction), FloatingPointPreset (TorchInferenceRPUConfig), the ReRAM array devices
-    for name in ("TikiTakaReRamSBPreset", "TTv2ReRamSBPreset", "ChoppedTTv2ReRamSBPreset", "AGADReRamSBPreset",
-                 "FloatingPointPreset", "ReRamArrayOMPresetDevice", "ReRamArrayHfO2PresetDevice"):
-        assert not hasattr(presets, name), name
+    # not in fxanalog: FloatingPointPreset (its TorchInferenceRPUConfig is not)
+    assert not hasattr(presets, "FloatingPointPreset")
     namespace = {}
     exec("from fxanalog.presets import *", namespace)
     assert {c.__name__ for c in ALL_CLASSES} <= set(namespace)
@@ -192,10 +202,13 @@ def test_device_and_periphery_values_are_aihwkits(cls):
             assert getattr(cfg, f.name) == getattr(default, f.name), f.name
 
 
-def test_reramsb_device_is_a_soft_bounds_device_and_says_why():
-    assert issubclass(ReRamSBPresetDevice, SoftBoundsDevice)
-    doc = " ".join(ReRamSBPresetDevice.__doc__.split())
-    assert "SoftBoundsReferenceDevice" in doc and "SoftBoundsDevice" in doc
+def test_reramsb_device_is_a_soft_bounds_reference_device():
+    """As aihwkit's: reference fields at their defaults in the device, the symmetry point subtracted in the
+    Tiki-Taka preset."""
+    dev = ReRamSBPresetDevice()
+    assert isinstance(dev, SoftBoundsReferenceDevice) and not dev.subtract_symmetry_point
+    assert (dev.reference_mean, dev.reference_std) == (0.0, 0.0)
+    assert all(d.subtract_symmetry_point for d in presets.TikiTakaReRamSBPreset().device.unit_cell_devices)
 
 
 def test_pcm_unit_cell_is_aihwkits():
@@ -248,7 +261,7 @@ def test_vector_presets(kind, n):
     _periphery(cfg)
 
 
-@pytest.mark.parametrize("kind", TIKI_TAKA)
+@pytest.mark.parametrize("kind", PLAIN_TIKI_TAKA)
 def test_tiki_taka_presets(kind):
     cfg = getattr(presets, f"TikiTaka{kind}Preset")()
     assert isinstance(cfg, UnitCellRPUConfig) and type(cfg.device) is TransferCompound

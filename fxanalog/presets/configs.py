@@ -10,9 +10,7 @@ A user of aihwkit changes the import only::
     rpu_config.update.desired_bl = 10            # fields as on any config
 
 The ``TTv2*``, ``ChoppedTTv2*`` and ``AGAD*`` presets are in
-``fxanalog.presets.chopped``. Not here: ``TikiTakaReRamSBPreset``, whose
-devices subtract their symmetry point (a ``SoftBoundsReferenceDevice``
-field fxanalog does not have).
+``fxanalog.presets.chopped``.
 """
 
 from __future__ import annotations
@@ -64,6 +62,7 @@ __all__ = [
     "EcRamMO4Preset",
     "Idealized4Preset",
     "TikiTakaReRamESPreset",
+    "TikiTakaReRamSBPreset",
     "TikiTakaCapacitorPreset",
     "TikiTakaEcRamPreset",
     "TikiTakaEcRamMOPreset",
@@ -92,12 +91,12 @@ def _vector(device: type, n: int) -> Callable[[], VectorUnitCell]:
     return build
 
 
-def _tiki_taka(device: type) -> Callable[[], TransferCompound]:
+def _tiki_taka(device: type, **device_fields) -> Callable[[], TransferCompound]:
     """Tiki-Taka on two devices of one kind; the transfer reads without noise and bound management."""
 
     def build() -> TransferCompound:
         return TransferCompound(
-            unit_cell_devices=[device(), device()],
+            unit_cell_devices=[device(**device_fields), device(**device_fields)],
             transfer_forward=PresetIOParameters(noise_management=NoiseManagementType.NONE,
                                                 bound_management=BoundManagementType.NONE),
             transfer_update=PresetUpdateParameters(),
@@ -249,6 +248,12 @@ class Idealized4Preset(UnitCellRPUConfig):
 class TikiTakaReRamESPreset(UnitCellRPUConfig):
     """Tiki-Taka on two ReRAM devices (exponential steps, ``ReRamESPresetDevice``) per cross-point: SGD on the
     fast device, its columns transferred to the slow one."""
+
+
+@with_defaults(device=_tiki_taka(ReRamSBPresetDevice, subtract_symmetry_point=True), **_PERIPHERY)
+class TikiTakaReRamSBPreset(UnitCellRPUConfig):
+    """Tiki-Taka on two ReRAM devices (soft bounds, ``ReRamSBPresetDevice``, each with its symmetry point
+    subtracted) per cross-point: SGD on the fast device, its columns transferred to the slow one."""
 
 
 @with_defaults(device=_tiki_taka(CapacitorPresetDevice), **_PERIPHERY)

@@ -7,7 +7,7 @@ as on any config: ``ReRamSBPresetDevice(dw_min=0.001)``.
 
 from __future__ import annotations
 
-from fxanalog.config import ConstantStepDevice, ExpStepDevice, LinearStepDevice, SoftBoundsDevice
+from fxanalog.config import ConstantStepDevice, ExpStepDevice, LinearStepDevice, SoftBoundsReferenceDevice
 from fxanalog.config.base import with_defaults
 
 __all__ = [
@@ -19,6 +19,8 @@ __all__ = [
     "IdealizedPresetDevice",
     "GokmenVlasovPresetDevice",
     "PCMPresetDevice",
+    "ReRamArrayOMPresetDevice",
+    "ReRamArrayHfO2PresetDevice",
 ]
 
 
@@ -64,18 +66,14 @@ class ReRamESPresetDevice(ExpStepDevice):
     dw_min_std=3.75,
     write_noise_std=56.0,
 )
-class ReRamSBPresetDevice(SoftBoundsDevice):
+class ReRamSBPresetDevice(SoftBoundsReferenceDevice):
     """A ReRAM device: soft bounds, loosely fitted to Gong et al., Nat. Commun. 9, 2102 (2018).
 
-    The devices are taken as calibrated to their symmetry point (the
-    reference that does this is not modeled); ``ReRamESPresetDevice`` is
-    the closer fit. Additive cycle-to-cycle noise (``mult_noise = False``).
-
-    aihwkit derives this preset from ``SoftBoundsReferenceDevice``, which
-    fxanalog does not have; with that class's reference fields at their
-    defaults (reference 0, no slope spread, no symmetry-point subtraction),
-    as here, its update is the ``SoftBoundsDevice`` update, which this
-    preset therefore uses. Those reference fields are not available.
+    The devices are taken as calibrated to their symmetry point (with the
+    reference at its defaults, 0, that calibration is not modeled; the
+    Tiki-Taka presets turn on ``subtract_symmetry_point``);
+    ``ReRamESPresetDevice`` is the closer fit. Additive cycle-to-cycle
+    noise (``mult_noise = False``).
     """
 
 
@@ -240,4 +238,68 @@ class PCMPresetDevice(ExpStepDevice):
     a pair with refresh (``PCMPresetUnitCell``). Its step noise is additive
     and grows with the step and the weight; a reset (as in a refresh) sets
     the weight near 0.01, with device-to-device and cycle-to-cycle spread.
+    """
+
+
+@with_defaults(
+    enforce_consistency=True,
+    dw_min_dtod_log_normal=True,
+    dw_min=0.0949,
+    up_down=0.0,
+    w_max=1.0,
+    w_min=-1.0,
+    mult_noise=False,
+    # device-to-device
+    dw_min_dtod=0.7829,
+    up_down_dtod=0.01,
+    w_max_dtod=0.3499,
+    w_min_dtod=0.5695,
+    # cycle-to-cycle
+    dw_min_std=0.4158,
+    write_noise_std=1.4113,
+    corrupt_devices_range=0.01,
+    corrupt_devices_prob=0.0,
+    subtract_symmetry_point=True,
+    reference_std=0.05,
+)
+class ReRamArrayOMPresetDevice(SoftBoundsReferenceDevice):
+    """A ReRAM device of an array, "optimized material": soft bounds fitted to the array measurements of Gong,
+    Rasch et al., IEDM 2022.
+
+    The weight range is compliance-adjusted to [-1, 1]; the symmetry point
+    is subtracted with an error of 5% of w_max (``reference_std``). The
+    measured array had 13.5% stuck devices; ``corrupt_devices_prob`` is 0
+    here, as in aihwkit (set it to 0.1348 for the measured fraction).
+    """
+
+
+@with_defaults(
+    enforce_consistency=True,
+    dw_min_dtod_log_normal=True,
+    dw_min=0.4622,
+    up_down=0.0,
+    w_max=1.0,
+    w_min=-1.0,
+    mult_noise=False,
+    # device-to-device
+    dw_min_dtod=0.7125,
+    up_down_dtod=0.01,
+    w_max_dtod=0.4295,
+    w_min_dtod=0.5990,
+    # cycle-to-cycle
+    dw_min_std=0.2174,
+    write_noise_std=0.5841,
+    corrupt_devices_range=0.01,
+    corrupt_devices_prob=0.0,
+    subtract_symmetry_point=True,
+    reference_std=0.05,
+)
+class ReRamArrayHfO2PresetDevice(SoftBoundsReferenceDevice):
+    """A ReRAM device of an array, "baseline HfO2": soft bounds fitted to the array measurements of Gong, Rasch
+    et al., IEDM 2022.
+
+    The weight range is compliance-adjusted to [-1, 1]; the symmetry point
+    is subtracted with an error of 5% of w_max (``reference_std``). The
+    measured array had 10% stuck devices; ``corrupt_devices_prob`` is 0
+    here, as in aihwkit (set it to 0.0977 for the measured fraction).
     """
