@@ -7,7 +7,7 @@ a fixed combination of them. The cells differ in which device an update's
 pulses go to and in what happens between updates:
 
 * ``VectorUnitCell``: W = sum_k gamma_k w_k; the update goes to all devices
-  or to one of them per mini-batch (``update_policy``);
+  or to one of them per batch row (``update_policy``);
 * ``ReferenceUnitCell``: W = w_0 - w_1; only w_0 is updated, w_1 is a fixed
   reference;
 * ``OneSidedUnitCell``: W = w_+ - w_-, each device only ever pulsed up, with
@@ -135,7 +135,8 @@ class VectorUnitCell(UnitCell):
 
     gamma_k = ``gamma_vec[k]``, or 1/n for every device when ``gamma_vec``
     is empty. The update's pulse trains (``UpdateParameters``) go to every
-    device, or to one device per mini-batch, as ``update_policy`` says;
+    device, or to one device per batch row (each row of a step is one
+    update cycle, as on aihwkit's CPU tile), as ``update_policy`` says;
     each device steps by its own rule and noise. The weight granularity
     that the pulse probabilities are scaled by is the mean of the devices'
     granularities. Written weights (``set_weights``) go to every device
@@ -145,7 +146,7 @@ class VectorUnitCell(UnitCell):
 
     update_policy: VectorUnitCellUpdatePolicy = param(
         VectorUnitCellUpdatePolicy.ALL,
-        doc="Which devices receive a mini-batch's pulses: all of them, a fixed one, one in turn, or one drawn "
+        doc="Which devices receive a batch row's pulses: all of them, a fixed one, one in turn, or one drawn "
             "at random (`VectorUnitCellUpdatePolicy`).")
     first_update_idx: int = param(
         0, check=Whole(ge=0),

@@ -82,7 +82,7 @@ _PERIPHERY = dict(forward=PresetIOParameters, backward=PresetIOParameters, updat
 
 
 def _vector(device: type, n: int) -> Callable[[], VectorUnitCell]:
-    """n devices per cross-point, one of them updated per mini-batch, drawn at random."""
+    """n devices per cross-point, one of them updated per batch row, drawn at random."""
 
     def build() -> VectorUnitCell:
         return VectorUnitCell(unit_cell_devices=[device() for _ in range(n)],
@@ -165,78 +165,78 @@ class PCMPreset(UnitCellRPUConfig):
 
 
 # --------------------------------------------------------------------------
-# 2 and 4 devices per cross-point (``VectorUnitCell``, one updated per mini-batch at random)
+# 2 and 4 devices per cross-point (``VectorUnitCell``, one updated per batch row at random)
 
 
 @with_defaults(device=_vector(ReRamESPresetDevice, 2), **_PERIPHERY)
 class ReRamES2Preset(UnitCellRPUConfig):
     """SGD on 2 ReRAM devices (exponential steps, ``ReRamESPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(ReRamSBPresetDevice, 2), **_PERIPHERY)
 class ReRamSB2Preset(UnitCellRPUConfig):
     """SGD on 2 ReRAM devices (soft bounds, ``ReRamSBPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(CapacitorPresetDevice, 2), **_PERIPHERY)
 class Capacitor2Preset(UnitCellRPUConfig):
-    """SGD on 2 capacitors (``CapacitorPresetDevice``) per cross-point, W their mean; each mini-batch updates one
+    """SGD on 2 capacitors (``CapacitorPresetDevice``) per cross-point, W their mean; each batch row updates one
     of them at random."""
 
 
 @with_defaults(device=_vector(EcRamPresetDevice, 2), **_PERIPHERY)
 class EcRam2Preset(UnitCellRPUConfig):
     """SGD on 2 lithium-based ECRAM devices (``EcRamPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(EcRamMOPresetDevice, 2), **_PERIPHERY)
 class EcRamMO2Preset(UnitCellRPUConfig):
     """SGD on 2 metal-oxide ECRAM devices (``EcRamMOPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(IdealizedPresetDevice, 2), **_PERIPHERY)
 class Idealized2Preset(UnitCellRPUConfig):
-    """SGD on 2 idealized devices (``IdealizedPresetDevice``) per cross-point, W their mean; each mini-batch
+    """SGD on 2 idealized devices (``IdealizedPresetDevice``) per cross-point, W their mean; each batch row
     updates one of them at random."""
 
 
 @with_defaults(device=_vector(ReRamESPresetDevice, 4), **_PERIPHERY)
 class ReRamES4Preset(UnitCellRPUConfig):
     """SGD on 4 ReRAM devices (exponential steps, ``ReRamESPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(ReRamSBPresetDevice, 4), **_PERIPHERY)
 class ReRamSB4Preset(UnitCellRPUConfig):
     """SGD on 4 ReRAM devices (soft bounds, ``ReRamSBPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(CapacitorPresetDevice, 4), **_PERIPHERY)
 class Capacitor4Preset(UnitCellRPUConfig):
-    """SGD on 4 capacitors (``CapacitorPresetDevice``) per cross-point, W their mean; each mini-batch updates one
+    """SGD on 4 capacitors (``CapacitorPresetDevice``) per cross-point, W their mean; each batch row updates one
     of them at random."""
 
 
 @with_defaults(device=_vector(EcRamPresetDevice, 4), **_PERIPHERY)
 class EcRam4Preset(UnitCellRPUConfig):
     """SGD on 4 lithium-based ECRAM devices (``EcRamPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(EcRamMOPresetDevice, 4), **_PERIPHERY)
 class EcRamMO4Preset(UnitCellRPUConfig):
     """SGD on 4 metal-oxide ECRAM devices (``EcRamMOPresetDevice``) per cross-point, W their mean; each
-    mini-batch updates one of them at random."""
+    batch row updates one of them at random."""
 
 
 @with_defaults(device=_vector(IdealizedPresetDevice, 4), **_PERIPHERY)
 class Idealized4Preset(UnitCellRPUConfig):
-    """SGD on 4 idealized devices (``IdealizedPresetDevice``) per cross-point, W their mean; each mini-batch
+    """SGD on 4 idealized devices (``IdealizedPresetDevice``) per cross-point, W their mean; each batch row
     updates one of them at random."""
 
 
