@@ -516,16 +516,19 @@ def test_defaults_are_aihwkits():
 # name: (compound, device preset, fast_lr, auto_granularity, in_chop_prob, tail_weightening, update desired_bl)
 AIHWKIT_PRESETS = {
     "TTv2ReRamESPreset": ("Chopped", "ReRamESPresetDevice", 0.5, 1000, 0.0, None, 31),
+    "TTv2ReRamSBPreset": ("Chopped", "ReRamSBPresetDevice", 0.5, 1000, 0.0, None, 31),
     "TTv2CapacitorPreset": ("Chopped", "CapacitorPresetDevice", 0.1, 1000, 0.0, None, 31),
     "TTv2EcRamPreset": ("Chopped", "EcRamPresetDevice", 0.1, 500, 0.0, None, 100),
     "TTv2EcRamMOPreset": ("Chopped", "EcRamMOPresetDevice", 0.1, 500, 0.0, None, 100),
     "TTv2IdealizedPreset": ("Chopped", "IdealizedPresetDevice", 0.1, 500, 0.0, None, 100),
     "ChoppedTTv2ReRamESPreset": ("Chopped", "ReRamESPresetDevice", 0.5, 1000, 0.01, None, 31),
+    "ChoppedTTv2ReRamSBPreset": ("Chopped", "ReRamSBPresetDevice", 0.5, 1000, 0.01, None, 31),
     "ChoppedTTv2CapacitorPreset": ("Chopped", "CapacitorPresetDevice", 0.1, 1000, 0.01, None, 31),
     "ChoppedTTv2EcRamPreset": ("Chopped", "EcRamPresetDevice", 1.0, 500, 0.01, None, 100),
     "ChoppedTTv2EcRamMOPreset": ("Chopped", "EcRamMOPresetDevice", 0.1, 500, 0.001, None, 100),
     "ChoppedTTv2IdealizedPreset": ("Chopped", "IdealizedPresetDevice", 0.1, 500, 0.001, None, 100),
     "AGADReRamESPreset": ("Dynamic", "ReRamESPresetDevice", 0.5, 1000, 0.02, 5.0, 31),
+    "AGADReRamSBPreset": ("Dynamic", "ReRamSBPresetDevice", 0.5, 1000, 0.02, 5.0, 31),
     "AGADCapacitorPreset": ("Dynamic", "CapacitorPresetDevice", 0.1, 1000, 0.01, 20.0, 31),
     "AGADEcRamPreset": ("Dynamic", "EcRamPresetDevice", 0.1, 750, 0.005, 50.0, 31),
     "AGADEcRamMOPreset": ("Dynamic", "EcRamMOPresetDevice", 0.1, 500, 0.005, 50.0, 100),
@@ -544,6 +547,8 @@ def test_preset_matches_aihwkit_and_makes_a_layer(name):
     cell = cfg.device
     assert type(cell) is (DynamicTransferCompound if compound == "Dynamic" else ChoppedTransferCompound)
     assert [type(d).__name__ for d in cell.unit_cell_devices] == [device, device]
+    # aihwkit's ReRamSB compound presets subtract the devices' symmetry point
+    assert all(getattr(d, "subtract_symmetry_point", False) == ("ReRamSB" in name) for d in cell.unit_cell_devices)
     assert (cell.fast_lr, cell.auto_granularity, cell.in_chop_prob, cell.auto_scale) == (fast_lr, auto_gran,
                                                                                          in_chop, True)
     assert cell.units_in_mbatch is False and cell.transfer_every == 1.0 and cell.out_chop_prob == 0.0

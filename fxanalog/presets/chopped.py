@@ -8,13 +8,11 @@ bound management, a one-pulse transfer write, the fast learning rate
 scaled by the running maxima of x and d (``auto_scale``) and the buffer
 unit by ``auto_granularity``; the forward and backward periphery
 ``PresetIOParameters`` and the update ``PresetUpdateParameters`` with
-aihwkit's ``desired_bl``. A user of aihwkit changes the import only::
+aihwkit's ``desired_bl``. The ``*ReRamSB*`` presets' devices subtract
+their symmetry point (``ReRamSBPresetDevice(subtract_symmetry_point=True)``),
+as aihwkit's. A user of aihwkit changes the import only::
 
     from fxanalog.presets import AGADEcRamPreset   # was: from aihwkit.simulator.presets import ...
-
-Not here: ``TTv2ReRamSBPreset``, ``ChoppedTTv2ReRamSBPreset`` and
-``AGADReRamSBPreset``, whose devices subtract their symmetry point (a
-``SoftBoundsReferenceDevice`` field fxanalog does not have).
 """
 
 from __future__ import annotations
@@ -35,21 +33,25 @@ from fxanalog.presets.devices import (
     EcRamPresetDevice,
     IdealizedPresetDevice,
     ReRamESPresetDevice,
+    ReRamSBPresetDevice,
 )
 from fxanalog.presets.utils import PresetIOParameters, PresetUpdateParameters
 
 __all__ = [
     "TTv2ReRamESPreset",
+    "TTv2ReRamSBPreset",
     "TTv2CapacitorPreset",
     "TTv2EcRamPreset",
     "TTv2EcRamMOPreset",
     "TTv2IdealizedPreset",
     "ChoppedTTv2ReRamESPreset",
+    "ChoppedTTv2ReRamSBPreset",
     "ChoppedTTv2CapacitorPreset",
     "ChoppedTTv2EcRamPreset",
     "ChoppedTTv2EcRamMOPreset",
     "ChoppedTTv2IdealizedPreset",
     "AGADReRamESPreset",
+    "AGADReRamSBPreset",
     "AGADCapacitorPreset",
     "AGADEcRamPreset",
     "AGADEcRamMOPreset",
@@ -72,6 +74,11 @@ def _compound(cls: type, device: type, **values) -> Callable[[], ChoppedTransfer
         )
 
     return build
+
+
+def _reram_sb() -> ReRamSBPresetDevice:
+    """aihwkit's device of its ReRamSB compound presets: the symmetry point subtracted."""
+    return ReRamSBPresetDevice(subtract_symmetry_point=True)
 
 
 def _periphery(bl: int) -> dict:
@@ -99,6 +106,12 @@ def _agad(device: type, fast_lr: float, auto_granularity: float, tail: float, in
 class TTv2ReRamESPreset(UnitCellRPUConfig):
     """TTv2 on two ReRAM devices (exponential steps, ``ReRamESPresetDevice``): SGD on the fast device, its reads
     buffered digitally, whole buffer units written onto the slow device."""
+
+
+@with_defaults(device=_ttv2(_reram_sb, 0.5, 1000), **_periphery(31))
+class TTv2ReRamSBPreset(UnitCellRPUConfig):
+    """TTv2 on two ReRAM devices (soft bounds, ``ReRamSBPresetDevice``, symmetry point subtracted): SGD on the
+    fast device, its reads buffered digitally, whole buffer units written onto the slow device."""
 
 
 @with_defaults(device=_ttv2(CapacitorPresetDevice, 0.1, 1000), **_periphery(31))
@@ -135,6 +148,12 @@ class ChoppedTTv2ReRamESPreset(UnitCellRPUConfig):
     choppers switching with probability 0.01 per read), its reads buffered, whole units onto the slow device."""
 
 
+@with_defaults(device=_ttv2(_reram_sb, 0.5, 1000, in_chop_prob=0.01), **_periphery(31))
+class ChoppedTTv2ReRamSBPreset(UnitCellRPUConfig):
+    """Chopped TTv2 on two ReRAM devices (``ReRamSBPresetDevice``, symmetry point subtracted): input choppers
+    switching with probability 0.01 per read, buffered reads, whole units onto the slow device."""
+
+
 @with_defaults(device=_ttv2(CapacitorPresetDevice, 0.1, 1000, in_chop_prob=0.01), **_periphery(31))
 class ChoppedTTv2CapacitorPreset(UnitCellRPUConfig):
     """Chopped TTv2 on two capacitors (``CapacitorPresetDevice``): input choppers switching with probability
@@ -168,6 +187,12 @@ class ChoppedTTv2IdealizedPreset(UnitCellRPUConfig):
 class AGADReRamESPreset(UnitCellRPUConfig):
     """AGAD on two ReRAM devices (``ReRamESPresetDevice``): chopper periods of 50 reads, the buffer fed by the
     change of the fast device's reads against the previous period's mean."""
+
+
+@with_defaults(device=_agad(_reram_sb, 0.5, 1000, 5.0, 0.02), **_periphery(31))
+class AGADReRamSBPreset(UnitCellRPUConfig):
+    """AGAD on two ReRAM devices (``ReRamSBPresetDevice``, symmetry point subtracted): chopper periods of 50
+    reads, the buffer fed by the change of the fast device's reads against the previous period's mean."""
 
 
 @with_defaults(device=_agad(CapacitorPresetDevice, 0.1, 1000, 20.0, 0.01, units_in_mbatch=False),
