@@ -37,6 +37,9 @@ from fxanalog.config import (
     TransferCompound,
     DigitalRankUpdateCell,
     MixedPrecisionCompound,
+    BufferedTransferCompound,
+    ChoppedTransferCompound,
+    DynamicTransferCompound,
 )
 from fxanalog import ops as _ops  # noqa: F401  (registers fxanalog::tile_mvm)
 from fxanalog.compiler import SmallWeightRangeWarning, compile, explain
@@ -117,6 +120,9 @@ __all__ = [
     "TransferCompound",
     "DigitalRankUpdateCell",
     "MixedPrecisionCompound",
+    "BufferedTransferCompound",
+    "ChoppedTransferCompound",
+    "DynamicTransferCompound",
     "manual_seed",
     "SinglePairConductanceConverter",
     "DualPairConductanceConverter",

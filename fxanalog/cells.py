@@ -1,6 +1,6 @@
 """Unit cells: several devices per weight, and the training algorithms that
 move information between them (docs/training.md, "Several devices per
-weight"; docs/compounds.md states every rule).
+weight"; docs/unit-cells.md, tiki-taka.md and mixed-precision.md state every rule).
 
 A ``CellState`` is the device state of a tile whose config's ``device`` is
 a unit cell (``VectorUnitCell``, ``ReferenceUnitCell``,
@@ -590,7 +590,7 @@ class TransferState(DeviceStack):
     def _every_rows(self, rows: int) -> list[int]:
         if self.cell.units_in_mbatch:
             return [max(math.ceil(e * rows), 0) for e in self.every]
-        return [max(int(round(e)), 0) for e in self.every]
+        return [max(math.floor(e + 0.5), 0) for e in self.every]  # aihwkit's roundf: halves away from 0
 
     @torch.no_grad()
     def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
@@ -1086,8 +1086,9 @@ class MixedPrecisionState(CellState):
     @torch.no_grad()
     def update(self, x: Tensor, d: Tensor, lr: float, up: UpdateParameters) -> None:
         cell = self.cell
-        x = _quantize(x.float(), int(cell.n_x_bins), bool(cell.stoc_round_x))
-        d = _quantize(d.float(), int(cell.n_d_bins), bool(cell.stoc_round_d))
+        geo = self.geometry
+        x = _quantize(x.float(), int(cell.n_x_bins), bool(cell.stoc_round_x), geo.in_sizes)
+        d = _quantize(d.float(), int(cell.n_d_bins), bool(cell.stoc_round_d), geo.out_sizes)
         rows = x.shape[1]
         every = int(cell.transfer_every) * rows
         count0 = int(self.update_count)
@@ -1132,15 +1133,26 @@ class MixedPrecisionState(CellState):
         managed = copy.copy(up)
         managed.update_management = True
         managed.update_bl_management = True
-        self.inner.update(counts, d, eps * float(cell.transfer_lr), managed)
+        inner = self.inner
+        if isinstance(inner, VectorState) and inner.cell.update_policy in (Policy.ALL, Policy.SINGLE_FIXED):
+            # rows without a whole granule make no pulse and these policies keep no per-row state: skip them
+            keep = (counts != 0).any(dim=2).any(dim=0)
+            dropped = int((~keep).sum())
+            counts, d = counts[:, keep], d[:, keep]
+            inner.update_count.add_(dropped)
+        inner.update(counts, d, eps * float(cell.transfer_lr), managed)
 
 
-def _quantize(v: Tensor, bins: int, stochastic: bool) -> Tensor:
+def _quantize(v: Tensor, bins: int, stochastic: bool, sizes: Sequence[int] = ()) -> Tensor:
     """Each row of ``v`` (G, B, L) to ``bins // 2`` steps each side of 0 of
-    width max|row| / (bins // 2) (1 for a zero row), rounded to nearest or
-    stochastically; ``bins`` 0: unchanged."""
+    width max|row| / (bins // 2) (1 for a zero row), rounded to nearest
+    (halves to even, as aihwkit's rintf) or stochastically; each piece of
+    ``sizes`` (the lines of one tile) with its own maximum; ``bins`` 0:
+    unchanged."""
     if bins <= 0:
         return v
+    if len(sizes) > 1:
+        return torch.cat([_quantize(p, bins, stochastic) for p in v.split(list(sizes), dim=-1)], dim=-1)
     half = float(bins // 2)
     width = v.abs().amax(dim=-1, keepdim=True) / half
     width = torch.where(width == 0, torch.ones_like(width), width)

@@ -1,4 +1,4 @@
-"""Unit cells (fxanalog.cells, docs/compounds.md): the update op on a stack
+"""Unit cells (fxanalog.cells, docs/unit-cells.md): the update op on a stack
 of devices that share the pulse trains, and each cell's rule checked against
 a computation by hand or against the single-device update it is made of."""
 
@@ -324,6 +324,20 @@ def test_mixed_precision_quantizes_rows():
     draws = cells._quantize(torch.full((1, 20000, 2), 0.3) * torch.tensor([1.0, 3.0]), 3, True)
     # stochastic rounding of 0.3 in steps of 0.9: mean stays 0.3 (binomial std 0.9 * 0.47 / sqrt(20000))
     assert abs(float(draws[..., 0].mean()) - 0.3) < 5 * 0.9 * 0.47 / 20000 ** 0.5
+    # a tile array: each piece (the lines of one tile) with its own maximum, as aihwkit's tiles
+    q = cells._quantize(torch.tensor([[[0.9, -0.2, 0.45, 0.1, -0.04]]]), 5, False, (3, 2))
+    torch.testing.assert_close(q, torch.tensor([[[0.9, -0.0, 0.45, 0.1, -0.05]]]))
+
+
+@pytest.mark.parametrize("every, expected", [(0.5, 6), (1.5, 3), (2.5, 2), (3.0, 2)])
+def test_transfer_every_in_rows_rounds_halves_up(every, expected):
+    """units_in_mbatch=False: the period is transfer_every rounded half away
+    from 0 (aihwkit's roundf): 0.5 -> every row, 1.5 -> 2, 2.5 -> 3; six rows
+    make that many transfers (slice index = transfers mod 6 columns)."""
+    cell = transfer_cell(transfer_every=every, units_in_mbatch=False)
+    layer = layer_of(perfect_config(cell))
+    train_rows(layer, torch.randn(6, 6), 0.1)
+    assert int(layer.tile.device_state.slice_index[0, 0]) == expected % 6
 
 
 @pytest.mark.parametrize("cell", [
