@@ -357,6 +357,30 @@ static inline __attribute__((always_inline)) void apply_events(const device_t *d
     }
 }
 
+/* The listed pulses of a weight row (in order) on every device of the stack:
+ * the same coincidences, each device with its own rule and route. */
+static void flush(const job_t *jb, const event_t *ev, int64_t E, float *wrow, uint8_t *trow, const float *prow,
+                  uint64_t *rng) {
+    const int np = jb->dv[0].n_params;
+    const int64_t stack = jb->G * jb->N * jb->K; /* one device's weights */
+    for (int dd = 0; dd < jb->n_dev; dd++) {
+        const device_t *dev = &jb->dv[dd];
+        const int noisy = dev->sd != 0.0f;
+        float *wd = wrow + dd * stack;
+        const float *pd = prow + dd * stack * np;
+        switch (dev->kind) { /* one loop per kind: the step's code without a switch per pulse */
+        case CONSTANT_STEP:
+            apply_events(dev, CONSTANT_STEP, noisy, ev, E, wd, trow, pd, rng);
+            break;
+        case LINEAR_STEP:
+            apply_events(dev, LINEAR_STEP, noisy, ev, E, wd, trow, pd, rng);
+            break;
+        default:
+            apply_events(dev, dev->kind, noisy, ev, E, wd, trow, pd, rng);
+        }
+    }
+}
+
 /* Each weight row in two passes: first its error trains and coincidences,
  * listed in batch-row order (so each cross-point's pulses stay in order)
  * while the cross-points' weights and parameters are prefetched, then the
@@ -365,7 +389,6 @@ static inline __attribute__((always_inline)) void apply_events(const device_t *d
 static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
     const int64_t N = jb->N, K = jb->K, B = jb->B, n_out = jb->n_out, n_in = jb->n_in;
     const int np = jb->dv[0].n_params;
-    const int64_t stack = jb->G * N * K; /* one device's weights */
     const int64_t W = jb->W;
     uint64_t dword[MAX_WORDS];
     int64_t cap = 4096;
@@ -420,22 +443,7 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                 }
             }
         }
-        for (int dd = 0; dd < jb->n_dev; dd++) { /* every device of the stack, the same coincidences */
-            const device_t *dev = &jb->dv[dd];
-            const int noisy = dev->sd != 0.0f;
-            float *wd = wrow + dd * stack;
-            const float *pd = prow + dd * stack * np;
-            switch (dev->kind) { /* one loop per kind: the step's code without a switch per pulse */
-            case CONSTANT_STEP:
-                apply_events(dev, CONSTANT_STEP, noisy, ev, E, wd, trow, pd, rng);
-                break;
-            case LINEAR_STEP:
-                apply_events(dev, LINEAR_STEP, noisy, ev, E, wd, trow, pd, rng);
-                break;
-            default:
-                apply_events(dev, dev->kind, noisy, ev, E, wd, trow, pd, rng);
-            }
-        }
+        flush(jb, ev, E, wrow, trow, prow, rng);
     }
     free(ev);
     return 0;

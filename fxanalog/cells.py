@@ -107,18 +107,33 @@ class Reads:
         Each tile reads alone (its own output noise and ADC, as a tile of its
         own), with ``io`` (noise and bound management off, as a transfer
         read). Returns (G, n_in, n, N). ``transposed``: read rows instead, by
-        the transposed array (the pieces of the outputs as inputs)."""
+        the transposed array (the pieces of the outputs as inputs).
+
+        Without IR drop a one-hot read depends on its column only (the DAC,
+        the weight noise and the output periphery see one input line), so
+        each read is the forward pass of a one-input tile holding that
+        column; with IR drop (which depends on the line's place in its tile)
+        the whole tiles are read."""
         geo = self.geometry
         if transposed:
             w = w.transpose(1, 2)
             geo = TileGeometry(geo.groups, geo.out_sizes, geo.in_sizes)
         G, N, _ = w.shape
         n_in, p = geo.n_in, geo.p_in
-        tiles = geo.stack_pieces(w.float())  # (G * n_in, 1, p, N)
         n = cols.shape[1]
+        read_io = _read_io(io)
+        packed = TileIO.pack(read_io)
+        if read_io.ir_drop == 0:
+            starts = torch.tensor([0, *geo.in_sizes[:-1]]).cumsum(0)
+            flat = (cols + starts[:, None]).reshape(-1).to(w.device)  # (n_in * n,) the layer's columns
+            tiles = w[:, :, flat].transpose(1, 2).float().reshape(G * n_in * n, 1, 1, N)
+            x = torch.ones(G * n_in * n, 1, 1, device=w.device)
+            y = torch.ops.fxanalog.tile_mvm(x, tiles, [1], list(geo.out_sizes), None, None, packed, packed,
+                                            NO_UPDATE)
+            return y.reshape(G, n_in, n, N)
+        tiles = geo.stack_pieces(w.float())  # (G * n_in, 1, p, N)
         x = torch.nn.functional.one_hot(cols.to(w.device), p).float()  # (n_in, n, p)
         x = x.expand(G, n_in, n, p).reshape(G * n_in, n, p)
-        packed = TileIO.pack(_read_io(io))
         y = torch.ops.fxanalog.tile_mvm(x, tiles, [p], list(geo.out_sizes), None, None, packed, packed, NO_UPDATE)
         return y.reshape(G, n_in, n, N)
 
@@ -219,6 +234,21 @@ class CellState(StateBase):
     whether the weights changed) and ``reset_columns(mask)``."""
 
 
+    def take_changed(self) -> Optional[Tensor]:
+        """The columns of the visible weight that the updates since the last
+        call may have changed (a tensor of column indices), or None for
+        any; forgets them. The tile writes only those into the layer."""
+        return None
+
+    def mark_changed(self) -> None:
+        """Anything may have changed (a checkpoint loaded): the next write of
+        the visible weight is whole."""
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.mark_changed()
+
+
 class DeviceStack(CellState):
     """D devices per cross-point (see the module docstring); each subclass
     gives ``gammas()``, the weighting of its devices in ``visible``."""
@@ -258,6 +288,7 @@ class DeviceStack(CellState):
                 self.register_buffer(name, None)
         self.register_buffer("update_count", torch.zeros((), dtype=torch.int64, device=device))
         self.granularity = sum(devices.granularity(c) for c in self.device_configs) / len(self.device_configs)
+        self._changed: Optional[list] = None  # the columns changed since take_changed (None: any)
 
     def _seeded(self, cfg, k: int):
         """Device k's config; with the cell's ``construction_seed``, a seed of
@@ -271,11 +302,34 @@ class DeviceStack(CellState):
 
     # -- the weights --------------------------------------------------------
 
-    def visible(self) -> Tensor:
-        """The weight the forward and backward passes see, (G, N, K): the
-        weighted sum of the devices' weights."""
-        g = self.gammas().to(self.weights.device, self.weights.dtype)
-        return torch.tensordot(g, self.weights, dims=1)
+    def visible(self, cols: Optional[Tensor] = None) -> Tensor:
+        """The weight the forward and backward passes see, (G, N, K) (the
+        columns ``cols`` only, when given): the weighted sum of the devices'
+        weights (a view of the one device when the others weigh 0 and it 1)."""
+        w = self.weights if cols is None else self.weights[..., cols]
+        g = self.gammas()
+        nonzero = g.nonzero().flatten().tolist()
+        if len(nonzero) == 1 and float(g[nonzero[0]]) == 1.0:
+            return w[nonzero[0]]
+        return torch.tensordot(g.to(w.device, w.dtype), w, dims=1)
+
+    def _mark(self, which: Optional[int], cols: Optional[Tensor] = None) -> None:
+        """Device ``which`` (None: all) changed, in the columns ``cols`` (None: anywhere)."""
+        g = self.gammas()
+        if which is None and bool((g != 0).any()) or which is not None and float(g[which]) != 0:
+            if cols is None:
+                self._changed = None
+            elif self._changed is not None:
+                self._changed.append(cols.reshape(-1))
+
+    def mark_changed(self) -> None:
+        self._changed = None
+
+    def take_changed(self) -> Optional[Tensor]:
+        changed, self._changed = self._changed, []
+        if changed is None:
+            return None
+        return torch.cat(changed).unique() if changed else torch.zeros(0, dtype=torch.int64)
 
     def device_state(self, k: int) -> dict[str, Tensor]:
         """Device k's parameters by name, (G, N, K) each."""
@@ -314,13 +368,15 @@ class DeviceStack(CellState):
                 self._redraw(k)
 
     def pulse(self, which: Optional[int], x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, geometry: TileGeometry,
-              rules=None, block: Optional[tuple[int, int, int]] = None) -> None:
+              rules=None, block: Optional[tuple[int, int, int]] = None, cols: Optional[Tensor] = None) -> None:
         """The update op on device ``which`` (None: the whole stack, sharing
         the trains; ``rules`` overrides the devices' rules, e.g. routed).
         ``block`` (axis, start, size): only that block of the weights along
         axis -1 (inputs) or -2 (outputs), ``geometry`` being its own. With
         write noise the hidden weights take the pulses and the visible ones
-        are drawn anew where the hidden ones moved."""
+        are drawn anew where the hidden ones moved. ``cols``: the only
+        columns the pulses can reach (where x is not 0), if known."""
+        self._mark(which, cols)
         sel = slice(None) if which is None else which
         rules = rules if rules is not None else (self.rules if which is None else self.rules[which])
         w, prm = self._pulsed()[sel], self.params[sel]
@@ -369,6 +425,7 @@ class DeviceStack(CellState):
     def reset_devices(self, mask: Tensor, which: Optional[Sequence[int]] = None) -> None:
         """Reset the devices ``which`` (default all) where ``mask`` (G, N, K)."""
         for k in (range(len(self.rules)) if which is None else which):
+            self._mark(k)
             devices.reset_(self._pulsed()[k], self.device_state(k), float(self.device_configs[k].reset_std), mask)
             if self.persistent_weight is not None:
                 self._redraw(k, mask)
@@ -689,8 +746,9 @@ class TransferState(DeviceStack):
         pu = PulsedUpdate.of(update, devices.granularity(self.device_configs[to]))
         unit = torch.nn.functional.one_hot(flat.to(dev), K if self.cell.transfer_columns else N).float()
         unit = unit.expand(G, -1, -1).contiguous()
-        xs, ds = (unit, -amount) if self.cell.transfer_columns else (-amount, unit)
-        self.pulse(to, xs, ds, lr, pu, geo)
+        columns = bool(self.cell.transfer_columns)
+        xs, ds = (unit, -amount) if columns else (-amount, unit)
+        self.pulse(to, xs, ds, lr, pu, geo, cols=flat if columns else None)
 
 
 # --------------------------------------------------------------------------
@@ -1064,8 +1122,14 @@ class MixedPrecisionState(CellState):
     def weights(self) -> Tensor:
         return self.inner.weights
 
-    def visible(self) -> Tensor:
-        return self.inner.visible()
+    def visible(self, cols: Optional[Tensor] = None) -> Tensor:
+        return self.inner.visible(cols)
+
+    def take_changed(self) -> Optional[Tensor]:
+        return self.inner.take_changed()
+
+    def mark_changed(self) -> None:
+        self.inner.mark_changed()
 
     @torch.no_grad()
     def set_weights(self, tw: Tensor) -> None:

@@ -104,6 +104,7 @@ class AnalogTile(nn.Module):
         for buffer in PROGRAMMED_STATE:
             self.register_buffer(buffer, None)
         self._tiles_cache: Optional[tuple] = None
+        self._visible_written: Optional[tuple] = None  # a unit cell's layer weights as last written (ptr, version)
         self._io_cache: Optional[tuple] = None
         self._update_key = NO_UPDATE
         self._recorded: list[tuple[Tensor, Tensor]] = []
@@ -423,9 +424,20 @@ class AnalogTile(nn.Module):
 
     # -- pulsed training ------------------------------------------------------------
 
-    def _write_visible(self, w: Tensor) -> None:
-        """A unit cell's visible weight into the layer's weights ``w``."""
-        w.copy_(self.to_digital_units(self.device_state.visible()).to(w.dtype))
+    def _write_visible(self, w: Tensor, cols: Optional[Tensor] = None) -> None:
+        """A unit cell's visible weight into the layer's weights ``w`` (only
+        the columns ``cols``, when given: those an update changed)."""
+        st = self.device_state
+        if cols is None or self._visible_written != (w.data_ptr(), w._version):  # whole (or written elsewhere)
+            w.copy_(self.to_digital_units(st.visible()).to(w.dtype))
+        elif cols.numel():
+            cols = cols.to(w.device)
+            t = st.visible(cols)
+            if self.mapping_scales is not None:
+                f = self._weight_factor(t.dtype)
+                t = t * (f[..., cols] if f.dim() == 3 and f.shape[-1] != 1 else f)
+            w[..., cols] = t.to(w.dtype)
+        self._visible_written = (w.data_ptr(), w._version)
         self.invalidate_cache()
 
     def _check_pulsed(self, what: str) -> None:
@@ -453,8 +465,10 @@ class AnalogTile(nn.Module):
             d = d / per_output(self.mapping_scales.to(d.dtype), self._n_out, "result").square()
         st = self.device_state
         if isinstance(st, CellState):  # the cell's algorithm (fxanalog.cells; docs/unit-cells.md, tiki-taka.md, mixed-precision.md)
+            pending = st.take_changed()  # None: a whole write is due
             st.update(x.float(), d.float(), float(lr), self.rpu_config.update)
-            self._write_visible(w)
+            changed = st.take_changed()
+            self._write_visible(w, None if pending is None else changed)
             return True
         dev_cfg = self.rpu_config.device
         up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(dev_cfg))

@@ -14,6 +14,8 @@ from torch import nn
 import fxanalog
 from fxanalog import cells, devices
 from fxanalog.config import (
+    BoundManagementType,
+    NoiseManagementType,
     ConstantStepDevice,
     DigitalRankUpdateRPUConfig,
     IOParameters,
@@ -426,3 +428,65 @@ def test_unit_cell_refuses_what_it_cannot_do():
     layer = layer_of(UnitCellRPUConfig(device=VectorUnitCell(unit_cell_devices=[SoftBoundsDevice()])))
     with pytest.raises(ValueError, match=r"closed-loop write of unit cells"):
         layer.tile.realistic_write(layer.weight_matrix())
+
+
+def test_layer_weights_follow_the_visible_weight_written_by_columns():
+    """After each step the layer's weights equal the cell's visible weight,
+    though a Tiki-Taka step writes only the columns its transfers changed
+    (gamma 0: the weight is C's); a write into the layer's weights from
+    outside is undone by the next step's whole write (the devices hold the
+    weights); so is a tile whose state was loaded."""
+    cfg = UnitCellRPUConfig(device=TransferCompound(unit_cell_devices=[SoftBoundsDevice(), SoftBoundsDevice()],
+                                                    n_reads_per_transfer=2))
+    cfg.mapping.max_input_size = 4
+    cfg.mapping.weight_scaling_omega = 1.0
+    layer = layer_of(cfg, n_in=10, seed=4, mapped=True)
+    tile = layer.tile
+
+    def synced():
+        return torch.equal(layer.weight_matrix(), tile.to_digital_units(tile.device_state.visible()))
+
+    for _ in range(3):
+        train_rows(layer, torch.randn(4, 10), 0.1)
+        assert synced()
+    cols = tile.device_state.take_changed()
+    assert cols is not None and cols.numel() == 0  # taken by the step
+    with torch.no_grad():
+        layer.weight.add_(1.0)  # from outside
+    assert not synced()
+    train_rows(layer, torch.randn(4, 10), 0.1)
+    assert synced()
+    tile.device_state.load_state_dict(tile.device_state.state_dict())
+    assert tile.device_state.take_changed() is None
+
+
+def test_column_reads_are_the_tiles_forward_of_one_hot_inputs():
+    """A transfer read of column j of each tile (a one-input tile holding
+    the column, without IR drop) equals the tile array's own forward pass of
+    the unit vector e_j through the same periphery (7-bit DAC, 9-bit ADC,
+    no noise, so both are deterministic); with IR drop the whole tiles are
+    read and the result differs by the drop."""
+    io_ = IOParameters(out_noise=0.0, noise_management=NoiseManagementType.NONE, bound_management=BoundManagementType.NONE)
+    cfg = perfect_config(TransferCompound(unit_cell_devices=[exact_device(), exact_device()], transfer_forward=io_))
+    cfg.forward = io_
+    cfg.mapping.max_input_size = 4
+    layer = layer_of(cfg, n_in=10, n_out=6, seed=5, mapped=True)
+    st = layer.tile.device_state
+    st.weights[0].copy_(torch.rand_like(st.weights[0]) - 0.5)
+    cols = torch.tensor([[1], [0], [2]])  # one column of each of the pieces (4, 3, 3)
+    read = st.reads.columns(st.weights[0], io_, cols)  # (G, n_in, 1, N)
+    onehot = torch.zeros(1, 3, 10)
+    for p, j in enumerate([1, 4 + 0, 7 + 2]):
+        onehot[0, p, j] = 1.0
+    with torch.no_grad():
+        layer.tile.eval()
+        ref = layer.tile(onehot, st.weights[0])  # the layer's tile array on the unit vectors
+    torch.testing.assert_close(read.reshape(1, 3, -1), ref, rtol=0, atol=0)
+    io_.ir_drop, io_.ir_drop_g_ratio = 1.0, 2.0  # a strong drop (the ADC hides a weak one): whole tiles read
+    dropped = st.reads.columns(st.weights[0], io_, cols)
+    fwd = layer.tile.rpu_config.forward  # the tile's own copy of the config
+    fwd.ir_drop, fwd.ir_drop_g_ratio = 1.0, 2.0
+    with torch.no_grad():
+        ref = layer.tile(onehot, st.weights[0])
+    assert not torch.equal(dropped, read)
+    torch.testing.assert_close(dropped.reshape(1, 3, -1), ref, rtol=0, atol=0)
