@@ -532,17 +532,40 @@ class OneSidedState(DeviceStack):
 
     def __init__(self, cell, geometry: TileGeometry, where: str, device=None):
         cfgs = list(cell.unit_cell_devices)
-        if cell.copy_inverted:
-            raise ValueError(f"{where}.device.copy_inverted = True: not supported (the g+ device with the "
-                             "mirrored parameters of the first); expected False")
         cfgs = [cfgs[0], copy.deepcopy(cfgs[0])] if len(cfgs) == 1 else cfgs
         super().__init__(cell, cfgs, geometry, where, device)
+        if cell.copy_inverted:
+            self._invert_g_plus()
         routes = {self.G_MINUS: devices.ROUTE_DOWN_AS_UP, self.G_PLUS: devices.ROUTE_UP}
         self.routed = tuple(replace(r, route=routes[k]) for k, r in enumerate(self.rules))
         self.register_buffer("refresh_count", torch.zeros((), dtype=torch.int64, device=device))
 
     def gammas(self) -> Tensor:
         return torch.tensor([-1.0, 1.0])
+
+    @torch.no_grad()
+    def _invert_g_plus(self) -> None:
+        """``copy_inverted``, as aihwkit's C++ (copyInvertDeviceParameter): g+
+        takes its up pulses with its own down step and mirrored bounds
+        (dw+ <-> dw-, [b_min, b_max] -> [-b_max, -b_min]); the slopes of a
+        linear step become g-'s, negated and swapped (slope+ = -slope-_g-,
+        slope- = -slope+_g-), the exponents of a power step g-'s swapped, a
+        reference negated."""
+        names = self.rules[self.G_PLUS].pulse_names
+        p, q = self.params[self.G_PLUS], self.params[self.G_MINUS].clone()
+        col = {n: i for i, n in enumerate(names)}
+        own = p.clone()
+        p[..., col["scale_up"]], p[..., col["scale_down"]] = own[..., col["scale_down"]], own[..., col["scale_up"]]
+        p[..., col["b_max"]], p[..., col["b_min"]] = -own[..., col["b_min"]], -own[..., col["b_max"]]
+        other = {n: i for i, n in enumerate(self.rules[self.G_MINUS].pulse_names)}
+        if "slope_up" in col:
+            p[..., col["slope_up"]] = -q[..., other["slope_down"]]
+            p[..., col["slope_down"]] = -q[..., other["slope_up"]]
+        if "gamma_up" in col:
+            p[..., col["gamma_up"]] = q[..., other["gamma_down"]]
+            p[..., col["gamma_down"]] = q[..., other["gamma_up"]]
+        if "reference" in col:
+            p[..., col["reference"]] = -own[..., col["reference"]]
 
     @torch.no_grad()
     def set_weights(self, tw: Tensor) -> None:

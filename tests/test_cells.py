@@ -422,9 +422,6 @@ def test_write_noise_of_the_devices_of_a_cell():
 
 
 def test_unit_cell_refuses_what_it_cannot_do():
-    with pytest.raises(ValueError, match=r"copy_inverted = True"):
-        layer_of(UnitCellRPUConfig(device=OneSidedUnitCell(unit_cell_devices=[SoftBoundsDevice()],
-                                                           copy_inverted=True)))
     layer = layer_of(UnitCellRPUConfig(device=VectorUnitCell(unit_cell_devices=[SoftBoundsDevice()])))
     with pytest.raises(ValueError, match=r"closed-loop write of unit cells"):
         layer.tile.realistic_write(layer.weight_matrix())
@@ -490,3 +487,24 @@ def test_column_reads_are_the_tiles_forward_of_one_hot_inputs():
         ref = layer.tile(onehot, st.weights[0])
     assert not torch.equal(dropped, read)
     torch.testing.assert_close(dropped.reshape(1, 3, -1), ref, rtol=0, atol=0)
+
+
+def test_one_sided_copy_inverted_mirrors_g_plus():
+    """copy_inverted (aihwkit's C++): g+ swaps its own up and down steps and
+    mirrors its bounds; its slopes are g-'s, negated and swapped."""
+    from fxanalog.config import LinearStepDevice
+    dev = LinearStepDevice(gamma_up=0.5, gamma_down=0.2)
+    plain = layer_of(UnitCellRPUConfig(device=OneSidedUnitCell(unit_cell_devices=[dev])), seed=7).tile.device_state
+    inv = layer_of(UnitCellRPUConfig(device=OneSidedUnitCell(unit_cell_devices=[dev], copy_inverted=True)),
+                   seed=7).tile.device_state
+    names = plain.rules[1].pulse_names
+    a, b = plain.params[1], inv.params[1]  # the same draws (same seed), g+
+    g_minus = plain.params[0]
+    col = {n: i for i, n in enumerate(names)}
+    torch.testing.assert_close(b[..., col["scale_up"]], a[..., col["scale_down"]])
+    torch.testing.assert_close(b[..., col["scale_down"]], a[..., col["scale_up"]])
+    torch.testing.assert_close(b[..., col["b_max"]], -a[..., col["b_min"]])
+    torch.testing.assert_close(b[..., col["b_min"]], -a[..., col["b_max"]])
+    torch.testing.assert_close(b[..., col["slope_up"]], -g_minus[..., col["slope_down"]])
+    torch.testing.assert_close(b[..., col["slope_down"]], -g_minus[..., col["slope_up"]])
+    torch.testing.assert_close(inv.params[0], g_minus)  # g- untouched

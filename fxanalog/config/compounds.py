@@ -204,8 +204,10 @@ class OneSidedUnitCell(UnitCell):
     the first config of ``unit_cell_devices`` (each with its own
     device-to-device draws); a second config, allowed as in aihwkit, must
     equal the first (aihwkit 1.1.0 does not use it). With ``copy_inverted``
-    the second device takes the first's parameters mirrored instead: its
-    up step is the first device's down step.
+    w_+ is used mirrored (as aihwkit's C++): its up pulses take its own
+    down step, its bounds [b_min, b_max] become [-b_max, -b_min], the
+    slopes of a linear step are w_-'s negated and swapped, the exponents
+    of a power step w_-'s swapped, a reference negated.
 
     Refresh (``refresh_every`` > 0): every ``refresh_every`` updates (times
     the batch size with ``units_in_mbatch``), each column is read with the
@@ -237,8 +239,8 @@ class OneSidedUnitCell(UnitCell):
         doc="How the difference read in a refresh is written back onto one device (pulse trains).")
     copy_inverted: bool = param(
         False,
-        doc="The second device takes the first device's parameters mirrored (its up step is the first's down "
-            "step) instead of its own copy of them.")
+        doc="Use w_+ mirrored: its up pulses take its own down step and its bounds are negated and swapped; "
+            "the slopes (linear step) and exponents (power step) are w_-'s, swapped (aihwkit's C++).")
 
     def check_consistency(self, where: str) -> None:
         _check_count(self, where, 1, 2)
