@@ -100,8 +100,9 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
     const float sign = down ? -1.0f : 1.0f;
     const float scale = down ? pr[3] : pr[2];
     const float sd = dv->sd;
-    const float ref = dv->reference ? pr[dv->reference] : 0.0f;
-    w += ref;
+    const int has_ref = dv->reference != 0; /* a constant 0 where the caller passes one: no code */
+    const float ref = has_ref ? pr[dv->reference] : 0.0f;
+    if (has_ref) w += ref;
     switch (dv->kind) {
     case CONSTANT_STEP:
         w = w + sign * scale * (1.0f + sd * xi);
@@ -116,7 +117,7 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
     }
     case EXP_STEP: {
         const float span = bmax - bmin;
-        if (!(span > 0.0f)) return w - ref; /* a cross-point without range is never updated */
+        if (!(span > 0.0f)) return has_ref ? w - ref : w; /* a cross-point without range is never updated */
         const float z = 2.0f * w / span * dv->exp_a + dv->exp_b;
         float y;
         if (down) {
@@ -134,7 +135,7 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
     }
     case POW_STEP: {
         const float span = bmax - bmin;
-        if (span == 0.0f) return w - ref;
+        if (span == 0.0f) return has_ref ? w - ref : w;
         const float gamma = down ? pr[5] : pr[4];
         float frac = down ? (w - bmin) / span : (bmax - w) / span;
         if (frac < 0.0f) frac = 0.0f;
@@ -142,11 +143,11 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
         break;
     }
     default:
-        return w - ref;
+        return has_ref ? w - ref : w;
     }
     if (w < bmin) w = bmin;
     if (w > bmax) w = bmax;
-    return w - ref;
+    return has_ref ? w - ref : w;
 }
 
 /* -- update management ---------------------------------------------------- */
@@ -336,11 +337,12 @@ typedef struct {
     int16_t n, down;
 } event_t;
 
-static inline __attribute__((always_inline)) void apply_events(const device_t *dv0, int kind, int noisy,
-                                                             const event_t *ev, int64_t E, float *wrow,
+static inline __attribute__((always_inline)) void apply_events(const device_t *dv0, int kind, int reference,
+                                                             int noisy, const event_t *ev, int64_t E, float *wrow,
                                                              uint8_t *trow, const float *prow, uint64_t *rng) {
     device_t dv = *dv0;
-    dv.kind = kind; /* a constant where the caller passes one */
+    dv.kind = kind; /* constants where the caller passes them */
+    if (!reference) dv.reference = 0;
     const int np = dv.n_params, route = dv.route;
     for (int64_t a = 0; a < E; a++) {
         int down = ev[a].down;
@@ -368,15 +370,15 @@ static void flush(const job_t *jb, const event_t *ev, int64_t E, float *wrow, ui
         const int noisy = dev->sd != 0.0f;
         float *wd = wrow + dd * stack;
         const float *pd = prow + dd * stack * np;
-        switch (dev->kind) { /* one loop per kind: the step's code without a switch per pulse */
+        switch (dev->reference ? -1 : dev->kind) { /* one loop per kind: no switch per pulse */
         case CONSTANT_STEP:
-            apply_events(dev, CONSTANT_STEP, noisy, ev, E, wd, trow, pd, rng);
+            apply_events(dev, CONSTANT_STEP, 0, noisy, ev, E, wd, trow, pd, rng);
             break;
         case LINEAR_STEP:
-            apply_events(dev, LINEAR_STEP, noisy, ev, E, wd, trow, pd, rng);
+            apply_events(dev, LINEAR_STEP, 0, noisy, ev, E, wd, trow, pd, rng);
             break;
         default:
-            apply_events(dev, dev->kind, noisy, ev, E, wd, trow, pd, rng);
+            apply_events(dev, dev->kind, dev->reference != 0, noisy, ev, E, wd, trow, pd, rng);
         }
     }
 }
@@ -431,10 +433,12 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                     }
                     ev = grown;
                 }
+                const uint64_t d0 = dword[0] & SLOT_BITS;
                 for (int32_t e = offsets[p]; e < offsets[p + 1]; e++) {
                     const uint64_t xw = (uint64_t)words[e * W];
-                    int n = count_bits(xw & SLOT_BITS & dword[0]);
-                    for (int64_t w = 1; w < W; w++) n += count_bits((uint64_t)words[e * W + w] & dword[w]);
+                    int n = count_bits(xw & d0);
+                    if (W > 1)
+                        for (int64_t w = 1; w < W; w++) n += count_bits((uint64_t)words[e * W + w] & dword[w]);
                     if (!n) continue;
                     const int32_t j = cols[e];
                     __builtin_prefetch(prow + (int64_t)j * np);
