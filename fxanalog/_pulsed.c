@@ -205,7 +205,7 @@ typedef struct {
     /* inputs */
     const float *x;         /* (G, B, K) */
     const float *d;         /* (G, B, N) */
-    const float *dt;        /* (G, N, B): d transposed, so a weight row reads its error lines in a run */
+    const float *dt;        /* (G, N, B): d transposed, so a weight row reads its error lines in a run; or NULL */
     int32_t *bl;            /* (G, B, n_out, n_in) train lengths, 0: no pulses (phase 0 writes them) */
     float *a;               /* (G, B, n_out, n_in) error-line factors */
     float *bx;              /* (G, B, n_out, n_in) input-line factors */
@@ -285,7 +285,8 @@ static inline int64_t train(uint64_t *r, float p, int bl) {
 }
 
 /* The W words of a train of bl slots (63 slots a word). Returns whether any slot fired. */
-static inline int trains(uint64_t *r, float p, int bl, int64_t W, uint64_t *out) {
+static inline __attribute__((always_inline)) int trains(uint64_t *r, float p, int bl, int64_t W, uint64_t *out) {
+    if (W == 1) return (out[0] = (uint64_t)train(r, p, bl)) != 0;
     uint64_t any = 0;
     for (int64_t w = 0; w < W; w++) {
         const int nb = bl - 63 * (int)w;
@@ -338,12 +339,13 @@ typedef struct {
 } event_t;
 
 static inline __attribute__((always_inline)) void apply_events(const device_t *dv0, int kind, int reference,
-                                                             int noisy, const event_t *ev, int64_t E, float *wrow,
-                                                             uint8_t *trow, const float *prow, uint64_t *rng) {
+                                                             int routed, int noisy, const event_t *ev, int64_t E,
+                                                             float *wrow, uint8_t *trow, const float *prow,
+                                                             uint64_t *rng) {
     device_t dv = *dv0;
     dv.kind = kind; /* constants where the caller passes them */
     if (!reference) dv.reference = 0;
-    const int np = dv.n_params, route = dv.route;
+    const int np = dv.n_params, route = routed ? dv.route : ROUTE_BOTH;
     for (int64_t a = 0; a < E; a++) {
         int down = ev[a].down;
         if (route != ROUTE_BOTH) { /* one direction only (a one-sided pair) */
@@ -370,15 +372,16 @@ static void flush(const job_t *jb, const event_t *ev, int64_t E, float *wrow, ui
         const int noisy = dev->sd != 0.0f;
         float *wd = wrow + dd * stack;
         const float *pd = prow + dd * stack * np;
-        switch (dev->reference ? -1 : dev->kind) { /* one loop per kind: no switch per pulse */
+        /* one loop per kind: no switch per pulse; a plain device without the route's and reference's code */
+        switch (dev->reference || dev->route != ROUTE_BOTH ? -1 : dev->kind) {
         case CONSTANT_STEP:
-            apply_events(dev, CONSTANT_STEP, 0, noisy, ev, E, wd, trow, pd, rng);
+            apply_events(dev, CONSTANT_STEP, 0, 0, noisy, ev, E, wd, trow, pd, rng);
             break;
         case LINEAR_STEP:
-            apply_events(dev, LINEAR_STEP, 0, noisy, ev, E, wd, trow, pd, rng);
+            apply_events(dev, LINEAR_STEP, 0, 0, noisy, ev, E, wd, trow, pd, rng);
             break;
         default:
-            apply_events(dev, dev->kind, dev->reference != 0, noisy, ev, E, wd, trow, pd, rng);
+            apply_events(dev, dev->kind, dev->reference != 0, 1, noisy, ev, E, wd, trow, pd, rng);
         }
     }
 }
@@ -406,9 +409,11 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
         rng_t rng;
         seed_rng(rng, jb->seed, 1, (uint64_t)gi);
         int64_t E = 0;
+        const float *dcol = jb->dt ? jb->dt + gi * B : jb->d + g * B * N + i; /* error line i of every row */
+        const int64_t dstride = jb->dt ? 1 : N;
         for (int64_t b = 0; b < B; b++) {
             const int64_t gb = g * B + b;
-            const float dv = jb->dt[gi * B + b];
+            const float dv = dcol[b * dstride];
             if (dv == 0.0f && !jb->d_given) continue; /* never fires */
             const int dneg = dv < 0.0f;
             const int64_t r = gb * n_out + o;
@@ -525,7 +530,7 @@ static int parse_manage(PyObject *t, manage_t *m) {
 
 /* update(pointers, sizes, devices, manage, seed, flip, res, sto_round, threads)
  *   pointers: (x, d, bl, a, bx, in_starts, out_starts, x_given, d_given, params, cols, words, offsets, w, touched,
- *             d transposed (G, N, B))
+ *             d transposed (G, N, B) or None)
  *   sizes: (G, N, K, B, n_out, n_in, W): W words per train (ceil(longest train / 63), at most 8)
  *   devices: D tuples (kind, n_params, mult_noise, complex_noise, route, reference, sd, exp_a, exp_b, A_up, A_down,
  *            g_up, g_down, std_add, std_slope), one per device of the stack (w (D, G, N, K), params (D, G, N, K, n_params))
@@ -585,7 +590,7 @@ static PyObject *py_update(PyObject *self, PyObject *args) {
         bad |= dv->n_params < needed || dv->n_params != jb.dv[0].n_params || dv->route < 0 || dv->route > 2;
     }
     if (!jb.x || !jb.d || !jb.bl || !jb.a || !jb.bx || !jb.in_starts || !jb.out_starts || !jb.params || !jb.cols ||
-        !jb.words || !jb.offsets || !jb.w || !jb.touched || !jb.dt || bad || jb.K > INT32_MAX ||
+        !jb.words || !jb.offsets || !jb.w || !jb.touched || bad || jb.K > INT32_MAX ||
         jb.W < 1 || jb.W > MAX_WORDS || ((jb.x_given || jb.d_given) && jb.W != 1)) {
         PyErr_SetString(PyExc_ValueError, "update: a needed pointer is missing or a size is out of range");
         return NULL;

@@ -231,6 +231,14 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
     touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if lr == 0 or x.shape[1] == 0:
         return touched
+    if up.stochastic and rules[0].pulsed:
+        if use_native is None:
+            use_native = (native is not None and w.device.type == "cpu" and w.dtype == torch.float32
+                          and len(rules) <= NATIVE_MAX_DEVICES)
+        if use_native:
+            _native_update(ws, touched, x.float(), d.float(), lr, up, rules, ps.contiguous(), in_sizes, out_sizes,
+                           trains)
+            return touched
     states = [{n: ps[k][..., i] for i, n in enumerate(r.pulse_names)} for k, r in enumerate(rules)]
     if not rules[0].pulsed or up.pulse_type in (PulseType.NONE, PulseType.NONE_WITH_DEVICE):
         dw = -lr * torch.matmul(d.transpose(1, 2).to(w.dtype), x.to(w.dtype))
@@ -255,12 +263,6 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
                     down, count = route_pulses(r, (c > 0) == sign_down, c.abs())
                     _apply(wk, r, st, count > 0, down, count)
                 touched |= active
-        return touched
-    if use_native is None:
-        use_native = (native is not None and w.device.type == "cpu" and w.dtype == torch.float32
-                      and len(rules) <= NATIVE_MAX_DEVICES)
-    if use_native:
-        _native_update(ws, touched, xs, ds, lr, up, rules, ps.contiguous(), in_sizes, out_sizes, trains)
         return touched
     x_fire, d_fire = pulse_trains(xs, ds, abs(lr), up, in_sizes, out_sizes)[:2] if trains is None else trains
     in_starts = [sum(in_sizes[:i]) for i in range(len(in_sizes))]
@@ -328,7 +330,10 @@ def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, 
     listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K, words), dtype=torch.int64),
               torch.empty((G, B, n_out, n_in + 1), dtype=torch.int32))
     tensors = [x.contiguous(), d.contiguous(), *managed, *starts, x_given, d_given, params, *listed, w,
-               touched.view(torch.uint8), d.transpose(1, 2).contiguous()]
+               touched.view(torch.uint8),
+               # many rows (the one-hot rows of mixed precision's transfer): each weight row reads its error
+               # lines in a run, not one per cache line; a small batch reads them from d as they are
+               d.transpose(1, 2).contiguous() if B >= 256 else None]
     assert w.is_contiguous() and touched.is_contiguous()
     devices = tuple((r.kind, params.shape[-1], int(r.mult_noise), int(r.exp_std_add != 0 or r.exp_std_slope != 0),
                      r.route, r.pulse_names.index("reference") if r.reference else 0, r.dw_min_std, r.exp_a, r.exp_b, r.exp_A_up, r.exp_A_down, r.exp_gamma_up,
