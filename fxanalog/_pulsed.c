@@ -410,6 +410,11 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
         seed_rng(rng, jb->seed, 1, (uint64_t)gi);
         int64_t E = 0;
         const float *dcol = jb->dt ? jb->dt + gi * B : jb->d + g * B * N + i; /* error line i of every row */
+        if (gi + 1 < i1 && K * np >= 8192) { /* a long next row's parameters and weights on their way to L2 */
+            const char *pn = (const char *)(prow + K * np), *wn = (const char *)(wrow + K);
+            for (int64_t off = 0; off < K * np * (int64_t)sizeof(float); off += 64) __builtin_prefetch(pn + off);
+            for (int64_t off = 0; off < K * (int64_t)sizeof(float); off += 64) __builtin_prefetch(wn + off, 1);
+        }
         const int64_t dstride = jb->dt ? 1 : N;
         for (int64_t b = 0; b < B; b++) {
             const int64_t gb = g * B + b;
