@@ -278,7 +278,8 @@ def test_device_docstrings_state_the_update_rule():
          "STOCHASTIC, NONE_WITH_DEVICE, MEAN_COUNT, DETERMINISTIC_IMPLICIT (or its name as a string, any case)"),
         (SingleRPUConfig(device=IOParameters()),
          "SingleRPUConfig.device = IOParameters(): expected a device config (fxanalog.IdealDevice or a PulsedDevice "
-         "such as ConstantStepDevice, LinearStepDevice, SoftBoundsDevice, ExpStepDevice, PowStepDevice)"),
+         "such as ConstantStepDevice, LinearStepDevice, SoftBoundsDevice, SoftBoundsReferenceDevice, ExpStepDevice, "
+         "PowStepDevice)"),
         (SingleRPUConfig(device=ConstantStepDevice(dw_min=-0.001)),
          "SingleRPUConfig.device.dw_min = -0.001: expected a number > 0"),
         (SingleRPUConfig(update=UpdateParameters(desired_bl=-1)),

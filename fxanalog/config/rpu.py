@@ -139,51 +139,7 @@ def _check_output_clipping(cfg: Any, where: str) -> None:
             )
 
 
-@register_config_class
-@dataclass(repr=False)
-class SingleRPUConfig(RPUConfigBase):
-    """A tile trained on its devices: every weight is one device that moves by update pulses (aihwkit's defaults).
-
-    Forward and backward are noisy ``IOParameters``; the update is pulsed
-    (``update``) on the devices of ``device`` (a ``ConstantStepDevice`` by
-    default), whose device-to-device parameters are drawn once per
-    cross-point when the tile is made. Tiles of this config record the
-    (x, d) of every training step for the analog optimizer
-    (``records_updates``).
-    """
-
-    forward: IOParameters = param(
-        default_factory=IOParameters,
-        doc="Periphery of the forward pass (DAC, ADC, noise, noise and bound management); noisy by default.")
-    # aihwkit's C++ tile (1.1.0) sets the backward pass's bound management to
-    # NONE whatever this group says (initializeForBackward).
-    backward: IOParameters = param(
-        default_factory=IOParameters,
-        doc="Periphery of the backward pass (the transposed MVM that gives the input gradient); noisy by "
-            "default, like `forward`. It does not change the d the devices are updated with.")
-    update: UpdateParameters = param(
-        default_factory=UpdateParameters,
-        doc="How each training step's (x, d) become pulses: pulse trains, their length and their management.")
-    device: PulsedDevice | IdealDevice = param(
-        default_factory=ConstantStepDevice,
-        check=InstanceOf((PulsedDevice, IdealDevice),
-                         "a device config (fxanalog.IdealDevice or a PulsedDevice such as ConstantStepDevice, "
-                         "LinearStepDevice, SoftBoundsDevice, ExpStepDevice, PowStepDevice)"),
-        doc="The device of every cross-point: its response to one pulse, its bounds, their device-to-device "
-            "spread, decay and diffusion.")
-    mapping: MappingParameter = param(
-        default_factory=MappingParameter,
-        doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
-            "layer is updated with its own pulses.")
-    pre_post: PrePostProcessingParameter = param(
-        default_factory=PrePostProcessingParameter,
-        doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
-    tile_kind: ClassVar[str] = "pulsed"
-    records_updates: ClassVar[bool] = True
-
-    def check_consistency(self, where: str) -> None:
-        _check_output_clipping(self, where)
-
+# The fields of every config of pulsed training.
 
 def _pulsed_forward() -> Any:
     return param(default_factory=IOParameters,
@@ -200,6 +156,52 @@ def _pulsed_update() -> Any:
     return param(default_factory=UpdateParameters,
                  doc="How each training step's (x, d) become pulses: pulse trains, their length and their "
                      "management.")
+
+
+def _pulsed_mapping() -> Any:
+    return param(default_factory=MappingParameter,
+                 doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
+                     "layer is updated with its own pulses.")
+
+
+def _pulsed_pre_post() -> Any:
+    return param(default_factory=PrePostProcessingParameter,
+                 doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
+
+
+@register_config_class
+@dataclass(repr=False)
+class SingleRPUConfig(RPUConfigBase):
+    """A tile trained on its devices: every weight is one device that moves by update pulses (aihwkit's defaults).
+
+    Forward and backward are noisy ``IOParameters``; the update is pulsed
+    (``update``) on the devices of ``device`` (a ``ConstantStepDevice`` by
+    default), whose device-to-device parameters are drawn once per
+    cross-point when the tile is made. Tiles of this config record the
+    (x, d) of every training step for the analog optimizer
+    (``records_updates``).
+    """
+
+    forward: IOParameters = _pulsed_forward()
+    # aihwkit's C++ tile (1.1.0) sets the backward pass's bound management to
+    # NONE whatever this group says (initializeForBackward).
+    backward: IOParameters = _pulsed_backward()
+    update: UpdateParameters = _pulsed_update()
+    device: PulsedDevice | IdealDevice = param(
+        default_factory=ConstantStepDevice,
+        check=InstanceOf((PulsedDevice, IdealDevice),
+                         "a device config (fxanalog.IdealDevice or a PulsedDevice such as ConstantStepDevice, "
+                         "LinearStepDevice, SoftBoundsDevice, SoftBoundsReferenceDevice, ExpStepDevice, "
+                         "PowStepDevice)"),
+        doc="The device of every cross-point: its response to one pulse, its bounds, their device-to-device "
+            "spread, decay and diffusion.")
+    mapping: MappingParameter = _pulsed_mapping()
+    pre_post: PrePostProcessingParameter = _pulsed_pre_post()
+    tile_kind: ClassVar[str] = "pulsed"
+    records_updates: ClassVar[bool] = True
+
+    def check_consistency(self, where: str) -> None:
+        _check_output_clipping(self, where)
 
 
 def _unit_cell_rpu_device() -> VectorUnitCell:
@@ -234,13 +236,8 @@ class UnitCellRPUConfig(RPUConfigBase):
                          "TransferCompound)"),
         doc="The unit cell of every cross-point: its devices, how they make the weight, which of them the "
             "update goes to.")
-    mapping: MappingParameter = param(
-        default_factory=MappingParameter,
-        doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
-            "layer is updated with its own pulses.")
-    pre_post: PrePostProcessingParameter = param(
-        default_factory=PrePostProcessingParameter,
-        doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
+    mapping: MappingParameter = _pulsed_mapping()
+    pre_post: PrePostProcessingParameter = _pulsed_pre_post()
     tile_kind: ClassVar[str] = "pulsed"
     records_updates: ClassVar[bool] = True
 
@@ -272,13 +269,8 @@ class DigitalRankUpdateRPUConfig(RPUConfigBase):
         default_factory=MixedPrecisionCompound,
         check=InstanceOf(MixedPrecisionCompound, "a digital rank update cell (fxanalog.MixedPrecisionCompound)"),
         doc="The cell of every cross-point: its analog device and how the digital update is written to it.")
-    mapping: MappingParameter = param(
-        default_factory=MappingParameter,
-        doc="How a layer's weights go onto tiles: weight scaling, tile sizes, digital bias; every tile of a "
-            "layer is updated with its own pulses.")
-    pre_post: PrePostProcessingParameter = param(
-        default_factory=PrePostProcessingParameter,
-        doc="Digital processing around the tiles: the learned input range (`PrePostProcessingParameter`).")
+    mapping: MappingParameter = _pulsed_mapping()
+    pre_post: PrePostProcessingParameter = _pulsed_pre_post()
     tile_kind: ClassVar[str] = "pulsed"
     records_updates: ClassVar[bool] = True
 
