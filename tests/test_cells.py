@@ -360,20 +360,27 @@ def test_state_dict_round_trip_weights_only(cell):
     assert layer.tile.device_state.geometry.in_sizes == (3, 3)
     for _ in range(2):
         train_rows(layer, torch.randn(3, 6), 0.1)
+    check_round_trip(layer, layer_of(cfg, seed=2, mapped=True), train_rows)
+
+
+def check_round_trip(layer, other, step) -> None:
+    """``layer``'s state dict through torch.save / torch.load(weights_only=True)
+    into ``other`` (a layer of the same config, other draws): equal state,
+    then the same next step (``step(layer, x, lr)``) from the same seed, and
+    equal state after it."""
     buf = io.BytesIO()
     torch.save(layer.state_dict(), buf)
     buf.seek(0)
-    loaded = torch.load(buf, weights_only=True)
-    other = layer_of(cfg, seed=2, mapped=True)
-    other.load_state_dict(loaded)
+    other.load_state_dict(torch.load(buf, weights_only=True))
     for (k, a), (_, b) in zip(layer.state_dict().items(), other.state_dict().items()):
         assert torch.equal(a, b), k
-    x = torch.randn(3, 6)
-    torch.manual_seed(3)
-    train_rows(layer, x, 0.1)
-    torch.manual_seed(3)
-    train_rows(other, x, 0.1)
+    x = torch.randn(3, layer.in_features)
+    for m in (layer, other):
+        torch.manual_seed(3)
+        step(m, x, 0.1)
     torch.testing.assert_close(layer.weight, other.weight, rtol=0, atol=0)
+    for (k, a), (_, b) in zip(layer.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), k
 
 
 def noisy_write_device(**kw) -> LinearStepDevice:

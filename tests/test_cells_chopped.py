@@ -8,7 +8,6 @@ six deterministic cases against aihwkit 1.1.0's C++ tile."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from fxanalog.config import (
 from fxanalog.optim import AnalogSGD
 
 import aihwkit_chopped_cases
+from test_cells import check_round_trip
 
 pytestmark = pytest.mark.filterwarnings("ignore::fxanalog.SmallWeightRangeWarning")  # small test layers
 
@@ -426,21 +426,7 @@ def test_state_dict_round_trip_weights_only(cls):
         train_rows(layer, torch.randn(3, 6), 0.1)
     st = layer.tile.device_state
     assert st.buffer.abs().sum() > 0
-    buf = io.BytesIO()
-    torch.save(layer.state_dict(), buf)
-    buf.seek(0)
-    other = make(2)
-    other.load_state_dict(torch.load(buf, weights_only=True))
-    for (k, a), (_, b) in zip(layer.state_dict().items(), other.state_dict().items()):
-        assert torch.equal(a, b), k
-    x = torch.randn(3, 6)
-    torch.manual_seed(3)
-    train_rows(layer, x, 0.1)
-    torch.manual_seed(3)
-    train_rows(other, x, 0.1)
-    torch.testing.assert_close(layer.weight, other.weight, rtol=0, atol=0)
-    for (k, a), (_, b) in zip(layer.state_dict().items(), other.state_dict().items()):
-        assert torch.equal(a, b), k
+    check_round_trip(layer, make(2), train_rows)
 
 
 def regression_loss(cls, steps, **kw):
