@@ -405,6 +405,7 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
         while (i >= jb->out_starts[o + 1]) o++;
         float *wrow = jb->w + gi * K;
         uint8_t *trow = jb->touched + gi * K;
+        memset(trow, 0, (size_t)K); /* the mask comes uninitialized: each row clears its own, on its thread */
         const float *prow = jb->params + gi * K * np;
         rng_t rng;
         seed_rng(rng, jb->seed, 1, (uint64_t)gi);

@@ -228,17 +228,18 @@ def tile_update(w: Tensor, x: Tensor, d: Tensor, lr: float, up: PulsedUpdate, ru
     ws = w if stacked else w[None]
     ps = params if (stacked or params is None) else params[None]
     G, N, K = ws.shape[1:]
-    touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if lr == 0 or x.shape[1] == 0:
-        return touched
+        return torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     if up.stochastic and rules[0].pulsed:
         if use_native is None:
             use_native = (native is not None and w.device.type == "cpu" and w.dtype == torch.float32
                           and len(rules) <= NATIVE_MAX_DEVICES)
         if use_native:
+            touched = torch.empty((G, N, K), dtype=torch.bool)  # cleared row by row by the kernel
             _native_update(ws, touched, x.float(), d.float(), lr, up, rules, ps.contiguous(), in_sizes, out_sizes,
                            trains)
             return touched
+    touched = torch.zeros((G, N, K), dtype=torch.bool, device=w.device)
     states = [{n: ps[k][..., i] for i, n in enumerate(r.pulse_names)} for k, r in enumerate(rules)]
     if not rules[0].pulsed or up.pulse_type in (PulseType.NONE, PulseType.NONE_WITH_DEVICE):
         dw = -lr * torch.matmul(d.transpose(1, 2).to(w.dtype), x.to(w.dtype))
