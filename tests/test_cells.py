@@ -515,3 +515,26 @@ def test_one_sided_copy_inverted_mirrors_g_plus():
     torch.testing.assert_close(b[..., col["slope_up"]], -g_minus[..., col["slope_down"]])
     torch.testing.assert_close(b[..., col["slope_down"]], -g_minus[..., col["slope_up"]])
     torch.testing.assert_close(inv.params[0], g_minus)  # g- untouched
+
+
+def test_tiki_taka_through_the_torch_compile_backend():
+    """The rows recorded under torch.compile (the fxanalog backend) reach
+    the cell: after a step the fast device holds the SGD update (exact
+    devices and update: -fast_lr g^T x) and the layer shows the visible
+    weight."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 4, bias=False))
+    cfg = perfect_config(transfer_cell(transfer_every=0.0))  # no transfer: A alone moves
+    be = fxanalog.backend(cfg, inner="inductor", mapped=False, model=net)
+    model = torch.compile(net, backend=be)
+    x = torch.randn(5, 6)
+    g = torch.linspace(-1, 1, 4).expand(5, -1)
+    model(x)  # the backend builds the analog layer at the first call
+    opt = AnalogSGD(net.parameters(), lr=0.1)
+    opt.zero_grad()
+    (model(x) * g).sum().backward()
+    opt.step()
+    (_, layer), = be.named_analog_layers()
+    st = layer.tile.device_state
+    torch.testing.assert_close(st.weights[0, 0], -1.0 * g.T @ x, rtol=1e-5, atol=1e-6)  # fast_lr 1
+    torch.testing.assert_close(layer.weight_matrix(), layer.tile.to_digital_units(st.visible()))
