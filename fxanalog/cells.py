@@ -19,7 +19,8 @@ pulsed, as a single device's. The weight the forward pass sees is
 
 The cell's transitions (``set_weights``, ``update``, ``post_update``) are
 called by its tile (``AnalogTile``), which writes ``visible()`` into the
-layer's weights afterwards; every pulse goes through the update op
+layer's weights afterwards (only the columns an update changed,
+``take_changed``); every pulse goes through the update op
 ``fxanalog::tile_update`` (a stack of devices sharing the pulse trains, or
 one device), every read through ``fxanalog::tile_mvm`` with the read's
 ``IOParameters`` (``Reads``).
@@ -95,8 +96,8 @@ def make_cell(device_config, geometry: TileGeometry, where: str, device=None) ->
 
 @dataclass(frozen=True)
 class Reads:
-    """How a cell reads its devices and pulses them: the tile geometry, the
-    read's periphery and the update's parameters."""
+    """How a cell reads its devices (the reads of a transfer or a refresh)
+    on the tile array of ``geometry``."""
 
     geometry: TileGeometry
 
