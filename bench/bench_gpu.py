@@ -300,14 +300,20 @@ def compile_update_only(arch: int) -> None:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fxanalog.devices import CONSTANT_STEP, EXP_STEP, LINEAR_STEP, POW_STEP, PULSE_NAMES
+    from fxanalog.devices import (CONSTANT_STEP, EXP_STEP, LINEAR_STEP, POW_STEP, PULSE_NAMES, ROUTE_BOTH,
+                                  ROUTE_DOWN_AS_UP)
     from fxanalog.triton_kernels import tile_update
 
     cuobjdump = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     kern = tile_update._update_kernel
-    for name, kind in (("constant", CONSTANT_STEP), ("linear", LINEAR_STEP), ("exp", EXP_STEP), ("pow", POW_STEP)):
-        consts = dict(KIND=kind, NP=len(PULSE_NAMES[kind]), MULT_NOISE=True, COMPLEX_NOISE=kind == EXP_STEP,
-                      NOISY=True, FLIP=False, GIVEN=False, BLOCK_I=32, BLOCK_J=32)
+    variants = [(name, kind, ROUTE_BOTH, 0) for name, kind in (("constant", CONSTANT_STEP), ("linear", LINEAR_STEP),
+                                                               ("exp", EXP_STEP), ("pow", POW_STEP))]
+    variants += [("soft-bounds reference", LINEAR_STEP, ROUTE_BOTH, len(PULSE_NAMES[LINEAR_STEP])),
+                 ("constant, one-sided g-", CONSTANT_STEP, ROUTE_DOWN_AS_UP, 0)]
+    for name, kind, route, ref in variants:
+        consts = dict(KIND=kind, NP=len(PULSE_NAMES[kind]) + (1 if ref else 0), MULT_NOISE=True,
+                      COMPLEX_NOISE=kind == EXP_STEP, NOISY=True, FLIP=False, GIVEN=False, ROUTE=route, REF=ref,
+                      BLOCK_I=32, BLOCK_J=32)
         sig, constexprs = {}, {}
         for arg in kern.arg_names:
             if arg in consts:
@@ -322,7 +328,7 @@ def compile_update_only(arch: int) -> None:
             f.flush()
             usage = subprocess.run([cuobjdump, "-res-usage", f.name], capture_output=True, text=True).stdout
         res = " ".join(w for line in usage.splitlines() if "REG" in line for w in line.split()[:2])
-        print(f"_update_kernel ({name} step): sm_{arch}, 4 warps, {time.perf_counter() - t0:.1f} s: {res}", flush=True)
+        print(f"_update_kernel ({name}): sm_{arch}, 4 warps, {time.perf_counter() - t0:.1f} s: {res}", flush=True)
 
 
 def main() -> None:
