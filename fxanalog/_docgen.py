@@ -56,6 +56,7 @@ _ORDER = [
     "ConstantStepDevice",
     "LinearStepDevice",
     "SoftBoundsDevice",
+    "SoftBoundsReferenceDevice",
     "ExpStepDevice",
     "PowStepDevice",
     "UnitCell",

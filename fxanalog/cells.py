@@ -138,13 +138,6 @@ class Reads:
         y = torch.ops.fxanalog.tile_mvm(x, tiles, [p], list(geo.out_sizes), None, None, packed, packed, NO_UPDATE)
         return y.reshape(G, n_in, n, N)
 
-    def one_hot_rows(self, cols: Tensor, K: int, G: int, device) -> Tensor:
-        """The update rows of the reads ``columns`` made: (G, n_in * n, K),
-        row (piece, t) the unit vector of that piece's column."""
-        starts = torch.tensor([0, *self.geometry.in_sizes[:-1]], device=device).cumsum(0)
-        idx = (cols.to(device) + starts[:, None]).reshape(-1)
-        return torch.nn.functional.one_hot(idx, K).float().expand(G, -1, K).contiguous()
-
 
 def _read_io(io: IOParameters) -> IOParameters:
     """A transfer or refresh read: ``io`` without noise and bound management
@@ -254,7 +247,7 @@ class DeviceStack(CellState):
     """D devices per cross-point (see the module docstring); each subclass
     gives ``gammas()``, the weighting of its devices in ``visible``."""
 
-    POST_NAMES = ("decay_scale", "diffusion_rate", "reset_bias")
+    POST_NAMES = DeviceState.POST_NAMES
 
     def __init__(self, cell, device_configs: Sequence, geometry: TileGeometry, where: str, device=None):
         super().__init__()

@@ -40,6 +40,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from fxanalog.cells import DeviceState
 from fxanalog.nn.modules import AnalogLayerBase, analog_layers_of
 from fxanalog.ops.tile_record import ddp_group_of
 
@@ -131,7 +132,7 @@ def _gather_recorded(layer: AnalogLayerBase, group, key: int) -> None:
 
 
 # The device parameters drawn when a tile is made (equal on every rank, never changed by training).
-_DRAWN = ("params", "decay_scale", "diffusion_rate", "reset_bias")
+_DRAWN = ("params",) + DeviceState.POST_NAMES
 
 
 @torch.no_grad()

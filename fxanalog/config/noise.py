@@ -355,6 +355,13 @@ def _drift(g_prog: Tensor, nu: Tensor, t_inference: float, t_0: float) -> Tensor
     return g_prog.clone()
 
 
+
+def _g_converter() -> Any:
+    """The ``g_converter`` field of the noise models."""
+    return param(default_factory=SinglePairConductanceConverter, check=InstanceOf(BaseConductanceConverter),
+                 doc="Mapping of a weight to conductances (a pair (g+, g-), or several pairs). Given alone, `g_max` "
+                     "is its `g_max`, as in aihwkit.")
+
 @register_config_class
 @dataclass(repr=False)
 class PCMLikeNoiseModel(BaseNoiseModel):
@@ -379,10 +386,7 @@ class PCMLikeNoiseModel(BaseNoiseModel):
         doc="Polynomial c0 + c1 gh + c2 gh^2 (gh = g/g_max) of the programming-noise standard deviation in uS, "
             "fitted at g_max = `prog_coeff_g_max_reference` (the default: Nandakumar et al., ICECS 2019, at "
             "25 uS).")
-    g_converter: BaseConductanceConverter = param(
-        default_factory=SinglePairConductanceConverter, check=InstanceOf(BaseConductanceConverter),
-        doc="Mapping of a weight to conductances (a pair (g+, g-), or several pairs). Given alone, `g_max` is "
-            "its `g_max`, as in aihwkit.")
+    g_converter: BaseConductanceConverter = _g_converter()
     g_max: float = param(
         25.0, check=Number(gt=0),
         doc="Largest conductance in uS; scales the programming noise (sigma * g_max / "
@@ -507,10 +511,7 @@ class StateIndependentNoiseModel(BaseNoiseModel):
       ``g = max(0, g_d + read_noise_scale |g_d/g_max| sqrt(ln((t + t_read)/(2 t_read))) xi)``.
     """
 
-    g_converter: BaseConductanceConverter = param(
-        default_factory=SinglePairConductanceConverter, check=InstanceOf(BaseConductanceConverter),
-        doc="Mapping of a weight to conductances (a pair (g+, g-), or several pairs). Given alone, `g_max` is "
-            "its `g_max`, as in aihwkit.")
+    g_converter: BaseConductanceConverter = _g_converter()
     g_max: float = param(
         25.0, check=Number(gt=0),
         doc="Largest conductance in uS; the read noise is relative to it. Given alone, the converter is a single "
@@ -587,10 +588,7 @@ class ReRamWan2022NoiseModel(BaseNoiseModel):
         doc="Polynomial coefficients c0, c1, ... (uS) of the spread around the target after each time t "
             "(seconds, the keys): sigma_t = sum_i c_i (g/g_max)^i; the smallest time is the programming noise. "
             "Default: aihwkit's fit of Wan et al. 2022 at 1 s, 1 day and 2 days.")
-    g_converter: BaseConductanceConverter = param(
-        default_factory=SinglePairConductanceConverter, check=InstanceOf(BaseConductanceConverter),
-        doc="Mapping of a weight to conductances (a pair (g+, g-), or several pairs). Given alone, `g_max` is "
-            "its `g_max`, as in aihwkit.")
+    g_converter: BaseConductanceConverter = _g_converter()
     g_max: float = param(
         25.0, check=Number(gt=0),
         doc="Largest conductance in uS (gh = g/g_max in the polynomials). Given alone, the converter is a "

@@ -18,6 +18,7 @@ HuggingFace's ``Conv1D`` with ``transposed=True``).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 import weakref
@@ -51,7 +52,7 @@ def _tuple(v, n: int) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
-class AnalogLayerBase(nn.Module):
+class AnalogLayerBase(nn.Module, abc.ABC):
     """One weight matmul on a tile array: G groups of N x K weights.
 
     Attributes:
@@ -301,16 +302,16 @@ class AnalogLayerBase(nn.Module):
 
     # -- digital <-> analog ------------------------------------------------------
 
+    @abc.abstractmethod
     def _digital_args(self) -> dict:
         """The keyword arguments of ``_digital`` for this layer (without bias);
         every layer class defines it (AnalogLinear, AnalogConvNd)."""
-        raise NotImplementedError(f"{type(self).__name__} does not define _digital_args")
 
     @classmethod
+    @abc.abstractmethod
     def _from_digital_args(cls, module: nn.Module) -> dict:
         """The keyword arguments of this class for a digital ``module``
         (without rpu_config, weights and bias); every layer class defines it."""
-        raise NotImplementedError(f"{cls.__name__} does not define _from_digital_args")
 
     @classmethod
     def from_digital(cls, module: nn.Module, rpu_config=None, *, mapped: bool = True, share: bool = False):
