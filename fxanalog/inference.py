@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from fxanalog.hwa import apply_weight_modifier
 from fxanalog.nn.modules import AnalogLayerBase, drift_layers, named_analog_layers, program_layers
+from fxanalog import programming
 from fxanalog.programming import register_write_step
 
 __all__ = [
@@ -96,10 +97,14 @@ def remap_analog_weights(model: nn.Module, weight_scaling_omega: Optional[float]
         layer.remap_analog_weights(weight_scaling_omega)
 
 
-def realistic_write(model: nn.Module, tolerance: float = 0.01, max_iterations: int = 100) -> dict[str, dict]:
+def realistic_write(model: nn.Module, tolerance: float = 0.01, max_iterations: int = 100,
+                    probe: str = "auto") -> dict[str, dict]:
     """Write every layer's weights by closed-loop programming
     (``AnalogTile.realistic_write``): the written weights replace the
-    layer's digital weights (the programmed state is cleared).
+    layer's digital weights (the programmed state is cleared). ``probe``:
+    ``"auto"`` draws a verify read from its closed form where the tile's
+    forward has one (docs/physics.md), ``"forward"`` always runs the tile's
+    forward on the probe rows.
 
     Returns ``{layer name: {"iterations": writes, "error": max over tiles of
     the measured relative error when the tile was found done (or the last
@@ -109,7 +114,9 @@ def realistic_write(model: nn.Module, tolerance: float = 0.01, max_iterations: i
         raise ValueError(f"realistic_write: tolerance = {tolerance!r}: expected a number > 0")
     if isinstance(max_iterations, bool) or not isinstance(max_iterations, int) or max_iterations < 1:
         raise ValueError(f"realistic_write: max_iterations = {max_iterations!r}: expected a whole number >= 1")
-    return {name: layer.tile.realistic_write(layer.weight_matrix(), float(tolerance), max_iterations)
+    if probe not in programming.PROBES:
+        raise ValueError(f"realistic_write: probe = {probe!r}: expected one of {programming.PROBES}")
+    return {name: layer.tile.realistic_write(layer.weight_matrix(), float(tolerance), max_iterations, probe)
             for name, layer in _layers(model, "realistic_write")}
 
 

@@ -17,13 +17,14 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from fxanalog import _rng
 from fxanalog.config import BaseDriftCompensation, BaseNoiseModel, IOParameters, NoiseManagementType
 from fxanalog.geometry import TileGeometry, layout_tiles, per_output, unlayout_tiles
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE
 
 __all__ = ["Reader", "ProgrammedState", "program", "drift", "compensation", "identity_read", "probe_plan",
-           "probe_read", "closed_loop_write", "least_squares_read", "register_write_step", "write_step"]
+           "probe_read", "closed_form_read", "closed_loop_write", "least_squares_read", "register_write_step", "write_step"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,15 @@ def probe_plan(reader: Reader, target: Tensor, tolerance: float) -> tuple[int, i
     return k, R
 
 
-def probe_read(reader: Reader, w: Tensor, k: int, R: int) -> Tensor:
+PROBES = ("auto", "forward")
+
+# The closed-form read is used only while the expected number of saturated
+# outputs of one probe read stays below this (docs/physics.md, "The verify
+# read in closed form").
+_SATURATION_BUDGET = 1e-9
+
+
+def probe_read(reader: Reader, w: Tensor, k: int, R: int, probe: str = "auto") -> Tensor:
     """Estimate of every tile's (G, N, K) weights ``w`` from one noisy forward
     of each tile on a randomized block-Hadamard probe: R rounds of P =
     2^ceil(log2 p_in) rows, ``X_r = (I (x) H_k) D_r`` (Hadamard blocks of size
@@ -189,9 +198,20 @@ def probe_read(reader: Reader, w: Tensor, k: int, R: int) -> Tensor:
     management). ``X^T X = R k a^2 I``, so ``W^T = X^T Y / (R k a^2)`` is the
     least-squares estimate, exact for a noise-free tile.
 
+    ``probe="auto"``: where the estimate has a closed form in distribution
+    (``closed_form_read``), it is drawn from it; ``"forward"``: always the
+    forward of the probe rows.
+
     A probe row drives only the k inputs of its block; without input noise
     and IR drop (which involve the idle inputs) the tile's forward on it is
     the forward of the k-input sub-tile, which is what is computed then."""
+    if probe not in PROBES:
+        raise ValueError(f"probe_read: probe = {probe!r}: expected one of {PROBES}")
+    if probe == "auto":
+        form = closed_form_read(reader, w, k, R)
+        if form is not None:
+            gain, std = form
+            return _rng.randn(w.shape, device=w.device).mul_(std).add_(w.float(), alpha=gain)
     G, N, K = w.shape
     geo, fwd = reader.geometry, reader.forward
     n, p = geo.n_in, geo.p_in
@@ -219,6 +239,62 @@ def probe_read(reader: Reader, w: Tensor, k: int, R: int) -> Tensor:
         est = (z * signs[..., :p].unsqueeze(-1)).sum(dim=1)
     est = est.div_(R * k * amp * amp * fwd.out_scale)  # (G*n, p, N)
     return unlayout_tiles(est.reshape(G, n, p, N), geo.in_sizes)
+
+
+def closed_form_read(reader: Reader, w: Tensor, k: int, R: int) -> Optional[tuple[float, float]]:
+    """``(gain, std)`` such that the probe read of tiles holding ``w``
+    (``probe_read`` with the forward) is, in distribution, ``gain * w + std *
+    xi`` with ``xi`` N(0, 1) independent per device; None where the tile's
+    forward is outside the class where that holds (docs/physics.md, "The
+    verify read in closed form").
+
+    The class: a linear forward (no input noise, weight noise, IR drop or
+    ADC nonlinearity), deterministic rounding, noise management ``ABS_MAX``,
+    ``NONE`` or ``CONSTANT`` (the scale of every probe row is then known),
+    output noise at least one ADC step (so the ADC's rounding error has mean
+    0 and variance ``dy^2 / 12`` whatever the signal, up to a factor
+    ``exp(-2 pi^2) < 3e-9``), and no output that could reach the ADC bound:
+    Hoeffding's bound on the Rademacher sums of the probe rows, plus ten
+    sigma of output noise, keeps the expected number of saturated outputs of
+    the read under ``_SATURATION_BUDGET``. Then every probe output is its
+    signal plus independent noise of variance ``out_noise^2 + dy^2 / 12``,
+    and ``X^T`` of that noise is, by ``X^T X = R k a^2 I``, uncorrelated
+    across devices with the variance returned."""
+    io = TileIO.unpack(reader.packed_io[0])
+    if io.is_perfect or not io.linear_adc or io.inp_noise > 0 or io.out_noise <= 0:
+        return None
+    if (io.dx > 0 and io.inp_sto_round) or (io.dy > 0 and io.out_sto_round) or io.out_noise < io.dy:
+        return None
+    amp = reader.amplitude
+    if io.noise_management == NoiseManagementType.ABS_MAX:
+        alpha = min(amp, io.nm_thres) if io.nm_thres > 0 else amp
+    elif io.noise_management in (NoiseManagementType.NONE, NoiseManagementType.CONSTANT):
+        alpha = io.constant_scale
+    else:  # MAX: a row whose driven inputs are all -a has a negative scale
+        return None
+    # The DAC output of a driven input, normalized, as tile_forward computes it in float32.
+    u = torch.tensor(amp, dtype=torch.float32) * (1.0 / torch.tensor(alpha, dtype=torch.float32))
+    if io.dx > 0:
+        u = (u / io.dx).round_()
+    c = float(u.clamp_(max=io.inp_bound_steps)) * io.ux
+    if io.bounded:
+        margin = min(io.out_bound_steps, io.out_sat) * io.uy - 10.0 * io.out_noise
+        if margin <= 0:
+            return None
+        # The largest sum of squares of one output's weights over one block of k inputs.
+        geo = reader.geometry
+        G, N, K = w.shape
+        n, p = geo.n_in, geo.p_in
+        P = 1 << (p - 1).bit_length()
+        sq = torch.zeros(G * n, P, N, device=w.device)
+        sq[:, :p] = layout_tiles(w.float().square(), geo.in_sizes).reshape(G * n, p, N)
+        s2 = float(sq.reshape(G * n, P // k, k, N).sum(dim=2).amax()) * c * c
+        outputs = G * n * R * P * N
+        log_hits = math.log(outputs) + (math.log(2.0) - margin * margin / (2.0 * s2) if s2 > 0 else -math.inf)
+        if math.exp(min(log_hits, 0.0)) + outputs * math.erfc(10.0 / math.sqrt(2.0)) > _SATURATION_BUDGET:
+            return None
+    noise = math.sqrt(io.out_noise**2 + io.dy**2 / 12.0)
+    return alpha * c / amp, alpha * noise / (amp * math.sqrt(R * k))
 
 
 # A write step: (rpu_config, w_new, w_max) -> the weights the devices hold
@@ -263,8 +339,8 @@ register_write_step("inference", _write_programmed)
 
 @torch.no_grad()
 def closed_loop_write(reader: Reader, step: Callable[[Tensor, Tensor, Tensor], Tensor], target: Tensor,
-                      tolerance: float, max_iterations: int, bounds: Optional[tuple[Tensor, Tensor]] = None
-                      ) -> tuple[Tensor, dict]:
+                      tolerance: float, max_iterations: int, bounds: Optional[tuple[Tensor, Tensor]] = None,
+                      probe: str = "auto") -> tuple[Tensor, dict]:
     """Program and verify (G, N, K) ``target`` tile weights, all tiles at once.
 
     From a random state U(-0.01, 0.01): read the tiles (``probe_read``),
@@ -273,7 +349,7 @@ def closed_loop_write(reader: Reader, step: Callable[[Tensor, Tensor, Tensor], T
     max|target|`` is rewritten by ``step(w, w_new, w_max)``: from the
     current ``w`` towards ``w_new = w - e`` there (``w`` elsewhere).
     ``bounds``: each device's (low, high) range, which the random start
-    respects. Returns the written
+    respects; ``probe``: how the verify reads are computed (``probe_read``). Returns the written
     weights and ``{"iterations": writes, "error": max over tiles of the
     relative error measured when the tile was found done (or the last one)}``."""
     geo = reader.geometry
@@ -290,7 +366,7 @@ def closed_loop_write(reader: Reader, step: Callable[[Tensor, Tensor, Tensor], T
     k, R = probe_plan(reader, target, tolerance)
     iterations = 0
     while True:
-        e = probe_read(reader, w, k, R) - target
+        e = probe_read(reader, w, k, R, probe) - target
         err = geo.tile_mean(e.abs()) / t_max
         final = torch.where(done, final, err)
         done |= err < tolerance

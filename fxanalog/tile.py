@@ -662,9 +662,11 @@ class AnalogTile(nn.Module):
     # -- realistic write and read ---------------------------------------------------
 
     @torch.no_grad()
-    def realistic_write(self, w: Tensor, tolerance: float = 0.01, max_iterations: int = 100) -> dict:
+    def realistic_write(self, w: Tensor, tolerance: float = 0.01, max_iterations: int = 100,
+                        probe: str = "auto") -> dict:
         """Write the weights ``w`` by closed-loop programming
-        (``programming.closed_loop_write``): the written weights replace
+        (``programming.closed_loop_write``; ``probe``: how its verify reads
+        are computed, ``programming.probe_read``): the written weights replace
         ``w`` (the programmed state is cleared). On pulsed devices every
         write is a pulsed update towards the target. Returns the report
         ``{"iterations", "error"}``, also kept as ``programming_report``."""
@@ -678,14 +680,14 @@ class AnalogTile(nn.Module):
             bounds = (st.b_min, st.b_max)
             target = torch.minimum(torch.maximum(target, st.b_min), st.b_max)
             written, report = programming.closed_loop_write(self.reader(), self._pulsed_write, target, tolerance,
-                                                            max_iterations, bounds)
+                                                            max_iterations, bounds, probe)
             self.clear_programmed_state()
             self._set_device_weights(w, written, write_noise=True)
         else:
             step = programming.write_step(self.rpu_config, f"layer {self.name!r}")
             written, report = programming.closed_loop_write(
                 self.reader(), lambda w_cur, w_new, w_max: step(self.rpu_config, w_new, w_max), target, tolerance,
-                max_iterations)
+                max_iterations, probe=probe)
             self.clear_programmed_state()
             write_weights(w, self.to_digital_units(written).to(w.dtype))
         self.programming_report = report

@@ -19,6 +19,7 @@ from fxanalog.config import (
     WeightClipType,
     WeightModifierParameter,
     WeightModifierType,
+    WeightNoiseType,
     WeightRemapType,
 )
 from fxanalog.inference import (
@@ -519,6 +520,101 @@ def test_identity_and_probe_reads_of_an_exact_tile(inp_noise):
     assert torch.allclose(identity_read(reader, w), w.transpose(1, 2), atol=1e-7)
     for k, R in ((4, 2), (32, 1)):
         assert torch.allclose(probe_read(reader, w, k, R), w, atol=1e-6)
+
+
+def _small_weight_layer(cfg, seed):
+    """A 100-input, 64-output tile holding U(-0.05, 0.05) tile weights (what
+    the default omega 0 puts on a tile), and its reader."""
+    torch.manual_seed(seed)
+    layer = AnalogLinear(100, 64, bias=False, rpu_config=cfg)
+    w = torch.empty(1, 64, 100).uniform_(-0.05, 0.05)
+    return w, layer.tile.reader()
+
+
+@pytest.mark.parametrize("case", ["default", "no_nm_coarse_dac"])
+def test_closed_form_probe_read_matches_the_forward_in_distribution(case):
+    """The verify read drawn from its closed form against the probe read
+    computed by the tile's forward (docs/physics.md, "The verify read in
+    closed form"): over 20 forward reads of 6400 devices, the standardized
+    error z = (est - gain w) / std has mean 0 (4 standard errors: 0.011),
+    variance 1 (4 standard errors: 1.6 %), P(|z| > 2) = 4.55 % (+-0.23 %)
+    and no correlation between neighbouring devices of an output (+-0.011).
+    ``no_nm_coarse_dac``: no noise management, inputs of +-2 and a DAC step
+    of 0.061 x 2 x 2, so a driven input reaches the tile as 16 steps, 1.952:
+    gain 0.976 (its error against gain 1 would be 120 standard errors)."""
+    from fxanalog.programming import closed_form_read, probe_read
+
+    cfg = InferenceRPUConfig()
+    k, R = 128, 8
+    if case == "no_nm_coarse_dac":
+        cfg.forward.noise_management = NoiseManagementType.NONE
+        cfg.forward.inp_bound = 2.0
+        cfg.forward.inp_res = 0.0305
+    w, reader = _small_weight_layer(cfg, 20)
+    gain, std = closed_form_read(reader, w, k, R)
+    io = cfg.forward
+    amp = 1.0 if case == "default" else 2.0
+    dy = 2 * io.out_bound * io.out_res
+    assert std == pytest.approx(math.sqrt(io.out_noise**2 + dy**2 / 12) / (amp * math.sqrt(R * k)), rel=1e-6)
+    assert gain == (1.0 if case == "default" else pytest.approx(16 * 0.0305 * 2 * 2 / 2, rel=1e-6))
+    z = torch.stack([(probe_read(reader, w, k, R, "forward") - gain * w) / std for _ in range(20)])
+    n = z.numel()
+    assert abs(z.mean().item()) < 4 / math.sqrt(n)
+    assert abs(z.var().item() - 1) < 4 * math.sqrt(2 / n)
+    tail = (z.abs() > 2).float().mean().item()
+    assert abs(tail - 0.0455) < 4 * math.sqrt(0.0455 * 0.9545 / n)
+    corr = (z[..., 1:] * z[..., :-1]).mean().item()
+    assert abs(corr) < 4 / math.sqrt(n)
+    # the closed form, drawn: the same two moments
+    zc = torch.stack([(probe_read(reader, w, k, R, "auto") - gain * w) / std for _ in range(20)])
+    assert abs(zc.mean().item()) < 4 / math.sqrt(n) and abs(zc.var().item() - 1) < 4 * math.sqrt(2 / n)
+
+
+@pytest.mark.parametrize("change", ["inp_noise", "w_noise", "out_sto_round", "out_noise_below_step",
+                                    "max_noise_management", "ir_drop", "large_weights"])
+def test_closed_form_probe_read_refused_outside_its_class(change):
+    """Where the forward adds something the closed form does not hold
+    (input or weight noise, stochastic rounding, output noise below one ADC
+    step, a data-dependent sign of the scale, IR drop, outputs that could
+    reach the ADC bound) the verify read runs the forward."""
+    from fxanalog.programming import closed_form_read
+
+    cfg = InferenceRPUConfig()
+    f = cfg.forward
+    if change == "inp_noise":
+        f.inp_noise = 0.01
+    elif change == "w_noise":
+        f.w_noise, f.w_noise_type = 0.01, WeightNoiseType.ADDITIVE_CONSTANT
+    elif change == "out_sto_round":
+        f.out_sto_round = True
+    elif change == "out_noise_below_step":
+        f.out_noise = 0.04  # the ADC step is 24 / 510 = 0.047
+    elif change == "max_noise_management":
+        f.noise_management = NoiseManagementType.MAX
+    elif change == "ir_drop":
+        f.ir_drop = 1.0
+    w, reader = _small_weight_layer(cfg, 21)
+    if change == "large_weights":  # 128 inputs of +-1 x |w| ~ 0.5: sums of sigma 5.8 against the bound 12
+        w = w * 10
+    assert closed_form_read(reader, w, 128, 8) is None
+    assert closed_form_read(_small_weight_layer(InferenceRPUConfig(), 21)[1], w / 10 if change == "large_weights"
+                            else w, 128, 8) is not None
+
+
+def test_realistic_write_default_config_small_weights():
+    """The default config (omega 0: tile weights of a few % of the range)
+    written in closed loop, verify reads in closed form: the written weights
+    are within the tolerance of the target (measured without read noise)."""
+    torch.manual_seed(22)
+    layer = AnalogLinear(512, 512, rpu_config=InferenceRPUConfig())
+    target = layer.tile.to_tile_units(layer.weight_matrix()).detach().clone()
+    assert target.abs().max() < 0.05
+    r = realistic_write(layer)["AnalogLinear"]
+    assert r["iterations"] < 100 and r["error"] < 0.01
+    true_error = (layer.tile.to_tile_units(layer.weight_matrix()).detach() - target).abs().mean() / target.abs().max()
+    assert true_error < 0.01
+    with pytest.raises(ValueError, match="probe = 'fast'"):
+        realistic_write(layer, probe="fast")
 
 
 def test_compensation_with_input_noise_uses_the_full_identity():
