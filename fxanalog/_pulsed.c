@@ -411,11 +411,6 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
         seed_rng(rng, jb->seed, 1, (uint64_t)gi);
         int64_t E = 0;
         const float *dcol = jb->dt ? jb->dt + gi * B : jb->d + g * B * N + i; /* error line i of every row */
-        if (gi + 1 < i1 && K * np >= 8192) { /* a long next row's parameters and weights on their way to L2 */
-            const char *pn = (const char *)(prow + K * np), *wn = (const char *)(wrow + K);
-            for (int64_t off = 0; off < K * np * (int64_t)sizeof(float); off += 64) __builtin_prefetch(pn + off);
-            for (int64_t off = 0; off < K * (int64_t)sizeof(float); off += 64) __builtin_prefetch(wn + off, 1);
-        }
         const int64_t dstride = jb->dt ? 1 : N;
         for (int64_t b = 0; b < B; b++) {
             const int64_t gb = g * B + b;
@@ -457,6 +452,14 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                     ev[E++] = (event_t){j, (int16_t)n, (int16_t)((dneg == (int)(xw >> 63)) ^ jb->flip)};
                 }
             }
+        }
+        if (gi + 1 < i1 && K * np >= 8192 && 4 * E >= K) {
+            /* A long row with many pulses: the next row's parameters and
+             * weights on their way to L2 while this one's pulses are applied
+             * (a sparse row, a transfer's few pulses, fetches nothing ahead). */
+            const char *pn = (const char *)(prow + K * np), *wn = (const char *)(wrow + K);
+            for (int64_t off = 0; off < K * np * (int64_t)sizeof(float); off += 64) __builtin_prefetch(pn + off);
+            for (int64_t off = 0; off < K * (int64_t)sizeof(float); off += 64) __builtin_prefetch(wn + off, 1);
         }
         flush(jb, ev, E, wrow, trow, prow, rng);
     }
