@@ -97,8 +97,9 @@ typedef struct {
  * on g = w + r, and w = g - r is returned. */
 static inline __attribute__((always_inline)) float one_pulse(const device_t *dv, const float *pr, float w, int down, float xi) {
     const float bmax = pr[0], bmin = pr[1];
-    const float sign = down ? -1.0f : 1.0f;
-    const float scale = down ? pr[3] : pr[2];
+    /* down selects by index, not by a branch: it is a coin flip per pulse */
+    const float sign = 1.0f - 2.0f * (float)down;
+    const float scale = pr[2 + down];
     const float sd = dv->sd;
     const int has_ref = dv->reference != 0; /* a constant 0 where the caller passes one: no code */
     const float ref = has_ref ? pr[dv->reference] : 0.0f;
@@ -108,7 +109,7 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
         w = w + sign * scale * (1.0f + sd * xi);
         break;
     case LINEAR_STEP: {
-        const float slope = down ? pr[5] : pr[4];
+        const float slope = pr[4 + down];
         if (dv->mult_noise)
             w = w + sign * (slope * w + scale) * (1.0f + sd * xi);
         else
@@ -136,7 +137,7 @@ static inline __attribute__((always_inline)) float one_pulse(const device_t *dv,
     case POW_STEP: {
         const float span = bmax - bmin;
         if (span == 0.0f) return has_ref ? w - ref : w;
-        const float gamma = down ? pr[5] : pr[4];
+        const float gamma = pr[4 + down];
         float frac = down ? (w - bmin) / span : (bmax - w) / span;
         if (frac < 0.0f) frac = 0.0f;
         w = w + sign * scale * powf(frac, gamma) * (1.0f + sd * xi);
@@ -279,8 +280,7 @@ static inline int64_t train(uint64_t *r, float p, int bl) {
     if (!(p > 0.0f)) return 0;
     if (p >= 1.0f) return (int64_t)((1ULL << bl) - 1);
     uint64_t word = 0;
-    for (int t = 0; t < bl; t++)
-        if (p > uniform24(r)) word |= 1ULL << t;
+    for (int t = 0; t < bl; t++) word |= (uint64_t)(p > uniform24(r)) << t; /* no branch on the coin */
     return (int64_t)word;
 }
 
@@ -346,6 +346,7 @@ static inline __attribute__((always_inline)) void apply_events(const device_t *d
     dv.kind = kind; /* constants where the caller passes them */
     if (!reference) dv.reference = 0;
     const int np = dv.n_params, route = routed ? dv.route : ROUTE_BOTH;
+    uint64_t st[4] = {rng[0], rng[1], rng[2], rng[3]}; /* the stream in registers for the loop */
     for (int64_t a = 0; a < E; a++) {
         int down = ev[a].down;
         if (route != ROUTE_BOTH) { /* one direction only (a one-sided pair) */
@@ -355,10 +356,11 @@ static inline __attribute__((always_inline)) void apply_events(const device_t *d
         const int64_t j = ev[a].j;
         const float *pr = prow + j * np;
         float wv = wrow[j];
-        for (int q = 0; q < ev[a].n; q++) wv = one_pulse(&dv, pr, wv, down, noisy ? standard_normal(rng) : 0.0f);
+        for (int q = 0; q < ev[a].n; q++) wv = one_pulse(&dv, pr, wv, down, noisy ? standard_normal(st) : 0.0f);
         wrow[j] = wv;
         trow[j] = 1;
     }
+    memcpy(rng, st, sizeof st);
 }
 
 /* The listed pulses of a weight row (in order) on every device of the stack:
@@ -390,7 +392,10 @@ static void flush(const job_t *jb, const event_t *ev, int64_t E, float *wrow, ui
  * listed in batch-row order (so each cross-point's pulses stay in order)
  * while the cross-points' weights and parameters are prefetched, then the
  * pulses. The prefetches overlap the cache misses the scattered cross-points
- * of a large tile would otherwise take one after another. */
+ * of a large tile would otherwise take one after another; a cross-point's
+ * parameters (np floats) may straddle two cache lines, so both ends are
+ * fetched. Only the lines a row uses are fetched: fetching whole rows ahead
+ * was slower for the sparse rows of a transfer and no faster for dense ones. */
 static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
     const int64_t N = jb->N, K = jb->K, B = jb->B, n_out = jb->n_out, n_in = jb->n_in;
     const int np = jb->dv[0].n_params;
@@ -448,18 +453,11 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                     if (!n) continue;
                     const int32_t j = cols[e];
                     __builtin_prefetch(prow + (int64_t)j * np);
+                    __builtin_prefetch(prow + (int64_t)j * np + np - 1); /* its last parameter: maybe the next line */
                     __builtin_prefetch(wrow + j);
                     ev[E++] = (event_t){j, (int16_t)n, (int16_t)((dneg == (int)(xw >> 63)) ^ jb->flip)};
                 }
             }
-        }
-        if (gi + 1 < i1 && K * np >= 8192 && 4 * E >= K) {
-            /* A long row with many pulses: the next row's parameters and
-             * weights on their way to L2 while this one's pulses are applied
-             * (a sparse row, a transfer's few pulses, fetches nothing ahead). */
-            const char *pn = (const char *)(prow + K * np), *wn = (const char *)(wrow + K);
-            for (int64_t off = 0; off < K * np * (int64_t)sizeof(float); off += 64) __builtin_prefetch(pn + off);
-            for (int64_t off = 0; off < K * (int64_t)sizeof(float); off += 64) __builtin_prefetch(wn + off, 1);
         }
         flush(jb, ev, E, wrow, trow, prow, rng);
     }

@@ -108,12 +108,21 @@ static float finish(uint64_t *s, uint32_t u) {
 }
 
 /* One standard normal from state s: the attempt is the high half of one
- * output, finished from s itself when rejected. */
-static inline float standard_normal(uint64_t *s) {
+ * output, finished from s itself when rejected. The rare finish works on a
+ * copy, so that a caller's local state never escapes and can stay in
+ * registers (one draw then waits for the previous one's few register
+ * operations, not for a store and a load of the state). */
+static inline __attribute__((always_inline)) float standard_normal(uint64_t *s) {
     const uint32_t u = (uint32_t)(next64(s) >> 32);
     const uint32_t layer = u & (LAYERS - 1), j = u >> 9;
     if (j < K[layer]) return flip((float)j * W[layer], u);
-    return finish(s, u);
+    uint64_t t[4] = {s[0], s[1], s[2], s[3]};
+    const float z = finish(t, u);
+    s[0] = t[0];
+    s[1] = t[1];
+    s[2] = t[2];
+    s[3] = t[3];
+    return z;
 }
 
 #endif
