@@ -44,6 +44,7 @@ from torch import Tensor
 
 from fxanalog.config import InputRangeParameter, IOParameters
 from fxanalog.geometry import TileGeometry, fold_samples, piece_index, unfold_samples
+from fxanalog.ops import tile_mvm as tile_mvm_op
 from fxanalog.ops.tile_mvm import NO_UPDATE
 from fxanalog.ops.tile_mvm_torch import compute_dtype
 from fxanalog.ops.tile_record import active_ddp_group
@@ -207,7 +208,7 @@ def input_range_mvm(x: Tensor, tiles: Tensor, ir: Optional[Tensor], geometry: Ti
         xr = xs[:, :, col : col + count * size].reshape(G, B, count, size).permute(0, 2, 1, 3).reshape(G * count, B, size)
         tr = tiles[:, first : first + count, :size].reshape(G * count, 1, size, N)
         cs = None if ps is None else ps[:, first : first + count].reshape(-1)
-        y = torch.ops.fxanalog.tile_mvm(xr, tr, [size], out_sizes, cs, None, *packed_io, NO_UPDATE)
+        y = tile_mvm_op.mvm(xr, tr, [size], out_sizes, cs, None, *packed_io, NO_UPDATE)
         parts.append(y.reshape(G, count, B, N))
         col += count * size
     y = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # (G, n, B, N)

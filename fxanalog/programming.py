@@ -21,6 +21,7 @@ from fxanalog import _rng
 from fxanalog.config import BaseDriftCompensation, BaseNoiseModel, IOParameters, NoiseManagementType
 from fxanalog.geometry import TileGeometry, layout_tiles, per_output, unlayout_tiles
 from fxanalog.ops.io import TileIO
+from fxanalog.ops import tile_mvm as tile_mvm_op
 from fxanalog.ops.tile_mvm import NO_UPDATE
 
 __all__ = ["Reader", "ProgrammedState", "program", "drift", "compensation", "identity_read", "probe_plan",
@@ -40,7 +41,7 @@ class Reader:
     def mvm(self, x: Tensor, tiles: Tensor, col_scale: Optional[Tensor] = None) -> Tensor:
         p = tiles.shape[2]
         fwd, bwd = self.packed_io
-        return torch.ops.fxanalog.tile_mvm(x, tiles, [p], list(self.geometry.out_sizes), col_scale, None, fwd, bwd,
+        return tile_mvm_op.mvm(x, tiles, [p], list(self.geometry.out_sizes), col_scale, None, fwd, bwd,
                                            NO_UPDATE)
 
     @property

@@ -46,6 +46,8 @@ from fxanalog.config import config_from_dict, config_to_dict
 from fxanalog.geometry import TileGeometry, fold_samples, per_output, piece_index, unfold_samples
 from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
 from fxanalog.ops.io import TileIO
+from fxanalog.ops import tile_mvm as tile_mvm_op
+from fxanalog.ops import tile_update as tile_update_op
 from fxanalog.ops.tile_mvm import NO_UPDATE, check_transforms, scripting_error
 from fxanalog.ops.tile_mvm_torch import apply_digital, compute_dtype
 from fxanalog.ops.tile_record import register_recorder
@@ -198,7 +200,8 @@ class AnalogTile(nn.Module):
                 return c[1]
         tw = self.tile_weight(w)
         t = self.geometry.layout(tw.to(compute_dtype(tw.dtype)))
-        self._tiles_cache = (key, t) if cacheable else None
+        if cacheable or self._tiles_cache is not None:  # (nn.Module's setattr is slow: not on every call)
+            self._tiles_cache = (key, t) if cacheable else None
         return t
 
     def _modifier_acts(self) -> bool:
@@ -284,9 +287,9 @@ class AnalogTile(nn.Module):
                                 (forward_io, backward_io), samples=S, piece_scale=pieces)
             y = apply_digital(y, col, op_bias).to(x.dtype)
         else:
-            y = torch.ops.fxanalog.tile_mvm(fold_samples(x, S), tiles, list(self.geometry.in_sizes),
-                                            list(self.geometry.out_sizes), _repeat_groups(col, S),
-                                            _repeat_groups(op_bias, S), forward_io, backward_io, self._update_key)
+            y = tile_mvm_op.mvm(fold_samples(x, S), tiles, list(self.geometry.in_sizes),
+                                list(self.geometry.out_sizes), _repeat_groups(col, S),
+                                _repeat_groups(op_bias, S), forward_io, backward_io, self._update_key)
             y = unfold_samples(y, S)
         if learn:
             y = y * per_output(self.out_scaling_alpha.to(y.dtype), N, "result")
@@ -479,7 +482,7 @@ class AnalogTile(nn.Module):
             tw = st.persistent_weight
         else:
             tw = w.detach() if direct else self.to_tile_units(w.detach()).float().clone()
-        touched = torch.ops.fxanalog.tile_update(
+        touched = tile_update_op.update(
             tw, x.float(), d.float(), st.params, float(lr), pack_update(up), pack_rule(st.rule),
             list(self.geometry.in_sizes), list(self.geometry.out_sizes))
         if hidden:  # the visible weights: hidden ones plus fresh write noise where pulsed
@@ -704,7 +707,7 @@ class AnalogTile(nn.Module):
         st = self.device_state
         up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(self.rpu_config.device))
         w = w_cur.clone()
-        torch.ops.fxanalog.tile_update(w, x, d, st.params, 1.0, pack_update(up), pack_rule(st.rule),
+        tile_update_op.update(w, x, d, st.params, 1.0, pack_update(up), pack_rule(st.rule),
                                        list(self.geometry.in_sizes), list(self.geometry.out_sizes))
         return w
 

@@ -134,3 +134,90 @@ def test_in_place_activation_after_one_piece_layers_trains():
         yb.square().sum().backward()
         for pa, pb in zip(a.parameters(), b.parameters()):
             assert pa.grad is not None and torch.equal(pa.grad, pb.grad)
+
+
+# --------------------------------------------------------------------------
+# The eager fast path (fxanalog.ops.dispatch.plain_eager)
+
+
+def _noisy_args(requires_grad, update_key=-1):
+    io = InferenceRPUConfig().forward  # noisy, quantized, bounded
+    x, tiles, ins, outs, col, bias, fio, _, _ = _args(io, requires_grad=requires_grad)
+    return x, tiles, ins, outs, col, bias, fio, TileIO.pack(InferenceRPUConfig().backward), update_key
+
+
+def test_eager_path_is_the_op_draw_for_draw():
+    """The direct call (``mvm`` in plain eager mode) and the op through the
+    dispatcher run the same functions: under one seed the same output, and
+    the same input, weight and bias gradients (through the noisy backward)."""
+    from fxanalog.ops.tile_mvm import mvm
+
+    results = []
+    for call in (mvm, torch.ops.fxanalog.tile_mvm):
+        args = _noisy_args(requires_grad=True)
+        torch.manual_seed(5)
+        y = call(*args)
+        (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+        results.append((y.detach(), args[0].grad, args[1].grad, args[5].grad))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    assert results[0][0].abs().sum() > 0 and results[0][1].abs().sum() > 0
+
+
+def test_eager_path_records_for_the_update_as_the_op():
+    """A recording call hands the same (x, d) to its tile either way."""
+    from fxanalog.ops.tile_mvm import mvm
+    from fxanalog.ops.tile_record import register_recorder
+
+    seen = []
+    key = register_recorder(lambda x, d: seen.append((x.clone(), d.clone())))
+    for call in (mvm, torch.ops.fxanalog.tile_mvm):
+        args = _noisy_args(requires_grad=False, update_key=key)
+        tiles = args[1].detach().requires_grad_(True)
+        torch.manual_seed(6)
+        call(args[0], tiles, *args[2:]).sum().backward()
+    (x1, d1), (x2, d2) = seen
+    assert torch.equal(x1, x2) and torch.equal(d1, d2) and d1.abs().sum() > 0
+
+
+def test_tracers_and_modes_see_the_op():
+    """Under fx tracing, a dispatch mode (make_fx), a torch function mode,
+    fake tensors and torch.func.vmap the call goes through the op, so the
+    traced graph holds fxanalog::tile_mvm and not its decomposition."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.overrides import TorchFunctionMode
+
+    from fxanalog.ops import dispatch
+    from fxanalog.ops.tile_mvm import mvm
+
+    args = _noisy_args(requires_grad=False)
+    x, tiles = args[0], args[1]
+    assert dispatch.plain_eager(x, tiles, None)
+
+    def f(x, tiles):
+        return mvm(x, tiles, *args[2:])
+
+    gm = make_fx(f)(x, tiles)
+    targets = {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
+    assert any("fxanalog.tile_mvm" in t for t in targets), targets
+
+    class Call(torch.nn.Module):
+        def forward(self, x, tiles):
+            return f(x, tiles)
+
+    traced = torch.fx.symbolic_trace(Call())  # fx proxies are not plain tensors
+    assert any(n.op == "call_function" and "fxanalog.tile_mvm" in str(n.target) for n in traced.graph.nodes)
+
+    class Mode(TorchFunctionMode):
+        def __torch_function__(self, func, types, a=(), kw=None):
+            return func(*a, **(kw or {}))
+
+    with Mode():
+        assert not dispatch.plain_eager(x, tiles)
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode() as mode:
+        assert not dispatch.plain_eager(mode.from_tensor(x), mode.from_tensor(tiles))
+    seen = []
+    torch.func.vmap(lambda xi: seen.append(dispatch.plain_eager(xi)) or xi)(x)
+    assert seen == [False]

@@ -8,6 +8,16 @@ any device) and may register a ``triton`` one with a ``supports`` check.
   accepts the arguments and the torch path is not forced;
 * ``torch`` otherwise.
 
+How a call reaches an op: in plain eager mode (``plain_eager``) the
+callers run the op's own Python function directly (and ``tile_mvm`` its
+autograd through a ``torch.autograd.Function``), since the dispatcher's
+wrapper of a Python custom op costs tens of microseconds a call, as much
+as a small tile's whole MVM; whenever something may be tracing or
+intercepting (torch.compile, torch.export, fx, fake tensors, torch.func,
+torch function or dispatch modes, tensor subclasses) they call
+``torch.ops.fxanalog.*``, so that it sees the op. Both run the same
+functions: only the wrapper differs.
+
 ``force_implementation("torch")`` (or ``FXANALOG_FORCE_TORCH=1``) sends
 everything to the torch path; ``force_implementation("triton")`` sends
 whatever Triton supports to it even on CPU, which needs Triton's
@@ -26,7 +36,7 @@ from typing import Callable, Optional
 import torch
 
 __all__ = ["Implementation", "register", "select", "force_implementation", "forced_implementation",
-           "triton_available"]
+           "triton_available", "plain_eager"]
 
 IMPLEMENTATIONS = ("torch", "triton")
 
@@ -98,3 +108,16 @@ def select(op: str, tensor: torch.Tensor, *args) -> Implementation:
         if (tensor.is_cuda or forced == "triton") and triton.accepts(*args):
             return triton
     return impls["torch"]
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def plain_eager(*tensors) -> bool:
+    """Whether a call with these arguments (tensors or None) may run an op's
+    function directly: plain tensors (not a subclass, a fake tensor or an fx
+    proxy), and no torch.compile or export tracing, torch.func transform,
+    torch function mode or dispatch mode active."""
+    return (all(t is None or type(t) in _PLAIN for t in tensors) and not torch.compiler.is_compiling()
+            and not torch._C._are_functorch_transforms_active() and not torch._C._is_torch_function_mode_enabled()
+            and torch._C._len_torch_dispatch_stack() == 0)

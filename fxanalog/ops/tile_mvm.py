@@ -45,9 +45,9 @@ from fxanalog.geometry import layout_tiles, per_output, unlayout_tiles
 from fxanalog.ops import dispatch
 from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm_torch import compute_dtype, tile_forward
-from fxanalog.ops.tile_record import note_ddp_group
+from fxanalog.ops.tile_record import note_ddp_group, record
 
-__all__ = ["tile_mvm", "forward", "NO_UPDATE", "check_transforms", "scripting_error"]
+__all__ = ["tile_mvm", "mvm", "forward", "NO_UPDATE", "check_transforms", "scripting_error"]
 
 NO_UPDATE = -1  # update_key of a call whose (x, d) no tile records
 
@@ -66,10 +66,7 @@ def forward(x: Tensor, tiles: Tensor, in_sizes: Sequence[int], out_sizes: Sequen
     return impl.function(x, tiles, in_sizes, out_sizes, io, col_scale, bias)
 
 
-@torch.library.custom_op(
-    "fxanalog::tile_mvm", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,)
-)
-def tile_mvm(
+def _tile_mvm(
     x: Tensor,
     tiles: Tensor,
     in_sizes: list[int],
@@ -83,6 +80,10 @@ def tile_mvm(
     y = forward(x, tiles, in_sizes, out_sizes, TileIO.unpack(forward_io), col_scale, bias)
     # A fresh tensor, never a view of another: the caller may modify it in place.
     return y.to(x.dtype) if y.dtype != x.dtype else y
+
+
+tile_mvm = torch.library.custom_op("fxanalog::tile_mvm", mutates_args=(),
+                                   tags=(torch.Tag.nondeterministic_seeded,))(_tile_mvm)
 
 
 @tile_mvm.register_fake
@@ -117,7 +118,7 @@ def _backward(ctx, grad):
     if col_scale is not None:
         d = d * per_output(col_scale.to(ct), N, "result")
     if ctx.update_key != NO_UPDATE:
-        torch.ops.fxanalog.tile_record(x, d, ctx.update_key)
+        record(x, d, ctx.update_key)
     grad_x = grad_tiles = grad_bias = None
     if ctx.needs_input_grad[0]:
         grad_x = _transposed_mvm(d, tiles, ctx.in_sizes, ctx.out_sizes, bio).to(x.dtype)
@@ -143,6 +144,38 @@ def _transposed_mvm(d: Tensor, tiles: Tensor, in_sizes: Sequence[int], out_sizes
 
 
 tile_mvm.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerTileMVM(torch.autograd.Function):
+    """``fxanalog::tile_mvm`` in plain eager mode without the dispatcher: the
+    op's own forward, context and backward (the functions registered above),
+    called by ``torch.autograd.Function`` directly. The op's wrapper costs
+    tens of microseconds a call (argument defaults, the autograd wrapper's
+    checks, a redispatch), as much as a small tile's whole MVM."""
+
+    @staticmethod
+    def forward(ctx, x, tiles, in_sizes, out_sizes, col_scale, bias, forward_io, backward_io, update_key):
+        inputs = (x, tiles, in_sizes, out_sizes, col_scale, bias, forward_io, backward_io, update_key)
+        y = _tile_mvm(*inputs)
+        _setup_context(ctx, inputs, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _backward(ctx, grad)
+
+
+def mvm(x: Tensor, tiles: Tensor, in_sizes: list[int], out_sizes: list[int], col_scale: Optional[Tensor],
+        bias: Optional[Tensor], forward_io: list[float], backward_io: list[float], update_key: int) -> Tensor:
+    """``torch.ops.fxanalog.tile_mvm(...)``, the same arguments and result:
+    in plain eager mode (``dispatch.plain_eager``) the op's functions run
+    directly (``_EagerTileMVM``); otherwise the op is called, so that
+    tracers, fake tensors and transforms see it."""
+    if dispatch.plain_eager(x, tiles, col_scale, bias):
+        return _EagerTileMVM.apply(x, tiles, in_sizes, out_sizes, col_scale, bias, forward_io, backward_io,
+                                   update_key)
+    return torch.ops.fxanalog.tile_mvm(x, tiles, in_sizes, out_sizes, col_scale, bias, forward_io, backward_io,
+                                       update_key)
 
 
 def check_transforms(where: str) -> None:

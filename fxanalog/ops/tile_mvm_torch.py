@@ -207,7 +207,7 @@ def tile_forward(
     alpha = _input_scale(xp, io, pidx, x)  # (G, B, n)
     zero_piece = None
     alpha_dac, x_dac = alpha, xp  # what the DAC divides: x / alpha
-    if not bool((alpha >= TINY_SCALE).all()):  # rare: zero, negative (MAX), tiny or NaN scales
+    if not float(alpha.min()) >= TINY_SCALE:  # rare: zero, negative (MAX), tiny or NaN scales
         # An all-zero batch of a piece gives zero (aihwkit skips such a tile).
         zero_piece = (alpha == 0).all(dim=1, keepdim=True) if io.gate_zero_pieces else None
         alpha = torch.where(alpha > 0, alpha, torch.ones_like(alpha))
@@ -280,10 +280,11 @@ def _bound_management(
     bound = io.out_bound_steps
     level = io.out_sat
     mn, mx = torch.aminmax(y)  # a full reduction: far faster than per row
+    mn, mx = float(mn), float(mx)  # (NaN compares False, as the tensor comparisons did)
     lim = min(bound, level)
-    if not bool((mx > lim) | (mn < -lim)):
+    if not (mx > lim or mn < -lim):
         return
-    has_inf = bool((mx == math.inf) | (mn == -math.inf))
+    has_inf = mx == math.inf or mn == -math.inf
     if not io.iterative_bound_management:
         _clip_(y, bound, has_inf)
         return

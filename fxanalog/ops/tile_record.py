@@ -36,7 +36,9 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["tile_record", "register_recorder", "active_ddp_group", "note_ddp_group", "ddp_group_of"]
+from fxanalog.ops.dispatch import plain_eager
+
+__all__ = ["tile_record", "record", "register_recorder", "active_ddp_group", "note_ddp_group", "ddp_group_of"]
 
 _RECORDERS: dict[int, "weakref.ReferenceType[Callable[[Tensor, Tensor], None]]"] = {}
 _KEYS = itertools.count()
@@ -64,6 +66,8 @@ def note_ddp_group(key: int) -> None:
     """Called by a training forward of ``fxanalog::tile_mvm`` with
     ``update_key = key``: remember whether it ran inside a DDP module's
     forward, and in which process group (``ddp_group_of``)."""
+    if not _DDP_GROUPS and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return  # no process group: nothing to note, nothing noted before
     ref = _RECORDERS.get(key)
     recorder = None if ref is None else ref()
     owner = getattr(recorder, "__self__", None)
@@ -95,13 +99,24 @@ def register_recorder(recorder: Callable[[Tensor, Tensor], None]) -> int:
     return key
 
 
-@torch.library.custom_op("fxanalog::tile_record", mutates_args=())
-def tile_record(x: Tensor, d: Tensor, key: int) -> None:
+def _tile_record(x: Tensor, d: Tensor, key: int) -> None:
     ref = _RECORDERS.get(key)
     recorder = None if ref is None else ref()
     if recorder is None:
         raise RuntimeError(f"fxanalog::tile_record: no tile is registered under key {key} (was it deleted?)")
     recorder(x.detach(), d.detach())
+
+
+tile_record = torch.library.custom_op("fxanalog::tile_record", mutates_args=())(_tile_record)
+
+
+def record(x: Tensor, d: Tensor, key: int) -> None:
+    """``torch.ops.fxanalog.tile_record(x, d, key)``; in plain eager mode
+    (``dispatch.plain_eager``) its function, directly."""
+    if plain_eager(x, d):
+        _tile_record(x, d, key)
+    else:
+        torch.ops.fxanalog.tile_record(x, d, key)
 
 
 @tile_record.register_fake

@@ -31,7 +31,7 @@ from fxanalog.ops import dispatch
 from fxanalog.ops.tile_update_torch import tile_update as torch_tile_update
 from fxanalog.ops.tile_update_torch import unpack_rule, unpack_update
 
-__all__ = ["tile_update"]
+__all__ = ["tile_update", "update"]
 
 dispatch.register("tile_update", "torch", torch_tile_update)
 if dispatch.triton_available():
@@ -40,9 +40,8 @@ if dispatch.triton_available():
     dispatch.register("tile_update", "triton", _triton.launch, supports=_triton.supports)
 
 
-@torch.library.custom_op("fxanalog::tile_update", mutates_args=("weights",), tags=(torch.Tag.nondeterministic_seeded,))
-def tile_update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float, update: list[float],
-                device: list[float], in_sizes: list[int], out_sizes: list[int]) -> Tensor:
+def _tile_update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float, update: list[float],
+                 device: list[float], in_sizes: list[int], out_sizes: list[int]) -> Tensor:
     up, rule = unpack_update(update), unpack_rule(device)
     devices = len(rule) if isinstance(rule, tuple) else 1
     if weights.dim() != (4 if isinstance(rule, tuple) else 3) or (devices > 1 and weights.shape[0] != devices):
@@ -50,6 +49,20 @@ def tile_update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float
                          "device rules: expected (G, N, K) with one rule or (D, G, N, K) with D rules")
     impl = dispatch.select("tile_update", weights, weights, x, d, lr, up, rule, in_sizes, out_sizes)
     return impl.function(weights, x, d, lr, up, rule, params, in_sizes, out_sizes)
+
+
+tile_update = torch.library.custom_op("fxanalog::tile_update", mutates_args=("weights",),
+                                      tags=(torch.Tag.nondeterministic_seeded,))(_tile_update)
+
+
+def update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float, update: list[float],
+           device: list[float], in_sizes: list[int], out_sizes: list[int]) -> Tensor:
+    """``torch.ops.fxanalog.tile_update(...)``, the same arguments, effect
+    and result; in plain eager mode (``dispatch.plain_eager``) the op's
+    function, directly."""
+    if dispatch.plain_eager(weights, x, d, params):
+        return _tile_update(weights, x, d, params, lr, update, device, in_sizes, out_sizes)
+    return torch.ops.fxanalog.tile_update(weights, x, d, params, lr, update, device, in_sizes, out_sizes)
 
 
 @tile_update.register_fake
