@@ -230,9 +230,20 @@ typedef struct {
     manage_t um;
 } job_t;
 
-static inline float max_abs(float m, float v) { /* inline, unlike fmaxf; NaN propagates as in torch's amax */
-    const float a = fabsf(v);
-    return (a > m || a != a) ? a : m;
+/* max |v[k]| over n floats; a NaN if any is NaN (as torch's amax). On the
+ * bits: |v| as an unsigned integer orders as the number does, and every
+ * NaN's bits exceed infinity's, so the integer max (which vectorizes) is it. */
+static inline float max_abs_run(const float *v, int64_t n) {
+    uint32_t m = 0;
+    for (int64_t k = 0; k < n; k++) {
+        uint32_t b;
+        memcpy(&b, v + k, sizeof b);
+        b &= 0x7fffffffu;
+        m = b > m ? b : m;
+    }
+    float r;
+    memcpy(&r, &m, sizeof r);
+    return r;
 }
 
 static int management(const job_t *jb, int64_t r0, int64_t r1) { /* rows of (G * B) */
@@ -240,16 +251,10 @@ static int management(const job_t *jb, int64_t r0, int64_t r1) { /* rows of (G *
     float *x_max = malloc((size_t)(n_in + n_out) * sizeof(float)), *d_max = x_max + n_in;
     if (!x_max) return -1;
     for (int64_t gb = r0; gb < r1; gb++) {
-        for (int64_t p = 0; p < n_in; p++) {
-            float m = 0.0f;
-            for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) m = max_abs(m, jb->x[gb * K + j]);
-            x_max[p] = m;
-        }
-        for (int64_t o = 0; o < n_out; o++) {
-            float m = 0.0f;
-            for (int64_t i = jb->out_starts[o]; i < jb->out_starts[o + 1]; i++) m = max_abs(m, jb->d[gb * N + i]);
-            d_max[o] = m;
-        }
+        for (int64_t p = 0; p < n_in; p++)
+            x_max[p] = max_abs_run(jb->x + gb * K + jb->in_starts[p], jb->in_starts[p + 1] - jb->in_starts[p]);
+        for (int64_t o = 0; o < n_out; o++)
+            d_max[o] = max_abs_run(jb->d + gb * N + jb->out_starts[o], jb->out_starts[o + 1] - jb->out_starts[o]);
         for (int64_t o = 0; o < n_out; o++)
             for (int64_t p = 0; p < n_in; p++) {
                 const int64_t k = (gb * n_out + o) * n_in + p;

@@ -634,6 +634,32 @@ def test_native_kernel_applies_the_same_pulses_as_the_python_loop(device):
     torch.testing.assert_close(results[0][0], results[1][0], atol=0 if exact else 1e-7, rtol=0)
 
 
+@pytest.mark.skipif(tile_update_torch.native is None, reason="the C extension was not built")
+def test_native_kernel_rows_with_nan_and_inf_as_the_python_loop():
+    """A batch row whose x holds a NaN, one with an infinite x and one with
+    an infinite d (trains drawn from them): the C kernel (its row maxima an
+    integer max over the bits of |v|, NaN above infinity) and the Python
+    loop apply the same pulses."""
+    torch.manual_seed(11)
+    dev = ConstantStepDevice(dw_min_std=0.0)
+    rule = rule_of(dev)
+    G, B, N, K = 1, 6, 7, 9
+    x, d = torch.randn(G, B, K), torch.randn(G, B, N) * 0.05
+    x[0, 1, 3] = float("nan")
+    x[0, 2, 0] = float("inf")
+    d[0, 4, 5] = -float("inf")
+    st = draw_state(dev, (G, N, K))
+    up = PulsedUpdate.of(UpdateParameters(), 1e-3)
+    trains = pulse_trains(x, d, 0.5, up, [K], [N])[:2]
+    results = []
+    for native in (True, False):
+        w = torch.zeros(G, N, K)
+        touched = tile_update(w, x, d, 0.5, up, rule, st, [K], [N], trains=trains, use_native=native)
+        results.append((w, touched))
+    assert torch.equal(results[0][1], results[1][1]) and bool(results[0][1].any())
+    torch.testing.assert_close(results[0][0], results[1][0], atol=0, rtol=0, equal_nan=True)
+
+
 def test_soft_bounds_reference_device():
     """SoftBoundsReferenceDevice: r = reference_mean + reference_std xi (plus
     the symmetry point, where dw+ (1 - w*/b_max) = dw- (1 - w*/b_min));

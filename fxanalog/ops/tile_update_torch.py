@@ -371,6 +371,12 @@ def pack_update(up: PulsedUpdate) -> list[float]:
 
 
 def unpack_update(v: Sequence[float]) -> PulsedUpdate:
+    """``pack_update``'s inverse (cached per list: an optimizer step unpacks the same one every time)."""
+    return _unpack_update(tuple(v))
+
+
+@functools.lru_cache(maxsize=256)
+def _unpack_update(v: tuple) -> PulsedUpdate:
     return PulsedUpdate(int(v[0]), bool(v[1]), bool(v[2]), bool(v[3]), float(v[4]), float(v[5]), bool(v[6]),
                         _PULSE_TYPES[int(v[7])], float(v[8]), float(v[9]), float(v[10]))
 
@@ -387,9 +393,14 @@ _INT_FIELDS = ("kind", "route")  # the rest: bool or float by their annotation
 
 
 def unpack_rule(v: Sequence[float]):
-    """``pack_rule``'s inverse: one ``DeviceRule``, or a tuple for a stack."""
+    """``pack_rule``'s inverse: one ``DeviceRule``, or a tuple for a stack (cached per list)."""
+    return _unpack_rule(tuple(v))
+
+
+@functools.lru_cache(maxsize=256)
+def _unpack_rule(v: tuple):
     if len(v) > _RULE_LEN:
-        return tuple(unpack_rule(v[k:k + _RULE_LEN]) for k in range(0, len(v), _RULE_LEN))
+        return tuple(_unpack_rule(v[k:k + _RULE_LEN]) for k in range(0, len(v), _RULE_LEN))
     kw = {}
     for f, value in zip(fields(DeviceRule), v):
         kw[f.name] = int(value) if f.name in _INT_FIELDS else (bool(value) if f.type in ("bool", bool) else float(value))
