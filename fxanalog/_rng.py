@@ -178,6 +178,9 @@ def _chunked(flat: Tensor, std: Optional[float]) -> None:
     chunk, with the native generator."""
     chunks = -(-flat.numel() // CHUNK)
     words = torch.randint(0, 2**32, (chunks, _NATIVE_WORDS), dtype=torch.int64)  # from the default generator
+    if chunks == 1:  # one chunk: drawn here, without the job's bookkeeping (the same numbers)
+        _native_draw(words, std)(0, flat)
+        return
     job = _Job(flat, chunks, _native_draw(words, std))
     threads = min(torch.get_num_threads(), chunks)
     if threads > 1:
