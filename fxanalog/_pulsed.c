@@ -319,6 +319,18 @@ static int input_trains(const job_t *jb, int64_t r0, int64_t r1) { /* rows r of 
             const int bl = jb->bl[k];
             if (bl <= 0) continue;
             const float scale = jb->bx[k];
+            if (bl == 1 && W == 1 && !given && !(jb->res > 0.0f)) {
+                /* One slot (the common case): train()'s draws without its
+                 * loop, the line listed without a branch on its coin. */
+                for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) {
+                    const float pj = scale * fabsf(x[j]);
+                    const int fired = pj > 0.0f && (pj >= 1.0f || pj > uniform24(rng));
+                    cols[count] = (int32_t)j;
+                    words[count] = 1 | (x[j] < 0.0f ? (int64_t)NEG_BIT : 0);
+                    count += fired;
+                }
+                continue;
+            }
             for (int64_t j = jb->in_starts[p]; j < jb->in_starts[p + 1]; j++) {
                 if (given) {
                     buf[0] = (uint64_t)given[j];
@@ -448,6 +460,16 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                         return -1;
                     }
                     ev = grown;
+                }
+                if (bl == 1 && W == 1) { /* one slot: every listed input line meets the error line once */
+                    for (int32_t e = offsets[p]; e < offsets[p + 1]; e++) {
+                        const int32_t j = cols[e];
+                        __builtin_prefetch(prow + (int64_t)j * np);
+                        __builtin_prefetch(prow + (int64_t)j * np + np - 1);
+                        __builtin_prefetch(wrow + j);
+                        ev[E++] = (event_t){j, 1, (int16_t)((dneg == (int)((uint64_t)words[e] >> 63)) ^ jb->flip)};
+                    }
+                    continue;
                 }
                 const uint64_t d0 = dword[0] & SLOT_BITS;
                 for (int32_t e = offsets[p]; e < offsets[p + 1]; e++) {
