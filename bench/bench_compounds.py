@@ -2,8 +2,8 @@
 
 The protocol of ``bench/bench_training.py`` (one step, forward, backward and
 optimizer step, of one linear layer, batch 64, x ~ N(0, 1), a random
-target, MSE loss, learning rate 0.1, CPU with 2 threads, best of
-``--repeat`` round-robin) for a 2048 x 2048 layer (4 x 4 tiles of 512 x 512)
+target, MSE loss, learning rate 0.1, CPU with 2 threads, ``--repeat``
+round-robin runs, medians) for a 2048 x 2048 layer (4 x 4 tiles of 512 x 512)
 on default ``SoftBoundsDevice`` devices:
 
 - digital: ``nn.Linear`` + ``torch.optim.SGD`` (the baseline of every ratio);
@@ -15,7 +15,7 @@ on default ``SoftBoundsDevice`` devices:
 - mixed precision: ``DigitalRankUpdateRPUConfig(device=MixedPrecisionCompound(...))``
   (every row of chi transferred after every batch).
 
-Run: python bench/bench_compounds.py [--threads 2] [--repeat 7] [--size 2048]
+Run: python bench/bench_compounds.py [--threads 2] [--repeat 21] [--size 2048]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import statistics
 import sys
 
 import torch
@@ -30,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_training import best_round_robin  # noqa: E402
+from bench_training import round_robin  # noqa: E402
 
 from fxanalog import (  # noqa: E402
     DigitalRankUpdateRPUConfig,
@@ -76,19 +77,22 @@ def steps(n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=21)
     ap.add_argument("--size", type=int, default=2048)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     n = args.size
     print(f"one training step of a {n} x {n} layer, batch 64, lr 0.1, SoftBounds devices, {args.threads} threads, "
           f"torch {torch.__version__}")
-    best = best_round_robin(steps(n), args.repeat)
-    base = best["digital"]
-    print(f"{'case':>30} | {'ms':>8} | {'/ digital':>9}")
-    print("-" * 54)
-    for name, t in best.items():
-        print(f"{name:>30} | {t * 1e3:8.2f} | {t / base:8.2f}x")
+    times = round_robin(steps(n), args.repeat)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best = {k: min(v) for k, v in times.items()}
+    print(f"{'case':>30} | {'ms':>8} | {'/ digital':>9} | {'best':>6}")
+    print("-" * 63)
+    for name in times:
+        print(f"{name:>30} | {med[name] * 1e3:8.2f} | {med[name] / med['digital']:8.2f}x | "
+              f"{best[name] / best['digital']:5.2f}x")
+    print("ms: medians of the round-robin runs; / digital: of the medians; best: of the best runs")
     print("target: TransferCompound at most 3x the digital step")
 
 

@@ -15,9 +15,10 @@ For 512 x 512 and 2048 x 2048 layers and ConstantStep and SoftBounds devices
 ratio to it (target: at most 2x), then where the analog step's time goes
 (forward, backward, the pulsed update's kernel: management, pulse trains and
 pulses, and the rest of the optimizer step). The cases are timed round-robin,
-best of ``--repeat``, so that a busy moment slows them alike.
+``--repeat`` runs each, so that a busy moment slows them alike; the ratio is
+that of the medians (and of the best runs, which one lucky run can move).
 
-Run: python bench/bench_training.py [--threads 2] [--repeat 7]
+Run: python bench/bench_training.py [--threads 2] [--repeat 41]
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import statistics
 import sys
 import time
 
@@ -55,16 +57,27 @@ def make_case(n: int, device):
     return functools.partial(step, digital, opt_d), functools.partial(step, analog, opt_a), (analog, opt_a, x, target)
 
 
-def best_round_robin(fns: dict, repeat: int) -> dict:
-    for fn in fns.values():  # warm-up
-        fn()
-    best = {k: float("inf") for k in fns}
+def round_robin(fns: dict, repeat: int) -> dict:
+    """The times of ``repeat`` calls of every function, taken in turn (so a
+    busy moment of the machine slows them alike), after a warm-up."""
+    for _ in range(3):
+        for fn in fns.values():
+            fn()
+    times = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
             t = time.perf_counter()
             fn()
-            best[k] = min(best[k], time.perf_counter() - t)
-    return best
+            times[k].append(time.perf_counter() - t)
+    return times
+
+
+def best_round_robin(fns: dict, repeat: int) -> dict:
+    return {k: min(v) for k, v in round_robin(fns, repeat).items()}
+
+
+def median_round_robin(fns: dict, repeat: int) -> dict:
+    return {k: statistics.median(v) for k, v in round_robin(fns, repeat).items()}
 
 
 def breakdown(analog, opt, x, target, repeat: int) -> dict:
@@ -105,25 +118,29 @@ def breakdown(analog, opt, x, target, repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=41)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     native = "C kernel" if update_torch.native is not None else "Python loop (no C extension)"
     if update_torch.native is not None:
         native += " on OpenMP threads" if update_torch.native.openmp() else " on POSIX threads"
     print(f"one training step, batch 64, lr 0.1, {args.threads} threads, torch {torch.__version__}, pulses: {native}")
-    print(f"{'layer':>11} | {'device':>12} | {'digital ms':>10} | {'analog ms':>9} | {'analog/digital':>14} | "
-          f"fwd / bwd / update kernel / rest of step (ms)")
-    print("-" * 118)
+    print(f"{'layer':>11} | {'device':>12} | {'digital ms':>10} | {'analog ms':>9} | {'ratio':>6} | {'best':>6} | "
+          f"fwd / bwd / update kernel / rest of step (ms, best)")
+    print("-" * 122)
     for n in (512, 2048):
         for name, device in (("ConstantStep", ConstantStepDevice()), ("SoftBounds", SoftBoundsDevice())):
             dig, ana, parts = make_case(n, device)
-            best = best_round_robin({"digital": dig, "analog": ana}, args.repeat)
+            times = round_robin({"digital": dig, "analog": ana}, args.repeat)
+            med = {k: statistics.median(v) for k, v in times.items()}
+            best = {k: min(v) for k, v in times.items()}
             b = breakdown(*parts, repeat=args.repeat)
             rest = b["step"] - b["update"]
-            print(f"{f'{n}x{n}':>11} | {name:>12} | {best['digital'] * 1e3:10.2f} | {best['analog'] * 1e3:9.2f} | "
-                  f"{best['analog'] / best['digital']:13.2f}x | {b['forward'] * 1e3:.2f} / {b['backward'] * 1e3:.2f} / "
-                  f"{b['update'] * 1e3:.2f} / {rest * 1e3:.2f}", flush=True)
+            print(f"{f'{n}x{n}':>11} | {name:>12} | {med['digital'] * 1e3:10.2f} | {med['analog'] * 1e3:9.2f} | "
+                  f"{med['analog'] / med['digital']:5.2f}x | {best['analog'] / best['digital']:5.2f}x | "
+                  f"{b['forward'] * 1e3:.2f} / {b['backward'] * 1e3:.2f} / {b['update'] * 1e3:.2f} / {rest * 1e3:.2f}",
+                  flush=True)
+    print("times: medians of the round-robin runs; ratio: of the medians; best: of the best runs")
     print("target: analog step at most 2x the digital step")
 
 
