@@ -38,6 +38,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
@@ -302,6 +303,34 @@ def _starts(sizes: tuple) -> Tensor:
     return torch.tensor([0, *itertools.accumulate(sizes)], dtype=torch.int32)
 
 
+_WORKSPACES = threading.local()
+_WORKSPACE_KEEP = 1 << 20  # bytes
+
+
+def _workspace(G: int, B: int, n_out: int, n_in: int, K: int, words: int) -> tuple[tuple, tuple]:
+    """The C kernel's scratch tensors, which it writes before it reads them:
+    the management of every row and tile (BL, A, B) and the listed input
+    lines (columns, trains, offsets). Small ones (at most
+    ``_WORKSPACE_KEEP`` bytes, where allocating costs as much as the work)
+    are kept per thread for the last few shapes: a training loop asks for
+    the same ones at every step."""
+    key = (G, B, n_out, n_in, K, words)
+    kept = getattr(_WORKSPACES, "kept", None)
+    if kept is None:
+        kept = _WORKSPACES.kept = {}
+    if key in kept:
+        return kept[key]
+    tiles = (G, B, n_out, n_in)
+    managed = (torch.empty(tiles, dtype=torch.int32), torch.empty(tiles), torch.empty(tiles))
+    listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K, words), dtype=torch.int64),
+              torch.empty((G, B, n_out, n_in + 1), dtype=torch.int32))
+    if G * B * n_out * (K * (4 + 8 * words) + 12 * n_in + 4 * (n_in + 1)) <= _WORKSPACE_KEEP:
+        if len(kept) >= 4:
+            kept.pop(next(iter(kept)))
+        kept[key] = (managed, listed)
+    return managed, listed
+
+
 NATIVE_MAX_DEVICES = 16  # the C kernel's stack of devices (MAX_DEVICES in _pulsed.c)
 NATIVE_MAX_WORDS = 8  # its trains: 63 slots a word (MAX_WORDS)
 
@@ -326,10 +355,7 @@ def _native_update(w: Tensor, touched: Tensor, x: Tensor, d: Tensor, lr: float, 
         x_given = _words(trains[0]).contiguous()  # (G, B, n_out, K)
         d_given = _words(trains[1]).contiguous()  # (G, B, n_in, N)
     starts = (_starts(tuple(in_sizes)), _starts(tuple(out_sizes)))
-    tiles = (G, B, n_out, n_in)  # the management of every row and tile, written by the kernel
-    managed = (torch.empty(tiles, dtype=torch.int32), torch.empty(tiles), torch.empty(tiles))
-    listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K, words), dtype=torch.int64),
-              torch.empty((G, B, n_out, n_in + 1), dtype=torch.int32))
+    managed, listed = _workspace(G, B, n_out, n_in, K, words)
     tensors = [x.contiguous(), d.contiguous(), *managed, *starts, x_given, d_given, params, *listed, w,
                touched.view(torch.uint8),
                # many rows (the one-hot rows of mixed precision's transfer): each weight row reads its error
