@@ -388,7 +388,8 @@ class AnalogTile(nn.Module):
     def invalidate_cache(self) -> None:
         """Forget the cached tile array (after the weights were written behind
         autograd's back, e.g. through ``weight.data``)."""
-        self._tiles_cache = None
+        if self._tiles_cache is not None:  # (nn.Module's setattr is slow: not after every step)
+            self._tiles_cache = None
 
     def reset(self, w: Tensor, weight_scaling_omega: Optional[float] = None, keep_mapping_scales: bool = False) -> None:
         """New digital weights ``w``: the programmed state goes, the mapping
@@ -493,19 +494,23 @@ class AnalogTile(nn.Module):
         self.invalidate_cache()
         return True
 
-    @torch.no_grad()
     def _device_post_update(self, w: Tensor) -> None:
         """Decay (``lifetime``) and diffusion (``diffusion``) of the devices,
         once per update, then the write noise drawn anew everywhere."""
         st = self.device_state
         if isinstance(st, CellState):
-            if st.post_update():
-                self._write_visible(w)
+            with torch.no_grad():
+                if st.post_update():
+                    self._write_visible(w)
             return
         dev_cfg = self.rpu_config.device
         decay, diffuse = dev_cfg.lifetime > 0, dev_cfg.diffusion > 0
         if not (decay or diffuse):
-            return
+            return  # (before no_grad: this runs after every optimizer step)
+        with torch.no_grad():
+            self._decay_diffuse(w, st, decay, diffuse)
+
+    def _decay_diffuse(self, w: Tensor, st: DeviceState, decay: bool, diffuse: bool) -> None:
         hidden = st.rule.write_noise > 0
         tw = st.persistent_weight if hidden else self.to_tile_units(w.detach()).float().clone()
         state = st.tensors()
@@ -614,20 +619,19 @@ class AnalogTile(nn.Module):
 
     # -- after optimizer steps ----------------------------------------------------
 
-    @torch.no_grad()
     def clip_(self, w: Tensor) -> None:
         """Clip the tile weights per tile as ``rpu_config.clip`` says, writing
         the result into ``w`` (the layer's weights, digital units)."""
         clip = getattr(self.rpu_config, "clip", None)
         if clip is None or clip.type == WeightClipType.NONE:
-            return
+            return  # (before no_grad: this runs after every optimizer step)
         clip.validate(f"{self.name}.rpu_config.clip")
-        t = self.to_tile_units(w.detach()).float()
-        bound = hwa.clip_bound(t, clip, self.geometry)
-        write_weights(w, self.to_digital_units(torch.maximum(torch.minimum(t, bound), -bound)).to(w.dtype))
+        with torch.no_grad():
+            t = self.to_tile_units(w.detach()).float()
+            bound = hwa.clip_bound(t, clip, self.geometry)
+            write_weights(w, self.to_digital_units(torch.maximum(torch.minimum(t, bound), -bound)).to(w.dtype))
         self.invalidate_cache()
 
-    @torch.no_grad()
     def remap(self, w: Tensor) -> None:
         """Remap the tile weights as ``rpu_config.remap`` says:
         LAYERWISE_SYMMETRIC divides them by ``s = max|w| / remapped_wmax``,
@@ -635,7 +639,11 @@ class AnalogTile(nn.Module):
         into the mapping scales, so the effective weights do not change."""
         remap = getattr(self.rpu_config, "remap", None)
         if remap is None or remap.type == WeightRemapType.NONE:
-            return
+            return  # (before no_grad: this runs after every optimizer step)
+        with torch.no_grad():
+            self._remap(w, remap)
+
+    def _remap(self, w: Tensor, remap) -> None:
         where = f"{self.name}.rpu_config.remap"
         remap.validate(where)
         if remap.max_scale_range != 0 or remap.max_scale_ref != 0:

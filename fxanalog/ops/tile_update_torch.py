@@ -408,10 +408,16 @@ def _unpack_update(v: tuple) -> PulsedUpdate:
 
 
 def pack_rule(rule) -> list[float]:
-    """A ``DeviceRule``, or a tuple of them (a stack of devices), as floats."""
+    """A ``DeviceRule``, or a tuple of them (a stack of devices), as floats
+    (a new list each call; the packing is cached per rule, which is frozen)."""
+    return list(_pack_rule(rule))
+
+
+@functools.lru_cache(maxsize=256)
+def _pack_rule(rule) -> tuple:
     if isinstance(rule, tuple):
-        return [v for r in rule for v in pack_rule(r)]
-    return [float(getattr(rule, f.name)) for f in fields(DeviceRule)]
+        return tuple(v for r in rule for v in _pack_rule(r))
+    return tuple(float(getattr(rule, f.name)) for f in fields(DeviceRule))
 
 
 _RULE_LEN = len(fields(DeviceRule))
