@@ -221,3 +221,23 @@ def test_tracers_and_modes_see_the_op():
     seen = []
     torch.func.vmap(lambda xi: seen.append(dispatch.plain_eager(xi)) or xi)(x)
     assert seen == [False]
+
+
+def test_eager_update_bumps_the_weights_version_as_the_op():
+    """The pulsed update writes the weights in place: either way of calling
+    it bumps their version counter once, so autograd sees the change."""
+    from torch import nn
+
+    from fxanalog import ConstantStepDevice, SingleRPUConfig
+    from fxanalog.ops.tile_update import update
+    from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
+
+    layer = AnalogLinear.from_digital(nn.Linear(8, 8), SingleRPUConfig(device=ConstantStepDevice()))
+    st = layer.tile.device_state
+    up = PulsedUpdate.of(layer.rpu_config.update, 0.001)
+    args = (torch.randn(1, 4, 8), torch.randn(1, 4, 8), st.params, 0.1, pack_update(up), pack_rule(st.rule), [8], [8])
+    for call in (update, torch.ops.fxanalog.tile_update):
+        w = layer.weight.detach().reshape(1, 8, 8).clone()
+        before = w._version
+        call(w, *args)
+        assert w._version == before + 1

@@ -59,9 +59,13 @@ def update(weights: Tensor, x: Tensor, d: Tensor, params: Tensor, lr: float, upd
            device: list[float], in_sizes: list[int], out_sizes: list[int]) -> Tensor:
     """``torch.ops.fxanalog.tile_update(...)``, the same arguments, effect
     and result; in plain eager mode (``dispatch.plain_eager``) the op's
-    function, directly."""
+    function, directly, and the version counter of ``weights`` bumped as
+    the op's wrapper bumps it (autograd's checks of in-place changes see
+    the update)."""
     if dispatch.plain_eager(weights, x, d, params):
-        return _tile_update(weights, x, d, params, lr, update, device, in_sizes, out_sizes)
+        touched = _tile_update(weights, x, d, params, lr, update, device, in_sizes, out_sizes)
+        torch.autograd.graph.increment_version(weights)
+        return touched
     return torch.ops.fxanalog.tile_update(weights, x, d, params, lr, update, device, in_sizes, out_sizes)
 
 
