@@ -50,9 +50,9 @@ def _input_scale(xp: Tensor, io: TileIO, pidx: Optional[Tensor], x: Tensor) -> T
     nm = io.noise_management
     G, B, n, p = xp.shape
     if nm == NoiseManagementType.ABS_MAX:
-        # max|x| without a temporary of x's size (vector_norm(inf) is 10x slower on CPU), in one reduction
-        lo, hi = torch.aminmax(xp, dim=-1)
-        alpha = torch.maximum(hi, lo.neg_())
+        # max|x| without a temporary of x's size (vector_norm(inf) is 10x slower on CPU; aminmax along a
+        # dimension 6x slower than amax and amin)
+        alpha = torch.maximum(xp.amax(dim=-1), xp.amin(dim=-1).neg_())
         if io.nm_thres > 0:
             alpha = alpha.clamp(max=io.nm_thres)
     elif nm == NoiseManagementType.MAX:
