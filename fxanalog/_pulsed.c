@@ -405,6 +405,14 @@ static void flush(const job_t *jb, const event_t *ev, int64_t E, float *wrow, ui
     }
 }
 
+/* A listed cross-point's parameters (np floats, maybe across two cache
+ * lines: both ends) and weight on their way while the row is listed. */
+static inline void prefetch_cross_point(const float *prow, const float *wrow, int32_t j, int np) {
+    __builtin_prefetch(prow + (int64_t)j * np);
+    __builtin_prefetch(prow + (int64_t)j * np + np - 1);
+    __builtin_prefetch(wrow + j);
+}
+
 /* Each weight row in two passes: first its error trains and coincidences,
  * listed in batch-row order (so each cross-point's pulses stay in order)
  * while the cross-points' weights and parameters are prefetched, then the
@@ -464,9 +472,7 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                 if (bl == 1 && W == 1) { /* one slot: every listed input line meets the error line once */
                     for (int32_t e = offsets[p]; e < offsets[p + 1]; e++) {
                         const int32_t j = cols[e];
-                        __builtin_prefetch(prow + (int64_t)j * np);
-                        __builtin_prefetch(prow + (int64_t)j * np + np - 1);
-                        __builtin_prefetch(wrow + j);
+                        prefetch_cross_point(prow, wrow, j, np);
                         ev[E++] = (event_t){j, 1, (int16_t)((dneg == (int)((uint64_t)words[e] >> 63)) ^ jb->flip)};
                     }
                     continue;
@@ -479,9 +485,7 @@ static int rows(const job_t *jb, int64_t i0, int64_t i1) { /* rows of (G * N) */
                         for (int64_t w = 1; w < W; w++) n += count_bits((uint64_t)words[e * W + w] & dword[w]);
                     if (!n) continue;
                     const int32_t j = cols[e];
-                    __builtin_prefetch(prow + (int64_t)j * np);
-                    __builtin_prefetch(prow + (int64_t)j * np + np - 1); /* its last parameter: maybe the next line */
-                    __builtin_prefetch(wrow + j);
+                    prefetch_cross_point(prow, wrow, j, np);
                     ev[E++] = (event_t){j, (int16_t)n, (int16_t)((dneg == (int)(xw >> 63)) ^ jb->flip)};
                 }
             }

@@ -55,10 +55,10 @@ from fxanalog.config import (
     VectorUnitCellUpdatePolicy,
 )
 from fxanalog.geometry import TileGeometry
-from fxanalog.ops.io import TileIO
 from fxanalog.ops import tile_mvm as tile_mvm_op
-from fxanalog.ops.tile_mvm import NO_UPDATE
 from fxanalog.ops import tile_update as tile_update_op
+from fxanalog.ops.io import TileIO
+from fxanalog.ops.tile_mvm import NO_UPDATE
 from fxanalog.ops.tile_update_torch import PulsedUpdate, pack_rule, pack_update
 
 __all__ = ["DeviceState", "CellState", "DeviceStack", "is_cell", "make_cell"]
@@ -131,8 +131,7 @@ class Reads:
             flat = (cols + starts[:, None]).reshape(-1).to(w.device)  # (n_in * n,) the layer's columns
             tiles = w[:, :, flat].transpose(1, 2).float().reshape(G * n_in * n, 1, 1, N)
             x = torch.ones(G * n_in * n, 1, 1, device=w.device)
-            y = tile_mvm_op.mvm(x, tiles, [1], list(geo.out_sizes), None, None, packed, packed,
-                                            NO_UPDATE)
+            y = tile_mvm_op.mvm(x, tiles, [1], list(geo.out_sizes), None, None, packed, packed, NO_UPDATE)
             return y.reshape(G, n_in, n, N)
         tiles = geo.stack_pieces(w.float())  # (G * n_in, 1, p, N)
         x = torch.nn.functional.one_hot(cols.to(w.device), p).float()  # (n_in, n, p)
@@ -161,8 +160,7 @@ def _pulse(w: Tensor, params: Tensor, rules, x: Tensor, d: Tensor, lr: float, up
     if w.dim() == 4 and w.shape[0] == 1:  # a stack of one is one device
         w, params, rules = w[0], params[0], rules[0]
     return tile_update_op.update(w, x.float().contiguous(), d.float().contiguous(), params, float(lr),
-                                          pack_update(up), pack_rule(rules), list(geometry.in_sizes),
-                                          list(geometry.out_sizes))
+                                 pack_update(up), pack_rule(rules), list(geometry.in_sizes), list(geometry.out_sizes))
 
 
 # --------------------------------------------------------------------------

@@ -37,9 +37,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from fxanalog import programming
 from fxanalog.hwa import apply_weight_modifier
 from fxanalog.nn.modules import AnalogLayerBase, drift_layers, named_analog_layers, program_layers
-from fxanalog import programming
 from fxanalog.programming import register_write_step
 
 __all__ = [

@@ -45,9 +45,9 @@ from fxanalog.config import BaseNoiseModel, RPUConfigBase, WeightClipType, Weigh
 from fxanalog.config import config_from_dict, config_to_dict
 from fxanalog.geometry import TileGeometry, fold_samples, per_output, piece_index, unfold_samples
 from fxanalog.input_range import init_from_data_, input_range_config, input_range_mvm
-from fxanalog.ops.io import TileIO
 from fxanalog.ops import tile_mvm as tile_mvm_op
 from fxanalog.ops import tile_update as tile_update_op
+from fxanalog.ops.io import TileIO
 from fxanalog.ops.tile_mvm import NO_UPDATE, check_transforms, scripting_error
 from fxanalog.ops.tile_mvm_torch import apply_digital, compute_dtype
 from fxanalog.ops.tile_record import register_recorder
@@ -494,23 +494,19 @@ class AnalogTile(nn.Module):
         self.invalidate_cache()
         return True
 
+    @torch.no_grad()
     def _device_post_update(self, w: Tensor) -> None:
         """Decay (``lifetime``) and diffusion (``diffusion``) of the devices,
         once per update, then the write noise drawn anew everywhere."""
         st = self.device_state
         if isinstance(st, CellState):
-            with torch.no_grad():
-                if st.post_update():
-                    self._write_visible(w)
+            if st.post_update():
+                self._write_visible(w)
             return
         dev_cfg = self.rpu_config.device
         decay, diffuse = dev_cfg.lifetime > 0, dev_cfg.diffusion > 0
         if not (decay or diffuse):
-            return  # (before no_grad: this runs after every optimizer step)
-        with torch.no_grad():
-            self._decay_diffuse(w, st, decay, diffuse)
-
-    def _decay_diffuse(self, w: Tensor, st: DeviceState, decay: bool, diffuse: bool) -> None:
+            return
         hidden = st.rule.write_noise > 0
         tw = st.persistent_weight if hidden else self.to_tile_units(w.detach()).float().clone()
         state = st.tensors()
@@ -619,19 +615,20 @@ class AnalogTile(nn.Module):
 
     # -- after optimizer steps ----------------------------------------------------
 
+    @torch.no_grad()
     def clip_(self, w: Tensor) -> None:
         """Clip the tile weights per tile as ``rpu_config.clip`` says, writing
         the result into ``w`` (the layer's weights, digital units)."""
         clip = getattr(self.rpu_config, "clip", None)
         if clip is None or clip.type == WeightClipType.NONE:
-            return  # (before no_grad: this runs after every optimizer step)
+            return
         clip.validate(f"{self.name}.rpu_config.clip")
-        with torch.no_grad():
-            t = self.to_tile_units(w.detach()).float()
-            bound = hwa.clip_bound(t, clip, self.geometry)
-            write_weights(w, self.to_digital_units(torch.maximum(torch.minimum(t, bound), -bound)).to(w.dtype))
+        t = self.to_tile_units(w.detach()).float()
+        bound = hwa.clip_bound(t, clip, self.geometry)
+        write_weights(w, self.to_digital_units(torch.maximum(torch.minimum(t, bound), -bound)).to(w.dtype))
         self.invalidate_cache()
 
+    @torch.no_grad()
     def remap(self, w: Tensor) -> None:
         """Remap the tile weights as ``rpu_config.remap`` says:
         LAYERWISE_SYMMETRIC divides them by ``s = max|w| / remapped_wmax``,
@@ -639,11 +636,7 @@ class AnalogTile(nn.Module):
         into the mapping scales, so the effective weights do not change."""
         remap = getattr(self.rpu_config, "remap", None)
         if remap is None or remap.type == WeightRemapType.NONE:
-            return  # (before no_grad: this runs after every optimizer step)
-        with torch.no_grad():
-            self._remap(w, remap)
-
-    def _remap(self, w: Tensor, remap) -> None:
+            return
         where = f"{self.name}.rpu_config.remap"
         remap.validate(where)
         if remap.max_scale_range != 0 or remap.max_scale_ref != 0:

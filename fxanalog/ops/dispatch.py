@@ -106,7 +106,7 @@ def select(op: str, tensor: torch.Tensor, *args) -> Implementation:
     if triton is None or (not tensor.is_cuda and _FORCED != "triton"):  # (the environment forces only "torch")
         return impls["torch"]
     forced = forced_implementation()
-    if triton is not None and forced != "torch" and triton_available():
+    if forced != "torch" and triton_available():
         if (tensor.is_cuda or forced == "triton") and triton.accepts(*args):
             return triton
     return impls["torch"]

@@ -324,7 +324,7 @@ def _workspace(G: int, B: int, n_out: int, n_in: int, K: int, words: int) -> tup
     managed = (torch.empty(tiles, dtype=torch.int32), torch.empty(tiles), torch.empty(tiles))
     listed = (torch.empty((G, B, n_out, K), dtype=torch.int32), torch.empty((G, B, n_out, K, words), dtype=torch.int64),
               torch.empty((G, B, n_out, n_in + 1), dtype=torch.int32))
-    if G * B * n_out * (K * (4 + 8 * words) + 12 * n_in + 4 * (n_in + 1)) <= _WORKSPACE_KEEP:
+    if sum(t.numel() * t.element_size() for t in managed + listed) <= _WORKSPACE_KEEP:
         if len(kept) >= 4:
             kept.pop(next(iter(kept)))
         kept[key] = (managed, listed)
