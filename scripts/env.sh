@@ -22,7 +22,7 @@ fi
 # Reinstalled when the packaging or a C extension (built by the install) changes.
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "$root/setup.py" -nt "$stamp" ] \
   || [ "$root/fxanalog/_normal.c" -nt "$stamp" ] || [ "$root/fxanalog/_pulsed.c" -nt "$stamp" ] \
-  || [ "$root/fxanalog/_ziggurat.h" -nt "$stamp" ]; then
+  || [ "$root/fxanalog/_periphery.c" -nt "$stamp" ] || [ "$root/fxanalog/_ziggurat.h" -nt "$stamp" ]; then
   echo "fxanalog: installing torch==2.13.0 and fxanalog[demo,test] into $venv" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip
   # torch first, pinned: on these machines 2.13.0 is a CPU build on local

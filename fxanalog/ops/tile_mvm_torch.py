@@ -16,6 +16,16 @@ Partial sums over input pieces are added in digital; the column scales and
 the bias are applied at the end. Everything is batched over groups, pieces
 and rows: there is no Python loop over tiles.
 
+For float32 CPU inputs of one input piece per group the DAC (noise
+management, scaling, rounding, clipping) and the ADC's rounding with bound
+management's saturation test and the digital tail run as three passes in C
+(``native``, the extension ``fxanalog._periphery``, built at install; None
+without a C compiler) instead of a dozen torch ops: the same float32
+operations in the same order, so the same numbers (the tail with a bias
+rounds ``y * alpha + bias`` once, as ``torch.addcmul`` does with a fused
+multiply-add). Rows with a zero, tiny or NaN scale, stochastic rounding,
+``MAX`` noise management and saturated outputs take the torch ops.
+
 Internally the DAC works in input steps (``v = rint(x*s/dx)``, integers) and
 the ADC in output steps (``y/dy``): the step sizes fold into one GEMM factor
 ``dx/dy``, and the output noise is added by the GEMM itself (``addmm``'s
@@ -34,6 +44,11 @@ import torch
 from torch import Tensor
 
 from fxanalog import _rng
+
+try:  # the DAC and ADC passes in C (fxanalog/_periphery.c); optional at install
+    from fxanalog import _periphery as native
+except ImportError:  # pragma: no cover - only without a C compiler at install
+    native = None
 from fxanalog.config import NoiseManagementType, WeightNoiseType
 from fxanalog.geometry import pad_index, per_output, piece_index, unlayout_tiles
 from fxanalog.ops.io import TileIO
@@ -92,9 +107,13 @@ def _mvm_steps(
     tensor; callers view it as (G, n, M, N)), rounded
     when quantized, not yet clipped.
     """
-    G, M, n, p = xp.shape
-    N = tiles.shape[-1]
-    ux, uy = io.ux, io.uy  # normalized input per DAC unit, output per ADC unit
+    return _adc_steps(_dac_steps(xp, inv_in, io), tiles, io, piece_sizes)
+
+
+def _dac_steps(xp: Tensor, inv_in: Tensor, io: TileIO) -> Tensor:
+    """The DAC: (G, M, n, p) inputs, (G, M, n) factors 1/(alpha*r) -> (G, n,
+    M, p) in input steps (integers when quantized), clipped, with input noise."""
+    ux = io.ux  # normalized input per DAC unit
     # DAC: v in input steps (integers) when quantized. Scale in the input's
     # own layout (a strided out= is many times slower), then pieces first: a
     # no-op for one piece, one copy of the input else.
@@ -107,6 +126,16 @@ def _mvm_steps(
         v.clamp_(-io.inp_bound_steps, io.inp_bound_steps)
     if io.inp_noise > 0:
         _rng.add_normal_(v, io.inp_noise / ux)
+    return v
+
+
+def _adc_steps(v: Tensor, tiles: Tensor, io: TileIO, piece_sizes: Tensor, rounded: bool = True) -> Tensor:
+    """The MVM of (G, n, M, p) DAC outputs and the ADC: (G*n, M, N) output
+    steps, rounded when quantized (unless ``rounded`` is False: the caller
+    rounds), not yet clipped."""
+    G, n, M, p = v.shape
+    N = tiles.shape[-1]
+    ux, uy = io.ux, io.uy  # normalized input per DAC unit, output per ADC unit
     vin = v.view(G * n, M, p)
     w = tiles.reshape(G * n, p, N)
     if io.linear_adc:
@@ -121,7 +150,7 @@ def _mvm_steps(
             y = torch.bmm(vin, w)
             if io.out_noise > 0:
                 _rng.add_normal_(y, io.out_noise / uy)
-        if io.dy > 0:
+        if io.dy > 0 and rounded:
             _round(y, io.out_sto_round)
         return y
     # General case, in normalized units.
@@ -136,7 +165,7 @@ def _mvm_steps(
     if io.ir_drop > 0:
         # C++-tile IR drop: each piece with its own n; positions j = 0..n-1.
         sizes = piece_sizes.to(torch.float32)[:, None]
-        j = torch.arange(p, dtype=torch.float32, device=xp.device)
+        j = torch.arange(p, dtype=torch.float32, device=v.device)
         frac = (1 - (1 - j / sizes).square()) * (j < sizes)  # (G*n, p)
         a = (sizes[:, :, None] / io.ir_drop_g_ratio) * torch.bmm(vn.abs(), w.abs())
         c = a * (a * (0.05 * a - 0.2) + 0.5)
@@ -146,7 +175,7 @@ def _mvm_steps(
     if io.out_noise > 0:
         _rng.add_normal_(y, io.out_noise)
     y.div_(uy)
-    if io.dy > 0:
+    if io.dy > 0 and rounded:
         _round(y, io.out_sto_round)
     return y
 
@@ -201,6 +230,11 @@ def tile_forward(
     if B == 0:  # an empty batch: an empty result, as a digital layer gives
         return x.new_zeros((G, 0, N))
 
+    sizes = _piece_sizes(tuple(in_sizes), G, x.device)
+    if n == 1 and _periphery_in_c(x, io):
+        y = _forward_c(x, tiles, io, sizes, out_sizes, col_scale, bias)
+        if y is not None:
+            return y
     pidx = pad_index(in_sizes, x)
     if pidx is None:
         xp = x.reshape(G, B, n, p)
@@ -221,13 +255,20 @@ def tile_forward(
         up = torch.where(alpha < TINY_SCALE, 2.0**64, 1.0).to(alpha.dtype)
         alpha_dac, x_dac = alpha * up, xp * up.unsqueeze(-1)
 
-    sizes = _piece_sizes(tuple(in_sizes), G, x.device)
-    y_base = _mvm_steps(x_dac, 1.0 / alpha_dac, tiles, io, sizes)  # (G*n, B, N) output steps
-    y = y_base.view(G, n, B, N)
+    y_base = _mvm_steps(x_dac, alpha_dac.reciprocal(), tiles, io, sizes)  # (G*n, B, N) output steps
     if io.bounded:
-        _bound_management(y, x_dac, alpha_dac, tiles, io, sizes, out_sizes)
+        _bound_management(y_base.view(G, n, B, N), x_dac, alpha_dac, tiles, io, sizes, out_sizes)
+    return _digital_tail(y_base, alpha, io, zero_piece, col_scale, bias)
 
-    # Digital: y_steps * dy * alpha * out_scale, summed over input pieces.
+
+def _digital_tail(y_base: Tensor, alpha: Tensor, io: TileIO, zero_piece: Optional[Tensor], col_scale: Optional[Tensor],
+                  bias: Optional[Tensor]) -> Tensor:
+    """Digital: y_steps * dy * alpha * out_scale, summed over input pieces,
+    then ``col_scale`` and ``bias``: (G*n, B, N) output steps (clipped),
+    (G, B, n) scales -> (G, B, N), in ``y_base``'s memory when n = 1."""
+    G, B, n = alpha.shape
+    N = y_base.shape[-1]
+    y = y_base.view(G, n, B, N)
     row = alpha * (io.uy * io.out_scale)  # (G, B, n)
     if zero_piece is not None:
         row = row.masked_fill(zero_piece, 0.0)
@@ -239,6 +280,46 @@ def tile_forward(
     for i in range(1, n):  # the digital sum over input pieces, all tiles at once
         out.addcmul_(y[:, i], row[:, :, i : i + 1])
     return apply_digital(out, col_scale, bias)
+
+
+def _periphery_in_c(x: Tensor, io: TileIO) -> bool:
+    """Whether the DAC and ADC passes of one input piece run in C (see the
+    module docstring): float32 CPU tensors, deterministic rounding, and a
+    noise management other than ``MAX``."""
+    return (native is not None and x.dtype == torch.float32 and x.device.type == "cpu"
+            and type(x) in (torch.Tensor, torch.nn.Parameter) and io.noise_management != NoiseManagementType.MAX
+            and not (io.dx > 0 and io.inp_sto_round) and not (io.dy > 0 and io.out_sto_round))
+
+
+def _forward_c(x: Tensor, tiles: Tensor, io: TileIO, sizes: Tensor, out_sizes: Sequence[int],
+               col_scale: Optional[Tensor], bias: Optional[Tensor]) -> Optional[Tensor]:
+    """``tile_forward`` of (G, B, K) float32 inputs on (G, 1, K, N) tiles
+    (one input piece) with the DAC and ADC passes in C (fxanalog/_periphery.c);
+    None when a row's scale is zero, tiny or NaN (the torch ops handle those)."""
+    G, B, K = x.shape
+    N = tiles.shape[-1]
+    x = x.contiguous()
+    threads = torch.get_num_threads()
+    v = torch.empty((G, 1, B, K))
+    alpha = torch.empty((G, B, 1))
+    abs_max = io.noise_management == NoiseManagementType.ABS_MAX
+    scale = io.nm_thres if abs_max else io.constant_scale  # the cap of max|x| (when > 0), or the constant
+    if not native.dac(x.data_ptr(), v.data_ptr(), alpha.data_ptr(), G * B, K, abs_max, scale, io.dx,
+                      io.inp_bound_steps, threads):
+        return None
+    if io.inp_noise > 0:
+        _rng.add_normal_(v, io.inp_noise / io.ux)
+    y = _adc_steps(v, tiles, io, sizes, rounded=False)  # (G, B, N)
+    top = native.adc(y.data_ptr(), y.numel(), io.dy > 0, threads)  # rounded in place; max |y|
+    if io.bounded and top > min(io.out_bound_steps, io.out_sat):  # saturated: bound management in torch
+        _bound_management(y.view(G, 1, B, N), x.view(G, B, 1, K), alpha, tiles, io, sizes, out_sizes)
+        return _digital_tail(y, alpha, io, None, col_scale, bias)
+    fused = bias if col_scale is None else None
+    if fused is not None:
+        fused = fused.to(torch.float32).contiguous()
+    native.scale(y.data_ptr(), alpha.data_ptr(), None if fused is None else fused.data_ptr(), G, B, N,
+                 io.uy * io.out_scale, threads)
+    return y if col_scale is None else apply_digital(y, col_scale, bias)
 
 
 @functools.lru_cache(maxsize=256)
