@@ -79,7 +79,11 @@ class AnalogOptimizerMixin:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        super().step()
+        base = super().step.__func__
+        # torch wraps a class's step (its step hooks, a profiler record) once an instance of that class is
+        # made; this class's step has that wrapper already, so the torch optimizer's runs without it (else
+        # the hooks would run twice)
+        (base.__wrapped__ if getattr(base, "hooked", False) else base)(self)
         layers = self._analog_layers()
         if not layers and not self._warned:
             self._warned = True

@@ -512,6 +512,26 @@ def test_analog_optimizer_wraps_any_torch_optimizer():
         AnalogOptimizer("adam", [torch.zeros(1, requires_grad=True)])
 
 
+@pytest.mark.parametrize("make", [lambda p: AnalogSGD(p, lr=0.1), lambda p: AnalogOptimizer(torch.optim.Adam, p, lr=0.1)])
+def test_step_hooks_run_once_per_step(make):
+    # torch wraps a class's step with the hook calls once an instance of the class exists: with a plain
+    # SGD/Adam made too, the analog optimizer's hooks must still run once (not once per wrapper).
+    torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    torch.optim.Adam(nn.Linear(2, 2).parameters())
+    model = _mlp(quiet_io(SingleRPUConfig(device=ConstantStepDevice())))
+    opt = make(model.parameters())
+    calls = []
+    opt.register_step_pre_hook(lambda *_: calls.append("pre"))
+    opt.register_step_post_hook(lambda *_: calls.append("post"))
+    bias0 = model[0].bias.detach().clone()
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(3, 4)).square().sum().backward()
+        opt.step()
+    assert calls == ["pre", "post"] * 2
+    assert not torch.equal(model[0].bias, bias0)  # the torch optimizer's own step ran
+
+
 def test_several_backward_passes_before_one_step_concatenate():
     cfg = quiet_io(SingleRPUConfig(device=IdealDevice()))
     model = _mlp(cfg)
