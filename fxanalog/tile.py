@@ -108,6 +108,7 @@ class AnalogTile(nn.Module):
         self._tiles_cache: Optional[tuple] = None
         self._visible_written: Optional[tuple] = None  # a unit cell's layer weights as last written (ptr, version)
         self._io_cache: Optional[tuple] = None
+        self._update_cache: Optional[tuple] = None
         self._update_key = NO_UPDATE
         self._recorded: list[tuple[Tensor, Tensor]] = []
         self.make_periphery(device)
@@ -474,8 +475,7 @@ class AnalogTile(nn.Module):
             changed = st.take_changed()
             self._write_visible(w, None if pending is None else changed)
             return True
-        dev_cfg = self.rpu_config.device
-        up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(dev_cfg))
+        packed_update, packed_rule = self._packed_update(st)
         hidden = st.rule.write_noise > 0
         # the devices' weights are the layer's own when they are in the same units and float32: updated in place
         direct = not hidden and self.mapping_scales is None and w.dtype == torch.float32 and w.is_contiguous()
@@ -484,7 +484,7 @@ class AnalogTile(nn.Module):
         else:
             tw = w.detach() if direct else self.to_tile_units(w.detach()).float().clone()
         touched = tile_update_op.update(
-            tw, x.float(), d.float(), st.params, float(lr), pack_update(up), pack_rule(st.rule),
+            tw, x.float(), d.float(), st.params, float(lr), packed_update, packed_rule,
             list(self.geometry.in_sizes), list(self.geometry.out_sizes))
         if hidden:  # the visible weights: hidden ones plus fresh write noise where pulsed
             noisy = tw + st.rule.write_noise * torch.randn_like(tw)
@@ -493,6 +493,19 @@ class AnalogTile(nn.Module):
             w.copy_(self.to_digital_units(tw).to(w.dtype))
         self.invalidate_cache()
         return True
+
+    def _packed_update(self, st: DeviceState) -> tuple[list[float], list[float]]:
+        """``rpu_config.update`` (with the device's weight granularity) and the
+        device rule packed for ``fxanalog::tile_update``; packed again
+        whenever a field of the update or device config changed (as
+        ``packed_io``)."""
+        cfg = self.rpu_config
+        snapshot = (tuple(cfg.update.__dict__.values()), tuple(cfg.device.__dict__.values()), st.rule)
+        c = self._update_cache
+        if c is None or c[0] != snapshot:
+            up = PulsedUpdate.of(cfg.update, devices.granularity(cfg.device))
+            c = self._update_cache = (snapshot, pack_update(up), pack_rule(st.rule))
+        return c[1], c[2]
 
     @torch.no_grad()
     def _device_post_update(self, w: Tensor) -> None:
@@ -706,10 +719,9 @@ class AnalogTile(nn.Module):
         x = torch.eye(K, device=w_cur.device).expand(G, K, K).contiguous()
         d = (w_cur - w_new).transpose(1, 2).contiguous()  # (G, K rows, N)
         st = self.device_state
-        up = PulsedUpdate.of(self.rpu_config.update, devices.granularity(self.rpu_config.device))
         w = w_cur.clone()
-        tile_update_op.update(w, x, d, st.params, 1.0, pack_update(up), pack_rule(st.rule),
-                                       list(self.geometry.in_sizes), list(self.geometry.out_sizes))
+        tile_update_op.update(w, x, d, st.params, 1.0, *self._packed_update(st), list(self.geometry.in_sizes),
+                              list(self.geometry.out_sizes))
         return w
 
     @torch.no_grad()
@@ -893,7 +905,7 @@ class AnalogTile(nn.Module):
             self.rpu_config = old
             self.make_periphery(device)
             raise
-        self._io_cache = None
+        self._io_cache = self._update_cache = None
         self.invalidate_cache()
 
     def prepare_load(self, state_dict: dict, prefix: str, replace: bool, device, error_msgs: list) -> bool:

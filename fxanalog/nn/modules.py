@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 import math
 import weakref
 from collections import OrderedDict
@@ -28,7 +29,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.weak import WeakIdKeyDictionary
 
 from fxanalog.config import InferenceRPUConfig, check_rpu_config
 from fxanalog.geometry import TileGeometry
@@ -37,15 +37,34 @@ from fxanalog.tile import AnalogTile, with_bias_column
 __all__ = ["AnalogLayerBase", "AnalogSequential", "load_state_dict", "rpu_config_loading", "program_layers", "drift_layers", "AnalogLinear", "AnalogConv1d", "AnalogConv2d", "AnalogConv3d", "named_analog_layers",
            "analog_layers_of", "conv_class_for"]
 
-# The analog layers built around each weight Parameter (weakly), so that an
-# optimizer given ``model.parameters()`` finds the tiles to update.
-_LAYERS_OF_WEIGHT: WeakIdKeyDictionary = WeakIdKeyDictionary()
+# The analog layers built around each weight Parameter, so that an optimizer
+# given ``model.parameters()`` finds the tiles to update: id(weight) -> (a
+# weak reference to the weight, weak references to its layers). The entry
+# goes with its weight. (Keyed by id: a WeakIdKeyDictionary lookup costs
+# microseconds, and every optimizer step looks up every parameter.)
+_LAYERS_OF_WEIGHT: dict[int, tuple[weakref.ref, list]] = {}
 
 
 def analog_layers_of(param: Tensor) -> list["AnalogLayerBase"]:
     """The live analog layers whose weight is ``param``."""
-    refs = _LAYERS_OF_WEIGHT.get(param, ())
-    return [layer for layer in (r() for r in refs) if layer is not None and layer.weight is param]
+    entry = _LAYERS_OF_WEIGHT.get(id(param))
+    if entry is None or entry[0]() is not param:
+        return []
+    return [layer for layer in (r() for r in entry[1]) if layer is not None and layer.weight is param]
+
+
+def _note_layer_of(param: Tensor, layer: "AnalogLayerBase") -> None:
+    key = id(param)
+    entry = _LAYERS_OF_WEIGHT.get(key)
+    if entry is None or entry[0]() is not param:
+        entry = _LAYERS_OF_WEIGHT[key] = (weakref.ref(param, functools.partial(_forget_weight, key)), [])
+    entry[1][:] = [r for r in entry[1] if r() is not None] + [weakref.ref(layer)]
+
+
+def _forget_weight(key: int, ref: weakref.ref) -> None:
+    entry = _LAYERS_OF_WEIGHT.get(key)
+    if entry is not None and entry[0] is ref:
+        del _LAYERS_OF_WEIGHT[key]
 
 
 def _tuple(v, n: int) -> tuple:
@@ -81,8 +100,7 @@ class AnalogLayerBase(nn.Module, abc.ABC):
                                analog_bias=analog_bias)
         self.tile.reset(self.weight_matrix())
         self.register_state_dict_post_hook(_save_tile_metadata)
-        refs = _LAYERS_OF_WEIGHT.setdefault(self.weight, [])
-        refs[:] = [r for r in refs if r() is not None] + [weakref.ref(self)]
+        _note_layer_of(self.weight, self)
 
     def _matrix_dims(self, groups: int) -> tuple[int, int]:
         """(N, K) of one group's weight matrix."""

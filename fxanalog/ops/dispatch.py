@@ -120,6 +120,8 @@ def plain_eager(*tensors) -> bool:
     function directly: plain tensors (not a subclass, a fake tensor or an fx
     proxy), and no torch.compile or export tracing, torch.func transform,
     torch function mode or dispatch mode active."""
-    return (all(t is None or type(t) in _PLAIN for t in tensors) and not torch.compiler.is_compiling()
-            and not torch._C._are_functorch_transforms_active() and not torch._C._is_torch_function_mode_enabled()
-            and torch._C._len_torch_dispatch_stack() == 0)
+    for t in tensors:
+        if t is not None and type(t) not in _PLAIN:
+            return False
+    return (not torch.compiler.is_compiling() and not torch._C._are_functorch_transforms_active()
+            and not torch._C._is_torch_function_mode_enabled() and torch._C._len_torch_dispatch_stack() == 0)

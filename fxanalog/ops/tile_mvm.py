@@ -114,7 +114,9 @@ def _backward(ctx, grad):
     N = tiles.shape[-1]
     ct = compute_dtype(grad.dtype)
     # d: the gradient of the tile's own output (before the digital factors)
-    d = grad.to(ct) * fio.out_scale
+    d = grad.to(ct)
+    if fio.out_scale != 1:
+        d = d * fio.out_scale
     if col_scale is not None:
         d = d * per_output(col_scale.to(ct), N, "result")
     if ctx.update_key != NO_UPDATE:

@@ -44,6 +44,7 @@ _RECORDERS: dict[int, "weakref.ReferenceType[Callable[[Tensor, Tensor], None]]"]
 _KEYS = itertools.count()
 # recording tile -> (process group, key) of its last training forward inside a DDP module's forward
 _DDP_GROUPS: "weakref.WeakKeyDictionary[Any, tuple[Any, int]]" = weakref.WeakKeyDictionary()
+_DISTRIBUTED = torch.distributed.is_available()  # (fixed by the torch build)
 
 
 def active_ddp_group():
@@ -66,7 +67,7 @@ def note_ddp_group(key: int) -> None:
     """Called by a training forward of ``fxanalog::tile_mvm`` with
     ``update_key = key``: remember whether it ran inside a DDP module's
     forward, and in which process group (``ddp_group_of``)."""
-    if not _DDP_GROUPS and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _DDP_GROUPS and not (_DISTRIBUTED and torch.distributed.is_initialized()):
         return  # no process group: nothing to note, nothing noted before
     ref = _RECORDERS.get(key)
     recorder = None if ref is None else ref()
