@@ -70,9 +70,11 @@ def layout_tiles(weight: Tensor, in_sizes: Sequence[int]) -> Tensor:
     A view when the input pieces are equal; else a zero-padded copy
     (differentiable either way).
     """
+    wt = weight.transpose(1, 2)  # (G, K, N)
+    if len(in_sizes) == 1:  # one piece (the common case): no padding
+        return wt.unsqueeze(1)
     G, N, K = weight.shape
     n, p = len(in_sizes), max(in_sizes)
-    wt = weight.transpose(1, 2)  # (G, K, N)
     idx = pad_index(in_sizes, weight)
     if idx is None:
         return wt.reshape(G, n, p, N) if wt.is_contiguous() else wt.unflatten(1, (n, p))
