@@ -164,7 +164,7 @@ def private_reaches(source: str) -> list[str]:
 
 
 # Private *modules* (files whose name starts with _) may be imported as modules.
-PRIVATE_MODULES = {"_rng", "_normal", "_pulsed", "_docgen"}
+PRIVATE_MODULES = {"_rng", "_normal", "_pulsed", "_periphery", "_docgen"}
 
 
 # ----------------------------------------------------------------------------

@@ -125,7 +125,8 @@ print(json.dumps({
     "backend_callable": callable(backend),
     "script_is_main": script is fxanalog.cli.main,
     "kernels_file": fxanalog.triton_kernels.__file__,
-    "native": getattr(fxanalog._rng.native, "__file__", None),
+    "native": [getattr(m, "__file__", None) for m in (fxanalog._rng.native, fxanalog.ops.tile_update_torch.native,
+                                                       fxanalog.ops.tile_mvm_torch.native)],
 }))
 """
     out = _run(code, tmp_path)
@@ -137,10 +138,11 @@ print(json.dumps({
     assert ["console_scripts", "fxanalog", "fxanalog.cli:main"] in out["eps"]
     assert out["backend_callable"] and out["script_is_main"]
     assert Path(out["kernels_file"]).resolve().parent == package_folder("fxanalog.triton_kernels").resolve()
-    # the C extension (optional): built by the install wherever a C compiler is
+    # the C extensions (optional): built by the install wherever a C compiler is
     if can_build_c_extension():
-        assert out["native"] is not None, "fxanalog._normal was not built by the install"
-        assert Path(out["native"]).resolve().parent == (ROOT / "fxanalog").resolve()
+        for name, path in zip(("_normal", "_pulsed", "_periphery"), out["native"]):
+            assert path is not None, f"fxanalog.{name} was not built by the install"
+            assert Path(path).resolve().parent == (ROOT / "fxanalog").resolve()
 
 
 def test_python_dash_m_is_the_console_script(tmp_path):
@@ -170,7 +172,8 @@ exit 0
 
 SCRIPT_FILES = ("scripts/env.sh", "scripts/test.sh", "scripts/demo.sh", ".ci/run")
 # a change reinstalls
-WATCHED = ("pyproject.toml", "setup.py", "fxanalog/_normal.c", "fxanalog/_pulsed.c", "fxanalog/_ziggurat.h")
+WATCHED = ("pyproject.toml", "setup.py", "fxanalog/_normal.c", "fxanalog/_pulsed.c", "fxanalog/_periphery.c",
+           "fxanalog/_ziggurat.h")
 
 
 @dataclass
