@@ -844,3 +844,25 @@ def test_digits_mlp_trains_on_constant_step_and_soft_bounds():
     assert results["const"][-1] >= 0.93, results
     assert results["soft"][-1] >= 0.87, results
     assert results["soft"][0] < results["soft"][-1]  # it learns
+
+
+def test_update_config_changed_after_conversion_takes_effect():
+    # The tile keeps its packed update settings; a field set between steps must reach the next update.
+    cfg = quiet_io(SingleRPUConfig(device=ConstantStepDevice(dw_min=0.01, dw_min_dtod=0.0, dw_min_std=0.0,
+                                                              up_down_dtod=0.0, w_max_dtod=0.0, w_min_dtod=0.0)))
+    layer = AnalogLinear(3, 2, bias=False, rpu_config=cfg)
+    layer.set_weights(torch.zeros(2, 3))  # far from the bounds
+    opt = AnalogSGD(layer.parameters(), lr=0.1)
+    x = torch.tensor([[1.0, -0.5, 0.25]])
+
+    def step():
+        opt.zero_grad()
+        layer(x).sum().backward()  # d = 1 for both outputs
+        opt.step()
+
+    step()  # stochastic pulses of 0.01: every weight moves by whole steps
+    w0 = layer.weight.detach().clone()
+    assert torch.allclose(w0 / 0.01, (w0 / 0.01).round(), atol=1e-4) and w0.abs().sum() > 0
+    layer.rpu_config.update.pulse_type = PulseType.NONE  # now the exact update w -= lr d^T x
+    step()
+    torch.testing.assert_close(layer.weight.detach(), w0 - 0.1 * torch.ones(2, 1) * x, atol=1e-6, rtol=0)
