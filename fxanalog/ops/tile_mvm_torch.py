@@ -44,14 +44,14 @@ import torch
 from torch import Tensor
 
 from fxanalog import _rng
+from fxanalog.config import NoiseManagementType, WeightNoiseType
+from fxanalog.geometry import pad_index, per_output, piece_index, unlayout_tiles
+from fxanalog.ops.io import TileIO
 
 try:  # the DAC and ADC passes in C (fxanalog/_periphery.c); optional at install
     from fxanalog import _periphery as native
 except ImportError:  # pragma: no cover - only without a C compiler at install
     native = None
-from fxanalog.config import NoiseManagementType, WeightNoiseType
-from fxanalog.geometry import pad_index, per_output, piece_index, unlayout_tiles
-from fxanalog.ops.io import TileIO
 
 __all__ = ["tile_forward", "apply_digital", "compute_dtype", "TINY_SCALE"]
 
@@ -314,9 +314,7 @@ def _forward_c(x: Tensor, tiles: Tensor, io: TileIO, sizes: Tensor, out_sizes: S
     if io.bounded and top > min(io.out_bound_steps, io.out_sat):  # saturated: bound management in torch
         _bound_management(y.view(G, 1, B, N), x.view(G, B, 1, K), alpha, tiles, io, sizes, out_sizes)
         return _digital_tail(y, alpha, io, None, col_scale, bias)
-    fused = bias if col_scale is None else None
-    if fused is not None:
-        fused = fused.to(torch.float32).contiguous()
+    fused = None if bias is None or col_scale is not None else bias.to(torch.float32).contiguous()
     native.scale(y.data_ptr(), alpha.data_ptr(), None if fused is None else fused.data_ptr(), G, B, N,
                  io.uy * io.out_scale, threads)
     return y if col_scale is None else apply_digital(y, col_scale, bias)
